@@ -1,0 +1,1 @@
+//! etcd MVCC data model on redb.

@@ -1,0 +1,16 @@
+//! etcd v3 wire types (`mvccpb`, `etcdserverpb`) and shoal's peer protocol
+//! (`shoalpb`), generated at build time from the `.proto` files beside this crate.
+
+#![allow(clippy::all, clippy::pedantic, rust_2018_idioms)]
+
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+pub mod shoalpb {
+    tonic::include_proto!("shoalpb");
+}

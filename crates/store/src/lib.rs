@@ -1,0 +1,1 @@
+//! A shoal store member.
