@@ -5,12 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY-free: build scripts are single-threaded, so setting the variable is sound.
     unsafe_env_set(&protoc);
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_protos(
-            &["proto/kv.proto", "proto/rpc.proto", "proto/shoal.proto"],
-            &["proto"],
-        )?;
+    tonic_prost_build::configure().bytes(".").compile_protos(
+        &["proto/kv.proto", "proto/rpc.proto", "proto/shoal.proto"],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -1,1 +1,253 @@
-//! The etcd v3 gRPC API.
+//! The etcd v3 gRPC API (KV, Maintenance, Cluster) served over a store
+//! [`Member`]. Only this crate speaks the client protocol; it validates requests
+//! as etcd does and maps store errors to etcd's statuses.
+
+mod errors;
+mod validate;
+
+use std::sync::Arc;
+
+use proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
+use proto::etcdserverpb::kv_server::{Kv, KvServer};
+use proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+use proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
+    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
+    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+};
+use store::Member;
+use tonic::{Request, Response, Status};
+
+/// gRPC framing and headers on top of the largest request body etcd accepts
+/// (etcd allows the same slack over `--max-request-bytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Serves the client API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    member: Arc<Member>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max_message = usize::try_from(member.max_request_bytes())
+        .unwrap_or(usize::MAX)
+        .saturating_add(GRPC_OVERHEAD_BYTES);
+    let kv = KvServer::new(KvService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(MaintenanceService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(ClusterService { member })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+struct KvService {
+    member: Arc<Member>,
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::range(&request)?;
+        let response = self
+            .member
+            .range(request)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        validate::put(&request)?;
+        let response = self.member.put(request).await.map_err(errors::from_store)?;
+        Ok(Response::new(response))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::delete_range(&request)?;
+        let response = self
+            .member
+            .delete_range(request)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(response))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::txn(&request)?;
+        let response = self.member.txn(request).await.map_err(errors::from_store)?;
+        Ok(Response::new(response))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let response = self
+            .member
+            .compact(request.into_inner())
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(response))
+    }
+}
+
+struct MaintenanceService {
+    member: Arc<Member>,
+}
+
+type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        // No alarm can be raised yet (quotas arrive with the maintenance work), so
+        // every action sees an empty alarm list, as etcd reports for a healthy cluster.
+        let _ = request;
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.member.current_header()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let status = self.member.status();
+        Ok(Response::new(StatusResponse {
+            header: Some(self.member.header(status.revision)),
+            version: store::ETCD_API_VERSION.to_string(),
+            db_size: i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX),
+            leader: status.leader_id,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(errors::unsupported("defragment"))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(errors::unsupported("hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        Err(errors::unsupported("hashkv"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(errors::unsupported("snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(errors::unsupported("move-leader"))
+    }
+}
+
+struct ClusterService {
+    member: Arc<Member>,
+}
+
+impl ClusterService {
+    /// etcd's cluster responses carry no revision.
+    fn header(&self) -> ResponseHeader {
+        ResponseHeader {
+            revision: 0,
+            ..self.member.current_header()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        _request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        Err(errors::unsupported("member add"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(errors::unsupported("member remove"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(errors::unsupported("member update"))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(MemberListResponse {
+            header: Some(self.header()),
+            members: self.member.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(errors::unsupported("member promote"))
+    }
+}

@@ -1,1 +1,240 @@
-fn main() {}
+//! The `shoal` binary: one program for every part of shoal. Each subcommand
+//! lives in its own module; this file only parses the command line.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use store::config::{parse_initial_cluster, parse_url, parse_url_list};
+use url::Url;
+
+/// shoal: a self-driving cluster platform in one binary.
+#[derive(Parser)]
+#[command(name = "shoal", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start shoal on this machine: a single-member store serving the etcd v3 API
+    /// on 127.0.0.1:2379.
+    Up(UpArgs),
+    /// Run one store member. Takes etcd's flags, with etcd's meanings.
+    Store(Box<StoreArgs>),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where shoal keeps its state.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
+    data_dir: PathBuf,
+    /// Where the store serves clients (etcdctl, client libraries).
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_parser = parse_url)]
+    listen_client_urls: Url,
+    /// Where the store listens for other members.
+    #[arg(long, default_value = "http://127.0.0.1:2380", value_parser = parse_url)]
+    listen_peer_urls: Url,
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Path to the data directory [default: ${name}.shoal].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url_list)]
+    listen_client_urls: UrlList,
+    /// List of this member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2379", value_parser = url_list)]
+    advertise_client_urls: UrlList,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url_list)]
+    listen_peer_urls: UrlList,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url_list)]
+    initial_advertise_peer_urls: UrlList,
+    /// Initial cluster configuration for bootstrapping: name=peer-url,…
+    /// [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Initial cluster state: new (founding a cluster) or existing (joining one).
+    #[arg(long, value_enum, default_value_t = ClusterState::New)]
+    initial_cluster_state: ClusterState,
+    /// Initial cluster token, which keeps the member ids of separate clusters apart.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: u64,
+    /// Raise an alarm when the backend size exceeds the given quota (0 means the
+    /// default, 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Number of committed transactions between compactions of the raft log.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+/// A comma-separated list of URLs, as etcd's URL flags take them.
+#[derive(Clone)]
+struct UrlList(Vec<Url>);
+
+fn url_list(text: &str) -> Result<UrlList, String> {
+    parse_url_list(text).map(UrlList)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl StoreArgs {
+    fn into_config(self) -> Result<store::MemberConfig, String> {
+        let initial_cluster_text = match &self.initial_cluster {
+            Some(text) => text.clone(),
+            None => self
+                .initial_advertise_peer_urls
+                .0
+                .iter()
+                .map(|url| format!("{}={}", self.name, store::config::url_text(url)))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let initial_cluster = parse_initial_cluster(&initial_cluster_text)
+            .map_err(|error| format!("invalid --initial-cluster: {error}"))?;
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.shoal", self.name)));
+        Ok(store::MemberConfig {
+            name: self.name,
+            data_dir,
+            listen_client_urls: self.listen_client_urls.0,
+            advertise_client_urls: self.advertise_client_urls.0,
+            listen_peer_urls: self.listen_peer_urls.0,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.0,
+            initial_cluster,
+            initial_cluster_state: match self.initial_cluster_state {
+                ClusterState::New => store::InitialClusterState::New,
+                ClusterState::Existing => store::InitialClusterState::Existing,
+            },
+            initial_cluster_token: self.initial_cluster_token,
+            max_request_bytes: self.max_request_bytes,
+            quota_backend_bytes: if self.quota_backend_bytes == 0 {
+                2 * 1024 * 1024 * 1024
+            } else {
+                self.quota_backend_bytes
+            },
+            snapshot_count: self.snapshot_count,
+            heartbeat_interval: std::time::Duration::from_millis(self.heartbeat_interval),
+            election_timeout: std::time::Duration::from_millis(self.election_timeout),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) || matches!(
+                error.kind(),
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = error.print();
+                return if error.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line that names the problem; `--help` has the rest.
+            let rendered = error.render().to_string();
+            let first_line = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first_line}");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, log_level, banner) = match cli.command {
+        Command::Up(args) => {
+            let config = store::MemberConfig::single(
+                "default",
+                args.data_dir.join("store"),
+                args.listen_client_urls,
+                args.listen_peer_urls,
+            );
+            (config, args.log_level, true)
+        }
+        Command::Store(args) => {
+            let log_level = args.log_level;
+            match args.into_config() {
+                Ok(config) => (config, log_level, false),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    init_logging(log_level);
+    match serve::run_store(config, banner) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,1 +1,557 @@
-//! A shoal store member.
+//! A shoal store member: raft consensus (tikv's raft-rs) replicating requests to
+//! the MVCC state machine, everything persisted in one redb database.
+//!
+//! [`Member`] is the handle the API layer uses: it proposes writes and waits for
+//! them to apply, serves reads (linearizable by read index, or serializable from
+//! local state), and reports status. The raft loop runs on its own thread
+//! (`node`); peers talk over gRPC (`transport`).
+
+pub mod config;
+pub mod error;
+mod node;
+mod raft_log;
+mod state_machine;
+mod transport;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use prost::Message as _;
+use proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    Member as MemberInfo, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
+};
+use proto::shoalpb::RaftRequest;
+use raft::RawNode;
+use tokio::sync::oneshot;
+
+pub use config::{InitialClusterState, MemberConfig};
+pub use error::{StartError, StoreError};
+use node::{Node, NodeInput, NodeSettings, NodeStatus};
+use raft_log::RaftLog;
+use state_machine::{ApplyResult, StateMachine};
+
+/// The etcd API version shoal's store speaks; reported where etcd reports its own version.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// A running store member.
+pub struct Member {
+    config: MemberConfig,
+    member_id: u64,
+    inbox: Sender<NodeInput>,
+    status: Arc<NodeStatus>,
+    state_machine: Arc<StateMachine>,
+    db_path: PathBuf,
+    next_request_id: AtomicU64,
+    request_timeout: Duration,
+    node_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    peer_shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    peer_server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held for the member's lifetime: the data directory's lock.
+    _lock: File,
+}
+
+/// A point-in-time view of the member, for etcd's Maintenance.Status.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub db_size_bytes: u64,
+    pub db_size_in_use_bytes: u64,
+    pub revision: i64,
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
+    let path_text = data_dir.display().to_string();
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: path_text.clone(),
+        source,
+    })?;
+    let lock_path = data_dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StartError::DataDir {
+            path: path_text.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::DataDirLocked { path: path_text })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir {
+            path: path_text,
+            source,
+        }),
+    }
+}
+
+impl Member {
+    /// Starts a member: locks and opens the data directory, restores or creates
+    /// the raft state, listens on the peer URLs, and starts the raft loop. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(config: MemberConfig) -> Result<Arc<Member>, StartError> {
+        config.validate()?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let db_path = config.data_dir.join("shoal.redb");
+        let database_error = |message: String| StartError::Database {
+            path: db_path.display().to_string(),
+            message,
+        };
+        let db = Arc::new(
+            redb::Database::builder()
+                .set_cache_size(256 * 1024 * 1024)
+                .create(&db_path)
+                .map_err(|error| database_error(error.to_string()))?,
+        );
+        let state_machine = Arc::new(StateMachine::open(db.clone()).map_err(&database_error)?);
+
+        let restarting = raft_log::has_state(&db).map_err(&database_error)?;
+        let member_id;
+        let raft_log = if restarting {
+            member_id = Self::stored_member_id(&state_machine, &config)?;
+            RaftLog::load(&db, state_machine.clone())
+                .map_err(&database_error)?
+                .expect("has_state said the raft state exists")
+        } else {
+            member_id = config.member_id();
+            let wtx = db
+                .begin_write()
+                .map_err(|error| database_error(error.to_string()))?;
+            let log = match config.initial_cluster_state {
+                InitialClusterState::New => {
+                    let members: Vec<MemberInfo> = config
+                        .initial_cluster
+                        .iter()
+                        .map(|(name, urls)| {
+                            let id = config::member_id(urls, &config.initial_cluster_token);
+                            MemberInfo {
+                                id,
+                                name: if id == member_id {
+                                    name.clone()
+                                } else {
+                                    String::new()
+                                },
+                                peer_ur_ls: urls
+                                    .iter()
+                                    .map(|url| config::url_text(url).to_string())
+                                    .collect(),
+                                client_ur_ls: Vec::new(),
+                                is_learner: false,
+                            }
+                        })
+                        .collect();
+                    let ids: Vec<u64> = members.iter().map(|member| member.id).collect();
+                    state_machine
+                        .bootstrap_members(&wtx, config::cluster_id(&ids), members)
+                        .map_err(&database_error)?;
+                    RaftLog::bootstrap(&wtx, ids, state_machine.clone()).map_err(&database_error)?
+                }
+                InitialClusterState::Existing => {
+                    RaftLog::empty(&wtx, state_machine.clone()).map_err(&database_error)?
+                }
+            };
+            wtx.commit()
+                .map_err(|error| database_error(error.to_string()))?;
+            log
+        };
+
+        let consistent_index = state_machine.mvcc.consistent_index();
+        let applied = if consistent_index == 0 {
+            raft_log.truncated_index()
+        } else {
+            consistent_index
+        };
+        if applied < raft_log.truncated_index() {
+            return Err(database_error(format!(
+                "applied index {applied} is behind the compacted raft log ({}): the data directory is damaged",
+                raft_log.truncated_index()
+            )));
+        }
+        let raft_config = raft::Config {
+            id: member_id,
+            election_tick: config.election_ticks(),
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 512,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|error| StartError::Raft(error.to_string()))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, raft_log, &logger)
+            .map_err(|error| StartError::Raft(error.to_string()))?;
+
+        // Listen for peers before anything can send to us.
+        let mut listeners = Vec::new();
+        for url in &config.listen_peer_urls {
+            let listener = transport::bind(url)
+                .await
+                .map_err(|source| StartError::PeerListen {
+                    url: config::url_text(url).to_string(),
+                    source,
+                })?;
+            listeners.push(listener);
+        }
+
+        let (inbox_sender, inbox) = crossbeam_channel::unbounded();
+        let runtime = tokio::runtime::Handle::current();
+        let mut peers = HashMap::new();
+        let mut known_peer_urls: HashMap<u64, Vec<String>> = state_machine
+            .members()
+            .into_iter()
+            .map(|member| (member.id, member.peer_ur_ls))
+            .collect();
+        if config.initial_cluster_state == InitialClusterState::Existing {
+            for urls in config.initial_cluster.values() {
+                let id = config::member_id(urls, &config.initial_cluster_token);
+                known_peer_urls.entry(id).or_insert_with(|| {
+                    urls.iter()
+                        .map(|url| config::url_text(url).to_string())
+                        .collect()
+                });
+            }
+        }
+        for (peer_id, urls) in known_peer_urls {
+            if peer_id != member_id {
+                peers.insert(
+                    peer_id,
+                    transport::PeerSender::start(&runtime, peer_id, urls, inbox_sender.clone()),
+                );
+            }
+        }
+
+        let (peer_shutdown, peer_shutdown_signal) = oneshot::channel::<()>();
+        let shared_signal = futures::future::FutureExt::shared(async move {
+            let _ = peer_shutdown_signal.await;
+        });
+        let mut servers = Vec::new();
+        for listener in listeners {
+            let signal = shared_signal.clone();
+            let inbox = inbox_sender.clone();
+            servers.push(tokio::spawn(async move {
+                if let Err(error) = transport::serve_peers(listener, inbox, signal).await {
+                    tracing::error!(%error, "peer server failed");
+                }
+            }));
+        }
+        let peer_server = tokio::spawn(async move {
+            for server in servers {
+                let _ = server.await;
+            }
+        });
+
+        let status = Arc::new(NodeStatus::default());
+        let self_member = MemberInfo {
+            id: member_id,
+            name: config.name.clone(),
+            peer_ur_ls: config
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|url| config::url_text(url).to_string())
+                .collect(),
+            client_ur_ls: config
+                .advertise_client_urls
+                .iter()
+                .map(|url| config::url_text(url).to_string())
+                .collect(),
+            is_learner: false,
+        };
+        let settings = NodeSettings {
+            member_id,
+            tick_interval: config.heartbeat_interval,
+            election_timeout: config.election_timeout,
+            snapshot_count: config.snapshot_count,
+            catch_up_entries: config.snapshot_count.min(5000),
+            self_member,
+        };
+        let node = Node::new(
+            raw,
+            db,
+            state_machine.clone(),
+            inbox,
+            peers,
+            status.clone(),
+            settings,
+        );
+        let node_thread = std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || node.run())
+            .map_err(|error| StartError::Raft(format!("cannot start the raft thread: {error}")))?;
+
+        tracing::info!(
+            name = %config.name,
+            member_id = %format!("{member_id:x}"),
+            cluster_id = %format!("{:x}", state_machine.cluster_id()),
+            restarting,
+            "store member started"
+        );
+        let request_timeout = Duration::from_secs(5) + config.election_timeout * 2;
+        let start_id = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64)
+            << 8;
+        Ok(Arc::new(Member {
+            config,
+            member_id,
+            inbox: inbox_sender,
+            status,
+            state_machine,
+            db_path,
+            next_request_id: AtomicU64::new(start_id),
+            request_timeout,
+            node_thread: Mutex::new(Some(node_thread)),
+            peer_shutdown: Mutex::new(Some(peer_shutdown)),
+            peer_server: Mutex::new(Some(peer_server)),
+            _lock: lock,
+        }))
+    }
+
+    /// On restart the member's id is whichever stored member has our peer URLs.
+    fn stored_member_id(
+        state_machine: &StateMachine,
+        config: &MemberConfig,
+    ) -> Result<u64, StartError> {
+        let advertised: Vec<String> = config
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|url| config::url_text(url).to_string())
+            .collect();
+        let expected = config.member_id();
+        let members = state_machine.members();
+        if members.iter().any(|member| member.id == expected) {
+            return Ok(expected);
+        }
+        members
+            .iter()
+            .find(|member| member.peer_ur_ls == advertised)
+            .map(|member| member.id)
+            .ok_or_else(|| {
+                StartError::Config(format!(
+                    "the data directory belongs to another member: no member in it has peer URLs {}",
+                    advertised.join(",")
+                ))
+            })
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.state_machine.cluster_id()
+    }
+
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.state_machine.members()
+    }
+
+    /// A response header as etcd fills it: cluster, member, revision and raft term.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.term.load(Ordering::Acquire),
+        }
+    }
+
+    /// The header with the current revision.
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header(self.state_machine.mvcc.current_revision())
+    }
+
+    pub fn status(&self) -> MemberStatus {
+        let db_size_bytes = std::fs::metadata(&self.db_path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
+        MemberStatus {
+            leader_id: self.status.leader_id.load(Ordering::Acquire),
+            term: self.status.term.load(Ordering::Acquire),
+            commit_index: self.status.commit_index.load(Ordering::Acquire),
+            applied_index: self.status.applied_index.load(Ordering::Acquire),
+            db_size_bytes,
+            db_size_in_use_bytes: self
+                .state_machine
+                .mvcc
+                .db_size_in_use()
+                .min(db_size_bytes.max(1)),
+            revision: self.state_machine.mvcc.current_revision(),
+        }
+    }
+
+    pub fn max_request_bytes(&self) -> u64 {
+        self.config.max_request_bytes
+    }
+
+    async fn propose(&self, mut request: RaftRequest) -> Result<ApplyResult, StoreError> {
+        if self.status.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Stopped);
+        }
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        request.id = id;
+        request.proposer = self.member_id;
+        let data = request.encode_to_vec();
+        if data.len() as u64 > self.config.max_request_bytes {
+            return Err(StoreError::RequestTooLarge);
+        }
+        let (respond, result) = oneshot::channel();
+        self.inbox
+            .send(NodeInput::Propose { id, data, respond })
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, result).await {
+            Ok(Ok(ApplyResult::Error(error))) => Err(error),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the call began.
+    pub async fn linearizable_barrier(&self) -> Result<(), StoreError> {
+        let (respond, result) = oneshot::channel();
+        self.inbox
+            .send(NodeInput::ReadIndex { respond })
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, result).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => {
+                if self.status.leader_id.load(Ordering::Acquire) == raft::INVALID_ID {
+                    Err(StoreError::NoLeader)
+                } else {
+                    Err(StoreError::Timeout)
+                }
+            }
+        }
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        if !request.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let mut response = self.state_machine.mvcc.range(&request)?;
+        let revision = response.header.as_ref().map_or(0, |header| header.revision);
+        response.header = Some(self.header(revision));
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
+        match self
+            .propose(RaftRequest {
+                put: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::Put(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
+        match self
+            .propose(RaftRequest {
+                delete_range: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::DeleteRange(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, StoreError> {
+        match self
+            .propose(RaftRequest {
+                txn: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::Txn(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, StoreError> {
+        match self
+            .propose(RaftRequest {
+                compaction: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::Compaction(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn finish_header(&self, applied: Option<&ResponseHeader>) -> ResponseHeader {
+        let revision = applied.map_or_else(
+            || self.state_machine.mvcc.current_revision(),
+            |header| header.revision,
+        );
+        self.header(revision)
+    }
+
+    /// Stops the raft loop and the peer server, and waits for both.
+    pub async fn shutdown(&self) {
+        let _ = self.inbox.send(NodeInput::Shutdown);
+        if let Some(sender) = self.peer_shutdown.lock().take() {
+            let _ = sender.send(());
+        }
+        let server = self.peer_server.lock().take();
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+        let thread = self.node_thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn unexpected(result: ApplyResult) -> StoreError {
+    StoreError::Internal(format!("unexpected apply result {result:?}"))
+}

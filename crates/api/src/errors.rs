@@ -1,0 +1,45 @@
+//! etcd's gRPC errors: the same status code and message text as etcd returns,
+//! because client libraries match on both.
+
+use store::StoreError;
+use tonic::{Code, Status};
+
+pub fn key_not_provided() -> Status {
+    Status::invalid_argument("etcdserver: key is not provided")
+}
+
+pub fn value_provided() -> Status {
+    Status::invalid_argument("etcdserver: value is provided")
+}
+
+pub fn lease_provided() -> Status {
+    Status::invalid_argument("etcdserver: lease is provided")
+}
+
+pub fn too_many_ops() -> Status {
+    Status::invalid_argument("etcdserver: too many operations in txn request")
+}
+
+pub fn duplicate_key() -> Status {
+    Status::invalid_argument("etcdserver: duplicate key given in txn request")
+}
+
+pub fn invalid_sort_option() -> Status {
+    Status::invalid_argument("etcdserver: invalid sort option")
+}
+
+pub fn unsupported(what: &str) -> Status {
+    Status::unimplemented(format!("shoal: {what} is not supported yet"))
+}
+
+/// Maps a store error to the status etcd sends for it.
+pub fn from_store(error: StoreError) -> Status {
+    let code = match &error {
+        StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
+        StoreError::Compacted | StoreError::FutureRevision => Code::OutOfRange,
+        StoreError::KeyNotFound | StoreError::RequestTooLarge => Code::InvalidArgument,
+        StoreError::LeaseNotFound => Code::NotFound,
+        StoreError::Internal(_) => Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}

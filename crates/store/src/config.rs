@@ -1,0 +1,278 @@
+//! A member's configuration, taking etcd's flag meanings, and the identities
+//! (member ids, cluster id) derived from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::error::StartError;
+
+/// Whether this member founds a new cluster or joins one that already runs
+/// (`--initial-cluster-state new|existing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialClusterState {
+    New,
+    Existing,
+}
+
+/// Everything a store member needs to start.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// Member name to its peer URLs, from `--initial-cluster`.
+    pub initial_cluster: BTreeMap<String, Vec<Url>>,
+    pub initial_cluster_state: InitialClusterState,
+    pub initial_cluster_token: String,
+    pub max_request_bytes: u64,
+    pub quota_backend_bytes: u64,
+    pub snapshot_count: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+}
+
+impl MemberConfig {
+    /// A single-member configuration on the given client and peer URLs, as
+    /// `shoal up` and tests use it.
+    pub fn single(name: &str, data_dir: PathBuf, client_url: Url, peer_url: Url) -> Self {
+        let mut initial_cluster = BTreeMap::new();
+        initial_cluster.insert(name.to_string(), vec![peer_url.clone()]);
+        MemberConfig {
+            name: name.to_string(),
+            data_dir,
+            listen_client_urls: vec![client_url.clone()],
+            advertise_client_urls: vec![client_url],
+            listen_peer_urls: vec![peer_url.clone()],
+            initial_advertise_peer_urls: vec![peer_url],
+            initial_cluster,
+            initial_cluster_state: InitialClusterState::New,
+            initial_cluster_token: "etcd-cluster".to_string(),
+            max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            snapshot_count: 100_000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+
+    /// Checks the combinations etcd checks, with a message that names the problem.
+    pub fn validate(&self) -> Result<(), StartError> {
+        if self.name.is_empty() {
+            return Err(StartError::Config("--name must not be empty".into()));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(StartError::Config(
+                "--heartbeat-interval must be greater than 0".into(),
+            ));
+        }
+        if self.election_timeout < self.heartbeat_interval * 5 {
+            return Err(StartError::Config(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout.as_millis(),
+                self.heartbeat_interval.as_millis()
+            )));
+        }
+        if self.snapshot_count == 0 {
+            return Err(StartError::Config(
+                "--snapshot-count must be greater than 0".into(),
+            ));
+        }
+        if self.listen_client_urls.is_empty() {
+            return Err(StartError::Config(
+                "--listen-client-urls must name at least one URL".into(),
+            ));
+        }
+        if self.listen_peer_urls.is_empty() {
+            return Err(StartError::Config(
+                "--listen-peer-urls must name at least one URL".into(),
+            ));
+        }
+        let Some(own_urls) = self.initial_cluster.get(&self.name) else {
+            return Err(StartError::Config(format!(
+                "couldn't find local name {:?} in the initial cluster configuration (--initial-cluster)",
+                self.name
+            )));
+        };
+        let mut own_sorted: Vec<&str> = own_urls.iter().map(Url::as_str).collect();
+        own_sorted.sort_unstable();
+        let mut advertised: Vec<&str> = self
+            .initial_advertise_peer_urls
+            .iter()
+            .map(Url::as_str)
+            .collect();
+        advertised.sort_unstable();
+        if own_sorted != advertised {
+            return Err(StartError::Config(format!(
+                "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+                self.name,
+                own_sorted.join(","),
+                advertised.join(",")
+            )));
+        }
+        Ok(())
+    }
+
+    /// This member's id in the initial cluster.
+    pub fn member_id(&self) -> u64 {
+        member_id(
+            &self.initial_cluster[&self.name],
+            &self.initial_cluster_token,
+        )
+    }
+
+    /// The heartbeat interval is raft's tick; the election timeout is counted in ticks.
+    pub fn election_ticks(&self) -> usize {
+        let ticks = self.election_timeout.as_millis() / self.heartbeat_interval.as_millis().max(1);
+        usize::try_from(ticks).unwrap_or(usize::MAX).max(2)
+    }
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url,…`). A name may appear more than
+/// once to give a member several peer URLs, as in etcd.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<String, Vec<Url>>, String> {
+    let mut members: BTreeMap<String, Vec<Url>> = BTreeMap::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let Some((name, url)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not of the form name=url"));
+        };
+        let url = parse_url(url)?;
+        members.entry(name.to_string()).or_default().push(url);
+    }
+    if members.is_empty() {
+        return Err("no members given".into());
+    }
+    Ok(members)
+}
+
+/// Parses one URL the way etcd accepts them on its flags: http or https with a host and port.
+pub fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|error| format!("{text:?}: {error}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "{text:?}: URL scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none() || url.port_or_known_default().is_none() {
+        return Err(format!("{text:?}: URL must have a host and a port"));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(format!("{text:?}: URL must not have a path"));
+    }
+    Ok(url)
+}
+
+/// Parses a comma-separated URL list.
+pub fn parse_url_list(text: &str) -> Result<Vec<Url>, String> {
+    let urls = text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(parse_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err("no URL given".into());
+    }
+    Ok(urls)
+}
+
+/// A member's id: a stable hash of its peer URLs and the cluster token, so every
+/// founding member computes the same ids for everyone (etcd derives them the same
+/// way, from the same inputs, with SHA-1; shoal's ids are its own).
+pub fn member_id(peer_urls: &[Url], cluster_token: &str) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(url_text).collect();
+    urls.sort_unstable();
+    let mut hash = Fnv64::new();
+    for url in urls {
+        hash.write(url.as_bytes());
+    }
+    hash.write(cluster_token.as_bytes());
+    // Raft reserves id 0 for "none".
+    hash.finish().max(1)
+}
+
+/// The cluster id: a hash of every founding member id.
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let mut hash = Fnv64::new();
+    for id in ids {
+        hash.write(&id.to_be_bytes());
+    }
+    hash.finish()
+}
+
+/// A URL as etcd prints it: without the trailing slash `Url` adds.
+pub fn url_text(url: &Url) -> &str {
+    url.as_str().trim_end_matches('/')
+}
+
+/// 64-bit FNV-1a: small, stable across Rust versions and platforms.
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") hash differently.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_names_and_repeated_names() {
+        let cluster = parse_initial_cluster(
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,a=http://10.0.0.1:2380",
+        )
+        .unwrap();
+        assert_eq!(cluster.len(), 2);
+        assert_eq!(cluster["a"].len(), 2);
+        assert!(parse_initial_cluster("a").is_err());
+        assert!(parse_initial_cluster("a=ftp://x:1").is_err());
+    }
+
+    #[test]
+    fn member_ids_depend_on_urls_and_token_not_order() {
+        let first = parse_url_list("http://127.0.0.1:2380,http://127.0.0.1:2390").unwrap();
+        let second = parse_url_list("http://127.0.0.1:2390,http://127.0.0.1:2380").unwrap();
+        assert_eq!(member_id(&first, "t"), member_id(&second, "t"));
+        assert_ne!(member_id(&first, "t"), member_id(&first, "u"));
+    }
+
+    #[test]
+    fn validate_names_the_problem() {
+        let mut config = MemberConfig::single(
+            "n1",
+            PathBuf::from("/tmp/x"),
+            parse_url("http://127.0.0.1:2379").unwrap(),
+            parse_url("http://127.0.0.1:2380").unwrap(),
+        );
+        assert!(config.validate().is_ok());
+        config.name = "n2".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("n2"), "{error}");
+    }
+}

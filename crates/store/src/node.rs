@@ -1,0 +1,495 @@
+//! The raft loop: one thread that owns raft-rs' `RawNode`, feeds it ticks,
+//! proposals and peer messages, and handles each `Ready` — send, persist, apply —
+//! with one redb write transaction and one fsync per batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use prost::Message as _;
+use proto::etcdserverpb::Member;
+use proto::shoalpb::RaftRequest;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, SnapshotStatus};
+use redb::{Durability, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
+use crate::raft_log::RaftLog;
+use crate::state_machine::{ApplyResult, StateMachine};
+use crate::transport::PeerSender;
+
+/// What the rest of the member sends the raft loop.
+pub enum NodeInput {
+    /// A client request to replicate; `respond` gets the result once it is applied here.
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+        respond: oneshot::Sender<ApplyResult>,
+    },
+    /// A linearizable read waits for this to answer: the member has applied
+    /// everything committed when the read arrived.
+    ReadIndex {
+        respond: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A message from a peer.
+    Raft(Message),
+    Unreachable(u64),
+    SnapshotStatus(u64, SnapshotStatus),
+    Shutdown,
+}
+
+/// What the raft loop publishes for readers on other threads.
+#[derive(Default)]
+pub struct NodeStatus {
+    pub leader_id: AtomicU64,
+    pub term: AtomicU64,
+    pub commit_index: AtomicU64,
+    pub applied_index: AtomicU64,
+    pub stopped: AtomicBool,
+}
+
+/// Settings the loop needs beyond the raft config.
+pub struct NodeSettings {
+    pub member_id: u64,
+    pub tick_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    /// How many applied entries to keep in the log after a compaction, so a slightly
+    /// lagging follower catches up from the log instead of a snapshot.
+    pub catch_up_entries: u64,
+    /// This member's name and client URLs, announced to the cluster once a leader exists.
+    pub self_member: Member,
+}
+
+struct ParkedProposal {
+    since: Instant,
+    data: Vec<u8>,
+    id: u64,
+}
+
+struct ReadBatch {
+    context: u64,
+    issued: Instant,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+pub struct Node {
+    raw: RawNode<RaftLog>,
+    db: Arc<redb::Database>,
+    state_machine: Arc<StateMachine>,
+    inbox: Receiver<NodeInput>,
+    peers: HashMap<u64, PeerSender>,
+    status: Arc<NodeStatus>,
+    settings: NodeSettings,
+    waiters: HashMap<u64, oneshot::Sender<ApplyResult>>,
+    parked: Vec<ParkedProposal>,
+    reads_waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    read_in_flight: Option<ReadBatch>,
+    reads_awaiting_apply: Vec<(u64, Vec<oneshot::Sender<Result<(), StoreError>>>)>,
+    next_read_context: u64,
+    last_publish_attempt: Option<Instant>,
+    next_publish_id: u64,
+}
+
+/// The largest number of inputs taken before handling a ready: large enough to
+/// batch a burst of proposals, small enough to keep ticks on time.
+const MAX_INPUTS_PER_ROUND: usize = 8192;
+
+impl Node {
+    pub fn new(
+        raw: RawNode<RaftLog>,
+        db: Arc<redb::Database>,
+        state_machine: Arc<StateMachine>,
+        inbox: Receiver<NodeInput>,
+        peers: HashMap<u64, PeerSender>,
+        status: Arc<NodeStatus>,
+        settings: NodeSettings,
+    ) -> Node {
+        Node {
+            raw,
+            db,
+            state_machine,
+            inbox,
+            peers,
+            status,
+            settings,
+            waiters: HashMap::new(),
+            parked: Vec::new(),
+            reads_waiting: Vec::new(),
+            read_in_flight: None,
+            reads_awaiting_apply: Vec::new(),
+            next_read_context: 1,
+            last_publish_attempt: None,
+            next_publish_id: rand::random::<u64>() | 1,
+        }
+    }
+
+    /// Runs until shutdown. A storage failure is fatal: the member cannot promise
+    /// durability any more, so it stops (etcd does the same).
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.settings.tick_interval;
+        self.publish_status();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut shutdown = false;
+            match self.inbox.recv_timeout(wait) {
+                Ok(input) => shutdown |= self.handle_input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => shutdown = true,
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match self.inbox.try_recv() {
+                    Ok(input) => shutdown |= self.handle_input(input),
+                    Err(_) => break,
+                }
+            }
+            if shutdown {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += self.settings.tick_interval;
+                if next_tick < now {
+                    next_tick = now + self.settings.tick_interval;
+                }
+                self.on_tick(now);
+            }
+            self.issue_reads();
+            if let Err(error) = self.handle_ready() {
+                tracing::error!(%error, "storage failure; stopping the member");
+                self.status.stopped.store(true, Ordering::SeqCst);
+                std::process::exit(2);
+            }
+        }
+        self.status.stopped.store(true, Ordering::SeqCst);
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(ApplyResult::Error(StoreError::Stopped));
+        }
+        tracing::info!("raft loop stopped");
+    }
+
+    /// Returns true on shutdown.
+    fn handle_input(&mut self, input: NodeInput) -> bool {
+        match input {
+            NodeInput::Propose { id, data, respond } => {
+                self.waiters.insert(id, respond);
+                self.propose(id, data, Instant::now());
+            }
+            NodeInput::ReadIndex { respond } => self.reads_waiting.push(respond),
+            NodeInput::Raft(message) => {
+                if let Err(error) = self.raw.step(message) {
+                    tracing::debug!(%error, "dropped a raft message");
+                }
+            }
+            NodeInput::Unreachable(peer_id) => self.raw.report_unreachable(peer_id),
+            NodeInput::SnapshotStatus(peer_id, status) => {
+                self.raw.report_snapshot(peer_id, status);
+            }
+            NodeInput::Shutdown => return true,
+        }
+        false
+    }
+
+    fn propose(&mut self, id: u64, data: Vec<u8>, since: Instant) {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            // No leader to forward to: hold the proposal until one is elected.
+            self.parked.push(ParkedProposal { since, data, id });
+            return;
+        }
+        if let Err(error) = self.raw.propose(Vec::new(), data) {
+            tracing::debug!(%error, "proposal dropped");
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let _ = waiter.send(ApplyResult::Error(StoreError::Timeout));
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let leader_known = self.raw.raft.leader_id != raft::INVALID_ID;
+        if leader_known && !self.parked.is_empty() {
+            for parked in std::mem::take(&mut self.parked) {
+                self.propose(parked.id, parked.data, parked.since);
+            }
+        }
+        // Proposals parked for longer than a few election timeouts fail with etcd's error.
+        let give_up_after = self.settings.election_timeout * 3;
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|parked| now.duration_since(parked.since) > give_up_after);
+        self.parked = kept;
+        for parked in expired {
+            if let Some(waiter) = self.waiters.remove(&parked.id) {
+                let _ = waiter.send(ApplyResult::Error(StoreError::NoLeader));
+            }
+        }
+        // A read index request can be lost with a leader; ask again.
+        if let Some(batch) = &self.read_in_flight
+            && now.duration_since(batch.issued) > self.settings.election_timeout
+        {
+            let batch = self.read_in_flight.take().expect("checked above");
+            self.reads_waiting.extend(batch.waiters);
+        }
+        self.maybe_publish_self(now);
+    }
+
+    fn maybe_publish_self(&mut self, now: Instant) {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let me = &self.settings.self_member;
+        let current = self.state_machine.member(me.id);
+        let up_to_date = current
+            .is_some_and(|member| member.name == me.name && member.client_ur_ls == me.client_ur_ls);
+        if up_to_date {
+            return;
+        }
+        if self
+            .last_publish_attempt
+            .is_some_and(|last| now.duration_since(last) < self.settings.election_timeout)
+        {
+            return;
+        }
+        self.last_publish_attempt = Some(now);
+        self.next_publish_id = self.next_publish_id.wrapping_add(2);
+        let request = RaftRequest {
+            id: self.next_publish_id,
+            proposer: 0,
+            publish_member: Some(me.clone()),
+            ..Default::default()
+        };
+        let _ = self.raw.propose(Vec::new(), request.encode_to_vec());
+    }
+
+    fn issue_reads(&mut self) {
+        if self.read_in_flight.is_some() || self.reads_waiting.is_empty() {
+            return;
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        self.raw.read_index(context.to_be_bytes().to_vec());
+        self.read_in_flight = Some(ReadBatch {
+            context,
+            issued: Instant::now(),
+            waiters: std::mem::take(&mut self.reads_waiting),
+        });
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let to = message.to;
+            match self.peers.get(&to) {
+                Some(peer) => {
+                    if !peer.send(message) {
+                        self.raw.report_unreachable(to);
+                    }
+                }
+                None => {
+                    tracing::debug!(to = %format!("{to:x}"), "message for an unknown member dropped")
+                }
+            }
+        }
+    }
+
+    fn handle_ready(&mut self) -> Result<(), String> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if ready.ss().is_some() {
+            self.publish_status();
+        }
+        self.send(ready.take_messages());
+
+        let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        let mut results = Vec::new();
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.state_machine.restore(&wtx, &snapshot.data)?;
+            self.raw
+                .mut_store()
+                .apply_snapshot(&wtx, snapshot.get_metadata())?;
+            tracing::info!(
+                index = snapshot.get_metadata().index,
+                term = snapshot.get_metadata().term,
+                "applied a snapshot from the leader"
+            );
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(&wtx, &committed, &mut results)?;
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(&wtx, ready.entries())?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.raw
+                .mut_store()
+                .set_hard_state(&wtx, hard_state.clone())?;
+        }
+        if !ready.must_sync() {
+            wtx.set_durability(Durability::None)
+                .map_err(|error| error.to_string())?;
+        }
+        wtx.commit().map_err(|error| error.to_string())?;
+        self.after_apply(results, !ready.snapshot().is_empty());
+
+        let read_states = ready.take_read_states();
+        for read_state in read_states {
+            self.on_read_state(read_state.index, &read_state.request_ctx);
+        }
+        self.send(ready.take_persisted_messages());
+
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        self.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        if !committed.is_empty() {
+            // The log already holds these durably; applying them needs no fsync of its own.
+            let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+            wtx.set_durability(Durability::None)
+                .map_err(|error| error.to_string())?;
+            let mut results = Vec::new();
+            self.apply_entries(&wtx, &committed, &mut results)?;
+            wtx.commit().map_err(|error| error.to_string())?;
+            self.after_apply(results, false);
+        }
+        self.raw.advance_apply();
+        self.maybe_compact_log()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_entries(
+        &mut self,
+        wtx: &WriteTransaction,
+        entries: &[Entry],
+        results: &mut Vec<(u64, ApplyResult)>,
+    ) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let state_machine = self.state_machine.clone();
+        let mut writer = state_machine.mvcc.writer(wtx);
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    // Empty entries are the no-ops new leaders append.
+                    if !entry.data.is_empty() {
+                        let request = RaftRequest::decode(entry.data.as_ref())
+                            .map_err(|error| format!("entry {}: {error}", entry.index))?;
+                        let result = state_machine.apply_request(&mut writer, wtx, &request)?;
+                        if request.proposer == self.settings.member_id {
+                            results.push((request.id, result));
+                        }
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|error| format!("entry {}: {error}", entry.index))?;
+                    let conf_state = self
+                        .raw
+                        .apply_conf_change(&change)
+                        .map_err(|error| error.to_string())?;
+                    self.raw.mut_store().set_conf_state(wtx, conf_state)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|error| format!("entry {}: {error}", entry.index))?;
+                    let conf_state = self
+                        .raw
+                        .apply_conf_change(&change)
+                        .map_err(|error| error.to_string())?;
+                    self.raw.mut_store().set_conf_state(wtx, conf_state)?;
+                }
+            }
+            writer.set_consistent_index(entry.index);
+        }
+        let last_applied = entries.last().expect("entries is not empty").index;
+        self.raw.mut_store().commit_at_least(wtx, last_applied)
+    }
+
+    /// Makes applied state visible, answers the clients that wait for it, and
+    /// releases reads whose index is now applied.
+    fn after_apply(&mut self, results: Vec<(u64, ApplyResult)>, restored: bool) {
+        if results.is_empty() && !restored && self.reads_awaiting_apply.is_empty() {
+            self.state_machine.mvcc.publish();
+            return;
+        }
+        self.state_machine.mvcc.publish();
+        for (id, result) in results {
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let _ = waiter.send(result);
+            }
+        }
+        self.release_reads();
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self.state_machine.mvcc.consistent_index();
+        self.reads_awaiting_apply.retain_mut(|(index, waiters)| {
+            if *index <= applied {
+                for waiter in waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn on_read_state(&mut self, index: u64, context: &[u8]) {
+        let Some(batch) = &self.read_in_flight else {
+            return;
+        };
+        if context != batch.context.to_be_bytes() {
+            return;
+        }
+        let batch = self.read_in_flight.take().expect("checked above");
+        self.reads_awaiting_apply.push((index, batch.waiters));
+        self.release_reads();
+    }
+
+    /// Every `snapshot_count` applied entries, drops the log up to the applied index
+    /// less a catch-up margin. The state machine in redb is the snapshot: a follower
+    /// that needs entries from before the compaction point receives a snapshot.
+    fn maybe_compact_log(&mut self) -> Result<(), String> {
+        let applied = self.state_machine.mvcc.consistent_index();
+        let truncated = self.raw.store().truncated_index();
+        let keep = self.settings.catch_up_entries;
+        if applied < truncated + self.settings.snapshot_count + keep {
+            return Ok(());
+        }
+        let compact_to = applied - keep;
+        // A durable commit also makes every earlier non-durable apply durable, so
+        // the applied state on disk is at least at the compaction point.
+        let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        self.raw.mut_store().compact(&wtx, compact_to)?;
+        wtx.commit().map_err(|error| error.to_string())?;
+        tracing::info!(applied, compacted_to = compact_to, "compacted the raft log");
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        self.status
+            .leader_id
+            .store(raft.leader_id, Ordering::Release);
+        self.status.term.store(raft.term, Ordering::Release);
+        self.status
+            .commit_index
+            .store(raft.raft_log.committed, Ordering::Release);
+        self.status.applied_index.store(
+            self.state_machine.mvcc.consistent_index(),
+            Ordering::Release,
+        );
+    }
+}

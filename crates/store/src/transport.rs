@@ -1,0 +1,189 @@
+//! Member-to-member messages: a gRPC `Peer` service on the peer URLs receives
+//! batches of raft messages; one sender task per peer delivers ours, batching
+//! whatever queued up while the previous batch was in flight.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use proto::shoalpb::peer_client::PeerClient;
+use proto::shoalpb::peer_server::{Peer, PeerServer};
+use proto::shoalpb::{RaftAck, RaftBatch};
+use protobuf::Message as _;
+use raft::SnapshotStatus;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+
+use crate::node::NodeInput;
+
+/// Messages waiting for one peer beyond this are dropped: raft retransmits, and a
+/// peer that is down must not make us hold an unbounded backlog.
+const PEER_QUEUE_LEN: usize = 8192;
+const MAX_MESSAGES_PER_BATCH: usize = 4096;
+
+/// Receives raft messages from other members and hands them to the raft loop.
+struct PeerService {
+    inbox: Sender<NodeInput>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn send(
+        &self,
+        request: tonic::Request<RaftBatch>,
+    ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
+        for bytes in request.into_inner().messages {
+            let message = Message::parse_from_bytes(&bytes).map_err(|error| {
+                tonic::Status::invalid_argument(format!("undecodable raft message: {error}"))
+            })?;
+            self.inbox
+                .send(NodeInput::Raft(message))
+                .map_err(|_| tonic::Status::unavailable("etcdserver: server stopped"))?;
+        }
+        Ok(tonic::Response::new(RaftAck {}))
+    }
+}
+
+/// Serves the peer protocol on an already-bound listener until `shutdown` resolves.
+pub async fn serve_peers(
+    listener: tokio::net::TcpListener,
+    inbox: Sender<NodeInput>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = PeerServer::new(PeerService { inbox })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// The raft loop's handle on one peer: a bounded queue to that peer's sender task.
+pub struct PeerSender {
+    queue: mpsc::Sender<Message>,
+}
+
+impl PeerSender {
+    /// Starts the sender task for `peer_id` at `urls` (the first URL is used).
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        peer_id: u64,
+        urls: Vec<String>,
+        feedback: Sender<NodeInput>,
+    ) -> PeerSender {
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE_LEN);
+        runtime.spawn(run_sender(peer_id, urls, receiver, feedback));
+        PeerSender { queue }
+    }
+
+    /// Queues a message; if the peer's queue is full the message is dropped and
+    /// raft is told the peer is unreachable, so it slows down and retries.
+    pub fn send(&self, message: Message) -> bool {
+        self.queue.try_send(message).is_ok()
+    }
+}
+
+async fn run_sender(
+    peer_id: u64,
+    urls: Vec<String>,
+    mut receiver: mpsc::Receiver<Message>,
+    feedback: Sender<NodeInput>,
+) {
+    let Some(url) = urls.first() else {
+        tracing::error!(peer = %format!("{peer_id:x}"), "peer has no URL; its messages are dropped");
+        return;
+    };
+    let endpoint = match Endpoint::from_shared(url.clone()) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10)),
+        Err(error) => {
+            tracing::error!(peer = %format!("{peer_id:x}"), %url, %error, "invalid peer URL");
+            return;
+        }
+    };
+    let mut client = PeerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let mut peer_was_down = false;
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_MESSAGES_PER_BATCH {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let carries_snapshot = batch
+            .iter()
+            .any(|message| message.get_msg_type() == MessageType::MsgSnapshot);
+        let encoded = RaftBatch {
+            messages: batch
+                .iter()
+                .map(|message| {
+                    message
+                        .write_to_bytes()
+                        .expect("encoding a raft message")
+                        .into()
+                })
+                .collect(),
+        };
+        let deadline = if carries_snapshot {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_secs(5)
+        };
+        let outcome = tokio::time::timeout(deadline, client.send(encoded)).await;
+        let delivered = matches!(outcome, Ok(Ok(_)));
+        if carries_snapshot {
+            let status = if delivered {
+                SnapshotStatus::Finish
+            } else {
+                SnapshotStatus::Failure
+            };
+            let _ = feedback.send(NodeInput::SnapshotStatus(peer_id, status));
+        }
+        if delivered {
+            if peer_was_down {
+                tracing::info!(peer = %format!("{peer_id:x}"), %url, "peer reachable again");
+                peer_was_down = false;
+            }
+            continue;
+        }
+        if !peer_was_down {
+            let reason = match outcome {
+                Ok(Err(status)) => status.message().to_string(),
+                Err(_) => "timed out".to_string(),
+                Ok(Ok(_)) => unreachable!(),
+            };
+            tracing::warn!(peer = %format!("{peer_id:x}"), %url, %reason, "peer unreachable");
+            peer_was_down = true;
+        }
+        let _ = feedback.send(NodeInput::Unreachable(peer_id));
+        // What queued up while the peer was down is stale; raft will resend what matters.
+        while receiver.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Binds a listener for a peer URL, for a clear error before anything starts.
+pub async fn bind(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port_or_known_default().unwrap_or(2380);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let address: SocketAddr = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{host} did not resolve")))?,
+    };
+    tokio::net::TcpListener::bind(address).await
+}
