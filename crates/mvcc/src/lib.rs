@@ -23,8 +23,16 @@
 //! at a revision no higher than the published one, so entries the writer is adding are
 //! invisible. Two writer actions remove history, and both are made safe explicitly: a
 //! compaction announces its revision (`pending_compact_revision`) before touching anything, and
-//! readers check it after their read transaction began; a snapshot restore swaps in an index
-//! with a new epoch, and a reader whose published state has another epoch waits for publish.
+//! readers check it after their read transaction began (a read of the current revision that
+//! falls below it waits for the publish, which moves the current revision past it); a snapshot
+//! restore swaps in an index with a new epoch, and a reader whose published state has another
+//! epoch waits for the publish.
+//!
+//! # Rules for the caller
+//! - At most one [`Writer`] at a time, dropped before the commit; `publish` and `restore` need
+//!   no writer alive.
+//! - `open` runs its own write transaction (to create the tables), so no other may be open.
+//! - Header revisions are set; cluster_id, member_id and raft_term are the caller's to fill.
 
 mod hash;
 mod index;

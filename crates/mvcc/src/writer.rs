@@ -100,10 +100,14 @@ impl<'t> Writer<'t> {
         result
     }
 
+    /// etcd's Put as its own write transaction: one new revision. `KeyNotFound` (and nothing
+    /// written) for ignore_value/ignore_lease on a missing key. Lease existence is not checked.
     pub fn put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
         self.run_etcd_txn(|etcd_txn| etcd_txn.put(request))
     }
 
+    /// etcd's DeleteRange as its own write transaction: one new revision with a sub-revision
+    /// per deleted key, or no new revision if nothing was live in the range.
     pub fn delete_range(
         &mut self,
         request: &DeleteRangeRequest,

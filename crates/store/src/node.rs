@@ -274,12 +274,21 @@ impl Node {
         }
         let context = self.next_read_context;
         self.next_read_context += 1;
-        self.raw.read_index(context.to_be_bytes().to_vec());
+        self.raw.read_index(self.read_context_bytes(context));
         self.read_in_flight = Some(ReadBatch {
             context,
             issued: Instant::now(),
             waiters: std::mem::take(&mut self.reads_waiting),
         });
+    }
+
+    /// The leader keys pending reads by context and drops a duplicate, so contexts
+    /// must be unique across members: our member id, then our counter.
+    fn read_context_bytes(&self, context: u64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16);
+        bytes.extend_from_slice(&self.settings.member_id.to_be_bytes());
+        bytes.extend_from_slice(&context.to_be_bytes());
+        bytes
     }
 
     fn send(&mut self, messages: Vec<Message>) {
@@ -450,7 +459,7 @@ impl Node {
         let Some(batch) = &self.read_in_flight else {
             return;
         };
-        if context != batch.context.to_be_bytes() {
+        if context != self.read_context_bytes(batch.context) {
             return;
         }
         let batch = self.read_in_flight.take().expect("checked above");

@@ -139,10 +139,13 @@ impl StateMachine {
         } else if let Some(delete) = &request.delete_range {
             writer.delete_range(delete).map(ApplyResult::DeleteRange)
         } else if let Some(txn) = &request.txn {
-            if txn_uses_lease(txn) {
-                Ok(ApplyResult::Error(StoreError::LeaseNotFound))
-            } else {
-                writer.txn(txn).map(ApplyResult::Txn)
+            // etcd checks the leases of the puts on the branch the compares choose.
+            match writer.txn_put_leases(txn) {
+                Ok(leases) if leases.iter().any(|lease| *lease != 0) => {
+                    Ok(ApplyResult::Error(StoreError::LeaseNotFound))
+                }
+                Ok(_) => writer.txn(txn).map(ApplyResult::Txn),
+                Err(error) => Err(error),
             }
         } else if let Some(compaction) = &request.compaction {
             writer
@@ -219,16 +222,4 @@ impl StateMachine {
         drop(table);
         self.bootstrap_members(wtx, cluster_id, members)
     }
-}
-
-fn txn_uses_lease(txn: &proto::etcdserverpb::TxnRequest) -> bool {
-    use proto::etcdserverpb::request_op::Request;
-    txn.success
-        .iter()
-        .chain(txn.failure.iter())
-        .any(|op| match &op.request {
-            Some(Request::RequestPut(put)) => put.lease != 0,
-            Some(Request::RequestTxn(inner)) => txn_uses_lease(inner),
-            _ => false,
-        })
 }
