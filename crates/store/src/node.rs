@@ -33,7 +33,7 @@ pub enum NodeInput {
     /// A linearizable read waits for this to answer: the member has applied
     /// everything committed when the read arrived.
     ReadIndex {
-        respond: oneshot::Sender<Result<(), StoreError>>,
+        respond: ReadWaiter,
     },
     /// A message from a peer.
     Raft(Message),
@@ -71,10 +71,13 @@ struct ParkedProposal {
     id: u64,
 }
 
+/// A linearizable read waiting to be released.
+type ReadWaiter = oneshot::Sender<Result<(), StoreError>>;
+
 struct ReadBatch {
     context: u64,
     issued: Instant,
-    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    waiters: Vec<ReadWaiter>,
 }
 
 pub struct Node {
@@ -87,9 +90,9 @@ pub struct Node {
     settings: NodeSettings,
     waiters: HashMap<u64, oneshot::Sender<ApplyResult>>,
     parked: Vec<ParkedProposal>,
-    reads_waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    reads_waiting: Vec<ReadWaiter>,
     read_in_flight: Option<ReadBatch>,
-    reads_awaiting_apply: Vec<(u64, Vec<oneshot::Sender<Result<(), StoreError>>>)>,
+    reads_awaiting_apply: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_context: u64,
     last_publish_attempt: Option<Instant>,
     next_publish_id: u64,

@@ -394,8 +394,10 @@ impl raft::Storage for RaftLog {
         let term = self
             .entry_term(applied_index)
             .ok_or_else(|| storage_error(format!("no term for applied index {applied_index}")))?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let metadata = snapshot.mut_metadata();
         metadata.index = applied_index;
         metadata.term = term;
@@ -414,5 +416,121 @@ pub fn has_state(db: &redb::Database) -> Result<bool, String> {
             .is_some()),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: format!("e{index}t{term}").into_bytes().into(),
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> (Arc<redb::Database>, Arc<StateMachine>) {
+        let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
+        let state_machine = Arc::new(StateMachine::open(db.clone()).unwrap());
+        (db, state_machine)
+    }
+
+    fn commit(db: &redb::Database, change: impl FnOnce(&WriteTransaction)) {
+        let wtx = db.begin_write().unwrap();
+        change(&wtx);
+        wtx.commit().unwrap();
+    }
+
+    #[test]
+    fn bootstrap_then_reload_gives_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let mut log = RaftLog::bootstrap(&wtx, vec![1, 2, 3], state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        assert_eq!(log.first_index().unwrap(), 2);
+        assert_eq!(log.term(1).unwrap(), 1);
+        commit(&db, |wtx| {
+            log.append(wtx, &[entry(2, 1), entry(3, 1), entry(4, 2)])
+                .unwrap()
+        });
+
+        let reloaded = RaftLog::load(&db, state_machine)
+            .unwrap()
+            .expect("state exists");
+        assert_eq!(reloaded.last_index().unwrap(), 4);
+        assert_eq!(reloaded.term(4).unwrap(), 2);
+        assert_eq!(
+            reloaded.initial_state().unwrap().conf_state.voters,
+            vec![1, 2, 3]
+        );
+        let entries = reloaded
+            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(entries, vec![entry(2, 1), entry(3, 1), entry(4, 2)]);
+    }
+
+    #[test]
+    fn a_conflicting_append_replaces_the_suffix_on_disk_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        commit(&db, |wtx| {
+            log.append(wtx, &[entry(2, 1), entry(3, 1), entry(4, 1)])
+                .unwrap()
+        });
+        commit(&db, |wtx| log.append(wtx, &[entry(3, 2)]).unwrap());
+        assert_eq!(log.last_index().unwrap(), 3);
+        let reloaded = RaftLog::load(&db, state_machine).unwrap().unwrap();
+        assert_eq!(reloaded.last_index().unwrap(), 3);
+        assert_eq!(reloaded.term(3).unwrap(), 2);
+        assert!(reloaded.term(4).is_err());
+    }
+
+    #[test]
+    fn compaction_keeps_the_term_of_the_last_removed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        let entries: Vec<Entry> = (2..=10).map(|index| entry(index, 1 + index / 5)).collect();
+        commit(&db, |wtx| log.append(wtx, &entries).unwrap());
+        commit(&db, |wtx| log.compact(wtx, 6).unwrap());
+        assert_eq!(log.first_index().unwrap(), 7);
+        assert_eq!(log.term(6).unwrap(), 2);
+        assert!(matches!(
+            log.term(5),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            log.entries(5, 8, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let reloaded = RaftLog::load(&db, state_machine).unwrap().unwrap();
+        assert_eq!(reloaded.first_index().unwrap(), 7);
+        assert_eq!(reloaded.last_index().unwrap(), 10);
+        assert_eq!(reloaded.term(6).unwrap(), 2);
+    }
+
+    #[test]
+    fn commit_index_covers_what_was_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        commit(&db, |wtx| {
+            log.append(wtx, &[entry(2, 1), entry(3, 1)]).unwrap()
+        });
+        commit(&db, |wtx| log.commit_at_least(wtx, 3).unwrap());
+        let reloaded = RaftLog::load(&db, state_machine).unwrap().unwrap();
+        assert_eq!(reloaded.initial_state().unwrap().hard_state.commit, 3);
     }
 }
