@@ -4,6 +4,7 @@
 
 mod errors;
 mod validate;
+mod watch;
 
 use std::sync::Arc;
 
@@ -45,6 +46,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(usize::MAX);
+    let watch = proto::etcdserverpb::watch_server::WatchServer::new(watch::WatchService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -53,6 +59,7 @@ pub async fn serve(
         .add_service(kv)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(watch)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

@@ -130,6 +130,13 @@ impl KeyIndex {
         }
     }
 
+    /// The change of `key` just before `revision`, if the index still holds it.
+    pub fn previous(&self, key: &[u8], revision: Revision) -> Option<&IndexEntry> {
+        let history = self.keys.get(key)?;
+        let before = history.partition_point(|entry| entry.revision < revision);
+        before.checked_sub(1).map(|position| &history[position])
+    }
+
     /// etcd's compaction of the index at `revision`: of each key's entries at or below it only
     /// the newest survives, and not even that one if it is a tombstone. Appends the revisions
     /// that no longer belong to any key to `removed`.

@@ -35,6 +35,7 @@
 //! - Header revisions are set; cluster_id, member_id and raft_term are the caller's to fill.
 
 mod hash;
+mod history;
 mod index;
 mod range;
 mod record;
@@ -53,6 +54,7 @@ use crate::hash::Crc32c;
 use crate::index::{IndexEntry, KeyIndex};
 use crate::record::{META_TABLE, REVISIONS_TABLE, Record, Revision};
 
+pub use crate::history::{History, key_in_range};
 pub use crate::writer::Writer;
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ mod node;
 mod raft_log;
 mod state_machine;
 mod transport;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,9 +35,10 @@ use tokio::sync::oneshot;
 
 pub use config::{InitialClusterState, MemberConfig};
 pub use error::{StartError, StoreError};
-use node::{Node, NodeInput, NodeSettings, NodeStatus};
+use node::{Node, NodeInput, NodeSettings, NodeStatus, NodeWiring};
 use raft_log::RaftLog;
 use state_machine::{ApplyResult, StateMachine};
+use watch::WatchHub;
 
 /// The etcd API version shoal's store speaks; reported where etcd reports its own version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -48,6 +50,7 @@ pub struct Member {
     inbox: Sender<NodeInput>,
     status: Arc<NodeStatus>,
     state_machine: Arc<StateMachine>,
+    watch_hub: Arc<WatchHub>,
     db_path: PathBuf,
     next_request_id: AtomicU64,
     request_timeout: Duration,
@@ -281,15 +284,15 @@ impl Member {
             catch_up_entries: config.snapshot_count.min(5000),
             self_member,
         };
-        let node = Node::new(
-            raw,
-            db,
-            state_machine.clone(),
+        let watch_hub = WatchHub::new(state_machine.mvcc.clone());
+        tokio::spawn(watch_hub.clone().run_catch_up());
+        let wiring = NodeWiring {
             inbox,
             peers,
-            status.clone(),
-            settings,
-        );
+            status: status.clone(),
+            watch_hub: watch_hub.clone(),
+        };
+        let node = Node::new(raw, db, state_machine.clone(), settings, wiring);
         let node_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || node.run())
@@ -314,6 +317,7 @@ impl Member {
             inbox: inbox_sender,
             status,
             state_machine,
+            watch_hub,
             db_path,
             next_request_id: AtomicU64::new(start_id),
             request_timeout,
@@ -361,6 +365,11 @@ impl Member {
 
     pub fn cluster_id(&self) -> u64 {
         self.state_machine.cluster_id()
+    }
+
+    /// The member's watchers; the API registers and cancels watches here.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.watch_hub
     }
 
     pub fn members(&self) -> Vec<MemberInfo> {

@@ -21,6 +21,7 @@ use crate::error::StoreError;
 use crate::raft_log::RaftLog;
 use crate::state_machine::{ApplyResult, StateMachine};
 use crate::transport::PeerSender;
+use crate::watch::WatchHub;
 
 /// What the rest of the member sends the raft loop.
 pub enum NodeInput {
@@ -65,6 +66,14 @@ pub struct NodeSettings {
     pub self_member: Member,
 }
 
+/// The channels and shared state that connect the loop to the rest of the member.
+pub struct NodeWiring {
+    pub inbox: Receiver<NodeInput>,
+    pub peers: HashMap<u64, PeerSender>,
+    pub status: Arc<NodeStatus>,
+    pub watch_hub: Arc<WatchHub>,
+}
+
 struct ParkedProposal {
     since: Instant,
     data: Vec<u8>,
@@ -88,6 +97,7 @@ pub struct Node {
     peers: HashMap<u64, PeerSender>,
     status: Arc<NodeStatus>,
     settings: NodeSettings,
+    watch_hub: Arc<WatchHub>,
     waiters: HashMap<u64, oneshot::Sender<ApplyResult>>,
     parked: Vec<ParkedProposal>,
     reads_waiting: Vec<ReadWaiter>,
@@ -107,19 +117,18 @@ impl Node {
         raw: RawNode<RaftLog>,
         db: Arc<redb::Database>,
         state_machine: Arc<StateMachine>,
-        inbox: Receiver<NodeInput>,
-        peers: HashMap<u64, PeerSender>,
-        status: Arc<NodeStatus>,
         settings: NodeSettings,
+        wiring: NodeWiring,
     ) -> Node {
         Node {
             raw,
             db,
             state_machine,
-            inbox,
-            peers,
-            status,
+            inbox: wiring.inbox,
+            peers: wiring.peers,
+            status: wiring.status,
             settings,
+            watch_hub: wiring.watch_hub,
             waiters: HashMap::new(),
             parked: Vec::new(),
             reads_waiting: Vec::new(),
@@ -322,6 +331,7 @@ impl Node {
 
         let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
         let mut results = Vec::new();
+        let mut events = Vec::new();
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.state_machine.restore(&wtx, &snapshot.data)?;
@@ -335,7 +345,7 @@ impl Node {
             );
         }
         let committed = ready.take_committed_entries();
-        self.apply_entries(&wtx, &committed, &mut results)?;
+        self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(&wtx, ready.entries())?;
         }
@@ -349,7 +359,7 @@ impl Node {
                 .map_err(|error| error.to_string())?;
         }
         wtx.commit().map_err(|error| error.to_string())?;
-        self.after_apply(results, !ready.snapshot().is_empty());
+        self.after_apply(results, events, !ready.snapshot().is_empty());
 
         let read_states = ready.take_read_states();
         for read_state in read_states {
@@ -369,9 +379,10 @@ impl Node {
             wtx.set_durability(Durability::None)
                 .map_err(|error| error.to_string())?;
             let mut results = Vec::new();
-            self.apply_entries(&wtx, &committed, &mut results)?;
+            let mut events = Vec::new();
+            self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
             wtx.commit().map_err(|error| error.to_string())?;
-            self.after_apply(results, false);
+            self.after_apply(results, events, false);
         }
         self.raw.advance_apply();
         self.maybe_compact_log()?;
@@ -384,6 +395,7 @@ impl Node {
         wtx: &WriteTransaction,
         entries: &[Entry],
         results: &mut Vec<(u64, ApplyResult)>,
+        events: &mut Vec<proto::mvccpb::Event>,
     ) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
@@ -398,6 +410,7 @@ impl Node {
                         let request = RaftRequest::decode(entry.data.as_ref())
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
                         let result = state_machine.apply_request(&mut writer, wtx, &request)?;
+                        events.extend(writer.take_events());
                         if request.proposer == self.settings.member_id {
                             results.push((request.id, result));
                         }
@@ -430,12 +443,17 @@ impl Node {
 
     /// Makes applied state visible, answers the clients that wait for it, and
     /// releases reads whose index is now applied.
-    fn after_apply(&mut self, results: Vec<(u64, ApplyResult)>, restored: bool) {
-        if results.is_empty() && !restored && self.reads_awaiting_apply.is_empty() {
-            self.state_machine.mvcc.publish();
-            return;
-        }
+    fn after_apply(
+        &mut self,
+        results: Vec<(u64, ApplyResult)>,
+        events: Vec<proto::mvccpb::Event>,
+        restored: bool,
+    ) {
         self.state_machine.mvcc.publish();
+        if restored {
+            self.watch_hub.resync_all();
+        }
+        self.watch_hub.notify(&events);
         for (id, result) in results {
             if let Some(waiter) = self.waiters.remove(&id) {
                 let _ = waiter.send(result);
