@@ -39,6 +39,8 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::Compacted | StoreError::FutureRevision => Code::OutOfRange,
         StoreError::KeyNotFound | StoreError::RequestTooLarge => Code::InvalidArgument,
         StoreError::LeaseNotFound => Code::NotFound,
+        StoreError::LeaseExists => Code::FailedPrecondition,
+        StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::Internal(_) => Code::Internal,
     };
     Status::new(code, error.to_string())

@@ -3,6 +3,7 @@
 //! as etcd does and maps store errors to etcd's statuses.
 
 mod errors;
+mod lease;
 mod validate;
 mod watch;
 
@@ -51,6 +52,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(usize::MAX);
+    let lease = proto::etcdserverpb::lease_server::LeaseServer::new(lease::LeaseService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -60,6 +66,7 @@ pub async fn serve(
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(watch)
+        .add_service(lease)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod lease;
 mod node;
 mod raft_log;
 mod state_machine;
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
     Member as MemberInfo, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
@@ -57,6 +59,8 @@ pub struct Member {
     node_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     peer_shutdown: Mutex<Option<oneshot::Sender<()>>>,
     peer_server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Clients for forwarding lease calls to the leader, by member id.
+    peer_clients: Mutex<HashMap<u64, transport::LeaderClient>>,
     /// Held for the member's lifetime: the data directory's lock.
     _lock: File,
 }
@@ -119,7 +123,9 @@ impl Member {
                 .create(&db_path)
                 .map_err(|error| database_error(error.to_string()))?,
         );
-        let state_machine = Arc::new(StateMachine::open(db.clone()).map_err(&database_error)?);
+        let min_lease_ttl = lease::Lessor::min_ttl_for(config.election_timeout);
+        let state_machine =
+            Arc::new(StateMachine::open(db.clone(), min_lease_ttl).map_err(&database_error)?);
 
         let restarting = raft_log::has_state(&db).map_err(&database_error)?;
         let member_id;
@@ -248,8 +254,9 @@ impl Member {
         for listener in listeners {
             let signal = shared_signal.clone();
             let inbox = inbox_sender.clone();
+            let leases = state_machine.clone();
             servers.push(tokio::spawn(async move {
-                if let Err(error) = transport::serve_peers(listener, inbox, signal).await {
+                if let Err(error) = transport::serve_peers(listener, inbox, leases, signal).await {
                     tracing::error!(%error, "peer server failed");
                 }
             }));
@@ -324,6 +331,7 @@ impl Member {
             node_thread: Mutex::new(Some(node_thread)),
             peer_shutdown: Mutex::new(Some(peer_shutdown)),
             peer_server: Mutex::new(Some(peer_server)),
+            peer_clients: Mutex::new(HashMap::new()),
             _lock: lock,
         }))
     }
@@ -536,6 +544,140 @@ impl Member {
         }
     }
 
+    pub async fn lease_grant(
+        &self,
+        mut request: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, StoreError> {
+        if request.ttl > lease::MAX_LEASE_TTL_SECONDS {
+            return Err(StoreError::LeaseTtlTooLarge);
+        }
+        if request.id == 0 {
+            // Positive and unlikely to be taken: the request id generator's next value.
+            loop {
+                let id = (self.next_request_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64))
+                    as i64;
+                if id != 0 && !self.state_machine.lessor.exists(id) {
+                    request.id = id;
+                    break;
+                }
+            }
+        }
+        match self
+            .propose(RaftRequest {
+                lease_grant: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::LeaseGrant(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, StoreError> {
+        match self
+            .propose(RaftRequest {
+                lease_revoke: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::LeaseRevoke(mut response) => {
+                response.header = Some(self.finish_header(response.header.as_ref()));
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews a lease: on the leader directly, elsewhere by asking the leader.
+    /// Returns the TTL, or `LeaseNotFound`.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, StoreError> {
+        if self.state_machine.lessor.is_primary() {
+            if let Some(ttl) = self.state_machine.lessor.renew(id) {
+                return Ok(ttl);
+            }
+            // A new leader may not have applied a recent grant yet.
+            self.linearizable_barrier().await?;
+            return self
+                .state_machine
+                .lessor
+                .renew(id)
+                .ok_or(StoreError::LeaseNotFound);
+        }
+        let mut client = self.leader_client()?;
+        let response = client
+            .lease_renew(proto::etcdserverpb::LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|status| forwarding_error(&status))?
+            .into_inner();
+        if response.ttl <= 0 {
+            return Err(StoreError::LeaseNotFound);
+        }
+        Ok(response.ttl)
+    }
+
+    /// A lease's remaining and granted TTL, as the leader knows them; `None` if
+    /// the lease does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<lease::LeaseTimeToLive>, StoreError> {
+        if self.state_machine.lessor.is_primary() {
+            self.linearizable_barrier().await?;
+            return Ok(self.state_machine.lessor.time_to_live(id, with_keys));
+        }
+        let mut client = self.leader_client()?;
+        let response = client
+            .lease_time_to_live(proto::etcdserverpb::LeaseTimeToLiveRequest {
+                id,
+                keys: with_keys,
+            })
+            .await
+            .map_err(|status| forwarding_error(&status))?
+            .into_inner();
+        if response.ttl < 0 {
+            return Ok(None);
+        }
+        Ok(Some(lease::LeaseTimeToLive {
+            remaining_seconds: response.ttl,
+            granted_seconds: response.granted_ttl,
+            keys: response.keys,
+        }))
+    }
+
+    /// Every lease, from this member's applied state.
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.state_machine.lessor.ids()
+    }
+
+    fn leader_client(&self) -> Result<transport::LeaderClient, StoreError> {
+        let leader = self.status.leader_id.load(Ordering::Acquire);
+        if leader == raft::INVALID_ID {
+            return Err(StoreError::NoLeader);
+        }
+        let mut clients = self.peer_clients.lock();
+        if let Some(client) = clients.get(&leader) {
+            return Ok(client.clone());
+        }
+        let member = self
+            .state_machine
+            .member(leader)
+            .ok_or(StoreError::NoLeader)?;
+        let url = member.peer_ur_ls.first().ok_or(StoreError::NoLeader)?;
+        let client = transport::leader_client(url)
+            .map_err(|error| StoreError::Internal(format!("leader peer URL {url}: {error}")))?;
+        clients.insert(leader, client.clone());
+        Ok(client)
+    }
+
     fn finish_header(&self, applied: Option<&ResponseHeader>) -> ResponseHeader {
         let revision = applied.map_or_else(
             || self.state_machine.mvcc.current_revision(),
@@ -558,6 +700,14 @@ impl Member {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// A forwarded call failed: the leader moved, or could not be reached in time.
+fn forwarding_error(status: &tonic::Status) -> StoreError {
+    match status.code() {
+        tonic::Code::DeadlineExceeded => StoreError::Timeout,
+        _ => StoreError::NoLeader,
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Node {
 /// The largest number of inputs taken before handling a ready: large enough to
 /// batch a burst of proposals, small enough to keep ticks on time.
 const MAX_INPUTS_PER_ROUND: usize = 8192;
+/// With 100 ms ticks, about a thousand revocations a second.
+const MAX_REVOKES_PER_TICK: usize = 100;
 
 impl Node {
     pub fn new(
@@ -247,6 +249,45 @@ impl Node {
             self.reads_waiting.extend(batch.waiters);
         }
         self.maybe_publish_self(now);
+        self.revoke_expired_leases(now);
+    }
+
+    /// Lease deadlines live on the leader only: a new leader gives every lease its
+    /// full TTL again (plus an election timeout), a former leader forgets them.
+    fn on_role_change(&mut self) {
+        let is_leader = self.raw.raft.state == raft::StateRole::Leader;
+        if is_leader == self.state_machine.lessor.is_primary() {
+            return;
+        }
+        if is_leader {
+            self.state_machine
+                .lessor
+                .promote(self.settings.election_timeout);
+        } else {
+            self.state_machine.lessor.demote();
+        }
+    }
+
+    /// On the leader: proposes revoking expired leases, at most `MAX_REVOKES_PER_TICK`
+    /// a tick (etcd limits revocations to about a thousand a second too).
+    fn revoke_expired_leases(&mut self, now: Instant) {
+        let expired = self.state_machine.lessor.expired(
+            now,
+            self.settings.election_timeout * 2,
+            MAX_REVOKES_PER_TICK,
+        );
+        for id in expired {
+            self.next_publish_id = self.next_publish_id.wrapping_add(2);
+            let request = RaftRequest {
+                id: self.next_publish_id,
+                proposer: 0,
+                lease_revoke: Some(proto::etcdserverpb::LeaseRevokeRequest { id }),
+                ..Default::default()
+            };
+            if let Err(error) = self.raw.propose(Vec::new(), request.encode_to_vec()) {
+                tracing::debug!(%error, lease = id, "proposing a lease revocation failed");
+            }
+        }
     }
 
     fn maybe_publish_self(&mut self, now: Instant) {
@@ -326,24 +367,31 @@ impl Node {
         let mut ready = self.raw.ready();
         if ready.ss().is_some() {
             self.publish_status();
+            self.on_role_change();
         }
         self.send(ready.take_messages());
 
-        let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-        let mut results = Vec::new();
-        let mut events = Vec::new();
         if !ready.snapshot().is_empty() {
+            // A snapshot replaces the whole state: install it in a transaction of its
+            // own, so the lessor can be rebuilt from it before later entries apply.
             let snapshot = ready.snapshot().clone();
+            let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
             self.state_machine.restore(&wtx, &snapshot.data)?;
             self.raw
                 .mut_store()
                 .apply_snapshot(&wtx, snapshot.get_metadata())?;
+            wtx.commit().map_err(|error| error.to_string())?;
+            self.after_apply(Vec::new(), Vec::new(), true);
+            self.state_machine.reload_leases()?;
             tracing::info!(
                 index = snapshot.get_metadata().index,
                 term = snapshot.get_metadata().term,
                 "applied a snapshot from the leader"
             );
         }
+        let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        let mut results = Vec::new();
+        let mut events = Vec::new();
         let committed = ready.take_committed_entries();
         self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
         if !ready.entries().is_empty() {
@@ -359,7 +407,7 @@ impl Node {
                 .map_err(|error| error.to_string())?;
         }
         wtx.commit().map_err(|error| error.to_string())?;
-        self.after_apply(results, events, !ready.snapshot().is_empty());
+        self.after_apply(results, events, false);
 
         let read_states = ready.take_read_states();
         for read_state in read_states {
@@ -409,8 +457,8 @@ impl Node {
                     if !entry.data.is_empty() {
                         let request = RaftRequest::decode(entry.data.as_ref())
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
-                        let result = state_machine.apply_request(&mut writer, wtx, &request)?;
-                        events.extend(writer.take_events());
+                        let result =
+                            state_machine.apply_request(&mut writer, wtx, &request, events)?;
                         if request.proposer == self.settings.member_id {
                             results.push((request.id, result));
                         }

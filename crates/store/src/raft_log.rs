@@ -435,7 +435,7 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> (Arc<redb::Database>, Arc<StateMachine>) {
         let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
-        let state_machine = Arc::new(StateMachine::open(db.clone()).unwrap());
+        let state_machine = Arc::new(StateMachine::open(db.clone(), 2).unwrap());
         (db, state_machine)
     }
 

@@ -4,15 +4,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::RwLock;
 use prost::Message as _;
 use proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, Member, PutResponse, TxnResponse,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, Member, PutResponse, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
+    TxnResponse, request_op,
 };
+use proto::mvccpb::Event;
 use proto::shoalpb::RaftRequest;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
+use crate::lease::{Lessor, MAX_LEASE_TTL_SECONDS};
 
 /// Member id -> the member (etcd's `Member` message).
 const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("cluster_members");
@@ -26,6 +31,8 @@ pub enum ApplyResult {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
     /// Requests with no client-visible result (member publication).
     Done,
     Error(StoreError),
@@ -33,6 +40,7 @@ pub enum ApplyResult {
 
 pub struct StateMachine {
     pub mvcc: Arc<mvcc::Mvcc>,
+    pub lessor: Lessor,
     db: Arc<redb::Database>,
     members: RwLock<BTreeMap<u64, Member>>,
     cluster_id: RwLock<u64>,
@@ -42,16 +50,43 @@ pub struct StateMachine {
 const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
 impl StateMachine {
-    pub fn open(db: Arc<redb::Database>) -> Result<StateMachine, String> {
+    pub fn open(
+        db: Arc<redb::Database>,
+        min_lease_ttl_seconds: i64,
+    ) -> Result<StateMachine, String> {
         let mvcc = mvcc::Mvcc::open(db.clone()).map_err(|error| error.to_string())?;
         let machine = StateMachine {
             mvcc: Arc::new(mvcc),
+            lessor: Lessor::new(min_lease_ttl_seconds),
             db,
             members: RwLock::new(BTreeMap::new()),
             cluster_id: RwLock::new(0),
         };
         machine.load_members()?;
+        machine.reload_leases()?;
         Ok(machine)
+    }
+
+    /// Rebuilds the lessor from disk and the published MVCC state.
+    pub fn reload_leases(&self) -> Result<(), String> {
+        let everything = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            keys_only: true,
+            serializable: true,
+            ..Default::default()
+        };
+        let live = self
+            .mvcc
+            .range(&everything)
+            .map_err(|error| error.to_string())?;
+        let attached = live
+            .kvs
+            .into_iter()
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.key, kv.lease))
+            .collect();
+        self.lessor.load(&self.db, attached)
     }
 
     fn load_members(&self) -> Result<(), String> {
@@ -121,47 +156,116 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Applies one client request. Storage failures are fatal to the caller; request
-    /// errors (a compacted revision, a missing key) are results for the client.
+    /// Applies one client request; the changes it made are appended to `events`.
+    /// Storage failures are fatal to the caller; request errors (a compacted
+    /// revision, a missing key or lease) are results for the client.
     pub fn apply_request(
         &self,
         writer: &mut mvcc::Writer<'_>,
         wtx: &WriteTransaction,
         request: &RaftRequest,
+        events: &mut Vec<Event>,
     ) -> Result<ApplyResult, String> {
-        let result = if let Some(put) = &request.put {
-            if put.lease != 0 {
-                // Leases arrive with the lease issue; until then no lease exists.
-                Ok(ApplyResult::Error(StoreError::LeaseNotFound))
-            } else {
-                writer.put(put).map(ApplyResult::Put)
-            }
-        } else if let Some(delete) = &request.delete_range {
-            writer.delete_range(delete).map(ApplyResult::DeleteRange)
-        } else if let Some(txn) = &request.txn {
-            // etcd checks the leases of the puts on the branch the compares choose.
-            match writer.txn_put_leases(txn) {
-                Ok(leases) if leases.iter().any(|lease| *lease != 0) => {
-                    Ok(ApplyResult::Error(StoreError::LeaseNotFound))
-                }
-                Ok(_) => writer.txn(txn).map(ApplyResult::Txn),
-                Err(error) => Err(error),
-            }
-        } else if let Some(compaction) = &request.compaction {
-            writer
-                .compact(compaction.revision)
-                .map(ApplyResult::Compaction)
-        } else if let Some(member) = &request.publish_member {
-            self.publish_member(wtx, member)?;
-            Ok(ApplyResult::Done)
-        } else {
-            Ok(ApplyResult::Done)
-        };
+        let result = self.apply_request_inner(writer, wtx, request);
+        let new_events = writer.take_events();
+        self.lessor.track(&new_events);
+        events.extend(new_events);
         match result {
             Ok(result) => Ok(result),
             Err(mvcc::MvccError::Storage(text)) => Err(text),
             Err(error) => Ok(ApplyResult::Error(error.into())),
         }
+    }
+
+    fn apply_request_inner(
+        &self,
+        writer: &mut mvcc::Writer<'_>,
+        wtx: &WriteTransaction,
+        request: &RaftRequest,
+    ) -> Result<ApplyResult, mvcc::MvccError> {
+        let storage = mvcc::MvccError::Storage;
+        if let Some(put) = &request.put {
+            if put.lease != 0 && !self.lessor.exists(put.lease) {
+                return Ok(ApplyResult::Error(StoreError::LeaseNotFound));
+            }
+            return writer.put(put).map(ApplyResult::Put);
+        }
+        if let Some(delete) = &request.delete_range {
+            return writer.delete_range(delete).map(ApplyResult::DeleteRange);
+        }
+        if let Some(txn) = &request.txn {
+            // etcd checks the leases of the puts on the branch the compares choose.
+            let leases = writer.txn_put_leases(txn)?;
+            if leases
+                .iter()
+                .any(|lease| *lease != 0 && !self.lessor.exists(*lease))
+            {
+                return Ok(ApplyResult::Error(StoreError::LeaseNotFound));
+            }
+            return writer.txn(txn).map(ApplyResult::Txn);
+        }
+        if let Some(compaction) = &request.compaction {
+            return writer
+                .compact(compaction.revision)
+                .map(ApplyResult::Compaction);
+        }
+        if let Some(grant) = &request.lease_grant {
+            if grant.ttl > MAX_LEASE_TTL_SECONDS {
+                return Ok(ApplyResult::Error(StoreError::LeaseTtlTooLarge));
+            }
+            let ttl = self.lessor.effective_ttl(grant.ttl);
+            if !self
+                .lessor
+                .apply_grant(wtx, grant.id, ttl)
+                .map_err(storage)?
+            {
+                return Ok(ApplyResult::Error(StoreError::LeaseExists));
+            }
+            return Ok(ApplyResult::LeaseGrant(LeaseGrantResponse {
+                header: Some(ResponseHeader {
+                    revision: writer.revision(),
+                    ..Default::default()
+                }),
+                id: grant.id,
+                ttl,
+                error: String::new(),
+            }));
+        }
+        if let Some(revoke) = &request.lease_revoke {
+            let Some(keys) = self.lessor.keys_of(revoke.id) else {
+                return Ok(ApplyResult::Error(StoreError::LeaseNotFound));
+            };
+            if !keys.is_empty() {
+                // Every attached key goes at one revision, as in etcd.
+                let deletes = keys
+                    .into_iter()
+                    .map(|key| RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key,
+                                ..Default::default()
+                            },
+                        )),
+                    })
+                    .collect();
+                writer.txn(&TxnRequest {
+                    compare: Vec::new(),
+                    success: deletes,
+                    failure: Vec::new(),
+                })?;
+            }
+            self.lessor.apply_revoke(wtx, revoke.id).map_err(storage)?;
+            return Ok(ApplyResult::LeaseRevoke(LeaseRevokeResponse {
+                header: Some(ResponseHeader {
+                    revision: writer.revision(),
+                    ..Default::default()
+                }),
+            }));
+        }
+        if let Some(member) = &request.publish_member {
+            self.publish_member(wtx, member).map_err(storage)?;
+        }
+        Ok(ApplyResult::Done)
     }
 
     /// A member announces its name and client URLs; its peer URLs stay as configured.
@@ -188,12 +292,19 @@ impl StateMachine {
         }
         .encode_to_vec();
         let applied_index = self.mvcc.consistent_index();
+        let leases = self.lessor.all();
         let state = self.mvcc.snapshot().map_err(|error| error.to_string())?;
-        let mut data = Vec::with_capacity(1 + 8 + 4 + members.len() + state.len());
+        let mut data =
+            Vec::with_capacity(1 + 8 + 4 + members.len() + 4 + 16 * leases.len() + state.len());
         data.push(SNAPSHOT_FORMAT_VERSION);
         data.extend_from_slice(&self.cluster_id().to_be_bytes());
         data.extend_from_slice(&(members.len() as u32).to_be_bytes());
         data.extend_from_slice(&members);
+        data.extend_from_slice(&(leases.len() as u32).to_be_bytes());
+        for (id, ttl) in &leases {
+            data.extend_from_slice(&id.to_be_bytes());
+            data.extend_from_slice(&ttl.to_be_bytes());
+        }
         data.extend_from_slice(&state);
         Ok((applied_index, data))
     }
@@ -212,9 +323,28 @@ impl StateMachine {
         let members = proto::etcdserverpb::MemberListResponse::decode(&data[13..members_end])
             .map_err(|error| error.to_string())?
             .members;
+        let mut offset = members_end;
+        let read_u32 = |offset: usize| -> Result<usize, String> {
+            data.get(offset..offset + 4)
+                .map(|bytes| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| "snapshot is truncated".to_string())
+        };
+        let read_i64 = |offset: usize| -> Result<i64, String> {
+            data.get(offset..offset + 8)
+                .map(|bytes| i64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+                .ok_or_else(|| "snapshot is truncated".to_string())
+        };
+        let n_leases = read_u32(offset)?;
+        offset += 4;
+        let mut leases = Vec::with_capacity(n_leases.min(1 << 20));
+        for _ in 0..n_leases {
+            leases.push((read_i64(offset)?, read_i64(offset + 8)?));
+            offset += 16;
+        }
         self.mvcc
-            .restore(wtx, &data[members_end..])
+            .restore(wtx, &data[offset..])
             .map_err(|error| error.to_string())?;
+        self.lessor.restore_table(wtx, &leases)?;
         let mut table = wtx.open_table(MEMBERS).map_err(|error| error.to_string())?;
         table
             .retain(|_, _| false)

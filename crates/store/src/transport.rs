@@ -16,15 +16,38 @@ use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
 use crate::node::NodeInput;
+use crate::state_machine::StateMachine;
+use proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use std::sync::Arc;
 
 /// Messages waiting for one peer beyond this are dropped: raft retransmits, and a
 /// peer that is down must not make us hold an unbounded backlog.
 const PEER_QUEUE_LEN: usize = 8192;
 const MAX_MESSAGES_PER_BATCH: usize = 4096;
 
-/// Receives raft messages from other members and hands them to the raft loop.
+/// Receives raft messages from other members and hands them to the raft loop,
+/// and answers lease calls other members forward to the leader.
 struct PeerService {
     inbox: Sender<NodeInput>,
+    state_machine: Arc<StateMachine>,
+}
+
+/// A client for calling the leader's peer service.
+pub type LeaderClient = PeerClient<tonic::transport::Channel>;
+
+/// A lazily connecting client for a member's peer URL.
+pub fn leader_client(url: &str) -> Result<LeaderClient, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    Ok(PeerClient::new(endpoint.connect_lazy()))
+}
+
+fn not_leader() -> tonic::Status {
+    tonic::Status::unavailable("etcdserver: not leader")
 }
 
 #[tonic::async_trait]
@@ -43,17 +66,66 @@ impl Peer for PeerService {
         }
         Ok(tonic::Response::new(RaftAck {}))
     }
+
+    async fn lease_renew(
+        &self,
+        request: tonic::Request<LeaseKeepAliveRequest>,
+    ) -> Result<tonic::Response<LeaseKeepAliveResponse>, tonic::Status> {
+        let id = request.into_inner().id;
+        let lessor = &self.state_machine.lessor;
+        if !lessor.is_primary() {
+            return Err(not_leader());
+        }
+        // TTL 0 tells the caller the lease does not exist, as etcd's keep-alive does.
+        let ttl = lessor.renew(id).unwrap_or(0);
+        Ok(tonic::Response::new(LeaseKeepAliveResponse {
+            header: None,
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: tonic::Request<LeaseTimeToLiveRequest>,
+    ) -> Result<tonic::Response<LeaseTimeToLiveResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let lessor = &self.state_machine.lessor;
+        if !lessor.is_primary() {
+            return Err(not_leader());
+        }
+        let response = match lessor.time_to_live(request.id, request.keys) {
+            Some(found) => LeaseTimeToLiveResponse {
+                header: None,
+                id: request.id,
+                ttl: found.remaining_seconds,
+                granted_ttl: found.granted_seconds,
+                keys: found.keys,
+            },
+            None => LeaseTimeToLiveResponse {
+                header: None,
+                id: request.id,
+                ttl: -1,
+                ..Default::default()
+            },
+        };
+        Ok(tonic::Response::new(response))
+    }
 }
 
 /// Serves the peer protocol on an already-bound listener until `shutdown` resolves.
 pub async fn serve_peers(
     listener: tokio::net::TcpListener,
     inbox: Sender<NodeInput>,
+    state_machine: Arc<StateMachine>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = PeerServer::new(PeerService { inbox })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+    let service = PeerServer::new(PeerService {
+        inbox,
+        state_machine,
+    })
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)

@@ -1,0 +1,304 @@
+//! Leases (etcd's lessor). Which leases exist, their granted TTLs and the keys
+//! attached to them are replicated state, changed only by applying raft entries.
+//! When a lease expires is the leader's business alone: only the leader keeps
+//! deadlines, and it revokes an expired lease by proposing the revocation, so
+//! every member deletes the lease's keys at the same revision. A member that is
+//! cut off cannot commit anything, so it cannot expire a lease on its own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use proto::mvccpb::Event;
+use proto::mvccpb::event::EventType;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+/// Lease id -> granted TTL in seconds.
+const LEASES: TableDefinition<'_, i64, i64> = TableDefinition::new("leases");
+
+/// etcd's largest TTL (`MaxLeaseTTL`).
+pub const MAX_LEASE_TTL_SECONDS: i64 = 9_000_000_000;
+
+struct Lease {
+    ttl_seconds: i64,
+    keys: BTreeSet<Bytes>,
+    /// Only meaningful on the leader; `None` elsewhere ("never" in etcd's terms).
+    expiry: Option<Instant>,
+    /// When the leader last proposed revoking it, so it does not propose again at once.
+    revoke_proposed: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Leases {
+    by_id: HashMap<i64, Lease>,
+    is_primary: bool,
+}
+
+/// What a leader learns about a lease when asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTimeToLive {
+    pub remaining_seconds: i64,
+    pub granted_seconds: i64,
+    pub keys: Vec<Bytes>,
+}
+
+pub struct Lessor {
+    leases: Mutex<Leases>,
+    /// The smallest TTL granted: a lease must outlive an election (etcd's rule).
+    min_ttl_seconds: i64,
+}
+
+impl Lessor {
+    pub fn new(min_ttl_seconds: i64) -> Lessor {
+        Lessor {
+            leases: Mutex::new(Leases::default()),
+            min_ttl_seconds,
+        }
+    }
+
+    /// etcd's minimum TTL: one and a half election timeouts, rounded up to seconds.
+    pub fn min_ttl_for(election_timeout: Duration) -> i64 {
+        let min = election_timeout.as_secs_f64() * 1.5;
+        (min.ceil() as i64).max(1)
+    }
+
+    /// Rebuilds the lease table and attachments from disk (at start and after a
+    /// snapshot). `attached` lists every live key with its lease.
+    pub fn load(&self, db: &redb::Database, attached: Vec<(Bytes, i64)>) -> Result<(), String> {
+        let rtx = db.begin_read().map_err(|error| error.to_string())?;
+        let mut by_id = HashMap::new();
+        match rtx.open_table(LEASES) {
+            Ok(table) => {
+                for item in table.iter().map_err(|error| error.to_string())? {
+                    let (id, ttl) = item.map_err(|error| error.to_string())?;
+                    by_id.insert(
+                        id.value(),
+                        Lease {
+                            ttl_seconds: ttl.value(),
+                            keys: BTreeSet::new(),
+                            expiry: None,
+                            revoke_proposed: None,
+                        },
+                    );
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        for (key, lease_id) in attached {
+            if let Some(lease) = by_id.get_mut(&lease_id) {
+                lease.keys.insert(key);
+            }
+        }
+        let mut leases = self.leases.lock();
+        let is_primary = leases.is_primary;
+        leases.by_id = by_id;
+        if is_primary {
+            // A restored state on the leader: start every deadline afresh.
+            let now = Instant::now();
+            for lease in leases.by_id.values_mut() {
+                lease.expiry = Some(now + Duration::from_secs(lease.ttl_seconds as u64));
+            }
+        }
+        Ok(())
+    }
+
+    /// The TTL a grant of `requested` seconds gets.
+    pub fn effective_ttl(&self, requested: i64) -> i64 {
+        requested.max(self.min_ttl_seconds)
+    }
+
+    pub fn exists(&self, id: i64) -> bool {
+        self.leases.lock().by_id.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.leases.lock().by_id.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Applies a grant. False if the id is taken.
+    pub fn apply_grant(
+        &self,
+        wtx: &WriteTransaction,
+        id: i64,
+        ttl_seconds: i64,
+    ) -> Result<bool, String> {
+        let mut leases = self.leases.lock();
+        if leases.by_id.contains_key(&id) {
+            return Ok(false);
+        }
+        wtx.open_table(LEASES)
+            .map_err(|error| error.to_string())?
+            .insert(id, ttl_seconds)
+            .map_err(|error| error.to_string())?;
+        let expiry = leases
+            .is_primary
+            .then(|| Instant::now() + Duration::from_secs(ttl_seconds as u64));
+        leases.by_id.insert(
+            id,
+            Lease {
+                ttl_seconds,
+                keys: BTreeSet::new(),
+                expiry,
+                revoke_proposed: None,
+            },
+        );
+        Ok(true)
+    }
+
+    /// The keys to delete when revoking `id`, or `None` if there is no such lease.
+    pub fn keys_of(&self, id: i64) -> Option<Vec<Bytes>> {
+        self.leases
+            .lock()
+            .by_id
+            .get(&id)
+            .map(|lease| lease.keys.iter().cloned().collect())
+    }
+
+    /// Removes a lease (its keys were deleted in the same transaction).
+    pub fn apply_revoke(&self, wtx: &WriteTransaction, id: i64) -> Result<(), String> {
+        wtx.open_table(LEASES)
+            .map_err(|error| error.to_string())?
+            .remove(id)
+            .map_err(|error| error.to_string())?;
+        self.leases.lock().by_id.remove(&id);
+        Ok(())
+    }
+
+    /// Follows key attachments through applied changes: a put moves its key to the
+    /// put's lease, a delete detaches it.
+    pub fn track(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut leases = self.leases.lock();
+        for event in events {
+            let Some(kv) = &event.kv else { continue };
+            let previous_lease = event.prev_kv.as_ref().map_or(0, |prev| prev.lease);
+            let new_lease = if event.r#type == EventType::Put as i32 {
+                kv.lease
+            } else {
+                0
+            };
+            if previous_lease != 0
+                && previous_lease != new_lease
+                && let Some(lease) = leases.by_id.get_mut(&previous_lease)
+            {
+                lease.keys.remove(&kv.key);
+            }
+            if new_lease != 0
+                && let Some(lease) = leases.by_id.get_mut(&new_lease)
+            {
+                lease.keys.insert(kv.key.clone());
+            }
+        }
+    }
+
+    /// This member became leader: every lease gets its full TTL plus `extend`
+    /// from now, so a leader change never expires a live lease early.
+    pub fn promote(&self, extend: Duration) {
+        let mut leases = self.leases.lock();
+        leases.is_primary = true;
+        let now = Instant::now();
+        for lease in leases.by_id.values_mut() {
+            lease.expiry = Some(now + Duration::from_secs(lease.ttl_seconds as u64) + extend);
+            lease.revoke_proposed = None;
+        }
+    }
+
+    /// This member is no longer leader: it keeps no deadlines.
+    pub fn demote(&self) {
+        let mut leases = self.leases.lock();
+        leases.is_primary = false;
+        for lease in leases.by_id.values_mut() {
+            lease.expiry = None;
+            lease.revoke_proposed = None;
+        }
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.leases.lock().is_primary
+    }
+
+    /// Renews a lease on the leader. Returns its TTL, or `None` if it does not exist.
+    pub fn renew(&self, id: i64) -> Option<i64> {
+        let mut leases = self.leases.lock();
+        let lease = leases.by_id.get_mut(&id)?;
+        lease.expiry = Some(Instant::now() + Duration::from_secs(lease.ttl_seconds as u64));
+        lease.revoke_proposed = None;
+        Some(lease.ttl_seconds)
+    }
+
+    pub fn time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
+        let leases = self.leases.lock();
+        let lease = leases.by_id.get(&id)?;
+        let remaining_seconds = match lease.expiry {
+            Some(expiry) => expiry.saturating_duration_since(Instant::now()).as_secs() as i64,
+            None => lease.ttl_seconds,
+        };
+        Some(LeaseTimeToLive {
+            remaining_seconds,
+            granted_seconds: lease.ttl_seconds,
+            keys: if with_keys {
+                lease.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// On the leader: leases past their deadline that have no revocation in flight
+    /// (or whose revocation was proposed long ago and may have been lost).
+    pub fn expired(&self, now: Instant, retry_after: Duration, max: usize) -> Vec<i64> {
+        let mut leases = self.leases.lock();
+        if !leases.is_primary {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        for (id, lease) in leases.by_id.iter_mut() {
+            if expired.len() >= max {
+                break;
+            }
+            let due = lease.expiry.is_some_and(|expiry| expiry <= now);
+            let in_flight = lease
+                .revoke_proposed
+                .is_some_and(|proposed| now.duration_since(proposed) < retry_after);
+            if due && !in_flight {
+                lease.revoke_proposed = Some(now);
+                expired.push(*id);
+            }
+        }
+        expired
+    }
+
+    /// Every lease and its TTL, for a snapshot.
+    pub fn all(&self) -> Vec<(i64, i64)> {
+        let leases = self.leases.lock();
+        let mut all: Vec<(i64, i64)> = leases
+            .by_id
+            .iter()
+            .map(|(id, lease)| (*id, lease.ttl_seconds))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Replaces the lease table (inside the caller's transaction) with a snapshot's.
+    pub fn restore_table(
+        &self,
+        wtx: &WriteTransaction,
+        leases: &[(i64, i64)],
+    ) -> Result<(), String> {
+        let mut table = wtx.open_table(LEASES).map_err(|error| error.to_string())?;
+        table
+            .retain(|_, _| false)
+            .map_err(|error| error.to_string())?;
+        for (id, ttl) in leases {
+            table.insert(*id, *ttl).map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+}
