@@ -40,6 +40,8 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::KeyNotFound | StoreError::RequestTooLarge => Code::InvalidArgument,
         StoreError::LeaseNotFound => Code::NotFound,
         StoreError::LeaseExists => Code::FailedPrecondition,
+        StoreError::NotLeader | StoreError::BadLeaderTransferee => Code::FailedPrecondition,
+        StoreError::LeaderTransferTimeout => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::Internal(_) => Code::Internal,
     };

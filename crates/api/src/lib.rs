@@ -183,15 +183,28 @@ impl Maintenance for MaintenanceService {
         Err(errors::unsupported("defragment"))
     }
 
+    /// etcd hashes its whole backend file; shoal's files differ between members by
+    /// construction (different page layouts), so Hash covers the logical content:
+    /// the key-value history, as HashKV at the current revision does.
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(errors::unsupported("hash"))
+        let (hash, _) = self.member.hash_kv(0).map_err(errors::from_store)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.member.current_header()),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<HashKvRequest>,
+        request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(errors::unsupported("hashkv"))
+        let revision = request.into_inner().revision;
+        let (hash, compact_revision) = self.member.hash_kv(revision).map_err(errors::from_store)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.member.current_header()),
+            hash,
+            compact_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -205,9 +218,15 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(errors::unsupported("move-leader"))
+        self.member
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.member.current_header()),
+        }))
     }
 }
 

@@ -653,6 +653,25 @@ impl Member {
         }))
     }
 
+    /// etcd's MoveLeader: this member, which must lead, hands leadership to `target`.
+    pub async fn move_leader(&self, target: u64) -> Result<(), StoreError> {
+        let (respond, result) = oneshot::channel();
+        self.inbox
+            .send(NodeInput::TransferLeader { target, respond })
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, result).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::LeaderTransferTimeout),
+        }
+    }
+
+    /// etcd's HashKV: a hash of the key-value history up to `revision` (0 = now),
+    /// equal on every member that applied the same history, and the compact revision.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), StoreError> {
+        Ok(self.state_machine.mvcc.hash_kv(revision)?)
+    }
+
     /// Every lease, from this member's applied state.
     pub fn lease_ids(&self) -> Vec<i64> {
         self.state_machine.lessor.ids()

@@ -36,6 +36,12 @@ pub enum NodeInput {
     ReadIndex {
         respond: ReadWaiter,
     },
+    /// Hand leadership to another voter (etcd's MoveLeader); answered once it
+    /// leads or the transfer times out.
+    TransferLeader {
+        target: u64,
+        respond: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// A message from a peer.
     Raft(Message),
     Unreachable(u64),
@@ -104,6 +110,7 @@ pub struct Node {
     read_in_flight: Option<ReadBatch>,
     reads_awaiting_apply: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_context: u64,
+    transfer: Option<(u64, Instant, oneshot::Sender<Result<(), StoreError>>)>,
     last_publish_attempt: Option<Instant>,
     next_publish_id: u64,
 }
@@ -137,6 +144,7 @@ impl Node {
             read_in_flight: None,
             reads_awaiting_apply: Vec::new(),
             next_read_context: 1,
+            transfer: None,
             last_publish_attempt: None,
             next_publish_id: rand::random::<u64>() | 1,
         }
@@ -195,6 +203,7 @@ impl Node {
                 self.propose(id, data, Instant::now());
             }
             NodeInput::ReadIndex { respond } => self.reads_waiting.push(respond),
+            NodeInput::TransferLeader { target, respond } => self.start_transfer(target, respond),
             NodeInput::Raft(message) => {
                 if let Err(error) = self.raw.step(message) {
                     tracing::debug!(%error, "dropped a raft message");
@@ -250,6 +259,46 @@ impl Node {
         }
         self.maybe_publish_self(now);
         self.revoke_expired_leases(now);
+        self.check_transfer(now);
+    }
+
+    fn start_transfer(&mut self, target: u64, respond: oneshot::Sender<Result<(), StoreError>>) {
+        let raft = &self.raw.raft;
+        if raft.state != raft::StateRole::Leader {
+            let _ = respond.send(Err(StoreError::NotLeader));
+            return;
+        }
+        if !raft.prs().conf().voters().contains(target) {
+            let _ = respond.send(Err(StoreError::BadLeaderTransferee));
+            return;
+        }
+        if target == self.settings.member_id {
+            let _ = respond.send(Ok(()));
+            return;
+        }
+        if let Some((_, _, earlier)) = self.transfer.take() {
+            let _ = earlier.send(Err(StoreError::LeaderTransferTimeout));
+        }
+        self.raw.transfer_leader(target);
+        self.transfer = Some((target, Instant::now(), respond));
+    }
+
+    /// Answers a pending leadership transfer once it is done or has taken too long.
+    fn check_transfer(&mut self, now: Instant) {
+        let Some((target, started, _)) = &self.transfer else {
+            return;
+        };
+        let done = self.raw.raft.leader_id == *target;
+        let too_long = now.duration_since(*started) > self.settings.election_timeout * 2;
+        if done || too_long {
+            let (_, _, respond) = self.transfer.take().expect("checked above");
+            let outcome = if done {
+                Ok(())
+            } else {
+                Err(StoreError::LeaderTransferTimeout)
+            };
+            let _ = respond.send(outcome);
+        }
     }
 
     /// Lease deadlines live on the leader only: a new leader gives every lease its
@@ -368,6 +417,7 @@ impl Node {
         if ready.ss().is_some() {
             self.publish_status();
             self.on_role_change();
+            self.check_transfer(Instant::now());
         }
         self.send(ready.take_messages());
 
