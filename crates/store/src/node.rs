@@ -80,6 +80,13 @@ pub struct NodeWiring {
     pub watch_hub: Arc<WatchHub>,
 }
 
+/// A MoveLeader waiting for the transfer to finish.
+struct PendingTransfer {
+    target: u64,
+    started: Instant,
+    respond: oneshot::Sender<Result<(), StoreError>>,
+}
+
 struct ParkedProposal {
     since: Instant,
     data: Vec<u8>,
@@ -110,7 +117,7 @@ pub struct Node {
     read_in_flight: Option<ReadBatch>,
     reads_awaiting_apply: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_context: u64,
-    transfer: Option<(u64, Instant, oneshot::Sender<Result<(), StoreError>>)>,
+    transfer: Option<PendingTransfer>,
     last_publish_attempt: Option<Instant>,
     next_publish_id: u64,
 }
@@ -276,22 +283,26 @@ impl Node {
             let _ = respond.send(Ok(()));
             return;
         }
-        if let Some((_, _, earlier)) = self.transfer.take() {
-            let _ = earlier.send(Err(StoreError::LeaderTransferTimeout));
+        if let Some(earlier) = self.transfer.take() {
+            let _ = earlier.respond.send(Err(StoreError::LeaderTransferTimeout));
         }
         self.raw.transfer_leader(target);
-        self.transfer = Some((target, Instant::now(), respond));
+        self.transfer = Some(PendingTransfer {
+            target,
+            started: Instant::now(),
+            respond,
+        });
     }
 
     /// Answers a pending leadership transfer once it is done or has taken too long.
     fn check_transfer(&mut self, now: Instant) {
-        let Some((target, started, _)) = &self.transfer else {
+        let Some(transfer) = &self.transfer else {
             return;
         };
-        let done = self.raw.raft.leader_id == *target;
-        let too_long = now.duration_since(*started) > self.settings.election_timeout * 2;
+        let done = self.raw.raft.leader_id == transfer.target;
+        let too_long = now.duration_since(transfer.started) > self.settings.election_timeout * 2;
         if done || too_long {
-            let (_, _, respond) = self.transfer.take().expect("checked above");
+            let respond = self.transfer.take().expect("checked above").respond;
             let outcome = if done {
                 Ok(())
             } else {
