@@ -42,6 +42,13 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::LeaseExists => Code::FailedPrecondition,
         StoreError::NotLeader | StoreError::BadLeaderTransferee => Code::FailedPrecondition,
         StoreError::LeaderTransferTimeout => Code::Unavailable,
+        StoreError::PeerUrlExists
+        | StoreError::MemberNotLearner
+        | StoreError::LearnerNotReady
+        | StoreError::TooManyLearners => Code::FailedPrecondition,
+        StoreError::MemberBadUrls => Code::InvalidArgument,
+        StoreError::MemberNotFound => Code::NotFound,
+        StoreError::MemberRemoved => Code::FailedPrecondition,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::Internal(_) => Code::Internal,
     };

@@ -2,8 +2,10 @@
 //! [`Member`]. Only this crate speaks the client protocol; it validates requests
 //! as etcd does and maps store errors to etcd's statuses.
 
+mod election;
 mod errors;
 mod lease;
+mod lock;
 mod validate;
 mod watch;
 
@@ -57,6 +59,17 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(usize::MAX);
+    let lock = proto::v3lockpb::lock_server::LockServer::new(lock::LockService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let election =
+        proto::v3electionpb::election_server::ElectionServer::new(election::ElectionService {
+            member: member.clone(),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -67,6 +80,8 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(watch)
         .add_service(lease)
+        .add_service(lock)
+        .add_service(election)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -172,7 +187,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: status.applied_index,
             errors: Vec::new(),
             db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
-            is_learner: false,
+            is_learner: self.member.is_learner(),
         }))
     }
 
@@ -248,23 +263,50 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(errors::unsupported("member add"))
+        let request = request.into_inner();
+        let (member, members) = self
+            .member
+            .member_add(request.peer_ur_ls, request.is_learner)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.header()),
+            member: Some(member),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(errors::unsupported("member remove"))
+        let members = self
+            .member
+            .member_remove(request.into_inner().id)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(errors::unsupported("member update"))
+        let request = request.into_inner();
+        let members = self
+            .member
+            .member_update(request.id, request.peer_ur_ls)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 
     async fn member_list(
@@ -279,8 +321,16 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(errors::unsupported("member promote"))
+        let members = self
+            .member
+            .member_promote(request.into_inner().id)
+            .await
+            .map_err(errors::from_store)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 }

@@ -49,7 +49,10 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
             eprintln!("  try: ETCDCTL_API=3 etcdctl --endpoints={url} put hello world");
             eprintln!("  stop with Ctrl-C");
         }
-        wait_for_signal().await?;
+        let removed = tokio::select! {
+            outcome = wait_for_signal() => { outcome?; false }
+            () = member.removed() => true,
+        };
         tracing::info!("shutting down");
         let _ = stop_sender.send(true);
         for server in servers {
@@ -61,6 +64,9 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
         }
         member.shutdown().await;
         tracing::info!("stopped");
+        if removed {
+            anyhow::bail!("this member was removed from the cluster");
+        }
         Ok(())
     })
 }

@@ -128,7 +128,7 @@ impl Member {
             Arc::new(StateMachine::open(db.clone(), min_lease_ttl).map_err(&database_error)?);
 
         let restarting = raft_log::has_state(&db).map_err(&database_error)?;
-        let member_id;
+        let mut member_id;
         let raft_log = if restarting {
             member_id = Self::stored_member_id(&state_machine, &config)?;
             RaftLog::load(&db, state_machine.clone())
@@ -169,6 +169,24 @@ impl Member {
                     RaftLog::bootstrap(&wtx, ids, state_machine.clone()).map_err(&database_error)?
                 }
                 InitialClusterState::Existing => {
+                    // Learn our id and the cluster from a running member, as etcd does.
+                    let (cluster_id, members) = Self::discover_cluster(&config).await?;
+                    let advertised = advertised_peer_urls(&config);
+                    let me = members
+                        .iter()
+                        .find(|member| member.peer_ur_ls == advertised)
+                        .ok_or_else(|| {
+                            StartError::Config(format!(
+                                "no member of the running cluster has peer URLs {}: add this member first (etcdctl member add {} --peer-urls={})",
+                                advertised.join(","),
+                                config.name,
+                                advertised.join(",")
+                            ))
+                        })?;
+                    member_id = me.id;
+                    state_machine
+                        .bootstrap_members(&wtx, cluster_id, members)
+                        .map_err(&database_error)?;
                     RaftLog::empty(&wtx, state_machine.clone()).map_err(&database_error)?
                 }
             };
@@ -256,7 +274,9 @@ impl Member {
             let inbox = inbox_sender.clone();
             let leases = state_machine.clone();
             servers.push(tokio::spawn(async move {
-                if let Err(error) = transport::serve_peers(listener, inbox, leases, signal).await {
+                if let Err(error) =
+                    transport::serve_peers(listener, inbox, leases, member_id, signal).await
+                {
                     tracing::error!(%error, "peer server failed");
                 }
             }));
@@ -295,6 +315,8 @@ impl Member {
         tokio::spawn(watch_hub.clone().run_catch_up());
         let wiring = NodeWiring {
             inbox,
+            runtime: runtime.clone(),
+            feedback: inbox_sender.clone(),
             peers,
             status: status.clone(),
             watch_hub: watch_hub.clone(),
@@ -334,6 +356,39 @@ impl Member {
             peer_clients: Mutex::new(HashMap::new()),
             _lock: lock,
         }))
+    }
+
+    /// Asks the members named in `--initial-cluster` (other than this one) for the
+    /// running cluster's id and member list.
+    async fn discover_cluster(config: &MemberConfig) -> Result<(u64, Vec<MemberInfo>), StartError> {
+        let advertised = advertised_peer_urls(config);
+        let mut failures = Vec::new();
+        for urls in config.initial_cluster.values() {
+            for url in urls {
+                let url = config::url_text(url).to_string();
+                if advertised.contains(&url) {
+                    continue;
+                }
+                match tokio::time::timeout(Duration::from_secs(3), transport::fetch_members(&url))
+                    .await
+                {
+                    Ok(Ok(response)) => {
+                        let cluster_id = response.header.map_or(0, |header| header.cluster_id);
+                        return Ok((cluster_id, response.members));
+                    }
+                    Ok(Err(error)) => failures.push(format!("{url}: {error}")),
+                    Err(_) => failures.push(format!("{url}: timed out")),
+                }
+            }
+        }
+        Err(StartError::Config(format!(
+            "--initial-cluster-state existing: could not reach any member of the running cluster ({})",
+            if failures.is_empty() {
+                "--initial-cluster names no other member".to_string()
+            } else {
+                failures.join("; ")
+            }
+        )))
     }
 
     /// On restart the member's id is whichever stored member has our peer URLs.
@@ -672,6 +727,169 @@ impl Member {
         Ok(self.state_machine.mvcc.hash_kv(revision)?)
     }
 
+    async fn propose_member_change(
+        &self,
+        change_type: raft::eraftpb::ConfChangeType,
+        member: MemberInfo,
+    ) -> Result<(Option<MemberInfo>, Vec<MemberInfo>), StoreError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let context = proto::shoalpb::ConfChangeContext {
+            id,
+            proposer: self.member_id,
+            member: Some(member.clone()),
+        }
+        .encode_to_vec();
+        let change = raft::eraftpb::ConfChange {
+            change_type,
+            node_id: member.id,
+            ..Default::default()
+        };
+        let (respond, result) = oneshot::channel();
+        self.inbox
+            .send(NodeInput::ProposeConfChange {
+                id,
+                change,
+                context,
+                respond,
+            })
+            .map_err(|_| StoreError::Stopped)?;
+        members_result(tokio::time::timeout(self.request_timeout, result).await)
+    }
+
+    /// etcd's MemberAdd: a new voter or learner at `peer_urls`.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(MemberInfo, Vec<MemberInfo>), StoreError> {
+        let mut parsed = Vec::new();
+        for url in &peer_urls {
+            parsed.push(config::parse_url(url).map_err(|_| StoreError::MemberBadUrls)?);
+        }
+        if parsed.is_empty() {
+            return Err(StoreError::MemberBadUrls);
+        }
+        let normalized: Vec<String> = parsed
+            .iter()
+            .map(|url| config::url_text(url).to_string())
+            .collect();
+        let members = self.members();
+        if members
+            .iter()
+            .any(|member| member.peer_ur_ls.iter().any(|url| normalized.contains(url)))
+        {
+            return Err(StoreError::PeerUrlExists);
+        }
+        if is_learner && members.iter().filter(|member| member.is_learner).count() >= 1 {
+            return Err(StoreError::TooManyLearners);
+        }
+        // Unique even when the same URLs come back after a removal, as etcd's are.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let token = format!("{}/{now}", self.config.initial_cluster_token);
+        let new_member = MemberInfo {
+            id: config::member_id(&parsed, &token),
+            name: String::new(),
+            peer_ur_ls: normalized,
+            client_ur_ls: Vec::new(),
+            is_learner,
+        };
+        let change_type = if is_learner {
+            raft::eraftpb::ConfChangeType::AddLearnerNode
+        } else {
+            raft::eraftpb::ConfChangeType::AddNode
+        };
+        let (added, members) = self
+            .propose_member_change(change_type, new_member.clone())
+            .await?;
+        Ok((added.unwrap_or(new_member), members))
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<MemberInfo>, StoreError> {
+        let member = self
+            .state_machine
+            .member(id)
+            .ok_or(StoreError::MemberNotFound)?;
+        let (_, members) = self
+            .propose_member_change(raft::eraftpb::ConfChangeType::RemoveNode, member)
+            .await?;
+        Ok(members)
+    }
+
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<MemberInfo>, StoreError> {
+        if self.state_machine.member(id).is_none() {
+            return Err(StoreError::MemberNotFound);
+        }
+        let mut normalized = Vec::new();
+        for url in &peer_urls {
+            let parsed = config::parse_url(url).map_err(|_| StoreError::MemberBadUrls)?;
+            normalized.push(config::url_text(&parsed).to_string());
+        }
+        let request = RaftRequest {
+            member_update: Some(proto::etcdserverpb::MemberUpdateRequest {
+                id,
+                peer_ur_ls: normalized,
+            }),
+            ..Default::default()
+        };
+        match self.propose(request).await? {
+            ApplyResult::Members { members, .. } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// etcd's MemberPromote: decided by the leader, which alone knows whether the
+    /// learner has caught up; other members forward the request to it.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<MemberInfo>, StoreError> {
+        let member = self
+            .state_machine
+            .member(id)
+            .ok_or(StoreError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(StoreError::MemberNotLearner);
+        }
+        match promote_on_leader(&self.inbox, self.member_id, id).await {
+            Err(StoreError::NotLeader) => {}
+            other => return other,
+        }
+        let mut client = self.leader_client()?;
+        match client
+            .member_promote(proto::etcdserverpb::MemberPromoteRequest { id })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().members),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                Err(match status.message() {
+                    message if message == StoreError::LearnerNotReady.to_string() => {
+                        StoreError::LearnerNotReady
+                    }
+                    message if message == StoreError::MemberNotLearner.to_string() => {
+                        StoreError::MemberNotLearner
+                    }
+                    message => StoreError::Internal(message.to_string()),
+                })
+            }
+            Err(status) => Err(forwarding_error(&status)),
+        }
+    }
+
+    /// Resolves once the member has stopped for good (it was removed from the cluster).
+    pub async fn removed(&self) {
+        while !self.status.removed.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.status.is_learner.load(Ordering::Acquire)
+    }
+
     /// Every lease, from this member's applied state.
     pub fn lease_ids(&self) -> Vec<i64> {
         self.state_machine.lessor.ids()
@@ -720,6 +938,55 @@ impl Member {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
+}
+
+fn advertised_peer_urls(config: &MemberConfig) -> Vec<String> {
+    config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|url| config::url_text(url).to_string())
+        .collect()
+}
+
+type WaitOutcome =
+    Result<Result<ApplyResult, oneshot::error::RecvError>, tokio::time::error::Elapsed>;
+
+fn members_result(
+    outcome: WaitOutcome,
+) -> Result<(Option<MemberInfo>, Vec<MemberInfo>), StoreError> {
+    match outcome {
+        Ok(Ok(ApplyResult::Members { member, members })) => Ok((member, members)),
+        Ok(Ok(ApplyResult::Error(error))) => Err(error),
+        Ok(Ok(other)) => Err(unexpected(other)),
+        Ok(Err(_)) => Err(StoreError::Stopped),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+/// Asks this member's raft loop to promote a learner; `NotLeader` if it does not lead.
+pub(crate) async fn promote_on_leader(
+    inbox: &Sender<NodeInput>,
+    proposer: u64,
+    member_id: u64,
+) -> Result<Vec<MemberInfo>, StoreError> {
+    let id = rand::random::<u64>();
+    let context = proto::shoalpb::ConfChangeContext {
+        id,
+        proposer,
+        member: None,
+    }
+    .encode_to_vec();
+    let (respond, result) = oneshot::channel();
+    inbox
+        .send(NodeInput::PromoteLearner {
+            id,
+            member_id,
+            context,
+            respond,
+        })
+        .map_err(|_| StoreError::Stopped)?;
+    members_result(tokio::time::timeout(Duration::from_secs(10), result).await)
+        .map(|(_, members)| members)
 }
 
 /// A forwarded call failed: the leader moved, or could not be reached in time.

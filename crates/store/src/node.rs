@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use prost::Message as _;
 use proto::etcdserverpb::Member;
-use proto::shoalpb::RaftRequest;
+use proto::shoalpb::{ConfChangeContext, RaftRequest};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{RawNode, SnapshotStatus};
@@ -42,6 +42,20 @@ pub enum NodeInput {
         target: u64,
         respond: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A membership change; `respond` gets the result once it is applied here.
+    ProposeConfChange {
+        id: u64,
+        change: ConfChange,
+        context: Vec<u8>,
+        respond: oneshot::Sender<ApplyResult>,
+    },
+    /// Promote a learner, if (on the leader) it has caught up.
+    PromoteLearner {
+        id: u64,
+        member_id: u64,
+        context: Vec<u8>,
+        respond: oneshot::Sender<ApplyResult>,
+    },
     /// A message from a peer.
     Raft(Message),
     Unreachable(u64),
@@ -57,6 +71,9 @@ pub struct NodeStatus {
     pub commit_index: AtomicU64,
     pub applied_index: AtomicU64,
     pub stopped: AtomicBool,
+    /// Set when this member applied its own removal from the cluster.
+    pub removed: AtomicBool,
+    pub is_learner: AtomicBool,
 }
 
 /// Settings the loop needs beyond the raft config.
@@ -75,6 +92,10 @@ pub struct NodeSettings {
 /// The channels and shared state that connect the loop to the rest of the member.
 pub struct NodeWiring {
     pub inbox: Receiver<NodeInput>,
+    /// For starting sender tasks to members that join later.
+    pub runtime: tokio::runtime::Handle,
+    /// The loop's own inbox, handed to new peer senders for their feedback.
+    pub feedback: crossbeam_channel::Sender<NodeInput>,
     pub peers: HashMap<u64, PeerSender>,
     pub status: Arc<NodeStatus>,
     pub watch_hub: Arc<WatchHub>,
@@ -107,6 +128,8 @@ pub struct Node {
     db: Arc<redb::Database>,
     state_machine: Arc<StateMachine>,
     inbox: Receiver<NodeInput>,
+    runtime: tokio::runtime::Handle,
+    feedback: crossbeam_channel::Sender<NodeInput>,
     peers: HashMap<u64, PeerSender>,
     status: Arc<NodeStatus>,
     settings: NodeSettings,
@@ -141,6 +164,8 @@ impl Node {
             db,
             state_machine,
             inbox: wiring.inbox,
+            runtime: wiring.runtime,
+            feedback: wiring.feedback,
             peers: wiring.peers,
             status: wiring.status,
             settings,
@@ -194,6 +219,9 @@ impl Node {
                 self.status.stopped.store(true, Ordering::SeqCst);
                 std::process::exit(2);
             }
+            if self.status.removed.load(Ordering::SeqCst) {
+                break;
+            }
         }
         self.status.stopped.store(true, Ordering::SeqCst);
         for (_, waiter) in self.waiters.drain() {
@@ -211,6 +239,26 @@ impl Node {
             }
             NodeInput::ReadIndex { respond } => self.reads_waiting.push(respond),
             NodeInput::TransferLeader { target, respond } => self.start_transfer(target, respond),
+            NodeInput::ProposeConfChange {
+                id,
+                change,
+                context,
+                respond,
+            } => {
+                self.waiters.insert(id, respond);
+                if let Err(error) = self.raw.propose_conf_change(context, change) {
+                    tracing::debug!(%error, "configuration change dropped");
+                    if let Some(waiter) = self.waiters.remove(&id) {
+                        let _ = waiter.send(ApplyResult::Error(StoreError::Timeout));
+                    }
+                }
+            }
+            NodeInput::PromoteLearner {
+                id,
+                member_id,
+                context,
+                respond,
+            } => self.promote_learner(id, member_id, context, respond),
             NodeInput::Raft(message) => {
                 if let Err(error) = self.raw.step(message) {
                     tracing::debug!(%error, "dropped a raft message");
@@ -267,6 +315,47 @@ impl Node {
         self.maybe_publish_self(now);
         self.revoke_expired_leases(now);
         self.check_transfer(now);
+    }
+
+    /// On the leader: promotes a learner whose log has caught up to within 10% of
+    /// ours (etcd's readiness rule).
+    fn promote_learner(
+        &mut self,
+        id: u64,
+        member_id: u64,
+        context: Vec<u8>,
+        respond: oneshot::Sender<ApplyResult>,
+    ) {
+        let raft = &self.raw.raft;
+        if raft.state != raft::StateRole::Leader {
+            let _ = respond.send(ApplyResult::Error(StoreError::NotLeader));
+            return;
+        }
+        if !raft.prs().conf().learners().contains(&member_id) {
+            let _ = respond.send(ApplyResult::Error(StoreError::MemberNotLearner));
+            return;
+        }
+        let leader_last = raft.raft_log.last_index();
+        let learner_matched = raft
+            .prs()
+            .get(member_id)
+            .map_or(0, |progress| progress.matched);
+        if learner_matched.saturating_mul(10) < leader_last.saturating_mul(9) {
+            let _ = respond.send(ApplyResult::Error(StoreError::LearnerNotReady));
+            return;
+        }
+        let change = ConfChange {
+            change_type: raft::eraftpb::ConfChangeType::AddNode,
+            node_id: member_id,
+            ..Default::default()
+        };
+        self.waiters.insert(id, respond);
+        if let Err(error) = self.raw.propose_conf_change(context, change) {
+            tracing::debug!(%error, "promotion dropped");
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let _ = waiter.send(ApplyResult::Error(StoreError::Timeout));
+            }
+        }
     }
 
     fn start_transfer(&mut self, target: u64, respond: oneshot::Sender<Result<(), StoreError>>) {
@@ -520,6 +609,21 @@ impl Node {
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
                         let result =
                             state_machine.apply_request(&mut writer, wtx, &request, events)?;
+                        if let (Some(update), ApplyResult::Members { .. }) =
+                            (&request.member_update, &result)
+                            && update.id != self.settings.member_id
+                        {
+                            // Talk to the member at its new address from now on.
+                            self.peers.insert(
+                                update.id,
+                                PeerSender::start(
+                                    &self.runtime,
+                                    update.id,
+                                    update.peer_ur_ls.clone(),
+                                    self.feedback.clone(),
+                                ),
+                            );
+                        }
                         if request.proposer == self.settings.member_id {
                             results.push((request.id, result));
                         }
@@ -528,26 +632,99 @@ impl Node {
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|error| format!("entry {}: {error}", entry.index))?;
-                    let conf_state = self
-                        .raw
-                        .apply_conf_change(&change)
-                        .map_err(|error| error.to_string())?;
-                    self.raw.mut_store().set_conf_state(wtx, conf_state)?;
+                    let outcome = self.apply_membership(
+                        wtx,
+                        &change,
+                        change.get_change_type(),
+                        change.node_id,
+                        &entry.context,
+                    )?;
+                    if let Some((id, result)) = outcome {
+                        results.push((id, result));
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
+                    // shoal proposes only single-step changes; a joint change from
+                    // elsewhere is still applied to raft, member by member.
                     let change = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|error| format!("entry {}: {error}", entry.index))?;
-                    let conf_state = self
-                        .raw
-                        .apply_conf_change(&change)
-                        .map_err(|error| error.to_string())?;
-                    self.raw.mut_store().set_conf_state(wtx, conf_state)?;
+                    match self.raw.apply_conf_change(&change) {
+                        Ok(conf_state) => self.raw.mut_store().set_conf_state(wtx, conf_state)?,
+                        Err(error) => {
+                            tracing::warn!(%error, "configuration change refused by raft")
+                        }
+                    }
                 }
             }
             writer.set_consistent_index(entry.index);
         }
         let last_applied = entries.last().expect("entries is not empty").index;
         self.raw.mut_store().commit_at_least(wtx, last_applied)
+    }
+
+    /// Applies one membership change to raft, the member list and the transport.
+    fn apply_membership(
+        &mut self,
+        wtx: &WriteTransaction,
+        change: &ConfChange,
+        change_type: raft::eraftpb::ConfChangeType,
+        node_id: u64,
+        context: &[u8],
+    ) -> Result<Option<(u64, ApplyResult)>, String> {
+        let context = ConfChangeContext::decode(context).unwrap_or_default();
+        let waiter = (context.proposer == self.settings.member_id).then_some(context.id);
+        let conf_state = match self.raw.apply_conf_change(change) {
+            Ok(conf_state) => conf_state,
+            Err(error) => {
+                tracing::warn!(%error, node = %format!("{node_id:x}"), "configuration change refused by raft");
+                let result = ApplyResult::Error(StoreError::Internal(format!(
+                    "configuration change refused: {error}"
+                )));
+                return Ok(waiter.map(|id| (id, result)));
+            }
+        };
+        self.raw.mut_store().set_conf_state(wtx, conf_state)?;
+        let member = self.state_machine.apply_member_change(
+            wtx,
+            change_type,
+            node_id,
+            context.member.as_ref(),
+        )?;
+        let is_removal = change_type == raft::eraftpb::ConfChangeType::RemoveNode;
+        if node_id == self.settings.member_id {
+            if is_removal {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.status.removed.store(true, Ordering::SeqCst);
+            } else if let Some(member) = &member {
+                self.status
+                    .is_learner
+                    .store(member.is_learner, Ordering::Release);
+            }
+        } else if is_removal {
+            self.peers.remove(&node_id);
+        } else if let Some(member) = &member
+            && !self.peers.contains_key(&node_id)
+        {
+            self.peers.insert(
+                node_id,
+                PeerSender::start(
+                    &self.runtime,
+                    node_id,
+                    member.peer_ur_ls.clone(),
+                    self.feedback.clone(),
+                ),
+            );
+        }
+        tracing::info!(
+            change = ?change_type,
+            member = %format!("{node_id:x}"),
+            "applied a membership change"
+        );
+        let result = ApplyResult::Members {
+            member,
+            members: self.state_machine.members(),
+        };
+        Ok(waiter.map(|id| (id, result)))
     }
 
     /// Makes applied state visible, answers the clients that wait for it, and

@@ -33,6 +33,11 @@ pub enum ApplyResult {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// A membership change: the member it concerned and the members afterwards.
+    Members {
+        member: Option<Member>,
+        members: Vec<Member>,
+    },
     /// Requests with no client-visible result (member publication).
     Done,
     Error(StoreError),
@@ -265,7 +270,86 @@ impl StateMachine {
         if let Some(member) = &request.publish_member {
             self.publish_member(wtx, member).map_err(storage)?;
         }
+        if let Some(update) = &request.member_update {
+            if !self
+                .update_member_peer_urls(wtx, update.id, &update.peer_ur_ls)
+                .map_err(storage)?
+            {
+                return Ok(ApplyResult::Error(StoreError::MemberNotFound));
+            }
+            return Ok(ApplyResult::Members {
+                member: None,
+                members: self.members(),
+            });
+        }
         Ok(ApplyResult::Done)
+    }
+
+    fn write_member(&self, wtx: &WriteTransaction, member: &Member) -> Result<(), String> {
+        wtx.open_table(MEMBERS)
+            .map_err(|error| error.to_string())?
+            .insert(member.id, member.encode_to_vec().as_slice())
+            .map_err(|error| error.to_string())?;
+        Ok(())
+    }
+
+    fn update_member_peer_urls(
+        &self,
+        wtx: &WriteTransaction,
+        id: u64,
+        peer_urls: &[String],
+    ) -> Result<bool, String> {
+        let mut members = self.members.write();
+        let Some(member) = members.get_mut(&id) else {
+            return Ok(false);
+        };
+        member.peer_ur_ls = peer_urls.to_vec();
+        let member = member.clone();
+        drop(members);
+        self.write_member(wtx, &member)?;
+        Ok(true)
+    }
+
+    /// Applies a raft configuration change to the member list: a new voter or
+    /// learner joins, a learner becomes a voter, or a member leaves.
+    pub fn apply_member_change(
+        &self,
+        wtx: &WriteTransaction,
+        change: raft::eraftpb::ConfChangeType,
+        node_id: u64,
+        described: Option<&Member>,
+    ) -> Result<Option<Member>, String> {
+        use raft::eraftpb::ConfChangeType;
+        match change {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let is_learner = change == ConfChangeType::AddLearnerNode;
+                let mut members = self.members.write();
+                let member = match members.get_mut(&node_id) {
+                    Some(existing) => {
+                        existing.is_learner = is_learner;
+                        existing.clone()
+                    }
+                    None => {
+                        let mut member = described.cloned().unwrap_or_default();
+                        member.id = node_id;
+                        member.is_learner = is_learner;
+                        members.insert(node_id, member.clone());
+                        member
+                    }
+                };
+                drop(members);
+                self.write_member(wtx, &member)?;
+                Ok(Some(member))
+            }
+            ConfChangeType::RemoveNode => {
+                let removed = self.members.write().remove(&node_id);
+                wtx.open_table(MEMBERS)
+                    .map_err(|error| error.to_string())?
+                    .remove(node_id)
+                    .map_err(|error| error.to_string())?;
+                Ok(removed)
+            }
+        }
     }
 
     /// A member announces its name and client URLs; its peer URLs stay as configured.

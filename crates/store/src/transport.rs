@@ -3,24 +3,26 @@
 //! whatever queued up while the previous batch was in flight.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, ResponseHeader,
+};
 use proto::shoalpb::peer_client::PeerClient;
 use proto::shoalpb::peer_server::{Peer, PeerServer};
-use proto::shoalpb::{RaftAck, RaftBatch};
+use proto::shoalpb::{MembersRequest, RaftAck, RaftBatch};
 use protobuf::Message as _;
 use raft::SnapshotStatus;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
+use crate::error::StoreError;
 use crate::node::NodeInput;
 use crate::state_machine::StateMachine;
-use proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-};
-use std::sync::Arc;
 
 /// Messages waiting for one peer beyond this are dropped: raft retransmits, and a
 /// peer that is down must not make us hold an unbounded backlog.
@@ -32,6 +34,7 @@ const MAX_MESSAGES_PER_BATCH: usize = 4096;
 struct PeerService {
     inbox: Sender<NodeInput>,
     state_machine: Arc<StateMachine>,
+    member_id: u64,
 }
 
 /// A client for calling the leader's peer service.
@@ -111,6 +114,46 @@ impl Peer for PeerService {
         };
         Ok(tonic::Response::new(response))
     }
+
+    async fn members(
+        &self,
+        _request: tonic::Request<MembersRequest>,
+    ) -> Result<tonic::Response<MemberListResponse>, tonic::Status> {
+        Ok(tonic::Response::new(MemberListResponse {
+            header: Some(ResponseHeader {
+                cluster_id: self.state_machine.cluster_id(),
+                member_id: self.member_id,
+                ..Default::default()
+            }),
+            members: self.state_machine.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: tonic::Request<MemberPromoteRequest>,
+    ) -> Result<tonic::Response<MemberPromoteResponse>, tonic::Status> {
+        let member_id = request.into_inner().id;
+        match crate::promote_on_leader(&self.inbox, self.member_id, member_id).await {
+            Ok(members) => Ok(tonic::Response::new(MemberPromoteResponse {
+                header: None,
+                members,
+            })),
+            Err(StoreError::NotLeader) => Err(not_leader()),
+            // The caller turns the message back into the error.
+            Err(error) => Err(tonic::Status::failed_precondition(error.to_string())),
+        }
+    }
+}
+
+/// Asks a member of a running cluster for its member list (used when joining).
+pub async fn fetch_members(url: &str) -> Result<MemberListResponse, String> {
+    let mut client = leader_client(url).map_err(|error| error.to_string())?;
+    client
+        .members(MembersRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status.message().to_string())
 }
 
 /// Serves the peer protocol on an already-bound listener until `shutdown` resolves.
@@ -118,11 +161,13 @@ pub async fn serve_peers(
     listener: tokio::net::TcpListener,
     inbox: Sender<NodeInput>,
     state_machine: Arc<StateMachine>,
+    member_id: u64,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = PeerServer::new(PeerService {
         inbox,
         state_machine,
+        member_id,
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
