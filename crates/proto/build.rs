@@ -6,7 +6,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY-free: build scripts are single-threaded, so setting the variable is sound.
     unsafe_env_set(&protoc);
     tonic_prost_build::configure().bytes(".").compile_protos(
-        &["proto/kv.proto", "proto/rpc.proto", "proto/shoal.proto"],
+        &[
+            "proto/kv.proto",
+            "proto/rpc.proto",
+            "proto/shoal.proto",
+            "proto/v3lock.proto",
+            "proto/v3election.proto",
+        ],
         &["proto"],
     )?;
     println!("cargo:rerun-if-changed=proto");

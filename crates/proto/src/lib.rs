@@ -1,5 +1,6 @@
-//! etcd v3 wire types (`mvccpb`, `etcdserverpb`) and shoal's peer protocol
-//! (`shoalpb`), generated at build time from the `.proto` files beside this crate.
+//! etcd v3 wire types (`mvccpb`, `etcdserverpb`, the `v3lockpb` and
+//! `v3electionpb` services) and shoal's peer protocol (`shoalpb`), generated at
+//! build time from the `.proto` files beside this crate.
 
 #![allow(clippy::all, clippy::pedantic, rust_2018_idioms)]
 
@@ -13,4 +14,12 @@ pub mod etcdserverpb {
 
 pub mod shoalpb {
     tonic::include_proto!("shoalpb");
+}
+
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
