@@ -228,7 +228,28 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(errors::unsupported("snapshot"))
+        /// etcd streams its snapshot in chunks of this size too.
+        const CHUNK_BYTES: usize = 32 * 1024;
+        let member = self.member.clone();
+        let data = tokio::task::spawn_blocking(move || member.snapshot_bytes())
+            .await
+            .map_err(|error| Status::internal(format!("snapshot task failed: {error}")))?
+            .map_err(errors::from_store)?;
+        let header = self.member.current_header();
+        let total = data.len();
+        let chunks: Vec<Result<SnapshotResponse, Status>> = data
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(position, chunk)| {
+                let sent = (position * CHUNK_BYTES + chunk.len()) as u64;
+                Ok(SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: total as u64 - sent,
+                    blob: bytes::Bytes::copy_from_slice(chunk),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn move_leader(

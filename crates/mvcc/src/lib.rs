@@ -55,6 +55,7 @@ use crate::index::{IndexEntry, KeyIndex};
 use crate::record::{META_TABLE, REVISIONS_TABLE, Record, Revision};
 
 pub use crate::history::{History, key_in_range};
+pub use crate::snapshot::{ImportedRevision, snapshot_from_history};
 pub use crate::writer::Writer;
 
 #[derive(Debug, thiserror::Error)]

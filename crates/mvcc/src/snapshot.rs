@@ -163,3 +163,82 @@ pub(crate) fn decode(snapshot: &[u8]) -> Result<DecodedSnapshot<'_>, MvccError> 
         records,
     })
 }
+
+/// One revision from another store (an etcd backend being imported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRevision {
+    pub main: i64,
+    pub sub: i64,
+    pub tombstone: bool,
+    pub key: bytes::Bytes,
+    pub value: bytes::Bytes,
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+/// Builds a snapshot (the format `Mvcc::restore` takes) from another store's
+/// history. Revisions must be in ascending (main, sub) order; the result is
+/// checked by the same decoder a restore uses, so a bad import fails here.
+pub fn snapshot_from_history(
+    consistent_index: u64,
+    compact_revision: i64,
+    revisions: &[ImportedRevision],
+) -> Result<Vec<u8>, MvccError> {
+    let last = revisions.last().map(|revision| Revision {
+        main: revision.main,
+        sub: revision.sub,
+    });
+    let current_revision = derive_current_revision(last, compact_revision);
+    let mut output = Vec::new();
+    output.extend_from_slice(MAGIC);
+    output.extend_from_slice(&consistent_index.to_le_bytes());
+    output.extend_from_slice(&compact_revision.to_le_bytes());
+    output.extend_from_slice(&current_revision.to_le_bytes());
+    output.extend_from_slice(&(revisions.len() as u64).to_le_bytes());
+    let mut record_bytes = Vec::new();
+    for imported in revisions {
+        if imported.main < 0 || imported.sub < 0 {
+            return Err(corrupt("negative revision in imported history"));
+        }
+        record_bytes.clear();
+        Record {
+            key: &imported.key,
+            value: if imported.tombstone {
+                &[]
+            } else {
+                &imported.value
+            },
+            create_revision: if imported.tombstone {
+                0
+            } else {
+                imported.create_revision
+            },
+            version: if imported.tombstone {
+                0
+            } else {
+                imported.version
+            },
+            lease: if imported.tombstone {
+                0
+            } else {
+                imported.lease
+            },
+            tombstone: imported.tombstone,
+        }
+        .encode_into(&mut record_bytes);
+        let revision = Revision {
+            main: imported.main,
+            sub: imported.sub,
+        };
+        let length = u32::try_from(record_bytes.len())
+            .map_err(|_| MvccError::Storage("record larger than 4 GiB".to_string()))?;
+        output.extend_from_slice(&revision.to_table_key().to_le_bytes());
+        output.extend_from_slice(&length.to_le_bytes());
+        output.extend_from_slice(&record_bytes);
+    }
+    let checksum = Crc32c::checksum(&output);
+    output.extend_from_slice(&checksum.to_le_bytes());
+    decode(&output)?;
+    Ok(output)
+}

@@ -25,6 +25,37 @@ enum Command {
     Up(UpArgs),
     /// Run one store member. Takes etcd's flags, with etcd's meanings.
     Store(Box<StoreArgs>),
+    /// Work with store snapshots (etcd's `snapshot` commands).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Create a new member data directory from a snapshot file: one saved from
+    /// shoal (`etcdctl snapshot save` against shoal) or from etcd 3.4.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The snapshot file.
+    file: PathBuf,
+    /// Human-readable name for the restored member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Path to the new data directory [default: ${name}.shoal].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The new cluster's members: name=peer-url,… [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// The new cluster's token.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URLs.
+    #[arg(long, default_value = "http://localhost:2380", value_parser = url_list)]
+    initial_advertise_peer_urls: UrlList,
 }
 
 #[derive(Args)]
@@ -198,6 +229,7 @@ fn main() -> ExitCode {
         }
     };
     let (config, log_level, banner) = match cli.command {
+        Command::Snapshot(SnapshotCommand::Restore(args)) => return restore_snapshot(args),
         Command::Up(args) => {
             let config = store::MemberConfig::single(
                 "default",
@@ -223,6 +255,51 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore_snapshot(args: RestoreArgs) -> ExitCode {
+    let store_args = StoreArgs {
+        name: args.name,
+        data_dir: args.data_dir,
+        listen_client_urls: UrlList(vec![parse_url("http://localhost:2379").expect("valid")]),
+        advertise_client_urls: UrlList(vec![parse_url("http://localhost:2379").expect("valid")]),
+        listen_peer_urls: args.initial_advertise_peer_urls.clone(),
+        initial_advertise_peer_urls: args.initial_advertise_peer_urls,
+        initial_cluster: args.initial_cluster,
+        initial_cluster_state: ClusterState::New,
+        initial_cluster_token: args.initial_cluster_token,
+        max_request_bytes: 1536 * 1024,
+        quota_backend_bytes: 0,
+        snapshot_count: 100_000,
+        heartbeat_interval: 100,
+        election_timeout: 1000,
+        log_level: LogLevel::Info,
+    };
+    let config = match store_args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match store::restore::restore(&args.file, &config) {
+        Ok(summary) => {
+            println!(
+                "restored {} snapshot {} into {} (member {:x}, cluster {:x}, revision {})",
+                summary.source,
+                args.file.display(),
+                config.data_dir.display(),
+                summary.member_id,
+                summary.cluster_id,
+                summary.revision
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

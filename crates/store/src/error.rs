@@ -84,4 +84,6 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("snapshot {path}: {message}")]
+    Snapshot { path: String, message: String },
 }

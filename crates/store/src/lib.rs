@@ -11,6 +11,7 @@ pub mod error;
 pub mod lease;
 mod node;
 mod raft_log;
+pub mod restore;
 mod state_machine;
 mod transport;
 pub mod watch;
@@ -77,7 +78,7 @@ pub struct MemberStatus {
     pub revision: i64,
 }
 
-fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<File, StartError> {
     let path_text = data_dir.display().to_string();
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: path_text.clone(),
@@ -719,6 +720,16 @@ impl Member {
             Ok(Err(_)) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::LeaderTransferTimeout),
         }
+    }
+
+    /// The whole state as a snapshot file's bytes (with its sha256 trailer), taken
+    /// from one consistent read while writes go on.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        let (_, data) = self
+            .state_machine
+            .snapshot()
+            .map_err(StoreError::Internal)?;
+        Ok(restore::seal(data))
     }
 
     /// etcd's HashKV: a hash of the key-value history up to `revision` (0 = now),

@@ -143,6 +143,10 @@ impl StateMachine {
         members: Vec<Member>,
     ) -> Result<(), String> {
         let mut table = wtx.open_table(MEMBERS).map_err(|error| error.to_string())?;
+        // Replaces the whole list (a restore brings a new one).
+        table
+            .retain(|_, _| false)
+            .map_err(|error| error.to_string())?;
         for member in &members {
             table
                 .insert(member.id, member.encode_to_vec().as_slice())
@@ -370,29 +374,45 @@ impl StateMachine {
 
     /// A consistent copy of the whole state, and the raft index it reflects.
     pub fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
-        let members = proto::etcdserverpb::MemberListResponse {
-            header: None,
-            members: self.members(),
-        }
-        .encode_to_vec();
         let applied_index = self.mvcc.consistent_index();
         let leases = self.lessor.all();
         let state = self.mvcc.snapshot().map_err(|error| error.to_string())?;
+        let data = encode_snapshot(self.cluster_id(), self.members(), &leases, &state);
+        Ok((applied_index, data))
+    }
+}
+
+/// The snapshot envelope: format version, cluster id, members, leases, then the
+/// MVCC state in its own format.
+pub fn encode_snapshot(
+    cluster_id: u64,
+    members: Vec<Member>,
+    leases: &[(i64, i64)],
+    state: &[u8],
+) -> Vec<u8> {
+    {
+        let members = proto::etcdserverpb::MemberListResponse {
+            header: None,
+            members,
+        }
+        .encode_to_vec();
         let mut data =
             Vec::with_capacity(1 + 8 + 4 + members.len() + 4 + 16 * leases.len() + state.len());
         data.push(SNAPSHOT_FORMAT_VERSION);
-        data.extend_from_slice(&self.cluster_id().to_be_bytes());
+        data.extend_from_slice(&cluster_id.to_be_bytes());
         data.extend_from_slice(&(members.len() as u32).to_be_bytes());
         data.extend_from_slice(&members);
         data.extend_from_slice(&(leases.len() as u32).to_be_bytes());
-        for (id, ttl) in &leases {
+        for (id, ttl) in leases {
             data.extend_from_slice(&id.to_be_bytes());
             data.extend_from_slice(&ttl.to_be_bytes());
         }
-        data.extend_from_slice(&state);
-        Ok((applied_index, data))
+        data.extend_from_slice(state);
+        data
     }
+}
 
+impl StateMachine {
     /// Replaces the whole state with a snapshot's (built by [`StateMachine::snapshot`]).
     pub fn restore(&self, wtx: &WriteTransaction, data: &[u8]) -> Result<(), String> {
         if data.first() != Some(&SNAPSHOT_FORMAT_VERSION) || data.len() < 13 {

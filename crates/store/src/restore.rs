@@ -1,0 +1,157 @@
+//! Offline restore: a new member data directory from a snapshot file, as etcd's
+//! `snapshot restore` makes one. The snapshot's keys, values, revisions and
+//! leases are kept; the membership is the new cluster's, from the flags.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use proto::etcdserverpb::Member as MemberInfo;
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, MemberConfig};
+use crate::error::StartError;
+use crate::raft_log::RaftLog;
+use crate::state_machine::StateMachine;
+
+const SHA256_LEN: usize = 32;
+
+/// What a restore produced.
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    /// "shoal" or "etcd".
+    pub source: &'static str,
+    pub revision: i64,
+    pub member_id: u64,
+    pub cluster_id: u64,
+}
+
+/// etcd's clients accept a snapshot stream only if its body is a whole number of
+/// 512-byte sectors followed by the body's sha256.
+const SECTOR_BYTES: usize = 512;
+
+/// Frames a snapshot as a file: payload length (u64, little-endian), payload,
+/// zero padding to a whole sector, then the sha256 of everything before it.
+pub fn seal(payload: Vec<u8>) -> Vec<u8> {
+    let mut data = Vec::with_capacity(8 + payload.len() + SECTOR_BYTES + SHA256_LEN);
+    data.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    data.extend_from_slice(&payload);
+    let padded_len = data.len().div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    data.resize(padded_len, 0);
+    let digest = Sha256::digest(&data);
+    data.extend_from_slice(&digest);
+    data
+}
+
+/// Checks the sha256 and returns the payload.
+fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < 8 + SHA256_LEN {
+        return Err("the file is too short to be a snapshot".into());
+    }
+    let (data, digest) = bytes.split_at(bytes.len() - SHA256_LEN);
+    if Sha256::digest(data).as_slice() != digest {
+        return Err("sha256 mismatch: the snapshot file is damaged or incomplete".into());
+    }
+    let payload_len = u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
+    data.get(8..8 + payload_len)
+        .ok_or_else(|| "the snapshot's length field exceeds the file".to_string())
+}
+
+/// Whether the bytes start like a bbolt file (etcd's backend): page 0 is a meta
+/// page whose magic follows the 16-byte page header.
+fn looks_like_bbolt(bytes: &[u8]) -> bool {
+    bytes.len() >= 24 && bytes[16..20] == 0xED0C_DAEDu32.to_le_bytes()
+}
+
+/// Creates `config.data_dir` holding the snapshot's data as a one-revision-old
+/// raft log of the new cluster in `config.initial_cluster`.
+pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSummary, StartError> {
+    config.validate()?;
+    let path_text = snapshot_path.display().to_string();
+    let bytes = std::fs::read(snapshot_path).map_err(|source| StartError::DataDir {
+        path: path_text.clone(),
+        source,
+    })?;
+    let (source, envelope) = if looks_like_bbolt(&bytes) {
+        return Err(StartError::Snapshot {
+            path: path_text,
+            message: "this is an etcd snapshot; importing etcd snapshots is not supported yet"
+                .into(),
+        });
+    } else {
+        let data = unseal(&bytes).map_err(|message| StartError::Snapshot {
+            path: path_text.clone(),
+            message,
+        })?;
+        ("shoal", data.to_vec())
+    };
+
+    let data_dir = &config.data_dir;
+    if data_dir.exists()
+        && std::fs::read_dir(data_dir)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(StartError::Config(format!(
+            "data-dir {} exists and is not empty; restore needs a new directory",
+            data_dir.display()
+        )));
+    }
+    let _lock = crate::lock_data_dir(data_dir)?;
+    let db_path = data_dir.join("shoal.redb");
+    let database_error = |message: String| StartError::Database {
+        path: db_path.display().to_string(),
+        message,
+    };
+    let db = Arc::new(
+        redb::Database::create(&db_path).map_err(|error| database_error(error.to_string()))?,
+    );
+    let state_machine = Arc::new(
+        StateMachine::open(
+            db.clone(),
+            crate::lease::Lessor::min_ttl_for(config.election_timeout),
+        )
+        .map_err(&database_error)?,
+    );
+    let members: Vec<MemberInfo> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| MemberInfo {
+            id: config::member_id(urls, &config.initial_cluster_token),
+            name: name.clone(),
+            peer_ur_ls: urls
+                .iter()
+                .map(|url| config::url_text(url).to_string())
+                .collect(),
+            client_ur_ls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|member| member.id).collect();
+    let cluster_id = config::cluster_id(&ids);
+
+    let wtx = db
+        .begin_write()
+        .map_err(|error| database_error(error.to_string()))?;
+    state_machine
+        .restore(&wtx, &envelope)
+        .map_err(&database_error)?;
+    state_machine
+        .bootstrap_members(&wtx, cluster_id, members)
+        .map_err(&database_error)?;
+    {
+        // The new cluster's log starts at index 1 (see RaftLog::bootstrap): the
+        // restored state is what that point holds.
+        let mut writer = state_machine.mvcc.writer(&wtx);
+        writer.set_consistent_index(1);
+    }
+    RaftLog::bootstrap(&wtx, ids, state_machine.clone()).map_err(&database_error)?;
+    wtx.commit()
+        .map_err(|error| database_error(error.to_string()))?;
+    state_machine.mvcc.publish();
+    Ok(RestoreSummary {
+        source,
+        revision: state_machine.mvcc.current_revision(),
+        member_id: config.member_id(),
+        cluster_id,
+    })
+}
