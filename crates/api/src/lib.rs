@@ -2,6 +2,7 @@
 //! [`Member`]. Only this crate speaks the client protocol; it validates requests
 //! as etcd does and maps store errors to etcd's statuses.
 
+pub mod authority;
 mod election;
 mod errors;
 mod lease;
@@ -83,7 +84,10 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            futures::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |socket| socket.map(authority::relay),
+            ),
             shutdown,
         )
         .await
