@@ -266,7 +266,9 @@ mod tests {
         ]
     }
 
-    fn decode_output(decoder: &mut Decoder<'_>, output: &[u8]) -> (u8, Vec<(Vec<u8>, Vec<u8>)>) {
+    type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn decode_output(decoder: &mut Decoder<'_>, output: &[u8]) -> (u8, HeaderList) {
         let length =
             usize::from(output[0]) << 16 | usize::from(output[1]) << 8 | usize::from(output[2]);
         assert_eq!(output[3], TYPE_HEADERS);
