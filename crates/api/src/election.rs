@@ -25,9 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::lock::{
-    CleanupOnDrop, Watch, candidate_key, confirm_still_held, create_revision_is, delete_operation,
-    first_created, prefix_of, prefix_range_end, put_operation, range_operation, range_result,
-    session_lease, wait_deletes,
+    CleanupOnDrop, Watch, as_recipe_error, candidate_key, confirm_still_held, create_revision_is,
+    delete_operation, first_created, prefix_of, prefix_range_end, put_operation, range_operation,
+    range_result, session_lease, wait_deletes,
 };
 use crate::{errors, validate};
 
@@ -62,90 +62,30 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let request = request.into_inner();
-        let member = &self.member;
-        let lease = session_lease(member, request.lease).await?;
-        let prefix = prefix_of(&request.name);
-        let key = candidate_key(&prefix, lease);
-
-        // Become a candidate, or find our candidacy again (same lease).
-        let txn = TxnRequest {
-            compare: vec![create_revision_is(&key, 0)],
-            success: vec![put_operation(&key, request.value.clone(), lease)],
-            failure: vec![range_operation(proto::etcdserverpb::RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })],
-        };
-        let response = member.txn(txn).await.map_err(errors::from_store)?;
-        let header = response.header.unwrap_or_default();
-        let mut leader_revision = header.revision;
-        if !response.succeeded {
-            let existing = range_result(&response, 0)
-                .and_then(|range| range.kvs.first())
-                .ok_or_else(not_leader)?;
-            leader_revision = existing.create_revision;
-            if existing.value != request.value
-                && let Err(status) =
-                    proclaim(member, &key, leader_revision, lease, request.value.clone()).await
-            {
-                let _ = member.txn(resign_txn(&key, leader_revision)).await;
-                return Err(status);
-            }
-        }
-
-        // A client that gives up while waiting withdraws its candidacy, as
-        // etcd's election does; other failures leave it in place.
-        let mut resign_on_cancel =
-            CleanupOnDrop::new(member.clone(), resign_txn(&key, leader_revision));
-        let waited = wait_deletes(member, &prefix, leader_revision - 1).await;
-        resign_on_cancel.disarm();
-        waited?;
-        // Our lease may have ended while we waited, taking our key: do not
-        // report a leadership nobody holds (the election twin of etcd #11456).
-        confirm_still_held(member, &key, lease, not_leader).await?;
-
-        Ok(Response::new(CampaignResponse {
-            header: Some(header),
-            leader: Some(LeaderKey {
-                name: request.name,
-                key,
-                rev: leader_revision,
-                lease,
-            }),
-        }))
+        campaign(&self.member, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
 
     async fn proclaim(
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let request = request.into_inner();
-        let leader = request.leader.ok_or_else(missing_leader_key)?;
-        // etcd runs Proclaim in a session of the leader key's lease, so lease 0
-        // means a new lease there too.
-        let lease = session_lease(&self.member, leader.lease).await?;
-        let header = proclaim(&self.member, &leader.key, leader.rev, lease, request.value).await?;
-        Ok(Response::new(ProclaimResponse {
-            header: Some(header),
-        }))
+        proclaim(&self.member, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
 
     async fn leader(
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let prefix = prefix_of(&request.into_inner().name);
-        let response = self
-            .member
-            .range(first_created(&prefix))
+        leader(&self.member, request.into_inner())
             .await
-            .map_err(errors::from_store)?;
-        let kv = response.kvs.into_iter().next().ok_or_else(no_leader)?;
-        Ok(Response::new(LeaderResponse {
-            header: response.header,
-            kv: Some(kv),
-        }))
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
 
     type ObserveStream = ObserveStream;
@@ -164,7 +104,7 @@ impl Election for ElectionService {
                 () = responses.closed() => Ok(()),
             };
             if let Err(status) = outcome {
-                let _ = responses.send(Err(status)).await;
+                let _ = responses.send(Err(as_recipe_error(status))).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -174,16 +114,103 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let leader = request.into_inner().leader.ok_or_else(missing_leader_key)?;
-        // Resigning a leadership that already ended is not an error, as in etcd:
-        // the txn's compare fails and nothing is deleted.
-        let txn = resign_txn(&leader.key, leader.rev);
-        validate::txn(&txn)?;
-        let response = self.member.txn(txn).await.map_err(errors::from_store)?;
-        Ok(Response::new(ResignResponse {
-            header: response.header,
-        }))
+        resign(&self.member, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
+}
+
+async fn campaign(
+    member: &Arc<Member>,
+    request: CampaignRequest,
+) -> Result<CampaignResponse, Status> {
+    let lease = session_lease(member, request.lease).await?;
+    let prefix = prefix_of(&request.name);
+    let key = candidate_key(&prefix, lease);
+
+    // Become a candidate, or find our candidacy again (same lease).
+    let txn = TxnRequest {
+        compare: vec![create_revision_is(&key, 0)],
+        success: vec![put_operation(&key, request.value.clone(), lease)],
+        failure: vec![range_operation(proto::etcdserverpb::RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })],
+    };
+    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    let header = response.header.unwrap_or_default();
+    let mut leader_revision = header.revision;
+    if !response.succeeded {
+        let existing = range_result(&response, 0)
+            .and_then(|range| range.kvs.first())
+            .ok_or_else(not_leader)?;
+        leader_revision = existing.create_revision;
+        if existing.value != request.value
+            && let Err(status) =
+                put_if_leader(member, &key, leader_revision, lease, request.value.clone()).await
+        {
+            let _ = member.txn(resign_txn(&key, leader_revision)).await;
+            return Err(status);
+        }
+    }
+
+    // A client that gives up while waiting withdraws its candidacy, as
+    // etcd's election does; other failures leave it in place.
+    let mut resign_on_cancel =
+        CleanupOnDrop::new(member.clone(), resign_txn(&key, leader_revision));
+    let waited = wait_deletes(member, &prefix, leader_revision - 1).await;
+    resign_on_cancel.disarm();
+    waited?;
+    // Our lease may have ended while we waited, taking our key: do not
+    // report a leadership nobody holds (the election twin of etcd #11456).
+    confirm_still_held(member, &key, lease, not_leader).await?;
+
+    Ok(CampaignResponse {
+        header: Some(header),
+        leader: Some(LeaderKey {
+            name: request.name,
+            key,
+            rev: leader_revision,
+            lease,
+        }),
+    })
+}
+
+async fn proclaim(member: &Member, request: ProclaimRequest) -> Result<ProclaimResponse, Status> {
+    let leader = request.leader.ok_or_else(missing_leader_key)?;
+    // etcd runs Proclaim in a session of the leader key's lease, so lease 0
+    // means a new lease there too.
+    let lease = session_lease(member, leader.lease).await?;
+    let header = put_if_leader(member, &leader.key, leader.rev, lease, request.value).await?;
+    Ok(ProclaimResponse {
+        header: Some(header),
+    })
+}
+
+async fn leader(member: &Member, request: LeaderRequest) -> Result<LeaderResponse, Status> {
+    let prefix = prefix_of(&request.name);
+    let response = member
+        .range(first_created(&prefix))
+        .await
+        .map_err(errors::from_store)?;
+    let kv = response.kvs.into_iter().next().ok_or_else(no_leader)?;
+    Ok(LeaderResponse {
+        header: response.header,
+        kv: Some(kv),
+    })
+}
+
+async fn resign(member: &Member, request: ResignRequest) -> Result<ResignResponse, Status> {
+    let leader = request.leader.ok_or_else(missing_leader_key)?;
+    // Resigning a leadership that already ended is not an error, as in etcd:
+    // the txn's compare fails and nothing is deleted.
+    let txn = resign_txn(&leader.key, leader.rev);
+    validate::txn(&txn)?;
+    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    Ok(ResignResponse {
+        header: response.header,
+    })
 }
 
 /// Deletes the leader key if it is still the same leadership.
@@ -197,7 +224,7 @@ fn resign_txn(key: &Bytes, leader_revision: i64) -> TxnRequest {
 
 /// Replaces the leader's value if `key` is still the leadership created at
 /// `leader_revision`.
-async fn proclaim(
+async fn put_if_leader(
     member: &Member,
     key: &Bytes,
     leader_revision: i64,

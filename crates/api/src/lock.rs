@@ -48,89 +48,111 @@ pub struct LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let request = request.into_inner();
-        let member = &self.member;
-        let lease = session_lease(member, request.lease).await?;
-        let prefix = prefix_of(&request.name);
-        let key = candidate_key(&prefix, lease);
-
-        // Queue up, or find our key again: the same lease may lock the same name
-        // again and holds it already (etcd's locks are re-entrant per lease).
-        let txn = TxnRequest {
-            compare: vec![create_revision_is(&key, 0)],
-            success: vec![
-                put_operation(&key, Bytes::new(), lease),
-                range_operation(first_created(&prefix)),
-            ],
-            failure: vec![
-                range_operation(RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                }),
-                range_operation(first_created(&prefix)),
-            ],
-        };
-        let response = member.txn(txn).await.map_err(errors::from_store)?;
-        // From here on, giving up (an error, or the client going away) must not
-        // leave our key queued: it would block every later candidate until the
-        // lease ends. etcd's mutex deletes it too.
-        let mut release = CleanupOnDrop::new(
-            member.clone(),
-            TxnRequest {
-                success: vec![delete_operation(&key)],
-                ..Default::default()
-            },
-        );
-        let header = response.header.unwrap_or_default();
-        let my_revision = if response.succeeded {
-            header.revision
-        } else {
-            range_result(&response, 0)
-                .and_then(|range| range.kvs.first())
-                .map(|kv| kv.create_revision)
-                .ok_or_else(|| lost_key(&key))?
-        };
-        let owner = range_result(&response, 1).and_then(|range| range.kvs.first());
-        let header = match owner {
-            None => header,
-            Some(owner) if owner.create_revision == my_revision => header,
-            Some(_) => {
-                wait_deletes(member, &prefix, my_revision - 1).await?;
-                // While we waited our lease may have ended and taken our key with
-                // it; granting now would hand out a lock nobody holds (etcd bug
-                // #11456). The earlier holders' keys are gone either way.
-                confirm_still_held(member, &key, lease, session_expired).await?
-            }
-        };
-        release.disarm();
-        Ok(Response::new(LockResponse {
-            header: Some(header),
-            key,
-        }))
+        lock(&self.member, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
 
     async fn unlock(
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let delete = DeleteRangeRequest {
-            key: request.into_inner().key,
-            ..Default::default()
-        };
-        validate::delete_range(&delete)?;
-        let response = self
-            .member
-            .delete_range(delete)
+        unlock(&self.member, request.into_inner())
             .await
-            .map_err(errors::from_store)?;
-        Ok(Response::new(UnlockResponse {
-            header: response.header,
-        }))
+            .map(Response::new)
+            .map_err(as_recipe_error)
     }
 }
 
-/// etcd's mutex error when the lock key vanished while its lease is alive
-/// (someone else deleted it). A plain Go error in etcd, so gRPC code Unknown.
+/// etcd serves Lock and Election through an in-process client of its own KV
+/// and Lease services, and that client's errors reach the wire as plain
+/// errors: gRPC code Unknown with etcd's usual text (`etcdserver: requested
+/// lease not found` included). Clients match on the text; shoal sends the
+/// same code and text.
+pub(crate) fn as_recipe_error(status: Status) -> Status {
+    Status::unknown(status.message())
+}
+
+async fn lock(member: &Arc<Member>, request: LockRequest) -> Result<LockResponse, Status> {
+    let lease = session_lease(member, request.lease).await?;
+    let prefix = prefix_of(&request.name);
+    let key = candidate_key(&prefix, lease);
+
+    // Queue up, or find our key again: the same lease may lock the same name
+    // again and holds it already (etcd's locks are re-entrant per lease).
+    let txn = TxnRequest {
+        compare: vec![create_revision_is(&key, 0)],
+        success: vec![
+            put_operation(&key, Bytes::new(), lease),
+            range_operation(first_created(&prefix)),
+        ],
+        failure: vec![
+            range_operation(RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            }),
+            range_operation(first_created(&prefix)),
+        ],
+    };
+    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    // From here on, giving up (an error, or the client going away) must not
+    // leave our key queued: it would block every later candidate until the
+    // lease ends. etcd's mutex deletes it too.
+    let mut release = CleanupOnDrop::new(
+        member.clone(),
+        TxnRequest {
+            success: vec![delete_operation(&key)],
+            ..Default::default()
+        },
+    );
+    let header = response.header.unwrap_or_default();
+    let my_revision = if response.succeeded {
+        header.revision
+    } else {
+        range_result(&response, 0)
+            .and_then(|range| range.kvs.first())
+            .map(|kv| kv.create_revision)
+            .ok_or_else(|| lost_key(&key))?
+    };
+    let owner = range_result(&response, 1).and_then(|range| range.kvs.first());
+    // Granted at once when no older key exists: the txn put our key with the
+    // lease (or found it, attached to it), so the lease was alive at the grant.
+    let header = match owner {
+        None => header,
+        Some(owner) if owner.create_revision == my_revision => header,
+        Some(_) => {
+            wait_deletes(member, &prefix, my_revision - 1).await?;
+            // While we waited our lease may have ended and taken our key with
+            // it; granting now would hand out a lock nobody holds (etcd bug
+            // #11456). The earlier holders' keys are gone either way.
+            confirm_still_held(member, &key, lease, session_expired).await?
+        }
+    };
+    release.disarm();
+    Ok(LockResponse {
+        header: Some(header),
+        key,
+    })
+}
+
+async fn unlock(member: &Member, request: UnlockRequest) -> Result<UnlockResponse, Status> {
+    let delete = DeleteRangeRequest {
+        key: request.key,
+        ..Default::default()
+    };
+    validate::delete_range(&delete)?;
+    let response = member
+        .delete_range(delete)
+        .await
+        .map_err(errors::from_store)?;
+    Ok(UnlockResponse {
+        header: response.header,
+    })
+}
+
+/// etcd's mutex error (from 3.5 on) when the lock key vanished while its lease
+/// is alive: someone else deleted it.
 fn session_expired() -> Status {
     Status::unknown("session: session is expired")
 }

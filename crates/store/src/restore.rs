@@ -56,10 +56,39 @@ fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
         .ok_or_else(|| "the snapshot's length field exceeds the file".to_string())
 }
 
-/// Whether the bytes start like a bbolt file (etcd's backend): page 0 is a meta
-/// page whose magic follows the 16-byte page header.
-fn looks_like_bbolt(bytes: &[u8]) -> bool {
-    bytes.len() >= 24 && bytes[16..20] == 0xED0C_DAEDu32.to_le_bytes()
+/// Converts an etcd 3.4 backend (a bbolt file, as `etcdctl snapshot save` writes
+/// it) into shoal's snapshot envelope: every retained revision, the compaction
+/// point and the leases. etcd's membership is not carried over: the restored
+/// cluster's members come from the flags, as with etcd's own restore.
+fn import_etcd(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let backend = bbolt::read_etcd_backend(bytes).map_err(|error| error.to_string())?;
+    let revisions: Vec<mvcc::ImportedRevision> = backend
+        .revisions
+        .into_iter()
+        .map(|stored| mvcc::ImportedRevision {
+            main: stored.main,
+            sub: stored.sub,
+            tombstone: stored.tombstone,
+            key: stored.kv.key,
+            value: stored.kv.value,
+            create_revision: stored.kv.create_revision,
+            version: stored.kv.version,
+            lease: stored.kv.lease,
+        })
+        .collect();
+    // A compaction etcd had scheduled but not finished would finish on its next
+    // start; the restored store treats it as done.
+    let compact_revision = backend
+        .compact_revision
+        .max(backend.scheduled_compact_revision);
+    let state = mvcc::snapshot_from_history(backend.consistent_index, compact_revision, &revisions)
+        .map_err(|error| format!("converting etcd's history: {error}"))?;
+    Ok(crate::state_machine::encode_snapshot(
+        0,
+        Vec::new(),
+        &backend.leases,
+        &state,
+    ))
 }
 
 /// Creates `config.data_dir` holding the snapshot's data as a one-revision-old
@@ -71,12 +100,12 @@ pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSum
         path: path_text.clone(),
         source,
     })?;
-    let (source, envelope) = if looks_like_bbolt(&bytes) {
-        return Err(StartError::Snapshot {
-            path: path_text,
-            message: "this is an etcd snapshot; importing etcd snapshots is not supported yet"
-                .into(),
-        });
+    let (source, envelope) = if bbolt::is_bbolt(&bytes) {
+        let envelope = import_etcd(&bytes).map_err(|message| StartError::Snapshot {
+            path: path_text.clone(),
+            message,
+        })?;
+        ("etcd", envelope)
     } else {
         let data = unseal(&bytes).map_err(|message| StartError::Snapshot {
             path: path_text.clone(),
