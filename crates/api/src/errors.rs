@@ -28,10 +28,6 @@ pub fn invalid_sort_option() -> Status {
     Status::invalid_argument("etcdserver: invalid sort option")
 }
 
-pub fn unsupported(what: &str) -> Status {
-    Status::unimplemented(format!("shoal: {what} is not supported yet"))
-}
-
 /// Maps a store error to the status etcd sends for it.
 pub fn from_store(error: StoreError) -> Status {
     let code = match &error {

@@ -199,7 +199,10 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(errors::unsupported("defragment"))
+        self.member.defragment().await.map_err(errors::from_store)?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.member.current_header()),
+        }))
     }
 
     /// etcd hashes its whole backend file; shoal's files differ between members by

@@ -6,7 +6,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use proto::mvccpb::event::EventType;
 use proto::mvccpb::{Event, KeyValue};
-use redb::ReadableDatabase;
 use std::sync::atomic::Ordering;
 
 use crate::index::KeySpan;

@@ -34,6 +34,7 @@
 //! - `open` runs its own write transaction (to create the tables), so no other may be open.
 //! - Header revisions are set; cluster_id, member_id and raft_term are the caller's to fill.
 
+mod db;
 mod hash;
 mod history;
 mod index;
@@ -48,12 +49,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use proto::etcdserverpb::{RangeRequest, RangeResponse};
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use crate::hash::Crc32c;
 use crate::index::{IndexEntry, KeyIndex};
 use crate::record::{META_TABLE, REVISIONS_TABLE, Record, Revision};
 
+pub use crate::db::Db;
 pub use crate::history::{History, key_in_range};
 pub use crate::snapshot::{ImportedRevision, snapshot_from_history};
 pub use crate::writer::Writer;
@@ -110,7 +112,7 @@ pub(crate) fn stored_size(record_len: usize) -> u64 {
 const PUBLISH_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Mvcc {
-    database: Arc<Database>,
+    database: Arc<Db>,
     index: RwLock<KeyIndex>,
     /// What readers may see. Only `publish` changes it.
     published: RwLock<RevisionState>,
@@ -125,7 +127,7 @@ pub struct Mvcc {
 impl Mvcc {
     /// Opens the MVCC state in `db` (creating its tables if missing) and rebuilds the in-memory
     /// key index. Must not be called while the caller holds a write transaction on `db`.
-    pub fn open(db: Arc<Database>) -> Result<Mvcc, MvccError> {
+    pub fn open(db: Arc<Db>) -> Result<Mvcc, MvccError> {
         let create_tables = db.begin_write()?;
         create_tables.open_table(REVISIONS_TABLE)?;
         create_tables.open_table(META_TABLE)?;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::mvccpb::Event;
 use proto::mvccpb::event::EventType;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// Lease id -> granted TTL in seconds.
 const LEASES: TableDefinition<'_, i64, i64> = TableDefinition::new("leases");
@@ -65,7 +65,7 @@ impl Lessor {
 
     /// Rebuilds the lease table and attachments from disk (at start and after a
     /// snapshot). `attached` lists every live key with its lease.
-    pub fn load(&self, db: &redb::Database, attached: Vec<(Bytes, i64)>) -> Result<(), String> {
+    pub fn load(&self, db: &mvcc::Db, attached: Vec<(Bytes, i64)>) -> Result<(), String> {
         let rtx = db.begin_read().map_err(|error| error.to_string())?;
         let mut by_id = HashMap::new();
         match rtx.open_table(LEASES) {

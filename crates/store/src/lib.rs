@@ -54,6 +54,7 @@ pub struct Member {
     status: Arc<NodeStatus>,
     state_machine: Arc<StateMachine>,
     watch_hub: Arc<WatchHub>,
+    db: Arc<mvcc::Db>,
     db_path: PathBuf,
     next_request_id: AtomicU64,
     request_timeout: Duration,
@@ -119,9 +120,7 @@ impl Member {
             message,
         };
         let db = Arc::new(
-            redb::Database::builder()
-                .set_cache_size(256 * 1024 * 1024)
-                .create(&db_path)
+            mvcc::Db::open(&db_path, 256 * 1024 * 1024)
                 .map_err(|error| database_error(error.to_string()))?,
         );
         let min_lease_ttl = lease::Lessor::min_ttl_for(config.election_timeout);
@@ -322,7 +321,7 @@ impl Member {
             status: status.clone(),
             watch_hub: watch_hub.clone(),
         };
-        let node = Node::new(raw, db, state_machine.clone(), settings, wiring);
+        let node = Node::new(raw, db.clone(), state_machine.clone(), settings, wiring);
         let node_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || node.run())
@@ -348,6 +347,7 @@ impl Member {
             status,
             state_machine,
             watch_hub,
+            db,
             db_path,
             next_request_id: AtomicU64::new(start_id),
             request_timeout,
@@ -730,6 +730,16 @@ impl Member {
             .snapshot()
             .map_err(StoreError::Internal)?;
         Ok(restore::seal(data))
+    }
+
+    /// etcd's Defragment: rewrites the database file without its free pages.
+    /// Reads and writes on this member wait while it runs (as in etcd).
+    pub async fn defragment(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.defragment(Duration::from_secs(30)))
+            .await
+            .map_err(|error| StoreError::Internal(format!("defragmentation task failed: {error}")))?
+            .map_err(|error| StoreError::Internal(format!("defragmentation failed: {error}")))
     }
 
     /// etcd's HashKV: a hash of the key-value history up to `revision` (0 = now),

@@ -125,7 +125,7 @@ struct ReadBatch {
 
 pub struct Node {
     raw: RawNode<RaftLog>,
-    db: Arc<redb::Database>,
+    db: Arc<mvcc::Db>,
     state_machine: Arc<StateMachine>,
     inbox: Receiver<NodeInput>,
     runtime: tokio::runtime::Handle,
@@ -154,7 +154,7 @@ const MAX_REVOKES_PER_TICK: usize = 100;
 impl Node {
     pub fn new(
         raw: RawNode<RaftLog>,
-        db: Arc<redb::Database>,
+        db: Arc<mvcc::Db>,
         state_machine: Arc<StateMachine>,
         settings: NodeSettings,
         wiring: NodeWiring,

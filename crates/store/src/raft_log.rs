@@ -11,7 +11,7 @@ use std::sync::Arc;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 
 use crate::state_machine::StateMachine;
 
@@ -42,7 +42,7 @@ fn storage_error(error: impl std::fmt::Display) -> raft::Error {
 impl RaftLog {
     /// Loads the log from `db`, or reports `None` if this database holds no raft state yet.
     pub fn load(
-        db: &redb::Database,
+        db: &mvcc::Db,
         state_machine: Arc<StateMachine>,
     ) -> Result<Option<RaftLog>, String> {
         let rtx = db.begin_read().map_err(|error| error.to_string())?;
@@ -407,7 +407,7 @@ impl raft::Storage for RaftLog {
 }
 
 /// Whether `db` already holds a member's raft state (a restart rather than a first start).
-pub fn has_state(db: &redb::Database) -> Result<bool, String> {
+pub fn has_state(db: &mvcc::Db) -> Result<bool, String> {
     let rtx = db.begin_read().map_err(|error| error.to_string())?;
     match rtx.open_table(META) {
         Ok(table) => Ok(table
@@ -433,13 +433,13 @@ mod tests {
         }
     }
 
-    fn open(dir: &tempfile::TempDir) -> (Arc<redb::Database>, Arc<StateMachine>) {
-        let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
+    fn open(dir: &tempfile::TempDir) -> (Arc<mvcc::Db>, Arc<StateMachine>) {
+        let db = Arc::new(mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap());
         let state_machine = Arc::new(StateMachine::open(db.clone(), 2).unwrap());
         (db, state_machine)
     }
 
-    fn commit(db: &redb::Database, change: impl FnOnce(&WriteTransaction)) {
+    fn commit(db: &mvcc::Db, change: impl FnOnce(&WriteTransaction)) {
         let wtx = db.begin_write().unwrap();
         change(&wtx);
         wtx.commit().unwrap();

@@ -132,7 +132,7 @@ pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSum
         message,
     };
     let db = Arc::new(
-        redb::Database::create(&db_path).map_err(|error| database_error(error.to_string()))?,
+        mvcc::Db::open(&db_path, 64 << 20).map_err(|error| database_error(error.to_string()))?,
     );
     let state_machine = Arc::new(
         StateMachine::open(

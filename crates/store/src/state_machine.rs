@@ -14,7 +14,7 @@ use proto::etcdserverpb::{
 };
 use proto::mvccpb::Event;
 use proto::shoalpb::RaftRequest;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
 use crate::lease::{Lessor, MAX_LEASE_TTL_SECONDS};
@@ -46,7 +46,7 @@ pub enum ApplyResult {
 pub struct StateMachine {
     pub mvcc: Arc<mvcc::Mvcc>,
     pub lessor: Lessor,
-    db: Arc<redb::Database>,
+    db: Arc<mvcc::Db>,
     members: RwLock<BTreeMap<u64, Member>>,
     cluster_id: RwLock<u64>,
 }
@@ -55,10 +55,7 @@ pub struct StateMachine {
 const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 
 impl StateMachine {
-    pub fn open(
-        db: Arc<redb::Database>,
-        min_lease_ttl_seconds: i64,
-    ) -> Result<StateMachine, String> {
+    pub fn open(db: Arc<mvcc::Db>, min_lease_ttl_seconds: i64) -> Result<StateMachine, String> {
         let mvcc = mvcc::Mvcc::open(db.clone()).map_err(|error| error.to_string())?;
         let machine = StateMachine {
             mvcc: Arc::new(mvcc),

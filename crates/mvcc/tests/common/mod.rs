@@ -6,21 +6,19 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use mvcc::Db;
 use mvcc::{Mvcc, MvccError, Writer};
 use proto::etcdserverpb::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use proto::mvccpb::KeyValue;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Durability, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use tempfile::TempDir;
 
 pub struct TestStore {
     directory: TempDir,
-    pub database: Arc<Database>,
+    pub database: Arc<Db>,
     pub mvcc: Arc<Mvcc>,
 }
 
@@ -28,7 +26,7 @@ impl TestStore {
     pub fn new() -> TestStore {
         let directory = tempfile::tempdir().expect("temporary directory");
         let database = Arc::new(
-            Database::create(directory.path().join("shoal.redb")).expect("create database"),
+            Db::open(&directory.path().join("shoal.redb"), 16 << 20).expect("create database"),
         );
         let mvcc = Arc::new(Mvcc::open(database.clone()).expect("open mvcc"));
         TestStore {
@@ -53,8 +51,9 @@ impl TestStore {
             .expect("durable commit");
         drop(mvcc);
         drop(database);
-        let database =
-            Arc::new(Database::open(directory.path().join("shoal.redb")).expect("reopen database"));
+        let database = Arc::new(
+            Db::open(&directory.path().join("shoal.redb"), 16 << 20).expect("reopen database"),
+        );
         let mvcc = Arc::new(Mvcc::open(database.clone()).expect("reopen mvcc"));
         TestStore {
             directory,
