@@ -45,6 +45,7 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::MemberBadUrls => Code::InvalidArgument,
         StoreError::MemberNotFound => Code::NotFound,
         StoreError::MemberRemoved => Code::FailedPrecondition,
+        StoreError::NoSpace => Code::ResourceExhausted,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::Internal(_) => Code::Internal,
     };

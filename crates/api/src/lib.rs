@@ -167,12 +167,14 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm can be raised yet (quotas arrive with the maintenance work), so
-        // every action sees an empty alarm list, as etcd reports for a healthy cluster.
-        let _ = request;
+        let alarms = self
+            .member
+            .alarm(request.into_inner())
+            .await
+            .map_err(errors::from_store)?;
         Ok(Response::new(AlarmResponse {
             header: Some(self.member.current_header()),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -189,7 +191,7 @@ impl Maintenance for MaintenanceService {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
-            errors: Vec::new(),
+            errors: self.member.alarm_descriptions(),
             db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
             is_learner: self.member.is_learner(),
         }))

@@ -44,6 +44,8 @@ pub enum StoreError {
     TooManyLearners,
     #[error("etcdserver: the member has been permanently removed from the cluster")]
     MemberRemoved,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: {0}")]

@@ -26,6 +26,8 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use prost::Message as _;
+use proto::etcdserverpb::alarm_request::AlarmAction;
+use proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType};
 use proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
@@ -489,6 +491,7 @@ impl Member {
         if data.len() as u64 > self.config.max_request_bytes {
             return Err(StoreError::RequestTooLarge);
         }
+        self.check_quota(&request, data.len() as u64)?;
         let (respond, result) = oneshot::channel();
         self.inbox
             .send(NodeInput::Propose { id, data, respond })
@@ -499,6 +502,74 @@ impl Member {
             Ok(Err(_)) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    /// etcd's backend quota: a request that adds data is refused once the database
+    /// would grow past `--quota-backend-bytes`, and the NOSPACE alarm is raised.
+    fn check_quota(&self, request: &RaftRequest, cost: u64) -> Result<(), StoreError> {
+        let adds_data = request.put.is_some()
+            || request.lease_grant.is_some()
+            || request.txn.as_ref().is_some_and(state_machine::txn_has_put);
+        if !adds_data {
+            return Ok(());
+        }
+        if self.state_machine.no_space() {
+            return Err(StoreError::NoSpace);
+        }
+        if self.db.file_size() + cost <= self.config.quota_backend_bytes {
+            return Ok(());
+        }
+        tracing::warn!(
+            quota_bytes = self.config.quota_backend_bytes,
+            db_bytes = self.db.file_size(),
+            "database space exceeded; raising the NOSPACE alarm"
+        );
+        let raise = RaftRequest {
+            alarm: Some(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            }),
+            proposer: 0,
+            ..Default::default()
+        };
+        let _ = self.inbox.send(NodeInput::Propose {
+            id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
+            data: raise.encode_to_vec(),
+            respond: oneshot::channel().0,
+        });
+        Err(StoreError::NoSpace)
+    }
+
+    /// etcd's Alarm: list (locally), raise or clear an alarm (through raft).
+    pub async fn alarm(&self, request: AlarmRequest) -> Result<Vec<AlarmMember>, StoreError> {
+        if request.action == AlarmAction::Get as i32 {
+            return Ok(self.state_machine.alarms(request.alarm));
+        }
+        match self
+            .propose(RaftRequest {
+                alarm: Some(request),
+                ..Default::default()
+            })
+            .await?
+        {
+            ApplyResult::Alarms(alarms) => Ok(alarms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Active alarms as etcd's Status reports them.
+    pub fn alarm_descriptions(&self) -> Vec<String> {
+        self.state_machine
+            .alarms(AlarmType::None as i32)
+            .into_iter()
+            .map(|alarm| {
+                let name = AlarmType::try_from(alarm.alarm)
+                    .map(|kind| kind.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                format!("memberID:{} alarm:{name} ", alarm.member_id)
+            })
+            .collect()
     }
 
     /// Waits until this member has applied everything committed when the call began.

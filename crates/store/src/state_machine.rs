@@ -18,9 +18,25 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
 use crate::lease::{Lessor, MAX_LEASE_TTL_SECONDS};
+use proto::etcdserverpb::alarm_request::AlarmAction;
+use proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType};
+
+/// Whether a txn could write a key (on either branch), which the space quota refuses.
+pub fn txn_has_put(txn: &TxnRequest) -> bool {
+    txn.success
+        .iter()
+        .chain(txn.failure.iter())
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(inner)) => txn_has_put(inner),
+            _ => false,
+        })
+}
 
 /// Member id -> the member (etcd's `Member` message).
 const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("cluster_members");
+/// (member id, alarm type) -> nothing: the active alarms.
+const ALARMS: TableDefinition<'_, (u64, i32), ()> = TableDefinition::new("alarms");
 /// "cluster_id" -> u64, big-endian.
 const CLUSTER_META: TableDefinition<'_, &str, u64> = TableDefinition::new("cluster_meta");
 
@@ -33,6 +49,7 @@ pub enum ApplyResult {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Alarms(Vec<AlarmMember>),
     /// A membership change: the member it concerned and the members afterwards.
     Members {
         member: Option<Member>,
@@ -49,6 +66,7 @@ pub struct StateMachine {
     db: Arc<mvcc::Db>,
     members: RwLock<BTreeMap<u64, Member>>,
     cluster_id: RwLock<u64>,
+    alarms: RwLock<std::collections::BTreeSet<(u64, i32)>>,
 }
 
 /// Snapshot envelope: version byte, then members and cluster id, then the MVCC state.
@@ -63,6 +81,7 @@ impl StateMachine {
             db,
             members: RwLock::new(BTreeMap::new()),
             cluster_id: RwLock::new(0),
+            alarms: RwLock::new(std::collections::BTreeSet::new()),
         };
         machine.load_members()?;
         machine.reload_leases()?;
@@ -117,7 +136,71 @@ impl StateMachine {
         };
         *self.members.write() = members;
         *self.cluster_id.write() = cluster_id;
+        let mut alarms = std::collections::BTreeSet::new();
+        match rtx.open_table(ALARMS) {
+            Ok(table) => {
+                for item in table.iter().map_err(|error| error.to_string())? {
+                    let (key, _) = item.map_err(|error| error.to_string())?;
+                    alarms.insert(key.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        *self.alarms.write() = alarms;
         Ok(())
+    }
+
+    /// The active alarms of type `alarm` (every type for `NONE`).
+    pub fn alarms(&self, alarm: i32) -> Vec<AlarmMember> {
+        self.alarms
+            .read()
+            .iter()
+            .filter(|(_, kind)| alarm == AlarmType::None as i32 || *kind == alarm)
+            .map(|(member_id, kind)| AlarmMember {
+                member_id: *member_id,
+                alarm: *kind,
+            })
+            .collect()
+    }
+
+    pub fn no_space(&self) -> bool {
+        self.alarms
+            .read()
+            .iter()
+            .any(|(_, kind)| *kind == AlarmType::Nospace as i32)
+    }
+
+    fn apply_alarm(
+        &self,
+        wtx: &WriteTransaction,
+        request: &AlarmRequest,
+    ) -> Result<ApplyResult, String> {
+        let key = (request.member_id, request.alarm);
+        let mut table = wtx.open_table(ALARMS).map_err(|error| error.to_string())?;
+        let mut alarms = self.alarms.write();
+        let changed = if request.action == AlarmAction::Activate as i32 {
+            if request.alarm == AlarmType::None as i32 {
+                return Ok(ApplyResult::Alarms(Vec::new()));
+            }
+            table.insert(key, ()).map_err(|error| error.to_string())?;
+            alarms.insert(key);
+            true
+        } else if request.action == AlarmAction::Deactivate as i32 {
+            table.remove(key).map_err(|error| error.to_string())?;
+            alarms.remove(&key)
+        } else {
+            false
+        };
+        let answer = if changed {
+            vec![AlarmMember {
+                member_id: request.member_id,
+                alarm: request.alarm,
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok(ApplyResult::Alarms(answer))
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -190,6 +273,19 @@ impl StateMachine {
         request: &RaftRequest,
     ) -> Result<ApplyResult, mvcc::MvccError> {
         let storage = mvcc::MvccError::Storage;
+        if let Some(alarm) = &request.alarm {
+            return self.apply_alarm(wtx, alarm).map_err(storage);
+        }
+        // With the space alarm raised only what frees or reads space applies (etcd's
+        // "capped" applier).
+        if self.no_space() {
+            let adds_data = request.put.is_some()
+                || request.lease_grant.is_some()
+                || request.txn.as_ref().is_some_and(txn_has_put);
+            if adds_data {
+                return Ok(ApplyResult::Error(StoreError::NoSpace));
+            }
+        }
         if let Some(put) = &request.put {
             if put.lease != 0 && !self.lessor.exists(put.lease) {
                 return Ok(ApplyResult::Error(StoreError::LeaseNotFound));
