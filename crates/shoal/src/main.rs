@@ -119,6 +119,15 @@ struct StoreArgs {
     /// Time (in milliseconds) for an election to time out.
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
+    /// Interpret --auto-compaction-retention as a time span ("periodic") or a
+    /// number of revisions ("revision").
+    #[arg(long, default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// Auto compaction retention: for periodic mode a duration such as 1h or 30m
+    /// (a plain number means hours), for revision mode a number of revisions.
+    /// 0 turns auto compaction off.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
 }
@@ -173,6 +182,10 @@ impl StoreArgs {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{}.shoal", self.name)));
+        let auto_compaction = store::config::parse_auto_compaction(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+        )?;
         Ok(store::MemberConfig {
             name: self.name,
             data_dir,
@@ -195,6 +208,7 @@ impl StoreArgs {
             snapshot_count: self.snapshot_count,
             heartbeat_interval: std::time::Duration::from_millis(self.heartbeat_interval),
             election_timeout: std::time::Duration::from_millis(self.election_timeout),
+            auto_compaction,
         })
     }
 }
@@ -276,6 +290,8 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         snapshot_count: 100_000,
         heartbeat_interval: 100,
         election_timeout: 1000,
+        auto_compaction_mode: "periodic".into(),
+        auto_compaction_retention: "0".into(),
         log_level: LogLevel::Info,
     };
     let config = match store_args.into_config() {

@@ -17,6 +17,76 @@ pub enum InitialClusterState {
     Existing,
 }
 
+/// etcd's automatic compaction (`--auto-compaction-mode`, `--auto-compaction-retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep the revisions of the last `retention`; the leader compacts every
+    /// min(retention, 1 hour) to the revision it saw `retention` ago.
+    Periodic(Duration),
+    /// Keep the last N revisions; checked every five minutes, as in etcd.
+    Revision(i64),
+}
+
+/// Parses `--auto-compaction-retention` for a mode: a Go-style duration ("30m",
+/// "1h30m", "500ms") or a plain number of hours in periodic mode, a number of
+/// revisions in revision mode. "0" turns compaction off.
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, String> {
+    let retention = retention.trim();
+    match mode {
+        "periodic" => {
+            if let Ok(hours) = retention.parse::<u64>() {
+                return Ok((hours > 0)
+                    .then(|| AutoCompaction::Periodic(Duration::from_secs(hours * 3600))));
+            }
+            let duration = parse_go_duration(retention)
+                .ok_or_else(|| format!("invalid --auto-compaction-retention {retention:?}: expected a duration such as 1h or 30m, or a number of hours"))?;
+            Ok((!duration.is_zero()).then_some(AutoCompaction::Periodic(duration)))
+        }
+        "revision" => {
+            let revisions = retention.parse::<i64>().ok().filter(|revisions| *revisions >= 0).ok_or_else(|| {
+                format!("invalid --auto-compaction-retention {retention:?}: revision mode takes a number of revisions")
+            })?;
+            Ok((revisions > 0).then_some(AutoCompaction::Revision(revisions)))
+        }
+        other => Err(format!(
+            "invalid --auto-compaction-mode {other:?}: expected periodic or revision"
+        )),
+    }
+}
+
+/// Go's `time.ParseDuration` for the units operators use: h, m, s, ms.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|character: char| !character.is_ascii_digit() && character != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits_end);
+        let number: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|character: char| character.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(number * seconds);
+        rest = after;
+    }
+    Some(total)
+}
+
 /// Everything a store member needs to start.
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
@@ -35,6 +105,7 @@ pub struct MemberConfig {
     pub snapshot_count: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+    pub auto_compaction: Option<AutoCompaction>,
 }
 
 impl MemberConfig {
@@ -58,6 +129,7 @@ impl MemberConfig {
             snapshot_count: 100_000,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            auto_compaction: None,
         }
     }
 
@@ -260,6 +332,27 @@ mod tests {
         let second = parse_url_list("http://127.0.0.1:2390,http://127.0.0.1:2380").unwrap();
         assert_eq!(member_id(&first, "t"), member_id(&second, "t"));
         assert_ne!(member_id(&first, "t"), member_id(&first, "u"));
+    }
+
+    #[test]
+    fn auto_compaction_retention_takes_etcds_forms() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            parse_auto_compaction("periodic", "1"),
+            Ok(Some(AutoCompaction::Periodic(hour)))
+        );
+        assert_eq!(
+            parse_auto_compaction("periodic", "1h30m"),
+            Ok(Some(AutoCompaction::Periodic(hour + hour / 2)))
+        );
+        assert_eq!(parse_auto_compaction("periodic", "0"), Ok(None));
+        assert_eq!(
+            parse_auto_compaction("revision", "1000"),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        assert!(parse_auto_compaction("revision", "1h").is_err());
+        assert!(parse_auto_compaction("periodic", "soon").is_err());
+        assert!(parse_auto_compaction("sometimes", "1").is_err());
     }
 
     #[test]

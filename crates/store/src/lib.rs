@@ -6,6 +6,7 @@
 //! local state), and reports status. The raft loop runs on its own thread
 //! (`node`); peers talk over gRPC (`transport`).
 
+mod compactor;
 pub mod config;
 pub mod error;
 pub mod lease;
@@ -342,7 +343,7 @@ impl Member {
             .unwrap_or_default()
             .as_nanos() as u64)
             << 8;
-        Ok(Arc::new(Member {
+        let member = Arc::new(Member {
             config,
             member_id,
             inbox: inbox_sender,
@@ -358,7 +359,11 @@ impl Member {
             peer_server: Mutex::new(Some(peer_server)),
             peer_clients: Mutex::new(HashMap::new()),
             _lock: lock,
-        }))
+        });
+        if let Some(policy) = member.config.auto_compaction {
+            tokio::spawn(compactor::run(Arc::downgrade(&member), policy));
+        }
+        Ok(member)
     }
 
     /// Asks the members named in `--initial-cluster` (other than this one) for the
@@ -419,6 +424,14 @@ impl Member {
                     advertised.join(",")
                 ))
             })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.status.leader_id.load(Ordering::Acquire) == self.member_id
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.state_machine.mvcc.compact_revision()
     }
 
     pub fn config(&self) -> &MemberConfig {
