@@ -128,6 +128,10 @@ struct StoreArgs {
     /// 0 turns auto compaction off.
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// Promote learners to voting members as soon as they have caught up with the
+    /// leader (not in etcd 3.4).
+    #[arg(long)]
+    auto_promote_learners: bool,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
 }
@@ -209,6 +213,7 @@ impl StoreArgs {
             heartbeat_interval: std::time::Duration::from_millis(self.heartbeat_interval),
             election_timeout: std::time::Duration::from_millis(self.election_timeout),
             auto_compaction,
+            auto_promote_learners: self.auto_promote_learners,
         })
     }
 }
@@ -292,6 +297,7 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         election_timeout: 1000,
         auto_compaction_mode: "periodic".into(),
         auto_compaction_retention: "0".into(),
+        auto_promote_learners: false,
         log_level: LogLevel::Info,
     };
     let config = match store_args.into_config() {

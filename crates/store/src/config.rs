@@ -106,6 +106,8 @@ pub struct MemberConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub auto_compaction: Option<AutoCompaction>,
+    /// Promote a learner as soon as it has caught up (beyond etcd; its issue #15107).
+    pub auto_promote_learners: bool,
 }
 
 impl MemberConfig {
@@ -130,6 +132,7 @@ impl MemberConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             auto_compaction: None,
+            auto_promote_learners: false,
         }
     }
 

@@ -313,6 +313,7 @@ impl Member {
             snapshot_count: config.snapshot_count,
             catch_up_entries: config.snapshot_count.min(5000),
             self_member,
+            auto_promote_learners: config.auto_promote_learners,
         };
         let watch_hub = WatchHub::new(state_machine.mvcc.clone());
         tokio::spawn(watch_hub.clone().run_catch_up());

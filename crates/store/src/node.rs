@@ -87,6 +87,7 @@ pub struct NodeSettings {
     pub catch_up_entries: u64,
     /// This member's name and client URLs, announced to the cluster once a leader exists.
     pub self_member: Member,
+    pub auto_promote_learners: bool,
 }
 
 /// The channels and shared state that connect the loop to the rest of the member.
@@ -315,6 +316,44 @@ impl Node {
         self.maybe_publish_self(now);
         self.revoke_expired_leases(now);
         self.check_transfer(now);
+        if self.settings.auto_promote_learners {
+            self.promote_caught_up_learners();
+        }
+    }
+
+    /// On the leader: proposes promoting every learner that has caught up. raft
+    /// accepts one configuration change at a time; a refused one is retried on a
+    /// later tick.
+    fn promote_caught_up_learners(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state != raft::StateRole::Leader || raft.has_pending_conf() {
+            return;
+        }
+        let leader_last = raft.raft_log.last_index();
+        let ready: Vec<u64> = raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .filter(|learner| {
+                let matched = raft
+                    .prs()
+                    .get(*learner)
+                    .map_or(0, |progress| progress.matched);
+                matched > 0 && matched.saturating_mul(10) >= leader_last.saturating_mul(9)
+            })
+            .collect();
+        if let Some(learner) = ready.first() {
+            tracing::info!(member = %format!("{learner:x}"), "promoting a learner that has caught up");
+            let change = ConfChange {
+                change_type: raft::eraftpb::ConfChangeType::AddNode,
+                node_id: *learner,
+                ..Default::default()
+            };
+            let context = ConfChangeContext::default().encode_to_vec();
+            let _ = self.raw.propose_conf_change(context, change);
+        }
     }
 
     /// On the leader: promotes a learner whose log has caught up to within 10% of
