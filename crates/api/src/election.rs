@@ -298,6 +298,8 @@ async fn observe_leaders(
                 }
                 // Missed history: find the leader again from the current state.
                 WatchMessage::Compacted { .. } => break 'leadership,
+                // These internal watchers never ask for progress notifications.
+                WatchMessage::Progress { .. } => {}
             }
         }
     }
@@ -330,6 +332,7 @@ async fn first_put(
                 }
             }
             WatchMessage::Compacted { .. } => return Ok(None),
+            WatchMessage::Progress { .. } => {}
         }
     }
 }

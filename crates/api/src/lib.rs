@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 
 /// gRPC framing and headers on top of the largest request body etcd accepts
 /// (etcd allows the same slack over `--max-request-bytes`).
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Serves the client API on `listener` until `shutdown` resolves.
 pub async fn serve(

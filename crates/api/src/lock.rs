@@ -322,6 +322,7 @@ async fn wait_delete(member: &Member, key: &Bytes, revision: i64) -> Result<(), 
                     return Ok(());
                 }
             }
+            WatchMessage::Progress { .. } => {}
             // The history we needed is gone: read the prefix again instead,
             // which sees the key if it still exists.
             WatchMessage::Compacted { .. } => return Ok(()),

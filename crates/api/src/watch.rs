@@ -98,9 +98,10 @@ impl Session {
             id
         };
         if self.watchers.contains_key(&watch_id) {
+            // etcd answers with watch id -1: no watcher was created.
             let response = WatchResponse {
                 header: Some(self.member.current_header()),
-                watch_id,
+                watch_id: -1,
                 created: true,
                 canceled: true,
                 cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
@@ -118,6 +119,26 @@ impl Session {
         };
         let (sender, mut messages) = mpsc::channel(WATCHER_QUEUE_LEN);
         let (hub_id, revision) = self.member.watch_hub().watch(spec, sender);
+        if create.progress_notify {
+            let member = self.member.clone();
+            let interval = member.config().watch_progress_notify_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    if member.watch_hub().progress(hub_id) {
+                        continue;
+                    }
+                    if !member.watch_hub().exists(hub_id) {
+                        return;
+                    }
+                }
+            });
+        }
+        let fragment = create.fragment;
+        // etcd fragments above the request limit plus the gRPC overhead it allows.
+        let max_bytes = usize::try_from(self.member.max_request_bytes())
+            .unwrap_or(usize::MAX)
+            .saturating_add(crate::GRPC_OVERHEAD_BYTES);
         self.watchers.insert(watch_id, hub_id);
         // The created response goes out before any event of this watcher.
         let created = WatchResponse {
@@ -134,10 +155,24 @@ impl Session {
         tokio::spawn(async move {
             while let Some(message) = messages.recv().await {
                 let response = match message {
-                    WatchMessage::Events { revision, events } => WatchResponse {
+                    WatchMessage::Events { revision, events } => {
+                        let response = WatchResponse {
+                            header: Some(member.header(revision)),
+                            watch_id,
+                            events,
+                            ..Default::default()
+                        };
+                        if fragment && prost::Message::encoded_len(&response) > max_bytes {
+                            if !send_fragments(&responses, response, max_bytes).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        response
+                    }
+                    WatchMessage::Progress { revision } => WatchResponse {
                         header: Some(member.header(revision)),
                         watch_id,
-                        events,
                         ..Default::default()
                     },
                     WatchMessage::Compacted { compact_revision } => WatchResponse {
@@ -170,4 +205,46 @@ impl Session {
         };
         self.responses.send(Ok(response)).await.is_ok()
     }
+}
+
+/// Splits a response too large for one message into fragments of at most
+/// `max_bytes` (at least one event each), all but the last marked `fragment`, as
+/// etcd does for watchers that asked for it. Returns false if the stream is gone.
+async fn send_fragments(
+    responses: &mpsc::Sender<Result<WatchResponse, Status>>,
+    response: WatchResponse,
+    max_bytes: usize,
+) -> bool {
+    let WatchResponse {
+        header,
+        watch_id,
+        events,
+        ..
+    } = response;
+    let mut chunks: Vec<Vec<proto::mvccpb::Event>> = vec![Vec::new()];
+    let mut chunk_bytes = 0;
+    for event in events {
+        let event_bytes = prost::Message::encoded_len(&event) + 8;
+        let current = chunks.last_mut().expect("never empty");
+        if !current.is_empty() && chunk_bytes + event_bytes > max_bytes {
+            chunks.push(Vec::new());
+            chunk_bytes = 0;
+        }
+        chunk_bytes += event_bytes;
+        chunks.last_mut().expect("never empty").push(event);
+    }
+    let n_chunks = chunks.len();
+    for (position, events) in chunks.into_iter().enumerate() {
+        let fragment = WatchResponse {
+            header,
+            watch_id,
+            events,
+            fragment: position + 1 < n_chunks,
+            ..Default::default()
+        };
+        if responses.send(Ok(fragment)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -132,6 +132,9 @@ struct StoreArgs {
     /// leader (not in etcd 3.4).
     #[arg(long)]
     auto_promote_learners: bool,
+    /// How often watchers that asked for progress notifications get one.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    experimental_watch_progress_notify_interval: std::time::Duration,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
 }
@@ -139,6 +142,12 @@ struct StoreArgs {
 /// A comma-separated list of URLs, as etcd's URL flags take them.
 #[derive(Clone)]
 struct UrlList(Vec<Url>);
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    store::config::parse_go_duration(text)
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 10m or 30s"))
+}
 
 fn url_list(text: &str) -> Result<UrlList, String> {
     parse_url_list(text).map(UrlList)
@@ -214,6 +223,7 @@ impl StoreArgs {
             election_timeout: std::time::Duration::from_millis(self.election_timeout),
             auto_compaction,
             auto_promote_learners: self.auto_promote_learners,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         })
     }
 }
@@ -298,6 +308,7 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         auto_compaction_mode: "periodic".into(),
         auto_compaction_retention: "0".into(),
         auto_promote_learners: false,
+        experimental_watch_progress_notify_interval: std::time::Duration::from_secs(600),
         log_level: LogLevel::Info,
     };
     let config = match store_args.into_config() {

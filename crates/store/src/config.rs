@@ -58,7 +58,7 @@ pub fn parse_auto_compaction(
 }
 
 /// Go's `time.ParseDuration` for the units operators use: h, m, s, ms.
-fn parse_go_duration(text: &str) -> Option<Duration> {
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
@@ -108,6 +108,9 @@ pub struct MemberConfig {
     pub auto_compaction: Option<AutoCompaction>,
     /// Promote a learner as soon as it has caught up (beyond etcd; its issue #15107).
     pub auto_promote_learners: bool,
+    /// How often watchers that asked for progress notifications get one
+    /// (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl MemberConfig {
@@ -133,6 +136,7 @@ impl MemberConfig {
             election_timeout: Duration::from_millis(1000),
             auto_compaction: None,
             auto_promote_learners: false,
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 

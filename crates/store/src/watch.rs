@@ -38,6 +38,8 @@ pub enum WatchMessage {
     Events { revision: i64, events: Vec<Event> },
     /// The requested history is gone; the watcher has been removed.
     Compacted { compact_revision: i64 },
+    /// Nothing more to deliver up to `revision` (etcd's progress notification).
+    Progress { revision: i64 },
 }
 
 struct Watcher {
@@ -130,6 +132,28 @@ impl WatchHub {
 
     pub fn cancel(&self, id: u64) -> bool {
         self.watchers.lock().remove(&id).is_some()
+    }
+
+    /// Queues a progress notification for a watcher that is caught up; behind its
+    /// events, so it never claims a revision whose events are still queued.
+    /// Returns false if the watcher is behind (etcd sends nothing then).
+    pub fn progress(&self, id: u64) -> bool {
+        let watchers = self.watchers.lock();
+        let Some(watcher) = watchers.get(&id) else {
+            return false;
+        };
+        if !watcher.synced {
+            return false;
+        }
+        let revision = watcher.next_revision - 1;
+        watcher
+            .sender
+            .try_send(WatchMessage::Progress { revision })
+            .is_ok()
+    }
+
+    pub fn exists(&self, id: u64) -> bool {
+        self.watchers.lock().contains_key(&id)
     }
 
     pub fn watcher_count(&self) -> usize {
