@@ -83,12 +83,15 @@ fn import_etcd(bytes: &[u8]) -> Result<Vec<u8>, String> {
         .max(backend.scheduled_compact_revision);
     let state = mvcc::snapshot_from_history(backend.consistent_index, compact_revision, &revisions)
         .map_err(|error| format!("converting etcd's history: {error}"))?;
-    Ok(crate::state_machine::encode_snapshot(
-        0,
-        Vec::new(),
-        &backend.leases,
-        &state,
-    ))
+    let meta = proto::shoalpb::SnapshotMeta {
+        leases: backend
+            .leases
+            .iter()
+            .map(|(id, ttl)| proto::shoalpb::LeaseRecord { id: *id, ttl: *ttl })
+            .collect(),
+        ..Default::default()
+    };
+    Ok(crate::state_machine::encode_snapshot(&meta, &state))
 }
 
 /// Creates `config.data_dir` holding the snapshot's data as a one-revision-old

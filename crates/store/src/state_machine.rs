@@ -69,8 +69,8 @@ pub struct StateMachine {
     alarms: RwLock<std::collections::BTreeSet<(u64, i32)>>,
 }
 
-/// Snapshot envelope: version byte, then members and cluster id, then the MVCC state.
-const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// The version of the snapshot envelope (see `encode_snapshot`).
+const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 
 impl StateMachine {
     pub fn open(db: Arc<mvcc::Db>, min_lease_ttl_seconds: i64) -> Result<StateMachine, String> {
@@ -470,83 +470,66 @@ impl StateMachine {
         let applied_index = self.mvcc.consistent_index();
         let leases = self.lessor.all();
         let state = self.mvcc.snapshot().map_err(|error| error.to_string())?;
-        let data = encode_snapshot(self.cluster_id(), self.members(), &leases, &state);
-        Ok((applied_index, data))
+        let meta = proto::shoalpb::SnapshotMeta {
+            cluster_id: self.cluster_id(),
+            members: self.members(),
+            leases: leases
+                .iter()
+                .map(|(id, ttl)| proto::shoalpb::LeaseRecord { id: *id, ttl: *ttl })
+                .collect(),
+            alarms: self.alarms(AlarmType::None as i32),
+        };
+        Ok((applied_index, encode_snapshot(&meta, &state)))
     }
 }
 
-/// The snapshot envelope: format version, cluster id, members, leases, then the
+/// The snapshot envelope: format version, the length of the metadata
+/// (`SnapshotMeta`: cluster id, members, leases, alarms), the metadata, then the
 /// MVCC state in its own format.
-pub fn encode_snapshot(
-    cluster_id: u64,
-    members: Vec<Member>,
-    leases: &[(i64, i64)],
-    state: &[u8],
-) -> Vec<u8> {
-    {
-        let members = proto::etcdserverpb::MemberListResponse {
-            header: None,
-            members,
-        }
-        .encode_to_vec();
-        let mut data =
-            Vec::with_capacity(1 + 8 + 4 + members.len() + 4 + 16 * leases.len() + state.len());
-        data.push(SNAPSHOT_FORMAT_VERSION);
-        data.extend_from_slice(&cluster_id.to_be_bytes());
-        data.extend_from_slice(&(members.len() as u32).to_be_bytes());
-        data.extend_from_slice(&members);
-        data.extend_from_slice(&(leases.len() as u32).to_be_bytes());
-        for (id, ttl) in leases {
-            data.extend_from_slice(&id.to_be_bytes());
-            data.extend_from_slice(&ttl.to_be_bytes());
-        }
-        data.extend_from_slice(state);
-        data
-    }
+pub fn encode_snapshot(meta: &proto::shoalpb::SnapshotMeta, state: &[u8]) -> Vec<u8> {
+    let meta = meta.encode_to_vec();
+    let mut data = Vec::with_capacity(1 + 4 + meta.len() + state.len());
+    data.push(SNAPSHOT_FORMAT_VERSION);
+    data.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    data.extend_from_slice(&meta);
+    data.extend_from_slice(state);
+    data
 }
 
 impl StateMachine {
     /// Replaces the whole state with a snapshot's (built by [`StateMachine::snapshot`]).
     pub fn restore(&self, wtx: &WriteTransaction, data: &[u8]) -> Result<(), String> {
-        if data.first() != Some(&SNAPSHOT_FORMAT_VERSION) || data.len() < 13 {
+        if data.first() != Some(&SNAPSHOT_FORMAT_VERSION) || data.len() < 5 {
             return Err("snapshot has an unknown format".into());
         }
-        let cluster_id = u64::from_be_bytes(data[1..9].try_into().expect("8 bytes"));
-        let members_len = u32::from_be_bytes(data[9..13].try_into().expect("4 bytes")) as usize;
-        let members_end = 13 + members_len;
-        if data.len() < members_end {
-            return Err("snapshot is truncated".into());
-        }
-        let members = proto::etcdserverpb::MemberListResponse::decode(&data[13..members_end])
-            .map_err(|error| error.to_string())?
-            .members;
-        let mut offset = members_end;
-        let read_u32 = |offset: usize| -> Result<usize, String> {
-            data.get(offset..offset + 4)
-                .map(|bytes| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize)
-                .ok_or_else(|| "snapshot is truncated".to_string())
-        };
-        let read_i64 = |offset: usize| -> Result<i64, String> {
-            data.get(offset..offset + 8)
-                .map(|bytes| i64::from_be_bytes(bytes.try_into().expect("8 bytes")))
-                .ok_or_else(|| "snapshot is truncated".to_string())
-        };
-        let n_leases = read_u32(offset)?;
-        offset += 4;
-        let mut leases = Vec::with_capacity(n_leases.min(1 << 20));
-        for _ in 0..n_leases {
-            leases.push((read_i64(offset)?, read_i64(offset + 8)?));
-            offset += 16;
-        }
+        let meta_len = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
+        let meta_bytes = data
+            .get(5..5 + meta_len)
+            .ok_or_else(|| "snapshot is truncated".to_string())?;
+        let meta =
+            proto::shoalpb::SnapshotMeta::decode(meta_bytes).map_err(|error| error.to_string())?;
         self.mvcc
-            .restore(wtx, &data[offset..])
+            .restore(wtx, &data[5 + meta_len..])
             .map_err(|error| error.to_string())?;
+        let leases: Vec<(i64, i64)> = meta
+            .leases
+            .iter()
+            .map(|lease| (lease.id, lease.ttl))
+            .collect();
         self.lessor.restore_table(wtx, &leases)?;
-        let mut table = wtx.open_table(MEMBERS).map_err(|error| error.to_string())?;
+        let mut table = wtx.open_table(ALARMS).map_err(|error| error.to_string())?;
         table
             .retain(|_, _| false)
             .map_err(|error| error.to_string())?;
+        let mut alarms = std::collections::BTreeSet::new();
+        for alarm in &meta.alarms {
+            table
+                .insert((alarm.member_id, alarm.alarm), ())
+                .map_err(|error| error.to_string())?;
+            alarms.insert((alarm.member_id, alarm.alarm));
+        }
         drop(table);
-        self.bootstrap_members(wtx, cluster_id, members)
+        *self.alarms.write() = alarms;
+        self.bootstrap_members(wtx, meta.cluster_id, meta.members)
     }
 }
