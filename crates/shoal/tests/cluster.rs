@@ -1,8 +1,7 @@
 //! Fault tolerance of a three-member shoal cluster, with real processes and
 //! SIGKILL: leader failover, catch-up through a snapshot, and no
 //! acknowledged write lost when every member is killed at once. Each
-//! scenario has an ignored twin that runs it on etcd, to validate the test
-//! itself: `cargo nextest run --test cluster --run-ignored only`.
+//! scenario has a twin that runs it on etcd, to validate the test itself.
 
 mod common;
 
@@ -298,19 +297,16 @@ fn shoal_loses_no_acknowledged_write_when_every_member_is_sigkilled() {
 }
 
 #[test]
-#[ignore = "reference run on etcd: validates the test itself"]
 fn etcd_elects_a_new_leader_after_leader_sigkill_and_the_member_catches_up() {
     leader_failover(Flavor::Etcd);
 }
 
 #[test]
-#[ignore = "reference run on etcd: validates the test itself"]
 fn etcd_member_catches_up_after_missing_more_than_snapshot_count_entries() {
     snapshot_catch_up(Flavor::Etcd);
 }
 
 #[test]
-#[ignore = "reference run on etcd: validates the test itself"]
 fn etcd_loses_no_acknowledged_write_when_every_member_is_sigkilled() {
     no_acknowledged_write_lost_when_all_members_crash(Flavor::Etcd);
 }
