@@ -205,6 +205,29 @@ impl MemberConfig {
         )
     }
 
+    /// The members `--initial-cluster` founds a cluster with, in etcd's form; only
+    /// this member's own name is known before the others announce theirs.
+    pub fn founding_members(&self) -> Vec<proto::etcdserverpb::Member> {
+        let own_id = self.member_id();
+        self.initial_cluster
+            .iter()
+            .map(|(name, urls)| {
+                let id = member_id(urls, &self.initial_cluster_token);
+                proto::etcdserverpb::Member {
+                    id,
+                    name: if id == own_id {
+                        name.clone()
+                    } else {
+                        String::new()
+                    },
+                    peer_ur_ls: urls.iter().map(|url| url_text(url).to_string()).collect(),
+                    client_ur_ls: Vec::new(),
+                    is_learner: false,
+                }
+            })
+            .collect()
+    }
+
     /// The heartbeat interval is raft's tick; the election timeout is counted in ticks.
     pub fn election_ticks(&self) -> usize {
         let ticks = self.election_timeout.as_millis() / self.heartbeat_interval.as_millis().max(1);

@@ -144,27 +144,7 @@ impl Member {
                 .map_err(|error| database_error(error.to_string()))?;
             let log = match config.initial_cluster_state {
                 InitialClusterState::New => {
-                    let members: Vec<MemberInfo> = config
-                        .initial_cluster
-                        .iter()
-                        .map(|(name, urls)| {
-                            let id = config::member_id(urls, &config.initial_cluster_token);
-                            MemberInfo {
-                                id,
-                                name: if id == member_id {
-                                    name.clone()
-                                } else {
-                                    String::new()
-                                },
-                                peer_ur_ls: urls
-                                    .iter()
-                                    .map(|url| config::url_text(url).to_string())
-                                    .collect(),
-                                client_ur_ls: Vec::new(),
-                                is_learner: false,
-                            }
-                        })
-                        .collect();
+                    let members = config.founding_members();
                     let ids: Vec<u64> = members.iter().map(|member| member.id).collect();
                     state_machine
                         .bootstrap_members(&wtx, config::cluster_id(&ids), members)
@@ -616,73 +596,57 @@ impl Member {
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
-        match self
-            .propose(RaftRequest {
-                put: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::Put(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            put: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::Put(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     pub async fn delete_range(
         &self,
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
-        match self
-            .propose(RaftRequest {
-                delete_range: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::DeleteRange(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            delete_range: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::DeleteRange(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, StoreError> {
-        match self
-            .propose(RaftRequest {
-                txn: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::Txn(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            txn: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::Txn(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     pub async fn compact(
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, StoreError> {
-        match self
-            .propose(RaftRequest {
-                compaction: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::Compaction(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            compaction: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::Compaction(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     pub async fn lease_grant(
@@ -703,38 +667,30 @@ impl Member {
                 }
             }
         }
-        match self
-            .propose(RaftRequest {
-                lease_grant: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::LeaseGrant(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            lease_grant: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::LeaseGrant(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     pub async fn lease_revoke(
         &self,
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, StoreError> {
-        match self
-            .propose(RaftRequest {
-                lease_revoke: Some(request),
-                ..Default::default()
-            })
-            .await?
-        {
-            ApplyResult::LeaseRevoke(mut response) => {
-                response.header = Some(self.finish_header(response.header.as_ref()));
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = RaftRequest {
+            lease_revoke: Some(request),
+            ..Default::default()
+        };
+        self.propose_for(request, |result| match result {
+            ApplyResult::LeaseRevoke(response) => Ok(response),
+            other => Err(other),
+        })
+        .await
     }
 
     /// Renews a lease: on the leader directly, elsewhere by asking the leader.
@@ -1021,6 +977,19 @@ impl Member {
         Ok(client)
     }
 
+    /// Proposes a request and takes its response out of the apply result, with
+    /// the header completed as etcd fills it.
+    async fn propose_for<T: WithHeader>(
+        &self,
+        request: RaftRequest,
+        pick: impl FnOnce(ApplyResult) -> Result<T, ApplyResult>,
+    ) -> Result<T, StoreError> {
+        let mut response = pick(self.propose(request).await?).map_err(unexpected)?;
+        let header = self.finish_header(response.header_slot().as_ref());
+        *response.header_slot() = Some(header);
+        Ok(response)
+    }
+
     fn finish_header(&self, applied: Option<&ResponseHeader>) -> ResponseHeader {
         let revision = applied.map_or_else(
             || self.state_machine.mvcc.current_revision(),
@@ -1094,6 +1063,30 @@ pub(crate) async fn promote_on_leader(
     members_result(tokio::time::timeout(Duration::from_secs(10), result).await)
         .map(|(_, members)| members)
 }
+
+/// Responses whose header the member completes after applying.
+trait WithHeader {
+    fn header_slot(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! with_header {
+    ($($response:ty),*) => {
+        $(impl WithHeader for $response {
+            fn header_slot(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        })*
+    };
+}
+
+with_header!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse
+);
 
 /// A forwarded call failed: the leader moved, or could not be reached in time.
 fn forwarding_error(status: &tonic::Status) -> StoreError {

@@ -290,8 +290,7 @@ impl RaftLog {
             .hard_state
             .write_to_bytes()
             .expect("encoding a hard state");
-        wtx.open_table(META)?.insert(HARD_STATE, bytes.as_slice())?;
-        Ok(())
+        put_meta(wtx, HARD_STATE, &bytes)
     }
 
     fn persist_conf_state(&self, wtx: &WriteTransaction) -> Result<(), redb::Error> {
@@ -299,15 +298,21 @@ impl RaftLog {
             .conf_state
             .write_to_bytes()
             .expect("encoding a conf state");
-        wtx.open_table(META)?.insert(CONF_STATE, bytes.as_slice())?;
-        Ok(())
+        put_meta(wtx, CONF_STATE, &bytes)
     }
 
     fn persist_truncated(&self, wtx: &WriteTransaction) -> Result<(), redb::Error> {
-        let bytes = encode_pair(self.truncated_index, self.truncated_term);
-        wtx.open_table(META)?.insert(TRUNCATED, bytes.as_slice())?;
-        Ok(())
+        put_meta(
+            wtx,
+            TRUNCATED,
+            &encode_pair(self.truncated_index, self.truncated_term),
+        )
     }
+}
+
+fn put_meta(wtx: &WriteTransaction, name: &str, bytes: &[u8]) -> Result<(), redb::Error> {
+    wtx.open_table(META)?.insert(name, bytes)?;
+    Ok(())
 }
 
 fn encode_pair(first: u64, second: u64) -> [u8; 16] {
