@@ -28,6 +28,10 @@ enum Command {
     /// Work with store snapshots (etcd's `snapshot` commands).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Load-test an etcd v3 endpoint (etcd or shoal) with etcd's benchmark workloads.
+    Bench(Box<bench::BenchArgs>),
+    #[command(flatten)]
+    Runtime(runtime::Command),
 }
 
 #[derive(Subcommand)]
@@ -229,6 +233,11 @@ impl StoreArgs {
 }
 
 fn main() -> ExitCode {
+    // Containers start by running this binary again as their init or monitor;
+    // that must happen before any argument parsing.
+    if let Some(code) = runtime::reexec_dispatch() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -259,6 +268,24 @@ fn main() -> ExitCode {
     };
     let (config, log_level, banner) = match cli.command {
         Command::Snapshot(SnapshotCommand::Restore(args)) => return restore_snapshot(args),
+        Command::Bench(args) => {
+            return match bench::run(*args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Runtime(command) => {
+            return match runtime::run_command(command) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Up(args) => {
             let config = store::MemberConfig::single(
                 "default",

@@ -174,8 +174,10 @@ pub async fn serve_peers(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)
+        // `Server::tcp_nodelay` does not reach sockets from a supplied listener:
+        // without this, Nagle's algorithm delays small raft messages.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

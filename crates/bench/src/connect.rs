@@ -1,0 +1,140 @@
+//! Opens the benchmark's gRPC connections: `--conns` HTTP/2 connections spread
+//! round-robin over the endpoints (or all to the leader with `--target-leader`),
+//! and `--clients` clients spread round-robin over those connections.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use proto::etcdserverpb::StatusRequest;
+use proto::etcdserverpb::kv_client::KvClient;
+use proto::etcdserverpb::lease_client::LeaseClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use proto::etcdserverpb::watch_client::WatchClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The open connections and how many clients share them.
+pub struct Connections {
+    pub channels: Vec<Channel>,
+    pub n_clients: usize,
+}
+
+impl Connections {
+    /// The connection client `client_idx` uses.
+    pub fn channel(&self, client_idx: usize) -> Channel {
+        self.channels[client_idx % self.channels.len()].clone()
+    }
+
+    /// One KV client per benchmark client.
+    pub fn kv_clients(&self) -> Vec<KvClient<Channel>> {
+        (0..self.n_clients)
+            .map(|client_idx| kv_client(self.channel(client_idx)))
+            .collect()
+    }
+
+    pub fn watch_client(&self, client_idx: usize) -> WatchClient<Channel> {
+        WatchClient::new(self.channel(client_idx)).max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn lease_client(&self, client_idx: usize) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel(client_idx)).max_decoding_message_size(usize::MAX)
+    }
+}
+
+/// A KV client that accepts responses of any size, as etcd's Go client does
+/// (a range over every key can be tens of megabytes).
+pub fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(usize::MAX)
+}
+
+/// Adds `http://` to an endpoint given as host:port, as etcd's tools accept.
+pub fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// Opens `n_conns` connections over `endpoints`, or over the leader's endpoint
+/// alone when `target_leader` is set.
+pub async fn connect(
+    endpoints: &[String],
+    n_conns: usize,
+    target_leader: bool,
+    dial_timeout: Duration,
+) -> anyhow::Result<Vec<Channel>> {
+    let mut urls: Vec<String> = endpoints
+        .iter()
+        .map(|endpoint| endpoint.trim())
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(endpoint_url)
+        .collect();
+    anyhow::ensure!(!urls.is_empty(), "--endpoints is empty");
+    if target_leader {
+        urls = vec![find_leader(&urls, dial_timeout).await?];
+    }
+    let mut channels = Vec::with_capacity(n_conns);
+    for conn_idx in 0..n_conns {
+        let url = &urls[conn_idx % urls.len()];
+        channels.push(dial(url, dial_timeout).await?);
+    }
+    Ok(channels)
+}
+
+async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("invalid endpoint {url}"))?
+        .connect_timeout(dial_timeout)
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// The endpoint whose member says it is the leader.
+async fn find_leader(urls: &[String], dial_timeout: Duration) -> anyhow::Result<String> {
+    let mut problems = Vec::new();
+    for url in urls {
+        let status = async {
+            let channel = dial(url, dial_timeout).await?;
+            let response = MaintenanceClient::new(channel)
+                .status(StatusRequest {})
+                .await
+                .with_context(|| format!("status of {url}"))?
+                .into_inner();
+            anyhow::Ok(response)
+        };
+        match tokio::time::timeout(dial_timeout, status).await {
+            Ok(Ok(response)) => {
+                let member_id = response.header.map(|header| header.member_id);
+                if response.leader != 0 && Some(response.leader) == member_id {
+                    return Ok(url.clone());
+                }
+            }
+            Ok(Err(error)) => problems.push(format!("{error:#}")),
+            Err(_) => problems.push(format!("status of {url}: timed out")),
+        }
+    }
+    anyhow::bail!(
+        "--target-leader: no endpoint is the leader{}",
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join("; "))
+        }
+    )
+}
+
+/// An error for a failed call, saying plainly when the server does not
+/// implement the call (shoal before its watch and lease work).
+pub fn call_error(call: &str, status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::Unimplemented {
+        anyhow::anyhow!(
+            "{call}: not implemented by the server (gRPC Unimplemented: {})",
+            status.message()
+        )
+    } else {
+        anyhow::anyhow!("{call}: {} ({:?})", status.message(), status.code())
+    }
+}

@@ -1,0 +1,189 @@
+//! `shoal bench`: a load generator for the etcd v3 API with the etcd benchmark
+//! tool's subcommands and flags, so the same command measures etcd and shoal.
+//!
+//! The command line is here; `connect` opens the gRPC connections, `runner`
+//! drives closed-loop clients, `report` keeps the HDR histograms and prints the
+//! summary, and `workloads` holds one module per family of subcommands.
+
+mod connect;
+mod keys;
+mod progress;
+mod report;
+mod runner;
+mod workloads;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Flags shared by every workload, with the etcd benchmark tool's names and
+/// defaults. They may be given before or after the subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// gRPC endpoints, comma-separated (host:port or http://host:port).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Send every request to the leader: ask each endpoint for its status and
+    /// keep only the one that leads.
+    #[arg(long, global = true)]
+    pub target_leader: bool,
+    /// Number of gRPC connections (HTTP/2), spread over the endpoints.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub conns: usize,
+    /// Number of concurrent clients, spread over the connections.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub clients: usize,
+    /// Dial timeout for each connection, in seconds.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub dial_timeout: u64,
+    /// How to print the summary.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub workload: Workload,
+}
+
+/// How the summary is printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Read consistency, as the etcd benchmark tool spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// Linearizable: the member confirms it is current (read index) first.
+    #[value(name = "l")]
+    Linearizable,
+    /// Serializable: the member answers from its local state.
+    #[value(name = "s")]
+    Serializable,
+}
+
+/// The benchmark workloads.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Workload {
+    /// Put keys: `--total` Put requests.
+    Put(workloads::kv::PutArgs),
+    /// Range over a key or a key range: `--total` Range requests.
+    Range(workloads::kv::RangeArgs),
+    /// Transactions of `--txn-ops` puts each.
+    TxnPut(workloads::kv::TxnPutArgs),
+    /// Transactions that read a range or put a key, mixed by `--rw-ratio`.
+    TxnMixed(workloads::kv::TxnMixedArgs),
+    /// Many watchers on few streams: creation latency and event delivery.
+    Watch(workloads::watch::WatchArgs),
+    /// Latency from a put to its event, seen by every client's watcher.
+    WatchLatency(workloads::watch::WatchLatencyArgs),
+    /// Lease keep-alives over one keep-alive stream per client.
+    LeaseKeepalive(workloads::lease::LeaseKeepaliveArgs),
+}
+
+/// Runs one benchmark and prints its summary on stdout (progress goes to
+/// stderr when it is a terminal).
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(args.conns >= 1, "--conns must be at least 1");
+    let dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
+    let channels = connect::connect(
+        &args.endpoints,
+        args.conns,
+        args.target_leader,
+        dial_timeout,
+    )
+    .await?;
+    let connections = connect::Connections {
+        channels,
+        n_clients: args.clients,
+    };
+    let summary = match &args.workload {
+        Workload::Put(workload) => workloads::kv::put(&connections, workload).await?,
+        Workload::Range(workload) => workloads::kv::range(&connections, workload).await?,
+        Workload::TxnPut(workload) => workloads::kv::txn_put(&connections, workload).await?,
+        Workload::TxnMixed(workload) => workloads::kv::txn_mixed(&connections, workload).await?,
+        Workload::Watch(workload) => workloads::watch::watch(&connections, workload).await?,
+        Workload::WatchLatency(workload) => {
+            workloads::watch::watch_latency(&connections, workload).await?
+        }
+        Workload::LeaseKeepalive(workload) => {
+            workloads::lease::lease_keepalive(&connections, workload).await?
+        }
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", summary.to_text()),
+        OutputFormat::Json => println!("{}", summary.to_json()),
+    }
+    summary.check_failures()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser, Subcommand};
+
+    use super::*;
+
+    /// The shape the `shoal` binary wires in: `shoal bench …`.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        Bench(Box<BenchArgs>),
+    }
+
+    #[test]
+    fn flags_parse_as_etcds_benchmark_takes_them() {
+        Cli::command().debug_assert();
+        let Cli {
+            command: Command::Bench(args),
+        } = Cli::try_parse_from([
+            "shoal",
+            "bench",
+            "--endpoints",
+            "a:1,b:2",
+            "--conns",
+            "8",
+            "put",
+            "--clients",
+            "64",
+            "--total",
+            "5",
+            "--sequential-keys",
+        ])
+        .unwrap();
+        assert_eq!(args.endpoints, ["a:1", "b:2"]);
+        assert_eq!((args.conns, args.clients), (8, 64));
+        let Workload::Put(put) = &args.workload else {
+            panic!("not a put: {:?}", args.workload)
+        };
+        assert_eq!((put.total, put.key_size, put.sequential_keys), (5, 8, true));
+
+        let Cli {
+            command: Command::Bench(args),
+        } = Cli::try_parse_from(["shoal", "bench", "range", "k", "--consistency", "s"]).unwrap();
+        let Workload::Range(range) = &args.workload else {
+            panic!("not a range: {:?}", args.workload)
+        };
+        assert_eq!(range.consistency, Consistency::Serializable);
+        assert_eq!(args.endpoints, ["127.0.0.1:2379"]);
+    }
+}

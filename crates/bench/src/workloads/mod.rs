@@ -1,0 +1,6 @@
+//! One module per family of workloads; each turns its flags into requests and
+//! returns a `Summary`.
+
+pub mod kv;
+pub mod lease;
+pub mod watch;

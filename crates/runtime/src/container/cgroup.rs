@@ -1,0 +1,215 @@
+//! Resource limits as cgroups, on whichever layout the machine has: cgroup v1
+//! (one hierarchy per controller, including the hybrid layout where a
+//! controller-less v2 hierarchy sits at /sys/fs/cgroup/unified) or pure v2.
+//!
+//! Where a container's cgroup goes: under v1, beneath the cgroup shoal itself
+//! runs in, per controller (`<mount><own path>/shoal/<id>`), so limits a
+//! supervisor put on shoal still hold for its containers. Under v2 the "no
+//! internal processes" rule forbids enabling controllers below a cgroup that
+//! has processes (shoal's own), so containers go under `/sys/fs/cgroup/shoal/`.
+//!
+//! Only the controllers a limit needs are used: a container without limits
+//! costs no cgroup at all.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The CFS period shoal uses; the quota is `millicores * period / 1000`.
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.cpu_millis.is_none() && self.memory_bytes.is_none()
+    }
+}
+
+fn is_pure_v2() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// The v1 hierarchy for `controller`: its mount point and shoal's own path in it.
+fn v1_hierarchy(controller: &str) -> anyhow::Result<(PathBuf, String)> {
+    let own_cgroups =
+        fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
+    let own_path = own_cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            controllers
+                .split(',')
+                .any(|name| name == controller)
+                .then(|| path.to_string())
+        })
+        .next()
+        .with_context(|| {
+            format!("the cgroup v1 {controller} controller is not available on this machine")
+        })?;
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    for line in mountinfo.lines() {
+        // Fields: id parent major:minor root mount-point options [tags] - type source super-options
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut after_fields = after.split(' ');
+        if after_fields.next() != Some("cgroup") {
+            continue;
+        }
+        let super_options = after_fields.nth(1).unwrap_or("");
+        if super_options.split(',').any(|option| option == controller) {
+            let mount_point = before.split(' ').nth(4).unwrap_or("");
+            return Ok((PathBuf::from(mount_point), own_path));
+        }
+    }
+    anyhow::bail!("the cgroup v1 {controller} controller is not mounted")
+}
+
+fn write(path: &Path, value: &str) -> anyhow::Result<()> {
+    fs::write(path, value).with_context(|| format!("cannot write {value:?} to {}", path.display()))
+}
+
+/// Creates the container's cgroups with `limits` applied; returns their
+/// directories (empty without limits). On error, nothing is left behind.
+pub fn create(container_id: &str, limits: &Limits) -> anyhow::Result<Vec<PathBuf>> {
+    if limits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut created = Vec::new();
+    let result = create_into(container_id, limits, &mut created);
+    if let Err(error) = result {
+        remove(&created);
+        return Err(error);
+    }
+    Ok(created)
+}
+
+fn create_into(
+    container_id: &str,
+    limits: &Limits,
+    created: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    if is_pure_v2() {
+        let parent = Path::new(CGROUP_ROOT).join("shoal");
+        fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        for dir in [Path::new(CGROUP_ROOT), parent.as_path()] {
+            let subtree = dir.join("cgroup.subtree_control");
+            let current = fs::read_to_string(&subtree).unwrap_or_default();
+            for controller in ["cpu", "memory"] {
+                if !current.split_whitespace().any(|name| name == controller) {
+                    write(&subtree, &format!("+{controller}"))?;
+                }
+            }
+        }
+        let dir = parent.join(container_id);
+        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        created.push(dir.clone());
+        if let Some(millis) = limits.cpu_millis {
+            write(
+                &dir.join("cpu.max"),
+                &format!("{} {CPU_PERIOD_US}", millis * CPU_PERIOD_US / 1000),
+            )?;
+        }
+        if let Some(bytes) = limits.memory_bytes {
+            write(&dir.join("memory.max"), &bytes.to_string())?;
+            // Without this, the limit would push the container into swap
+            // instead of killing it.
+            let _ = write(&dir.join("memory.swap.max"), "0");
+        }
+        return Ok(());
+    }
+    if let Some(millis) = limits.cpu_millis {
+        let dir = v1_dir("cpu", container_id)?;
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        created.push(dir.clone());
+        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        write(
+            &dir.join("cpu.cfs_quota_us"),
+            &(millis * CPU_PERIOD_US / 1000).to_string(),
+        )?;
+    }
+    if let Some(bytes) = limits.memory_bytes {
+        let dir = v1_dir("memory", container_id)?;
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        created.push(dir.clone());
+        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        // memory+swap: present only when swap accounting is on.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write(&memsw, &bytes.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn v1_dir(controller: &str, container_id: &str) -> anyhow::Result<PathBuf> {
+    let (mount_point, own_path) = v1_hierarchy(controller)?;
+    Ok(mount_point
+        .join(own_path.trim_start_matches('/'))
+        .join("shoal")
+        .join(container_id))
+}
+
+/// Moves the calling process into the cgroups (called by the container's
+/// init, before it runs the app, so no process ever runs unlimited).
+pub fn join(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    for dir in dirs {
+        write(&dir.join("cgroup.procs"), "0")?;
+    }
+    Ok(())
+}
+
+/// Whether the kernel's OOM killer struck in these cgroups.
+pub fn oom_killed(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|dir| {
+        // v2: memory.events; v1: memory.oom_control. Both have "oom_kill N".
+        ["memory.events", "memory.oom_control"].iter().any(|file| {
+            fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    line.strip_prefix("oom_kill ")
+                        .and_then(|count| count.trim().parse::<u64>().ok())
+                        .is_some_and(|count| count > 0)
+                })
+            })
+        })
+    })
+}
+
+/// Removes the cgroups. Processes of a dead container may take a moment to be
+/// reaped after its init exits, so removal is retried for a bounded time.
+pub fn remove(dirs: &[PathBuf]) {
+    for dir in dirs {
+        for attempt in 0..200 {
+            match fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(if attempt < 20 { 1 } else { 10 }))
+                }
+            }
+        }
+    }
+}
+
+/// The pids of the processes in a cgroup.
+pub fn processes(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,9 @@
+//! Containers: the init that builds one, the cgroups that limit it, and the
+//! records and supervision that `run`, `ps`, `logs`, `stop` and `rm` share.
+
+pub mod cgroup;
+pub mod init;
+pub mod netlink;
+pub mod run;
+pub mod spec;
+pub mod state;

@@ -1,0 +1,100 @@
+//! What the container's init needs to know, handed from `shoal run` to the
+//! init process (shoal itself, re-executed) as JSON in an environment
+//! variable. Also the parsing of the run flags that end up here.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Only loopback, in the container's own network namespace (for now, also
+    /// what `default` gives: see docs/runtime.md).
+    Default,
+    /// Only loopback, in the container's own network namespace.
+    None,
+    /// The host's network stack.
+    Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub host_path: PathBuf,
+    pub container_path: PathBuf,
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// Parses `HOST:CONTAINER[:ro|:rw]`; both paths absolute.
+    pub fn parse(text: &str) -> anyhow::Result<Volume> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (host, container, read_only) = match parts.as_slice() {
+            [host, container] => (*host, *container, false),
+            [host, container, "ro"] => (*host, *container, true),
+            [host, container, "rw"] => (*host, *container, false),
+            _ => bail!("invalid --volume {text:?}: expected HOST:CONTAINER[:ro]"),
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            bail!("invalid --volume {text:?}: both paths must be absolute");
+        }
+        if container.split('/').any(|component| component == "..") {
+            bail!("invalid --volume {text:?}: the container path may not contain '..'");
+        }
+        Ok(Volume {
+            host_path: host.into(),
+            container_path: container.into(),
+            read_only,
+        })
+    }
+}
+
+/// Everything the init does, decided by the parent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// How the user named the image, for error messages.
+    pub image_name: String,
+    /// Unpacked layer directory names under `layers_root`, top layer first.
+    pub layers_root: PathBuf,
+    pub layers: Vec<String>,
+    /// The container's directory: `upper/`, `work/` and `rootfs/` live here.
+    pub container_dir: PathBuf,
+    pub hostname: String,
+    pub net: NetMode,
+    pub cgroups: Vec<PathBuf>,
+    pub volumes: Vec<Volume>,
+    pub read_only_rootfs: bool,
+    /// The program and its arguments; the program is looked up in the
+    /// container's PATH when it has no '/'.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: String,
+    /// `uid[:gid]` or `name[:group]`, resolved inside the container; empty
+    /// for root.
+    pub user: String,
+    /// The inherited file descriptor the init reports failures on (closed on
+    /// a successful exec).
+    pub status_fd: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_parse() {
+        assert_eq!(
+            Volume::parse("/srv/data:/data:ro").unwrap(),
+            Volume {
+                host_path: "/srv/data".into(),
+                container_path: "/data".into(),
+                read_only: true
+            }
+        );
+        assert!(!Volume::parse("/a:/b").unwrap().read_only);
+        for bad in ["/a", "a:/b", "/a:b", "/a:/b:rx", "/a:/../etc"] {
+            assert!(Volume::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
