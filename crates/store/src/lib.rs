@@ -46,6 +46,10 @@ use raft_log::RaftLog;
 use state_machine::{ApplyResult, StateMachine};
 use watch::WatchHub;
 
+/// redb's own page cache. The file is in the kernel's page cache as well, so a
+/// large redb cache mostly doubles what the member holds in memory.
+const REDB_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The etcd API version shoal's store speaks; reported where etcd reports its own version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
 
@@ -123,7 +127,7 @@ impl Member {
             message,
         };
         let db = Arc::new(
-            mvcc::Db::open(&db_path, 256 * 1024 * 1024)
+            mvcc::Db::open(&db_path, REDB_CACHE_BYTES)
                 .map_err(|error| database_error(error.to_string()))?,
         );
         let min_lease_ttl = lease::Lessor::min_ttl_for(config.election_timeout);
