@@ -171,3 +171,78 @@ fn second_store_on_the_same_data_dir_is_refused() {
     // The first member is unharmed.
     cluster.etcdctl_ok_at(0, &["put", "still", "serving"]);
 }
+
+#[test]
+fn sigterm_stops_the_member_cleanly_and_frees_the_data_directory() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let data_dir = data.path().join("member").display().to_string();
+    let ports = common::free_ports(2);
+    let client_url = format!("http://127.0.0.1:{}", ports[0]);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let args = [
+        "store".to_string(),
+        "--name=m0".to_string(),
+        format!("--data-dir={data_dir}"),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=m0={peer_url}"),
+    ];
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start shoal store")
+    };
+    let put = |value: &str| {
+        common::etcdctl_command(&client_url, "3s", &["put", "k", value], None)
+            .status
+            .success()
+    };
+    let wait_for_put = |value: &str| {
+        let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if put(value) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the member at {client_url} never accepted a put");
+    };
+
+    let mut member = start();
+    wait_for_put("before");
+    let pid = member.id().to_string();
+    let signal = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(signal.success());
+    let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = member.try_wait().expect("wait for the member") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member did not stop within {EXIT_TIMEOUT:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a SIGTERM stop exits 0, got {status}");
+
+    // The lock is gone with the process, and the data is still there.
+    let mut member = start();
+    wait_for_put("after");
+    let output = common::etcdctl_command(&client_url, "3s", &["get", "k", "--rev=2"], None);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("before"),
+        "the write before the stop survives it\n{}",
+        common::describe_output(&output)
+    );
+    let _ = member.kill();
+    let _ = member.wait();
+}

@@ -27,6 +27,9 @@ const TRUNCATED: &str = "truncated";
 
 pub struct RaftLog {
     hard_state: HardState,
+    /// The commit index as last written to disk; `hard_state.commit` may be ahead
+    /// of it (raft reports commits it has not asked us to persist).
+    persisted_commit: u64,
     conf_state: ConfState,
     truncated_index: u64,
     truncated_term: u64,
@@ -86,6 +89,7 @@ impl RaftLog {
             entries.push(entry);
         }
         Ok(Some(RaftLog {
+            persisted_commit: hard_state.commit,
             hard_state,
             conf_state,
             truncated_index,
@@ -104,6 +108,7 @@ impl RaftLog {
         state_machine: Arc<StateMachine>,
     ) -> Result<RaftLog, String> {
         let mut log = RaftLog {
+            persisted_commit: 0,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             truncated_index: 1,
@@ -130,7 +135,8 @@ impl RaftLog {
         wtx: &WriteTransaction,
         state_machine: Arc<StateMachine>,
     ) -> Result<RaftLog, String> {
-        let log = RaftLog {
+        let mut log = RaftLog {
+            persisted_commit: 0,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             truncated_index: 0,
@@ -210,10 +216,10 @@ impl RaftLog {
     /// applies it: raft-rs refuses to restart with an applied index above the
     /// stored commit index.
     pub fn commit_at_least(&mut self, wtx: &WriteTransaction, applied: u64) -> Result<(), String> {
-        if self.hard_state.commit >= applied {
+        if self.persisted_commit >= applied {
             return Ok(());
         }
-        self.hard_state.commit = applied;
+        self.hard_state.commit = self.hard_state.commit.max(applied);
         self.persist_hard_state(wtx)
             .map_err(|error| error.to_string())
     }
@@ -285,7 +291,8 @@ impl RaftLog {
         Some(self.entries[(index - self.truncated_index - 1) as usize].term)
     }
 
-    fn persist_hard_state(&self, wtx: &WriteTransaction) -> Result<(), redb::Error> {
+    fn persist_hard_state(&mut self, wtx: &WriteTransaction) -> Result<(), redb::Error> {
+        self.persisted_commit = self.hard_state.commit;
         let bytes = self
             .hard_state
             .write_to_bytes()
@@ -522,6 +529,27 @@ mod tests {
         assert_eq!(reloaded.first_index().unwrap(), 7);
         assert_eq!(reloaded.last_index().unwrap(), 10);
         assert_eq!(reloaded.term(6).unwrap(), 2);
+    }
+
+    /// Regression: raft reports a single member's commits through `set_commit`,
+    /// without asking to persist them; the apply that follows must still write
+    /// the commit index, or the member panics in raft-rs at its next start
+    /// (applied above committed).
+    #[test]
+    fn commit_reported_in_memory_is_still_persisted_when_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        commit(&db, |wtx| {
+            log.append(wtx, &[entry(2, 1), entry(3, 1), entry(4, 1)])
+                .unwrap()
+        });
+        log.set_commit(4);
+        commit(&db, |wtx| log.commit_at_least(wtx, 4).unwrap());
+        let reloaded = RaftLog::load(&db, state_machine).unwrap().unwrap();
+        assert_eq!(reloaded.initial_state().unwrap().hard_state.commit, 4);
     }
 
     #[test]
