@@ -429,27 +429,61 @@ impl AsyncWrite for RelayedConnection {
 const PIPE_BYTES: usize = 256 * 1024;
 
 /// Starts relaying an accepted client socket and returns the server's end.
-pub fn relay(socket: tokio::net::TcpStream) -> RelayedConnection {
+/// A connection that does not open with the HTTP/2 preface is HTTP/1.1 (the
+/// JSON gateway, the v2 API, `/health`): it goes to `http` instead, and the
+/// gRPC server sees its end of the pipe close at once.
+pub fn relay(
+    socket: tokio::net::TcpStream,
+    http: std::sync::Arc<crate::gateway::HttpApi>,
+) -> RelayedConnection {
     let _ = socket.set_nodelay(true);
     let remote = socket.peer_addr().ok();
     let (server_end, relay_end) = tokio::io::duplex(PIPE_BYTES);
-    let (mut socket_read, mut socket_write) = socket.into_split();
-    let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
     tokio::spawn(async move {
-        if let Err(error) = Relay::default()
-            .run(&mut socket_read, &mut pipe_write)
-            .await
-        {
+        let mut socket = socket;
+        let prefix = match read_protocol_prefix(&mut socket).await {
+            Ok(prefix) => prefix,
+            Err(error) => {
+                tracing::debug!(%error, "client connection closed before its first request");
+                return;
+            }
+        };
+        if prefix.as_slice() != PREFACE {
+            drop(relay_end);
+            http.serve_connection(crate::gateway::Prefixed::new(prefix, socket))
+                .await;
+            return;
+        }
+        let (socket_read, mut socket_write) = socket.into_split();
+        let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut pipe_read, &mut socket_write).await;
+            let _ = socket_write.shutdown().await;
+        });
+        let mut client = std::io::Cursor::new(prefix).chain(socket_read);
+        if let Err(error) = Relay::default().run(&mut client, &mut pipe_write).await {
             tracing::debug!(%error, "client connection closed by the relay");
         }
         let _ = pipe_write.shutdown().await;
-    });
-    tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut pipe_read, &mut socket_write).await;
-        let _ = socket_write.shutdown().await;
     });
     RelayedConnection {
         pipe: server_end,
         remote,
     }
+}
+
+/// Reads the start of a connection until it either is the whole HTTP/2
+/// preface or cannot be (an HTTP/1.1 request line), and returns what was read.
+async fn read_protocol_prefix(socket: &mut tokio::net::TcpStream) -> io::Result<Vec<u8>> {
+    let mut prefix = Vec::with_capacity(PREFACE.len());
+    let mut chunk = [0u8; PREFACE.len()];
+    while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {
+        let wanted = PREFACE.len() - prefix.len();
+        let n = socket.read(&mut chunk[..wanted]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        prefix.extend_from_slice(&chunk[..n]);
+    }
+    Ok(prefix)
 }

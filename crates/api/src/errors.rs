@@ -46,6 +46,8 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::MemberNotFound => Code::NotFound,
         StoreError::MemberRemoved => Code::FailedPrecondition,
         StoreError::NoSpace => Code::ResourceExhausted,
+        StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
+        StoreError::Unhealthy => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::Internal(_) => Code::Internal,
     };

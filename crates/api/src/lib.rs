@@ -1,12 +1,15 @@
-//! The etcd v3 gRPC API (KV, Maintenance, Cluster) served over a store
-//! [`Member`]. Only this crate speaks the client protocol; it validates requests
-//! as etcd does and maps store errors to etcd's statuses.
+//! The etcd v3 gRPC API (KV, Maintenance, Cluster, ...), its JSON gateway and
+//! the v2 keys API, served over a store [`Member`]. Only this crate speaks the
+//! client protocols; it validates requests as etcd does and maps store errors
+//! to etcd's statuses.
 
 pub mod authority;
 mod election;
 mod errors;
+mod gateway;
 mod lease;
 mod lock;
+mod v2;
 mod validate;
 mod watch;
 
@@ -71,6 +74,7 @@ pub async fn serve(
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
+    let http = Arc::new(gateway::HttpApi::new(member.clone()));
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -86,7 +90,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             futures::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |socket| socket.map(authority::relay),
+                move |socket| socket.map(|socket| authority::relay(socket, http.clone())),
             ),
             shutdown,
         )
@@ -172,8 +176,9 @@ impl Maintenance for MaintenanceService {
             .alarm(request.into_inner())
             .await
             .map_err(errors::from_store)?;
+        // etcd answers alarm requests without a header.
         Ok(Response::new(AlarmResponse {
-            header: Some(self.member.current_header()),
+            header: None,
             alarms,
         }))
     }
@@ -202,9 +207,8 @@ impl Maintenance for MaintenanceService {
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.member.defragment().await.map_err(errors::from_store)?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.member.current_header()),
-        }))
+        // etcd answers Defragment without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     /// etcd hashes its whole backend file; shoal's files differ between members by
@@ -227,7 +231,12 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(HashKvResponse {
             header: Some(self.member.current_header()),
             hash,
-            compact_revision,
+            // etcd reports a store that was never compacted as -1.
+            compact_revision: if compact_revision == 0 {
+                -1
+            } else {
+                compact_revision
+            },
         }))
     }
 
@@ -269,9 +278,8 @@ impl Maintenance for MaintenanceService {
             .move_leader(request.into_inner().target_id)
             .await
             .map_err(errors::from_store)?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.member.current_header()),
-        }))
+        // etcd answers MoveLeader without a header.
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 }
 

@@ -10,7 +10,7 @@ use futures::Stream;
 use proto::etcdserverpb::watch_create_request::FilterType;
 use proto::etcdserverpb::watch_request::RequestUnion;
 use proto::etcdserverpb::watch_server::Watch;
-use proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use store::Member;
 use store::watch::{WATCHER_QUEUE_LEN, WatchMessage, WatchSpec};
 use tokio::sync::mpsc;
@@ -175,8 +175,12 @@ impl Session {
                         watch_id,
                         ..Default::default()
                     },
+                    // etcd's compacted cancel carries no revision in its header.
                     WatchMessage::Compacted { compact_revision } => WatchResponse {
-                        header: Some(member.current_header()),
+                        header: Some(ResponseHeader {
+                            revision: 0,
+                            ..member.current_header()
+                        }),
                         watch_id,
                         canceled: true,
                         compact_revision,

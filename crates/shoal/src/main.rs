@@ -136,6 +136,14 @@ struct StoreArgs {
     /// leader (not in etcd 3.4).
     #[arg(long)]
     auto_promote_learners: bool,
+    /// Accepted for etcd compatibility: shoal always serves the v2 keys API (over
+    /// the same store as v3), so the flag changes nothing.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    enable_v2: bool,
+    /// Refuse membership changes that could cost the cluster its quorum.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    strict_reconfig_check: bool,
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     experimental_watch_progress_notify_interval: std::time::Duration,
@@ -228,6 +236,12 @@ impl StoreArgs {
             auto_compaction,
             auto_promote_learners: self.auto_promote_learners,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            strict_reconfig_check: self.strict_reconfig_check,
+        })
+        .inspect(|_| {
+            if !self.enable_v2 {
+                tracing::warn!("--enable-v2=false is ignored: the v2 keys API is always served");
+            }
         })
     }
 }
@@ -336,6 +350,8 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         auto_compaction_retention: "0".into(),
         auto_promote_learners: false,
         experimental_watch_progress_notify_interval: std::time::Duration::from_secs(600),
+        strict_reconfig_check: true,
+        enable_v2: true,
         log_level: LogLevel::Info,
     };
     let config = match store_args.into_config() {

@@ -111,6 +111,9 @@ pub struct MemberConfig {
     /// How often watchers that asked for progress notifications get one
     /// (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
     pub watch_progress_notify_interval: Duration,
+    /// Refuse membership changes that could cost the cluster its quorum
+    /// (etcd's `--strict-reconfig-check`, on by default).
+    pub strict_reconfig_check: bool,
 }
 
 impl MemberConfig {
@@ -137,6 +140,7 @@ impl MemberConfig {
             auto_compaction: None,
             auto_promote_learners: false,
             watch_progress_notify_interval: Duration::from_secs(600),
+            strict_reconfig_check: true,
         }
     }
 

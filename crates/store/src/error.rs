@@ -46,6 +46,10 @@ pub enum StoreError {
     MemberRemoved,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: {0}")]

@@ -113,10 +113,20 @@ impl Lessor {
         self.leases.lock().by_id.contains_key(&id)
     }
 
+    /// Every lease, soonest to expire first (as etcd lists them); on a member
+    /// that keeps no deadlines, by id.
     pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.leases.lock().by_id.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        let leases = self.leases.lock();
+        let mut ids: Vec<(Option<Instant>, i64)> = leases
+            .by_id
+            .iter()
+            .map(|(id, lease)| (lease.expiry, *id))
+            .collect();
+        ids.sort_unstable_by(|a, b| match (a.0, b.0) {
+            (Some(left), Some(right)) => left.cmp(&right).then(a.1.cmp(&b.1)),
+            _ => a.1.cmp(&b.1),
+        });
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Applies a grant. False if the id is taken.

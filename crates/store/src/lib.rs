@@ -61,6 +61,7 @@ pub struct Member {
     status: Arc<NodeStatus>,
     state_machine: Arc<StateMachine>,
     watch_hub: Arc<WatchHub>,
+    activity: transport::PeerActivity,
     db: Arc<mvcc::Db>,
     db_path: PathBuf,
     next_request_id: AtomicU64,
@@ -225,6 +226,7 @@ impl Member {
         }
 
         let (inbox_sender, inbox) = crossbeam_channel::unbounded();
+        let activity = transport::PeerActivity::default();
         let runtime = tokio::runtime::Handle::current();
         let mut peers = HashMap::new();
         let mut known_peer_urls: HashMap<u64, Vec<String>> = state_machine
@@ -246,7 +248,13 @@ impl Member {
             if peer_id != member_id {
                 peers.insert(
                     peer_id,
-                    transport::PeerSender::start(&runtime, peer_id, urls, inbox_sender.clone()),
+                    transport::PeerSender::start(
+                        &runtime,
+                        peer_id,
+                        urls,
+                        inbox_sender.clone(),
+                        activity.clone(),
+                    ),
                 );
             }
         }
@@ -303,6 +311,7 @@ impl Member {
         tokio::spawn(watch_hub.clone().run_catch_up());
         let wiring = NodeWiring {
             inbox,
+            activity: activity.clone(),
             runtime: runtime.clone(),
             feedback: inbox_sender.clone(),
             peers,
@@ -335,6 +344,7 @@ impl Member {
             status,
             state_machine,
             watch_hub,
+            activity,
             db,
             db_path,
             next_request_id: AtomicU64::new(start_id),
@@ -822,6 +832,71 @@ impl Member {
         members_result(tokio::time::timeout(self.request_timeout, result).await)
     }
 
+    /// etcd's strict reconfiguration check (`--strict-reconfig-check`), made by
+    /// the member that got the request, as in etcd: a new voter needs a quorum of
+    /// started voters, and every voter must have been reachable for five
+    /// seconds; removing a live voter must leave a quorum of reachable voters
+    /// (removing an unreachable one is always allowed); learners never count.
+    fn check_reconfig(&self, change: Reconfiguration) -> Result<(), StoreError> {
+        const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters: Vec<MemberInfo> = self
+            .members()
+            .into_iter()
+            .filter(|member| !member.is_learner)
+            .collect();
+        let activity = self.activity.lock();
+        let now = std::time::Instant::now();
+        let healthy_since = now.checked_sub(HEALTH_INTERVAL).unwrap_or(now);
+        let connected_since = |id: u64| {
+            id == self.member_id
+                || activity
+                    .get(&id)
+                    .is_some_and(|since| *since <= healthy_since)
+        };
+        let started = |member: &MemberInfo| !member.name.is_empty();
+        match change {
+            Reconfiguration::Add { learner } => {
+                if !learner {
+                    let n_members = voters.len() + 1;
+                    let n_started = voters.iter().filter(|member| started(member)).count();
+                    let restoring_a_single_member = n_started == 1 && n_members == 2;
+                    if !restoring_a_single_member && n_started < n_members / 2 + 1 {
+                        return Err(StoreError::NotEnoughStartedMembers);
+                    }
+                }
+                if !voters.iter().all(|member| connected_since(member.id)) {
+                    return Err(StoreError::Unhealthy);
+                }
+                Ok(())
+            }
+            Reconfiguration::Remove { id } => {
+                if !voters.iter().any(|member| member.id == id) {
+                    return Ok(());
+                }
+                let others: Vec<&MemberInfo> =
+                    voters.iter().filter(|member| member.id != id).collect();
+                let n_started = others.iter().filter(|member| started(member)).count();
+                if n_started < others.len() / 2 + 1 {
+                    return Err(StoreError::NotEnoughStartedMembers);
+                }
+                if id != self.member_id && !activity.contains_key(&id) {
+                    return Ok(());
+                }
+                let n_active = voters
+                    .iter()
+                    .filter(|member| connected_since(member.id))
+                    .count();
+                if n_active.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
+                    return Err(StoreError::Unhealthy);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// etcd's MemberAdd: a new voter or learner at `peer_urls`.
     pub async fn member_add(
         &self,
@@ -849,6 +924,9 @@ impl Member {
         if is_learner && members.iter().filter(|member| member.is_learner).count() >= 1 {
             return Err(StoreError::TooManyLearners);
         }
+        self.check_reconfig(Reconfiguration::Add {
+            learner: is_learner,
+        })?;
         // Unique even when the same URLs come back after a removal, as etcd's are.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -878,6 +956,7 @@ impl Member {
             .state_machine
             .member(id)
             .ok_or(StoreError::MemberNotFound)?;
+        self.check_reconfig(Reconfiguration::Remove { id })?;
         let (_, members) = self
             .propose_member_change(raft::eraftpb::ConfChangeType::RemoveNode, member)
             .await?;
@@ -1066,6 +1145,13 @@ pub(crate) async fn promote_on_leader(
         .map_err(|_| StoreError::Stopped)?;
     members_result(tokio::time::timeout(Duration::from_secs(10), result).await)
         .map(|(_, members)| members)
+}
+
+/// A membership change the strict reconfiguration check looks at.
+#[derive(Debug, Clone, Copy)]
+enum Reconfiguration {
+    Add { learner: bool },
+    Remove { id: u64 },
 }
 
 /// Responses whose header the member completes after applying.

@@ -93,6 +93,7 @@ pub struct NodeSettings {
 /// The channels and shared state that connect the loop to the rest of the member.
 pub struct NodeWiring {
     pub inbox: Receiver<NodeInput>,
+    pub activity: crate::transport::PeerActivity,
     /// For starting sender tasks to members that join later.
     pub runtime: tokio::runtime::Handle,
     /// The loop's own inbox, handed to new peer senders for their feedback.
@@ -129,6 +130,7 @@ pub struct Node {
     db: Arc<mvcc::Db>,
     state_machine: Arc<StateMachine>,
     inbox: Receiver<NodeInput>,
+    activity: crate::transport::PeerActivity,
     runtime: tokio::runtime::Handle,
     feedback: crossbeam_channel::Sender<NodeInput>,
     peers: HashMap<u64, PeerSender>,
@@ -165,6 +167,7 @@ impl Node {
             db,
             state_machine,
             inbox: wiring.inbox,
+            activity: wiring.activity,
             runtime: wiring.runtime,
             feedback: wiring.feedback,
             peers: wiring.peers,
@@ -660,6 +663,7 @@ impl Node {
                                     update.id,
                                     update.peer_ur_ls.clone(),
                                     self.feedback.clone(),
+                                    self.activity.clone(),
                                 ),
                             );
                         }
@@ -751,6 +755,7 @@ impl Node {
                     node_id,
                     member.peer_ur_ls.clone(),
                     self.feedback.clone(),
+                    self.activity.clone(),
                 ),
             );
         }

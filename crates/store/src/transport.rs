@@ -183,6 +183,15 @@ pub async fn serve_peers(
         .await
 }
 
+/// Since when each peer has been reachable without interruption, as this
+/// member's senders see it (etcd's "active since"): the strict reconfiguration
+/// check counts on it. Senders probe an idle peer every second, so the record
+/// is kept for every peer, whichever member leads.
+pub type PeerActivity = Arc<parking_lot::Mutex<std::collections::HashMap<u64, std::time::Instant>>>;
+
+/// How long a sender waits for messages before it probes its peer.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The raft loop's handle on one peer: a bounded queue to that peer's sender task.
 pub struct PeerSender {
     queue: mpsc::Sender<Message>,
@@ -195,9 +204,10 @@ impl PeerSender {
         peer_id: u64,
         urls: Vec<String>,
         feedback: Sender<NodeInput>,
+        activity: PeerActivity,
     ) -> PeerSender {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_LEN);
-        runtime.spawn(run_sender(peer_id, urls, receiver, feedback));
+        runtime.spawn(run_sender(peer_id, urls, receiver, feedback, activity));
         PeerSender { queue }
     }
 
@@ -213,6 +223,7 @@ async fn run_sender(
     urls: Vec<String>,
     mut receiver: mpsc::Receiver<Message>,
     feedback: Sender<NodeInput>,
+    activity: PeerActivity,
 ) {
     let Some(url) = urls.first() else {
         tracing::error!(peer = %format!("{peer_id:x}"), "peer has no URL; its messages are dropped");
@@ -232,9 +243,15 @@ async fn run_sender(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut peer_was_down = false;
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_MESSAGES_PER_BATCH {
+    loop {
+        let first = match tokio::time::timeout(PROBE_INTERVAL, receiver.recv()).await {
+            Ok(Some(message)) => Some(message),
+            Ok(None) => break,
+            // Idle: an empty batch tells us whether the peer is still there.
+            Err(_) => None,
+        };
+        let mut batch: Vec<Message> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < MAX_MESSAGES_PER_BATCH {
             match receiver.try_recv() {
                 Ok(message) => batch.push(message),
                 Err(_) => break,
@@ -261,6 +278,14 @@ async fn run_sender(
         };
         let outcome = tokio::time::timeout(deadline, client.send(encoded)).await;
         let delivered = matches!(outcome, Ok(Ok(_)));
+        if delivered {
+            activity
+                .lock()
+                .entry(peer_id)
+                .or_insert_with(std::time::Instant::now);
+        } else {
+            activity.lock().remove(&peer_id);
+        }
         if carries_snapshot {
             let status = if delivered {
                 SnapshotStatus::Finish
@@ -274,6 +299,11 @@ async fn run_sender(
                 tracing::info!(peer = %format!("{peer_id:x}"), %url, "peer reachable again");
                 peer_was_down = false;
             }
+            continue;
+        }
+        if batch.is_empty() && peer_was_down {
+            // Still down; no need to say so again, or to tell raft about a probe.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         if !peer_was_down {

@@ -1,0 +1,205 @@
+//! What the v2 API sends: nodes, actions and errors, in etcd 2's JSON shapes
+//! (field order and omissions as etcd's `NodeExtern`, `Response` and `Error`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// One node (a key with a value, or a directory) as etcd's v2 API shows it.
+#[derive(Serialize, Clone, Debug, Default)]
+pub(crate) struct Node {
+    /// `None` only for the root directory, which etcd shows without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<Node>>,
+    #[serde(rename = "modifiedIndex", skip_serializing_if = "is_zero")]
+    pub modified_index: i64,
+    #[serde(rename = "createdIndex", skip_serializing_if = "is_zero")]
+    pub created_index: i64,
+}
+
+fn is_zero(index: &i64) -> bool {
+    *index == 0
+}
+
+impl Node {
+    /// Sets `ttl` and `expiration` for a node whose lease has `ttl_seconds` left.
+    pub fn expire_in(&mut self, ttl_seconds: i64) {
+        let expiration = SystemTime::now() + Duration::from_secs(ttl_seconds.max(0) as u64);
+        self.expiration = Some(rfc3339_nano(expiration));
+        self.ttl = Some(ttl_seconds);
+    }
+}
+
+/// The body of a successful v2 answer.
+#[derive(Serialize, Debug)]
+pub(crate) struct Answer {
+    pub action: &'static str,
+    pub node: Node,
+    #[serde(rename = "prevNode", skip_serializing_if = "Option::is_none")]
+    pub prev_node: Option<Node>,
+}
+
+/// etcd's v2 error codes (`etcd/error`), each with its message and HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Code {
+    KeyNotFound = 100,
+    TestFailed = 101,
+    NotFile = 102,
+    NotDir = 104,
+    NodeExist = 105,
+    RootReadOnly = 107,
+    DirNotEmpty = 108,
+    PrevValueRequired = 201,
+    TtlNaN = 202,
+    IndexNaN = 203,
+    InvalidField = 209,
+    InvalidForm = 210,
+    RefreshValue = 211,
+    RefreshTtlRequired = 212,
+    RaftInternal = 300,
+    LeaderElect = 301,
+    EventIndexCleared = 401,
+}
+
+impl Code {
+    pub fn message(self) -> &'static str {
+        match self {
+            Code::KeyNotFound => "Key not found",
+            Code::TestFailed => "Compare failed",
+            Code::NotFile => "Not a file",
+            Code::NotDir => "Not a directory",
+            Code::NodeExist => "Key already exists",
+            Code::RootReadOnly => "Root is read only",
+            Code::DirNotEmpty => "Directory not empty",
+            Code::PrevValueRequired => "PrevValue is Required in POST form",
+            Code::TtlNaN => "The given TTL in POST form is not a number",
+            Code::IndexNaN => "The given index in POST form is not a number",
+            Code::InvalidField => "Invalid field",
+            Code::InvalidForm => "Invalid POST form",
+            Code::RefreshValue => "Value provided on refresh",
+            Code::RefreshTtlRequired => "A TTL must be provided on refresh",
+            Code::RaftInternal => "Raft Internal Error",
+            Code::LeaderElect => "During Leader Election",
+            Code::EventIndexCleared => "The event in requested index is outdated and cleared",
+        }
+    }
+
+    /// etcd's `Error.StatusCode`.
+    pub fn http_status(self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Code::KeyNotFound => StatusCode::NOT_FOUND,
+            Code::NotFile | Code::DirNotEmpty => StatusCode::FORBIDDEN,
+            Code::TestFailed | Code::NodeExist => StatusCode::PRECONDITION_FAILED,
+            Code::RaftInternal | Code::LeaderElect => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A v2 error: the code, what it is about, and the store index it was seen at.
+#[derive(Debug, Clone)]
+pub(crate) struct V2Error {
+    pub code: Code,
+    pub cause: String,
+    pub index: i64,
+}
+
+impl V2Error {
+    pub fn new(code: Code, cause: impl Into<String>, index: i64) -> V2Error {
+        V2Error {
+            code,
+            cause: cause.into(),
+            index,
+        }
+    }
+
+    /// A bad request parameter, refused before the store is read (index 0).
+    pub fn parameter(code: Code, cause: impl Into<String>) -> V2Error {
+        V2Error::new(code, cause, 0)
+    }
+
+    pub fn body(&self) -> String {
+        let quote = |text: &str| serde_json::to_string(text).expect("strings serialise");
+        format!(
+            r#"{{"errorCode":{},"message":{},"cause":{},"index":{}}}"#,
+            self.code as i32,
+            quote(self.code.message()),
+            quote(&self.cause),
+            self.index
+        )
+    }
+}
+
+/// Go's `time.RFC3339Nano` in UTC: trailing zeros of the fraction dropped.
+pub(crate) fn rfc3339_nano(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs() as i64;
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    );
+    let nanos = since_epoch.subsec_nanos();
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
+    }
+    text.push('Z');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_go_writes_rfc3339_nano() {
+        let time = UNIX_EPOCH + Duration::new(1_795_762_259, 659_309_000);
+        assert_eq!(rfc3339_nano(time), "2026-11-27T06:50:59.659309Z");
+        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn nodes_omit_what_etcd_omits() {
+        let node = Node {
+            key: Some("/dir".into()),
+            dir: true,
+            modified_index: 10,
+            created_index: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&node).unwrap(),
+            r#"{"key":"/dir","dir":true,"modifiedIndex":10,"createdIndex":10}"#
+        );
+    }
+}
