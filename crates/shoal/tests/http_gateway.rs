@@ -300,7 +300,12 @@ fn steps() -> Vec<(&'static str, &'static str, String, Option<&'static str>)> {
         ("POST", "/v3/cluster/member/list", "{}".into(), None),
         ("POST", "/v3/maintenance/status", "{}".into(), None),
         // Bad input.
-        ("POST", "/v3/kv/range", format!(r#"{{"key":"{key_foo}"#), None),
+        (
+            "POST",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{key_foo}"#),
+            None,
+        ),
         ("POST", "/v3/kv/range", r#"{"key":"Zm9"}"#.into(), None),
         ("POST", "/v3/kv/range", r#"{"kex":"Zm9v"}"#.into(), None),
         ("POST", "/v3/kv/range", String::new(), None),
