@@ -6,8 +6,10 @@
 //! as the request's `:authority`. etcd's server ignores it; the `h2` crate resets
 //! the stream as malformed. The relay reads the client's frames, decodes every
 //! header block (tracking the client's HPACK table), and forwards frames
-//! untouched while the authority is valid. From the first malformed authority
-//! on, it re-encodes each header block as plain literals (never added to the
+//! untouched while the authority is valid. A connection whose first request
+//! carries a valid authority is then copied without looking (grpc-go keeps one
+//! authority per connection). From the first malformed authority on, it
+//! re-encodes each header block as plain literals (never added to the
 //! server's HPACK table, so the two tables can no longer disagree) with the
 //! authority cut down to `host:port`.
 
@@ -93,6 +95,9 @@ impl Relay {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        // Frames are read a few bytes at a time: buffer them.
+        let mut client = tokio::io::BufReader::with_capacity(64 * 1024, client);
+        let client = &mut client;
         let mut preface = [0u8; 24];
         client.read_exact(&mut preface).await?;
         server.write_all(&preface).await?;
@@ -142,6 +147,14 @@ impl Relay {
             }
             let output = self.process_block(&frames)?;
             server.write_all(&output).await?;
+            if !self.reencoding {
+                // grpc-go sends one authority for a connection's whole life: once
+                // its first request needed no repair, none will, and decoding
+                // every later header block would only cost CPU (a quarter of a
+                // leader's under a put load, measured in BENCHMARKS.md).
+                tokio::io::copy(client, server).await?;
+                return Ok(());
+            }
         }
     }
 

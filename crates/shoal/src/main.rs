@@ -30,6 +30,9 @@ enum Command {
     Snapshot(SnapshotCommand),
     /// Load-test an etcd v3 endpoint (etcd or shoal) with etcd's benchmark workloads.
     Bench(Box<bench::BenchArgs>),
+    /// Run the store under faults on network-namespace test hosts and check the
+    /// recorded client history (needs root). See TESTING.md.
+    Chaos(Box<chaos::ChaosArgs>),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -288,6 +291,15 @@ fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Chaos(args) => {
+            return match chaos::run(*args) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(2)
                 }
             };
         }
