@@ -233,12 +233,19 @@ impl Lessor {
         self.leases.lock().is_primary
     }
 
-    /// Renews a lease on the leader. Returns its TTL, or `None` if it does not exist.
+    /// Renews a lease on the leader. Returns its TTL, or `None` if it does not
+    /// exist — or has expired, or has a revocation in flight: that revocation may
+    /// still commit, and a client told its lease lives must not then lose it
+    /// (etcd answers such a renewal with "lease not found" too).
     pub fn renew(&self, id: i64) -> Option<i64> {
         let mut leases = self.leases.lock();
         let lease = leases.by_id.get_mut(&id)?;
-        lease.expiry = Some(Instant::now() + Duration::from_secs(lease.ttl_seconds as u64));
-        lease.revoke_proposed = None;
+        let now = Instant::now();
+        let expired = lease.expiry.is_some_and(|expiry| expiry <= now);
+        if expired || lease.revoke_proposed.is_some() {
+            return None;
+        }
+        lease.expiry = Some(now + Duration::from_secs(lease.ttl_seconds as u64));
         Some(lease.ttl_seconds)
     }
 

@@ -226,6 +226,7 @@ impl Member {
         }
 
         let (inbox_sender, inbox) = crossbeam_channel::unbounded();
+        let status = Arc::new(NodeStatus::default());
         let activity = transport::PeerActivity::default();
         let runtime = tokio::runtime::Handle::current();
         let mut peers = HashMap::new();
@@ -268,9 +269,21 @@ impl Member {
             let signal = shared_signal.clone();
             let inbox = inbox_sender.clone();
             let leases = state_machine.clone();
+            let peer_status = status.clone();
+            let patience = config.election_timeout;
             servers.push(tokio::spawn(async move {
-                if let Err(error) =
-                    transport::serve_peers(listener, inbox, leases, member_id, signal).await
+                if let Err(error) = transport::serve_peers(
+                    listener,
+                    transport::PeerContext {
+                        inbox,
+                        state_machine: leases,
+                        member_id,
+                        status: peer_status,
+                        patience,
+                    },
+                    signal,
+                )
+                .await
                 {
                     tracing::error!(%error, "peer server failed");
                 }
@@ -282,7 +295,6 @@ impl Member {
             }
         });
 
-        let status = Arc::new(NodeStatus::default());
         let self_member = MemberInfo {
             id: member_id,
             name: config.name.clone(),
@@ -711,11 +723,9 @@ impl Member {
     /// Returns the TTL, or `LeaseNotFound`.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, StoreError> {
         if self.state_machine.lessor.is_primary() {
-            if let Some(ttl) = self.state_machine.lessor.renew(id) {
-                return Ok(ttl);
-            }
-            // A new leader may not have applied a recent grant yet.
-            self.linearizable_barrier().await?;
+            // A revocation an earlier leader committed may not be applied here yet:
+            // renew only from a state that includes everything committed.
+            node::leader_caught_up(&self.status, self.config.election_timeout).await?;
             return self
                 .state_machine
                 .lessor

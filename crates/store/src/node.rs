@@ -71,9 +71,31 @@ pub struct NodeStatus {
     pub commit_index: AtomicU64,
     pub applied_index: AtomicU64,
     pub stopped: AtomicBool,
+    /// True on a leader once it has committed an entry of its own term: only then
+    /// is everything earlier leaders committed known to be in its log.
+    pub committed_in_term: AtomicBool,
     /// Set when this member applied its own removal from the cluster.
     pub removed: AtomicBool,
     pub is_learner: AtomicBool,
+}
+
+/// On the leader: waits (up to `patience`) until it has committed an entry of its
+/// own term and applied everything committed, so that what earlier leaders
+/// committed (a lease revocation, say) has taken effect here.
+pub async fn leader_caught_up(status: &NodeStatus, patience: Duration) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let caught_up = status.committed_in_term.load(Ordering::Acquire)
+            && status.applied_index.load(Ordering::Acquire)
+                >= status.commit_index.load(Ordering::Acquire);
+        if caught_up {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::Timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Settings the loop needs beyond the raft config.
@@ -851,5 +873,9 @@ impl Node {
             self.state_machine.mvcc.consistent_index(),
             Ordering::Release,
         );
+        let committed_term = raft.raft_log.term(raft.raft_log.committed).unwrap_or(0);
+        self.status
+            .committed_in_term
+            .store(committed_term == raft.term, Ordering::Release);
     }
 }

@@ -31,10 +31,22 @@ const MAX_MESSAGES_PER_BATCH: usize = 4096;
 
 /// Receives raft messages from other members and hands them to the raft loop,
 /// and answers lease calls other members forward to the leader.
+/// What the peer service needs of its member.
+pub struct PeerContext {
+    pub inbox: Sender<NodeInput>,
+    pub state_machine: Arc<StateMachine>,
+    pub member_id: u64,
+    pub status: Arc<crate::node::NodeStatus>,
+    /// How long a forwarded renewal may wait for the leader to catch up.
+    pub patience: Duration,
+}
+
 struct PeerService {
     inbox: Sender<NodeInput>,
     state_machine: Arc<StateMachine>,
     member_id: u64,
+    status: Arc<crate::node::NodeStatus>,
+    patience: Duration,
 }
 
 /// A client for calling the leader's peer service.
@@ -79,6 +91,9 @@ impl Peer for PeerService {
         if !lessor.is_primary() {
             return Err(not_leader());
         }
+        crate::node::leader_caught_up(&self.status, self.patience)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("etcdserver: request timed out"))?;
         // TTL 0 tells the caller the lease does not exist, as etcd's keep-alive does.
         let ttl = lessor.renew(id).unwrap_or(0);
         Ok(tonic::Response::new(LeaseKeepAliveResponse {
@@ -159,15 +174,15 @@ pub async fn fetch_members(url: &str) -> Result<MemberListResponse, String> {
 /// Serves the peer protocol on an already-bound listener until `shutdown` resolves.
 pub async fn serve_peers(
     listener: tokio::net::TcpListener,
-    inbox: Sender<NodeInput>,
-    state_machine: Arc<StateMachine>,
-    member_id: u64,
+    context: PeerContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = PeerServer::new(PeerService {
-        inbox,
-        state_machine,
-        member_id,
+        inbox: context.inbox,
+        state_machine: context.state_machine,
+        member_id: context.member_id,
+        status: context.status,
+        patience: context.patience,
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
