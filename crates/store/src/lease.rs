@@ -319,3 +319,46 @@ impl Lessor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by `shoal chaos`, seed 1): a leader without a quorum
+    /// proposed revoking an expired lease; a keep-alive then renewed it; the
+    /// revocation committed later and deleted the keys of a lease the client had
+    /// just been told was alive. A renewal must be refused once a revocation may
+    /// be in flight.
+    #[test]
+    fn renew_refuses_a_lease_whose_revocation_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let lessor = Lessor::new(1);
+        lessor.promote(Duration::ZERO);
+        let wtx = db.begin_write().unwrap();
+        assert!(lessor.apply_grant(&wtx, 7, 1).unwrap());
+        wtx.commit().unwrap();
+        assert_eq!(lessor.renew(7), Some(1), "a live lease renews");
+
+        let later = Instant::now() + Duration::from_secs(2);
+        assert_eq!(lessor.expired(later, Duration::from_secs(10), 10), vec![7]);
+        assert_eq!(
+            lessor.renew(7),
+            None,
+            "a lease being revoked does not renew"
+        );
+    }
+
+    #[test]
+    fn renew_refuses_an_expired_lease_before_its_revocation_is_proposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let lessor = Lessor::new(1);
+        lessor.promote(Duration::ZERO);
+        let wtx = db.begin_write().unwrap();
+        assert!(lessor.apply_grant(&wtx, 8, 1).unwrap());
+        wtx.commit().unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(lessor.renew(8), None);
+    }
+}
