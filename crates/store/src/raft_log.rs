@@ -451,6 +451,18 @@ mod tests {
         (db, state_machine)
     }
 
+    /// A fresh database holding a bootstrapped log with these voters.
+    fn bootstrapped(
+        voters: Vec<u64>,
+    ) -> (tempfile::TempDir, Arc<mvcc::Db>, Arc<StateMachine>, RaftLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, state_machine) = open(&dir);
+        let wtx = db.begin_write().unwrap();
+        let log = RaftLog::bootstrap(&wtx, voters, state_machine.clone()).unwrap();
+        wtx.commit().unwrap();
+        (dir, db, state_machine, log)
+    }
+
     fn commit(db: &mvcc::Db, change: impl FnOnce(&WriteTransaction)) {
         let wtx = db.begin_write().unwrap();
         change(&wtx);
@@ -488,11 +500,7 @@ mod tests {
 
     #[test]
     fn a_conflicting_append_replaces_the_suffix_on_disk_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, state_machine) = open(&dir);
-        let wtx = db.begin_write().unwrap();
-        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
-        wtx.commit().unwrap();
+        let (_dir, db, state_machine, mut log) = bootstrapped(vec![1]);
         commit(&db, |wtx| {
             log.append(wtx, &[entry(2, 1), entry(3, 1), entry(4, 1)])
                 .unwrap()
@@ -507,11 +515,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_the_term_of_the_last_removed_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, state_machine) = open(&dir);
-        let wtx = db.begin_write().unwrap();
-        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
-        wtx.commit().unwrap();
+        let (_dir, db, state_machine, mut log) = bootstrapped(vec![1]);
         let entries: Vec<Entry> = (2..=10).map(|index| entry(index, 1 + index / 5)).collect();
         commit(&db, |wtx| log.append(wtx, &entries).unwrap());
         commit(&db, |wtx| log.compact(wtx, 6).unwrap());
@@ -537,11 +541,7 @@ mod tests {
     /// (applied above committed).
     #[test]
     fn commit_reported_in_memory_is_still_persisted_when_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, state_machine) = open(&dir);
-        let wtx = db.begin_write().unwrap();
-        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
-        wtx.commit().unwrap();
+        let (_dir, db, state_machine, mut log) = bootstrapped(vec![1]);
         commit(&db, |wtx| {
             log.append(wtx, &[entry(2, 1), entry(3, 1), entry(4, 1)])
                 .unwrap()
@@ -554,11 +554,7 @@ mod tests {
 
     #[test]
     fn commit_index_covers_what_was_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, state_machine) = open(&dir);
-        let wtx = db.begin_write().unwrap();
-        let mut log = RaftLog::bootstrap(&wtx, vec![1], state_machine.clone()).unwrap();
-        wtx.commit().unwrap();
+        let (_dir, db, state_machine, mut log) = bootstrapped(vec![1]);
         commit(&db, |wtx| {
             log.append(wtx, &[entry(2, 1), entry(3, 1)]).unwrap()
         });
