@@ -44,7 +44,6 @@ pub fn from_store(error: StoreError) -> Status {
         | StoreError::TooManyLearners => Code::FailedPrecondition,
         StoreError::MemberBadUrls => Code::InvalidArgument,
         StoreError::MemberNotFound => Code::NotFound,
-        StoreError::MemberRemoved => Code::FailedPrecondition,
         StoreError::NoSpace => Code::ResourceExhausted,
         StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
         StoreError::Unhealthy => Code::Unavailable,

@@ -26,14 +26,6 @@ impl Db {
         })
     }
 
-    /// Wraps an already open database (tests).
-    pub fn from_database(database: Database, path: PathBuf) -> Db {
-        Db {
-            database: RwLock::new(database),
-            path,
-        }
-    }
-
     pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
         self.database.read().begin_read()
     }

@@ -42,8 +42,6 @@ pub enum StoreError {
     LearnerNotReady,
     #[error("etcdserver: too many learner members in cluster")]
     TooManyLearners,
-    #[error("etcdserver: the member has been permanently removed from the cluster")]
-    MemberRemoved,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
     #[error("etcdserver: re-configuration failed due to not enough started members")]

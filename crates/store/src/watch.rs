@@ -156,10 +156,6 @@ impl WatchHub {
         self.watchers.lock().contains_key(&id)
     }
 
-    pub fn watcher_count(&self) -> usize {
-        self.watchers.lock().len()
-    }
-
     /// Delivers a published batch (events in revision order) to synced watchers.
     /// Called by the raft loop after it published the batch; never blocks.
     pub(crate) fn notify(&self, events: &[Event]) {
