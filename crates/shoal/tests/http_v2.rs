@@ -269,7 +269,9 @@ fn etcdctl_transcript(cluster: &Cluster) -> Vec<String> {
         &["mk", "/tool/b", "2"],
         &["mkdir", "/tool/d"],
         &["mkdir", "/tool/d"],
-        &["ls", "-r", "/tool"],
+        // etcd 2 lists children in Go map order, so an unsorted listing
+        // differs from run to run on etcd itself: ask for sorted output.
+        &["ls", "--sort", "-r", "/tool"],
         &["ls", "--sort", "-p", "/tool"],
         &["update", "/tool/a", "3"],
         &["update", "/tool/nope", "3"],
