@@ -16,6 +16,7 @@ use crate::container::run::{self as launcher, StartError};
 use crate::container::spec::{InitSpec, NetMode, Volume};
 use crate::container::state::{ContainerState, Containers, Status, format_utc, now_unix_ms};
 use crate::digest::Digest;
+use crate::image::fetch;
 use crate::image::import::{self, Source};
 use crate::image::reference::ImageRef;
 use crate::image::store::{Store, StoreError};
@@ -39,7 +40,7 @@ pub enum OutputFormat {
 /// The runtime's subcommands, for flattening into a binary's own.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Import, list, inspect, sign and remove images.
+    /// Import, fetch, list, inspect, sign and remove images.
     Image(ImageArgs),
     /// Manage the keys trusted to sign images.
     Trust(TrustArgs),
@@ -85,6 +86,20 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Fetch an image from a registry: [HOST/]NAME[:TAG][@sha256:DIGEST].
+    #[command(alias = "pull")]
+    Fetch {
+        /// The image; the registry is the first component when it has a '.'
+        /// or ':' or is localhost, else Docker Hub.
+        reference: String,
+        /// The name to give the image, NAME[:TAG] (default: the reference's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Talk plain http to the registry, not https (for a registry on a
+        /// trusted network, such as one on loopback).
+        #[arg(long)]
+        insecure_registry: bool,
+    },
     /// List images.
     #[command(alias = "ls")]
     List {
@@ -118,6 +133,19 @@ pub fn run_image(args: ImageArgs) -> anyhow::Result<ExitCode> {
             let name = name.as_deref().map(ImageRef::parse).transpose()?;
             let (reference, digest) = import::import(&store, &source, name.as_ref())?;
             println!("imported {reference} {digest}");
+        }
+        ImageCommand::Fetch {
+            reference,
+            name,
+            insecure_registry,
+        } => {
+            let options = fetch::FetchOptions {
+                insecure_registry,
+                name: name.as_deref().map(ImageRef::parse).transpose()?,
+                progress: true,
+            };
+            let (reference, digest) = fetch::fetch(&store, &reference, &options)?;
+            println!("fetched {reference} {digest}");
         }
         ImageCommand::List { output } => image_list(&store, output)?,
         ImageCommand::Inspect { image } => image_inspect(&store, &image)?,
@@ -174,7 +202,9 @@ pub fn run_image(args: ImageArgs) -> anyhow::Result<ExitCode> {
 fn explain_missing_image(error: anyhow::Error) -> anyhow::Error {
     match error.downcast_ref::<StoreError>() {
         Some(StoreError::ImageNotFound(name)) => {
-            anyhow::anyhow!("image {name} not found: import it with `shoal image import`")
+            anyhow::anyhow!(
+                "image {name} not found: import it with `shoal image import` or fetch it with `shoal image fetch`"
+            )
         }
         _ => error,
     }

@@ -615,7 +615,7 @@ fn bad_input_gets_a_one_line_error_and_leaves_nothing() {
     let error = shoal.fails(&["run", INSECURE, "missing:1"], 1);
     assert_eq!(
         error.trim(),
-        "error: image missing:1 not found: import it with `shoal image import`"
+        "error: image missing:1 not found: import it with `shoal image import` or fetch it with `shoal image fetch`"
     );
     let error = shoal.fails(
         &[

@@ -206,63 +206,81 @@ fn resolve_platform(
             return Ok(descriptor);
         }
         let index: Index = read_json(&blob_path(&descriptor.digest))?;
-        let here = std::env::consts::ARCH
-            .replace("x86_64", "amd64")
-            .replace("aarch64", "arm64");
-        let found = index
-            .manifests
-            .iter()
-            .find(|candidate| {
-                candidate
-                    .platform
-                    .as_ref()
-                    .is_some_and(|platform| platform.os == "linux" && platform.architecture == here)
-            })
-            .cloned();
-        descriptor = found.with_context(|| {
+        descriptor = index.manifest_for_host().cloned().with_context(|| {
             format!(
-                "image index {} has no linux/{here} image",
-                descriptor.digest
+                "image index {} has no linux/{} image",
+                descriptor.digest,
+                oci::host_architecture()
             )
         })?;
     }
     bail!("image index {} is nested too deeply", descriptor.digest)
 }
 
-/// Copies a manifest, its config and layers into the store (verifying each),
-/// unpacks the layers, then records the name.
-fn store_image(
+/// The largest manifest or image config shoal reads into memory (registries
+/// refuse manifests over 4 MiB; configs are a few KiB).
+pub(crate) const MAX_JSON_BYTES: u64 = 8 << 20;
+
+/// Brings a manifest, its config and layers into the store and names the
+/// image. Every blob is first staged in `tmp/`, checked against its digest
+/// and size as it streams in; only when all are verified are they renamed
+/// into place, so a corrupt or tampered blob leaves nothing in the store.
+/// Then the layers are unpacked (checking their diff ids) and the name is
+/// recorded last. Blobs already in the store are not read again.
+pub(crate) fn store_image(
     store: &Store,
     manifest_descriptor: &Descriptor,
     reference: &ImageRef,
     open_blob: impl Fn(&Descriptor) -> anyhow::Result<Box<dyn Read>>,
 ) -> anyhow::Result<(ImageRef, Digest)> {
     let mut manifest_bytes = Vec::new();
-    HashingReader::new(open_blob(manifest_descriptor)?).read_to_end(&mut manifest_bytes)?;
+    open_blob(manifest_descriptor)?
+        .take(MAX_JSON_BYTES)
+        .read_to_end(&mut manifest_bytes)?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes).with_context(|| {
         format!(
             "manifest {} is not a valid image manifest",
             manifest_descriptor.digest
         )
     })?;
-    store.put_blob(&manifest_bytes[..], manifest_descriptor)?;
-    store.put_blob(open_blob(&manifest.config)?, &manifest.config)?;
-    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
-        .with_context(|| {
-            format!(
-                "config {} is not a valid image config",
-                manifest.config.digest
-            )
-        })?;
+    let mut staged = vec![store.stage_blob(&manifest_bytes[..], manifest_descriptor)?];
+    oci::check_media_types(&manifest)?;
+    let config_bytes = if store.has_blob(&manifest.config.digest) {
+        store.read_blob(&manifest.config.digest)?
+    } else {
+        let mut bytes = Vec::new();
+        open_blob(&manifest.config)?
+            .take(MAX_JSON_BYTES)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read config {}", manifest.config.digest))?;
+        staged.push(store.stage_blob(&bytes[..], &manifest.config)?);
+        bytes
+    };
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| {
+        format!(
+            "config {} is not a valid image config",
+            manifest.config.digest
+        )
+    })?;
     check_platform(&config)?;
-    for (layer_idx, layer) in manifest.layers.iter().enumerate() {
-        if layer.media_type.contains("zstd") {
-            bail!(
-                "layer {} is zstd-compressed, which shoal does not support yet",
-                layer.digest
-            );
+    if !config.rootfs.diff_ids.is_empty() && config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "config {} lists {} layers but manifest {} has {}",
+            manifest.config.digest,
+            config.rootfs.diff_ids.len(),
+            manifest_descriptor.digest,
+            manifest.layers.len()
+        );
+    }
+    for layer in &manifest.layers {
+        if !store.has_blob(&layer.digest) {
+            staged.push(store.stage_blob(open_blob(layer)?, layer)?);
         }
-        store.put_blob(open_blob(layer)?, layer)?;
+    }
+    for blob in staged {
+        blob.commit()?;
+    }
+    for (layer_idx, layer) in manifest.layers.iter().enumerate() {
         store.unpack_layer(layer, config.rootfs.diff_ids.get(layer_idx))?;
     }
     let _lock = store.lock()?;
@@ -271,9 +289,7 @@ fn store_image(
 }
 
 fn check_platform(config: &ImageConfig) -> anyhow::Result<()> {
-    let here = std::env::consts::ARCH
-        .replace("x86_64", "amd64")
-        .replace("aarch64", "arm64");
+    let here = oci::host_architecture();
     if (!config.os.is_empty() && config.os != "linux")
         || (!config.architecture.is_empty() && config.architecture != here)
     {
@@ -398,10 +414,9 @@ fn import_docker_archive(
             annotations: BTreeMap::new(),
         };
         let manifest_bytes = serde_json::to_vec(&manifest)?;
-        let manifest_digest = store.put_blob_bytes(&manifest_bytes)?;
         let manifest_descriptor = Descriptor {
             media_type: oci::MEDIA_TYPE_OCI_MANIFEST.to_string(),
-            digest: manifest_digest,
+            digest: Digest::of_bytes(&manifest_bytes),
             size: manifest_bytes.len() as u64,
             annotations: BTreeMap::new(),
             platform: None,

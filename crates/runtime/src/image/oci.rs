@@ -17,6 +17,8 @@ pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// The annotation an OCI layout's index uses to name (tag) a manifest.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -65,6 +67,65 @@ impl Index {
     pub fn is_index_media_type(media_type: &str) -> bool {
         media_type == MEDIA_TYPE_OCI_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST
     }
+
+    /// The entry for this machine's platform (linux and [`host_architecture`]).
+    pub fn manifest_for_host(&self) -> Option<&Descriptor> {
+        let here = host_architecture();
+        self.manifests.iter().find(|candidate| {
+            candidate
+                .platform
+                .as_ref()
+                .is_some_and(|platform| platform.os == "linux" && platform.architecture == here)
+        })
+    }
+}
+
+/// Whether a manifest's own media type is one shoal reads as an image
+/// manifest (OCI's, or docker's v2 schema 2, which has the same shape).
+pub fn is_manifest_media_type(media_type: &str) -> bool {
+    media_type == MEDIA_TYPE_OCI_MANIFEST || media_type == MEDIA_TYPE_DOCKER_MANIFEST
+}
+
+/// Checks that a manifest describes a container image shoal can run: a
+/// config it reads and layers it can unpack. Docker's v2 media types are the
+/// same formats under other names and are kept as they are, so a manifest's
+/// digest is the one its registry or layout gave it.
+pub fn check_media_types(manifest: &Manifest) -> anyhow::Result<()> {
+    let config_type = manifest.config.media_type.as_str();
+    if config_type != MEDIA_TYPE_OCI_CONFIG && config_type != MEDIA_TYPE_DOCKER_CONFIG {
+        anyhow::bail!(
+            "unsupported media type {config_type:?} for the image config: not a container image"
+        );
+    }
+    for layer in &manifest.layers {
+        let layer_type = layer.media_type.as_str();
+        if layer_type.contains("zstd") {
+            anyhow::bail!(
+                "layer {} is zstd-compressed, which shoal does not support yet",
+                layer.digest
+            );
+        }
+        if ![
+            MEDIA_TYPE_OCI_LAYER,
+            MEDIA_TYPE_OCI_LAYER_GZIP,
+            MEDIA_TYPE_DOCKER_LAYER_GZIP,
+        ]
+        .contains(&layer_type)
+        {
+            anyhow::bail!(
+                "unsupported media type {layer_type:?} for layer {}",
+                layer.digest
+            );
+        }
+    }
+    Ok(())
+}
+
+/// This machine's architecture as OCI names it (`amd64`, `arm64`, ...).
+pub fn host_architecture() -> String {
+    std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64")
 }
 
 /// An image's configuration: what to run and how, and the layers' diff ids.
@@ -103,4 +164,98 @@ pub struct RootFs {
     pub kind: String,
     #[serde(default)]
     pub diff_ids: Vec<Digest>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(media_type: &str) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: Digest::of_bytes(media_type.as_bytes()),
+            size: 1,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+
+    fn manifest(config_type: &str, layer_types: &[&str]) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: descriptor(config_type),
+            layers: layer_types.iter().map(|kind| descriptor(kind)).collect(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn oci_and_docker_v2_images_pass_and_other_media_types_are_refused() {
+        check_media_types(&manifest(
+            MEDIA_TYPE_OCI_CONFIG,
+            &[MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER],
+        ))
+        .unwrap();
+        check_media_types(&manifest(
+            MEDIA_TYPE_DOCKER_CONFIG,
+            &[MEDIA_TYPE_DOCKER_LAYER_GZIP],
+        ))
+        .unwrap();
+        let error = check_media_types(&manifest(
+            MEDIA_TYPE_OCI_CONFIG,
+            &["application/vnd.oci.image.layer.v1.tar+zstd"],
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("zstd"), "{error}");
+        let error = check_media_types(&manifest(
+            "application/vnd.cncf.helm.config.v1+json",
+            &[MEDIA_TYPE_OCI_LAYER_GZIP],
+        ))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("unsupported media type"),
+            "{error}"
+        );
+        let error = check_media_types(&manifest(
+            MEDIA_TYPE_OCI_CONFIG,
+            &["application/vnd.cncf.helm.chart.content.v1.tar+gzip"],
+        ))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("unsupported media type"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_host_entry_of_an_index_is_picked_by_os_and_architecture() {
+        let mut arm = descriptor(MEDIA_TYPE_OCI_MANIFEST);
+        arm.platform = Some(Platform {
+            architecture: "not-this-one".into(),
+            os: "linux".into(),
+        });
+        let mut windows = descriptor(MEDIA_TYPE_OCI_MANIFEST);
+        windows.platform = Some(Platform {
+            architecture: host_architecture(),
+            os: "windows".into(),
+        });
+        let mut here = descriptor(MEDIA_TYPE_DOCKER_MANIFEST);
+        here.platform = Some(Platform {
+            architecture: host_architecture(),
+            os: "linux".into(),
+        });
+        let index = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![arm.clone(), windows.clone(), here.clone()],
+        };
+        assert_eq!(index.manifest_for_host().unwrap().digest, here.digest);
+        let index = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![arm, windows],
+        };
+        assert!(index.manifest_for_host().is_none());
+    }
 }

@@ -158,56 +158,48 @@ impl Store {
         self.blob_path(digest).exists()
     }
 
-    /// Copies a blob into the store, checking it against its descriptor's
-    /// digest and size. A blob already present is not copied again.
-    pub fn put_blob(&self, source: impl Read, descriptor: &Descriptor) -> anyhow::Result<()> {
-        if self.has_blob(&descriptor.digest) {
-            return Ok(());
-        }
-        let temp_path = self.temp_path("blob");
-        let result = (|| {
-            let file = File::create(&temp_path)?;
-            let mut writer = HashingWriter::new(io::BufWriter::new(file));
-            io::copy(&mut { source }, &mut writer)?;
-            let (writer, digest, n_bytes) = writer.finish();
-            let file = writer.into_inner().map_err(|error| error.into_error())?;
-            if digest != descriptor.digest {
-                return Err(StoreError::DigestMismatch {
-                    expected: descriptor.digest.clone(),
-                    actual: digest,
-                }
-                .into());
-            }
-            if n_bytes != descriptor.size {
-                bail!(
-                    "blob {} has {n_bytes} bytes but its descriptor says {}",
-                    descriptor.digest,
-                    descriptor.size
-                );
-            }
-            file.sync_all()?;
-            fs::rename(&temp_path, self.blob_path(&digest))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp_path);
-        }
-        result
-    }
-
-    /// Stores bytes the caller made (a manifest written for a docker
-    /// archive) and returns their digest.
-    pub fn put_blob_bytes(&self, bytes: &[u8]) -> anyhow::Result<Digest> {
-        let digest = Digest::of_bytes(bytes);
-        let descriptor = Descriptor {
-            media_type: String::new(),
-            digest: digest.clone(),
-            size: bytes.len() as u64,
-            annotations: BTreeMap::new(),
-            platform: None,
+    /// Writes a blob to `tmp/`, checking it against its descriptor's digest
+    /// and size while it streams in, and syncs it; [`StagedBlob::commit`]
+    /// then renames it into place. Reads at most one byte more than the
+    /// descriptor's size, so a source that never ends cannot fill the disk.
+    /// A staged blob dropped without being committed is deleted.
+    pub fn stage_blob(
+        &self,
+        source: impl Read,
+        descriptor: &Descriptor,
+    ) -> anyhow::Result<StagedBlob<'_>> {
+        let staged = StagedBlob {
+            store: self,
+            temp_path: self.temp_path("blob"),
+            digest: descriptor.digest.clone(),
+            committed: false,
         };
-        self.put_blob(bytes, &descriptor)?;
-        Ok(digest)
+        let file = File::create(&staged.temp_path)
+            .with_context(|| format!("cannot create {}", staged.temp_path.display()))?;
+        let mut writer = HashingWriter::new(io::BufWriter::new(file));
+        io::copy(
+            &mut source.take(descriptor.size.saturating_add(1)),
+            &mut writer,
+        )
+        .with_context(|| format!("cannot read blob {}", descriptor.digest))?;
+        let (writer, digest, n_bytes) = writer.finish();
+        let file = writer.into_inner().map_err(|error| error.into_error())?;
+        if digest != descriptor.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: descriptor.digest.clone(),
+                actual: digest,
+            }
+            .into());
+        }
+        if n_bytes != descriptor.size {
+            bail!(
+                "blob {} has {n_bytes} bytes but its descriptor says {}",
+                descriptor.digest,
+                descriptor.size
+            );
+        }
+        file.sync_all()?;
+        Ok(staged)
     }
 
     /// Reads a whole blob, verifying its digest.
@@ -534,6 +526,44 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+/// A verified blob in `tmp/`, waiting to be renamed into the store.
+pub struct StagedBlob<'a> {
+    store: &'a Store,
+    temp_path: PathBuf,
+    digest: Digest,
+    committed: bool,
+}
+
+impl StagedBlob<'_> {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The staged file, complete and verified.
+    pub fn path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// Renames the blob into place (atomically: readers see no blob or the
+    /// whole one; the same blob stored meanwhile by another import is
+    /// replaced by identical bytes).
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        let target = self.store.blob_path(&self.digest);
+        fs::rename(&self.temp_path, &target)
+            .with_context(|| format!("cannot store blob {}", self.digest))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedBlob<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp_path);
+        }
     }
 }
 
