@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the runtime's tests and benchmark need and is missing, from
 # Debian: busybox-static (the tests' images are built from it), umoci and
-# skopeo (real OCI tools the tests check shoal against), runc (the benchmark's
-# reference runtime), iproute2 and iptables (networking). Idempotent and quiet
-# on success; scripts/install-deps calls it.
+# skopeo (real OCI tools the tests check shoal against), docker-registry (the
+# registry `image fetch` is tested against), runc (the benchmark's reference
+# runtime), iproute2 and iptables (networking). Idempotent and quiet on
+# success.
 set -euo pipefail
 
 # Debian package that provides each program.
@@ -11,6 +12,7 @@ declare -A package_for_program=(
     [/bin/busybox]=busybox-static
     [/usr/bin/umoci]=umoci
     [/usr/bin/skopeo]=skopeo
+    [/usr/bin/docker-registry]=docker-registry
     [/usr/sbin/runc]=runc
     [/usr/sbin/ip]=iproute2
     [/usr/sbin/iptables]=iptables
