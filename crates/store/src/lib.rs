@@ -594,20 +594,13 @@ impl Member {
 
     /// Waits until this member has applied everything committed when the call began.
     pub async fn linearizable_barrier(&self) -> Result<(), StoreError> {
-        let (respond, result) = oneshot::channel();
-        self.inbox
-            .send(NodeInput::ReadIndex { respond })
-            .map_err(|_| StoreError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, result).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Err(_) => {
-                if self.status.leader_id.load(Ordering::Acquire) == raft::INVALID_ID {
-                    Err(StoreError::NoLeader)
-                } else {
-                    Err(StoreError::Timeout)
-                }
+        match node::read_barrier(&self.inbox, self.request_timeout).await {
+            Err(StoreError::Timeout)
+                if self.status.leader_id.load(Ordering::Acquire) == raft::INVALID_ID =>
+            {
+                Err(StoreError::NoLeader)
             }
+            outcome => outcome,
         }
     }
 
@@ -720,28 +713,49 @@ impl Member {
     }
 
     /// Renews a lease: on the leader directly, elsewhere by asking the leader.
-    /// Returns the TTL, or `LeaseNotFound`.
+    /// Returns the TTL, or `LeaseNotFound`. Like etcd, a follower keeps trying
+    /// until the request times out, each attempt with whoever leads then, so a
+    /// keep-alive survives a leader that stopped answering.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, StoreError> {
-        if self.state_machine.lessor.is_primary() {
-            // A revocation an earlier leader committed may not be applied here yet:
-            // renew only from a state that includes everything committed.
-            node::leader_caught_up(&self.status, self.config.election_timeout).await?;
-            return self
-                .state_machine
-                .lessor
-                .renew(id)
-                .ok_or(StoreError::LeaseNotFound);
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let attempt_timeout = self.config.election_timeout;
+        loop {
+            let attempt = if self.state_machine.lessor.is_primary() {
+                node::renew_as_leader(
+                    &self.state_machine,
+                    &self.status,
+                    &self.inbox,
+                    id,
+                    attempt_timeout,
+                )
+                .await
+            } else {
+                self.forward_renew(id, attempt_timeout).await
+            };
+            match attempt {
+                Ok(Some(ttl)) => return Ok(ttl),
+                Ok(None) => return Err(StoreError::LeaseNotFound),
+                Err(StoreError::NotLeader | StoreError::NoLeader | StoreError::Timeout)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(StoreError::NotLeader) => return Err(StoreError::NoLeader),
+                Err(error) => return Err(error),
+            }
         }
+    }
+
+    /// One renewal through the leader's peer service.
+    async fn forward_renew(&self, id: i64, timeout: Duration) -> Result<Option<i64>, StoreError> {
         let mut client = self.leader_client()?;
-        let response = client
-            .lease_renew(proto::etcdserverpb::LeaseKeepAliveRequest { id })
+        let call = client.lease_renew(proto::etcdserverpb::LeaseKeepAliveRequest { id });
+        let response = tokio::time::timeout(timeout, call)
             .await
+            .map_err(|_| StoreError::Timeout)?
             .map_err(|status| forwarding_error(&status))?
             .into_inner();
-        if response.ttl <= 0 {
-            return Err(StoreError::LeaseNotFound);
-        }
-        Ok(response.ttl)
+        Ok((response.ttl > 0).then_some(response.ttl))
     }
 
     /// A lease's remaining and granted TTL, as the leader knows them; `None` if

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use prost::Message as _;
 use proto::etcdserverpb::Member;
 use proto::shoalpb::{ConfChangeContext, RaftRequest};
@@ -98,6 +98,47 @@ pub async fn leader_caught_up(status: &NodeStatus, patience: Duration) -> Result
     }
 }
 
+/// Waits until a read index taken now has been confirmed by a quorum and
+/// applied here: everything committed when the call began is visible, and on
+/// a leader, it still led when the quorum answered.
+pub async fn read_barrier(inbox: &Sender<NodeInput>, patience: Duration) -> Result<(), StoreError> {
+    let (respond, result) = oneshot::channel();
+    inbox
+        .send(NodeInput::ReadIndex { respond })
+        .map_err(|_| StoreError::Stopped)?;
+    match tokio::time::timeout(patience, result).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => Err(StoreError::Stopped),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+/// Renews a lease on this member, which believes it leads. `Ok(None)`: no such
+/// lease (or it has expired). `Err(NotLeader)`: this member does not lead.
+///
+/// A revocation an earlier leader committed may not be applied here yet, so
+/// it waits until it has committed in its own term and applied everything
+/// committed. And a leader cut off from the others (paused, partitioned)
+/// still thinks it leads while a successor may have revoked the lease: a read
+/// index confirms with a quorum that it still leads (etcd issue #15247).
+pub async fn renew_as_leader(
+    state_machine: &StateMachine,
+    status: &NodeStatus,
+    inbox: &Sender<NodeInput>,
+    id: i64,
+    patience: Duration,
+) -> Result<Option<i64>, StoreError> {
+    if !state_machine.lessor.is_primary() {
+        return Err(StoreError::NotLeader);
+    }
+    leader_caught_up(status, patience).await?;
+    read_barrier(inbox, patience).await?;
+    if !state_machine.lessor.is_primary() {
+        return Err(StoreError::NotLeader);
+    }
+    Ok(state_machine.lessor.renew(id))
+}
+
 /// Settings the loop needs beyond the raft config.
 pub struct NodeSettings {
     pub member_id: u64,
@@ -119,7 +160,7 @@ pub struct NodeWiring {
     /// For starting sender tasks to members that join later.
     pub runtime: tokio::runtime::Handle,
     /// The loop's own inbox, handed to new peer senders for their feedback.
-    pub feedback: crossbeam_channel::Sender<NodeInput>,
+    pub feedback: Sender<NodeInput>,
     pub peers: HashMap<u64, PeerSender>,
     pub status: Arc<NodeStatus>,
     pub watch_hub: Arc<WatchHub>,
@@ -154,7 +195,7 @@ pub struct Node {
     inbox: Receiver<NodeInput>,
     activity: crate::transport::PeerActivity,
     runtime: tokio::runtime::Handle,
-    feedback: crossbeam_channel::Sender<NodeInput>,
+    feedback: Sender<NodeInput>,
     peers: HashMap<u64, PeerSender>,
     status: Arc<NodeStatus>,
     settings: NodeSettings,
@@ -168,6 +209,8 @@ pub struct Node {
     transfer: Option<PendingTransfer>,
     last_publish_attempt: Option<Instant>,
     next_publish_id: u64,
+    /// The term in which this member's lessor was made primary, if it is.
+    lessor_term: Option<u64>,
 }
 
 /// The largest number of inputs taken before handling a ready: large enough to
@@ -205,6 +248,7 @@ impl Node {
             transfer: None,
             last_publish_attempt: None,
             next_publish_id: rand::random::<u64>() | 1,
+            lessor_term: None,
         }
     }
 
@@ -467,23 +511,34 @@ impl Node {
 
     /// Lease deadlines live on the leader only: a new leader gives every lease its
     /// full TTL again (plus an election timeout), a former leader forgets them.
+    /// Tracked by term: a member that lost leadership and won it back between two
+    /// looks starts afresh too.
     fn on_role_change(&mut self) {
-        let is_leader = self.raw.raft.state == raft::StateRole::Leader;
-        if is_leader == self.state_machine.lessor.is_primary() {
+        let raft = &self.raw.raft;
+        let leading_in = (raft.state == raft::StateRole::Leader).then_some(raft.term);
+        let lessor = &self.state_machine.lessor;
+        if leading_in == self.lessor_term && leading_in.is_some() == lessor.is_primary() {
             return;
         }
-        if is_leader {
-            self.state_machine
-                .lessor
-                .promote(self.settings.election_timeout);
-        } else {
-            self.state_machine.lessor.demote();
+        lessor.demote();
+        if leading_in.is_some() {
+            lessor.promote(self.settings.election_timeout);
         }
+        self.lessor_term = leading_in;
     }
 
     /// On the leader: proposes revoking expired leases, at most `MAX_REVOKES_PER_TICK`
     /// a tick (etcd limits revocations to about a thousand a second too).
     fn revoke_expired_leases(&mut self, now: Instant) {
+        // Inputs stepped since the last ready may have deposed this member, and
+        // a follower forwards proposals to its leader: a revocation decided here
+        // now would reach the new leader and end a lease it keeps alive (etcd
+        // issues #12528 and #15247). Catch the lessor up with the role first.
+        self.on_role_change();
+        if self.raw.raft.state != raft::StateRole::Leader {
+            return;
+        }
+        let term = self.raw.raft.term;
         let expired = self.state_machine.lessor.expired(
             now,
             self.settings.election_timeout * 2,
@@ -495,6 +550,7 @@ impl Node {
                 id: self.next_publish_id,
                 proposer: 0,
                 lease_revoke: Some(proto::etcdserverpb::LeaseRevokeRequest { id }),
+                expiry_term: term,
                 ..Default::default()
             };
             if let Err(error) = self.raw.propose(Vec::new(), request.encode_to_vec()) {
@@ -580,9 +636,11 @@ impl Node {
         let mut ready = self.raw.ready();
         if ready.ss().is_some() {
             self.publish_status();
-            self.on_role_change();
             self.check_transfer(Instant::now());
         }
+        // Every ready, not only those with a new soft state: the role may have
+        // changed while inputs were stepped, before a ready was taken.
+        self.on_role_change();
         self.send(ready.take_messages());
 
         if !ready.snapshot().is_empty() {
@@ -671,6 +729,15 @@ impl Node {
                     if !entry.data.is_empty() {
                         let request = RaftRequest::decode(entry.data.as_ref())
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
+                        if request.expiry_term != 0 && request.expiry_term != entry.term {
+                            tracing::info!(
+                                index = entry.index,
+                                decided_in = request.expiry_term,
+                                committed_in = entry.term,
+                                "dropped a lease expiry decided by a former leader"
+                            );
+                            continue;
+                        }
                         let result =
                             state_machine.apply_request(&mut writer, wtx, &request, events)?;
                         if let (Some(update), ApplyResult::Members { .. }) =

@@ -87,19 +87,28 @@ impl Peer for PeerService {
         request: tonic::Request<LeaseKeepAliveRequest>,
     ) -> Result<tonic::Response<LeaseKeepAliveResponse>, tonic::Status> {
         let id = request.into_inner().id;
-        let lessor = &self.state_machine.lessor;
-        if !lessor.is_primary() {
-            return Err(not_leader());
-        }
-        crate::node::leader_caught_up(&self.status, self.patience)
-            .await
-            .map_err(|_| tonic::Status::deadline_exceeded("etcdserver: request timed out"))?;
+        let renewed = crate::node::renew_as_leader(
+            &self.state_machine,
+            &self.status,
+            &self.inbox,
+            id,
+            self.patience,
+        )
+        .await;
+        let ttl = match renewed {
+            Ok(ttl) => ttl,
+            Err(StoreError::NotLeader) => return Err(not_leader()),
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "etcdserver: request timed out",
+                ));
+            }
+        };
         // TTL 0 tells the caller the lease does not exist, as etcd's keep-alive does.
-        let ttl = lessor.renew(id).unwrap_or(0);
         Ok(tonic::Response::new(LeaseKeepAliveResponse {
             header: None,
             id,
-            ttl,
+            ttl: ttl.unwrap_or(0),
         }))
     }
 
