@@ -26,6 +26,21 @@ impl Db {
         })
     }
 
+    /// Opens (or creates) a database on `backend` instead of a file: the
+    /// deterministic simulation's disk, which can lose what was not synced.
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        cache_bytes: usize,
+    ) -> Result<Db, redb::DatabaseError> {
+        let database = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)?;
+        Ok(Db {
+            database: RwLock::new(database),
+            path: PathBuf::new(),
+        })
+    }
+
     pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
         self.database.read().begin_read()
     }

@@ -14,6 +14,8 @@ use proto::mvccpb::Event;
 use proto::mvccpb::event::EventType;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::clock::Clock;
+
 /// Lease id -> granted TTL in seconds.
 const LEASES: TableDefinition<'_, i64, i64> = TableDefinition::new("leases");
 
@@ -45,14 +47,16 @@ pub struct LeaseTimeToLive {
 
 pub struct Lessor {
     leases: Mutex<Leases>,
+    clock: Clock,
     /// The smallest TTL granted: a lease must outlive an election (etcd's rule).
     min_ttl_seconds: i64,
 }
 
 impl Lessor {
-    pub fn new(min_ttl_seconds: i64) -> Lessor {
+    pub fn new(min_ttl_seconds: i64, clock: Clock) -> Lessor {
         Lessor {
             leases: Mutex::new(Leases::default()),
+            clock,
             min_ttl_seconds,
         }
     }
@@ -96,7 +100,7 @@ impl Lessor {
         leases.by_id = by_id;
         if is_primary {
             // A restored state on the leader: start every deadline afresh.
-            let now = Instant::now();
+            let now = self.clock.now();
             for lease in leases.by_id.values_mut() {
                 lease.expiry = Some(now + Duration::from_secs(lease.ttl_seconds as u64));
             }
@@ -146,7 +150,7 @@ impl Lessor {
             .map_err(|error| error.to_string())?;
         let expiry = leases
             .is_primary
-            .then(|| Instant::now() + Duration::from_secs(ttl_seconds as u64));
+            .then(|| self.clock.now() + Duration::from_secs(ttl_seconds as u64));
         leases.by_id.insert(
             id,
             Lease {
@@ -212,7 +216,7 @@ impl Lessor {
     pub fn promote(&self, extend: Duration) {
         let mut leases = self.leases.lock();
         leases.is_primary = true;
-        let now = Instant::now();
+        let now = self.clock.now();
         for lease in leases.by_id.values_mut() {
             lease.expiry = Some(now + Duration::from_secs(lease.ttl_seconds as u64) + extend);
             lease.revoke_proposed = None;
@@ -240,7 +244,7 @@ impl Lessor {
     pub fn renew(&self, id: i64) -> Option<i64> {
         let mut leases = self.leases.lock();
         let lease = leases.by_id.get_mut(&id)?;
-        let now = Instant::now();
+        let now = self.clock.now();
         let expired = lease.expiry.is_some_and(|expiry| expiry <= now);
         if expired || lease.revoke_proposed.is_some() {
             return None;
@@ -253,7 +257,7 @@ impl Lessor {
         let leases = self.leases.lock();
         let lease = leases.by_id.get(&id)?;
         let remaining_seconds = match lease.expiry {
-            Some(expiry) => expiry.saturating_duration_since(Instant::now()).as_secs() as i64,
+            Some(expiry) => expiry.saturating_duration_since(self.clock.now()).as_secs() as i64,
             None => lease.ttl_seconds,
         };
         Some(LeaseTimeToLive {
@@ -275,7 +279,10 @@ impl Lessor {
             return Vec::new();
         }
         let mut expired = Vec::new();
-        for (id, lease) in leases.by_id.iter_mut() {
+        // In id order, so that a run of the simulation repeats exactly.
+        let mut by_id: Vec<(&i64, &mut Lease)> = leases.by_id.iter_mut().collect();
+        by_id.sort_unstable_by_key(|(id, _)| **id);
+        for (id, lease) in by_id {
             if expired.len() >= max {
                 break;
             }
@@ -333,7 +340,7 @@ mod tests {
     fn renew_refuses_a_lease_whose_revocation_is_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let db = mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap();
-        let lessor = Lessor::new(1);
+        let lessor = Lessor::new(1, Clock::system());
         lessor.promote(Duration::ZERO);
         let wtx = db.begin_write().unwrap();
         assert!(lessor.apply_grant(&wtx, 7, 1).unwrap());
@@ -353,7 +360,7 @@ mod tests {
     fn renew_refuses_an_expired_lease_before_its_revocation_is_proposed() {
         let dir = tempfile::tempdir().unwrap();
         let db = mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap();
-        let lessor = Lessor::new(1);
+        let lessor = Lessor::new(1, Clock::system());
         lessor.promote(Duration::ZERO);
         let wtx = db.begin_write().unwrap();
         assert!(lessor.apply_grant(&wtx, 8, 1).unwrap());

@@ -6,6 +6,7 @@
 //! local state), and reports status. The raft loop runs on its own thread
 //! (`node`); peers talk over gRPC (`transport`).
 
+pub mod clock;
 mod compactor;
 pub mod config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod lease;
 mod node;
 mod raft_log;
 pub mod restore;
+pub mod sim;
 mod state_machine;
 mod transport;
 pub mod watch;
@@ -39,8 +41,10 @@ use proto::shoalpb::RaftRequest;
 use raft::RawNode;
 use tokio::sync::oneshot;
 
+use clock::Clock;
 pub use config::{InitialClusterState, MemberConfig};
 pub use error::{StartError, StoreError};
+pub use node::InjectedBugs;
 use node::{Node, NodeInput, NodeSettings, NodeStatus, NodeWiring};
 use raft_log::RaftLog;
 use state_machine::{ApplyResult, StateMachine};
@@ -132,8 +136,10 @@ impl Member {
                 .map_err(|error| database_error(error.to_string()))?,
         );
         let min_lease_ttl = lease::Lessor::min_ttl_for(config.election_timeout);
-        let state_machine =
-            Arc::new(StateMachine::open(db.clone(), min_lease_ttl).map_err(&database_error)?);
+        let state_machine = Arc::new(
+            StateMachine::open(db.clone(), min_lease_ttl, Clock::system())
+                .map_err(&database_error)?,
+        );
 
         let restarting = raft_log::has_state(&db).map_err(&database_error)?;
         let mut member_id;
@@ -229,7 +235,8 @@ impl Member {
         let status = Arc::new(NodeStatus::default());
         let activity = transport::PeerActivity::default();
         let runtime = tokio::runtime::Handle::current();
-        let mut peers = HashMap::new();
+        let mut network =
+            transport::PeerNetwork::new(runtime.clone(), inbox_sender.clone(), activity.clone());
         let mut known_peer_urls: HashMap<u64, Vec<String>> = state_machine
             .members()
             .into_iter()
@@ -247,16 +254,7 @@ impl Member {
         }
         for (peer_id, urls) in known_peer_urls {
             if peer_id != member_id {
-                peers.insert(
-                    peer_id,
-                    transport::PeerSender::start(
-                        &runtime,
-                        peer_id,
-                        urls,
-                        inbox_sender.clone(),
-                        activity.clone(),
-                    ),
-                );
+                node::Network::connect(&mut network, peer_id, &urls);
             }
         }
 
@@ -318,17 +316,17 @@ impl Member {
             catch_up_entries: config.snapshot_count.min(5000),
             self_member,
             auto_promote_learners: config.auto_promote_learners,
+            first_internal_id: rand::random(),
+            bugs: node::InjectedBugs::default(),
         };
         let watch_hub = WatchHub::new(state_machine.mvcc.clone());
         tokio::spawn(watch_hub.clone().run_catch_up());
         let wiring = NodeWiring {
             inbox,
-            activity: activity.clone(),
-            runtime: runtime.clone(),
-            feedback: inbox_sender.clone(),
-            peers,
+            network: Box::new(network),
             status: status.clone(),
             watch_hub: watch_hub.clone(),
+            clock: Clock::system(),
         };
         let node = Node::new(raw, db.clone(), state_machine.clone(), settings, wiring);
         let node_thread = std::thread::Builder::new()

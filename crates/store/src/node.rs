@@ -17,10 +17,10 @@ use raft::{RawNode, SnapshotStatus};
 use redb::{Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::raft_log::RaftLog;
 use crate::state_machine::{ApplyResult, StateMachine};
-use crate::transport::PeerSender;
 use crate::watch::WatchHub;
 
 /// What the rest of the member sends the raft loop.
@@ -139,6 +139,31 @@ pub async fn renew_as_leader(
     Ok(state_machine.lessor.renew(id))
 }
 
+/// How the loop reaches the other members. A running member sends through
+/// gRPC ([`crate::transport::PeerNetwork`]); the simulation delivers the
+/// messages itself, with the delays, losses and partitions it chooses.
+pub trait Network: Send {
+    /// Queues a message for its member. False if it cannot be queued (the
+    /// member is gone or its queue is full): raft then treats it as unreachable.
+    fn send(&mut self, message: Message) -> bool;
+    /// Talks to `member_id` at `peer_urls` from now on (a new member, or one
+    /// that moved).
+    fn connect(&mut self, member_id: u64, peer_urls: &[String]);
+    fn disconnect(&mut self, member_id: u64);
+    fn is_connected(&self, member_id: u64) -> bool;
+}
+
+/// Bugs the simulation can put back on purpose, to show that its checkers
+/// catch them. All off in a real member.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InjectedBugs {
+    /// Never fsync: acknowledge writes whose log entries a crash can lose.
+    pub skip_fsync: bool,
+    /// Answer a linearizable read at once from local state, without a read
+    /// index confirmed by a quorum.
+    pub read_without_quorum: bool,
+}
+
 /// Settings the loop needs beyond the raft config.
 pub struct NodeSettings {
     pub member_id: u64,
@@ -151,19 +176,19 @@ pub struct NodeSettings {
     /// This member's name and client URLs, announced to the cluster once a leader exists.
     pub self_member: Member,
     pub auto_promote_learners: bool,
+    /// The first id of the proposals the loop makes itself (random in a real
+    /// member, from the seed in the simulation).
+    pub first_internal_id: u64,
+    pub bugs: InjectedBugs,
 }
 
 /// The channels and shared state that connect the loop to the rest of the member.
 pub struct NodeWiring {
     pub inbox: Receiver<NodeInput>,
-    pub activity: crate::transport::PeerActivity,
-    /// For starting sender tasks to members that join later.
-    pub runtime: tokio::runtime::Handle,
-    /// The loop's own inbox, handed to new peer senders for their feedback.
-    pub feedback: Sender<NodeInput>,
-    pub peers: HashMap<u64, PeerSender>,
+    pub network: Box<dyn Network>,
     pub status: Arc<NodeStatus>,
     pub watch_hub: Arc<WatchHub>,
+    pub clock: Clock,
 }
 
 /// A MoveLeader waiting for the transfer to finish.
@@ -193,10 +218,8 @@ pub struct Node {
     db: Arc<mvcc::Db>,
     state_machine: Arc<StateMachine>,
     inbox: Receiver<NodeInput>,
-    activity: crate::transport::PeerActivity,
-    runtime: tokio::runtime::Handle,
-    feedback: Sender<NodeInput>,
-    peers: HashMap<u64, PeerSender>,
+    network: Box<dyn Network>,
+    clock: Clock,
     status: Arc<NodeStatus>,
     settings: NodeSettings,
     watch_hub: Arc<WatchHub>,
@@ -227,15 +250,14 @@ impl Node {
         settings: NodeSettings,
         wiring: NodeWiring,
     ) -> Node {
+        let first_internal_id = settings.first_internal_id;
         Node {
             raw,
             db,
             state_machine,
             inbox: wiring.inbox,
-            activity: wiring.activity,
-            runtime: wiring.runtime,
-            feedback: wiring.feedback,
-            peers: wiring.peers,
+            network: wiring.network,
+            clock: wiring.clock,
             status: wiring.status,
             settings,
             watch_hub: wiring.watch_hub,
@@ -247,7 +269,7 @@ impl Node {
             next_read_context: 1,
             transfer: None,
             last_publish_attempt: None,
-            next_publish_id: rand::random::<u64>() | 1,
+            next_publish_id: first_internal_id | 1,
             lessor_term: None,
         }
     }
@@ -276,15 +298,13 @@ impl Node {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.raw.tick();
                 next_tick += self.settings.tick_interval;
                 if next_tick < now {
                     next_tick = now + self.settings.tick_interval;
                 }
-                self.on_tick(now);
+                self.tick();
             }
-            self.issue_reads();
-            if let Err(error) = self.handle_ready() {
+            if let Err(error) = self.round() {
                 tracing::error!(%error, "storage failure; stopping the member");
                 self.status.stopped.store(true, Ordering::SeqCst);
                 std::process::exit(2);
@@ -300,12 +320,44 @@ impl Node {
         tracing::info!("raft loop stopped");
     }
 
-    /// Returns true on shutdown.
-    fn handle_input(&mut self, input: NodeInput) -> bool {
+    /// One raft tick (a heartbeat interval has passed) and the loop's own
+    /// timed work: parked proposals, lease expiry, transfers, promotions.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        let now = self.clock.now();
+        self.on_tick(now);
+    }
+
+    /// What follows a batch of inputs: pending reads are asked for, then one
+    /// `Ready` is persisted, sent and applied. An error is a storage failure.
+    pub fn round(&mut self) -> Result<(), String> {
+        self.issue_reads();
+        self.handle_ready()
+    }
+
+    /// For the simulation: raft's state, to check its invariants and to draw
+    /// election timeouts from the seed.
+    pub fn raft(&mut self) -> &mut raft::Raft<RaftLog> {
+        &mut self.raw.raft
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    pub fn state_machine(&self) -> &Arc<StateMachine> {
+        &self.state_machine
+    }
+
+    /// Steps one input. Returns true on shutdown.
+    pub fn handle_input(&mut self, input: NodeInput) -> bool {
         match input {
             NodeInput::Propose { id, data, respond } => {
                 self.waiters.insert(id, respond);
-                self.propose(id, data, Instant::now());
+                self.propose(id, data, self.clock.now());
+            }
+            NodeInput::ReadIndex { respond } if self.settings.bugs.read_without_quorum => {
+                let _ = respond.send(Ok(()));
             }
             NodeInput::ReadIndex { respond } => self.reads_waiting.push(respond),
             NodeInput::TransferLeader { target, respond } => self.start_transfer(target, respond),
@@ -486,7 +538,7 @@ impl Node {
         self.raw.transfer_leader(target);
         self.transfer = Some(PendingTransfer {
             target,
-            started: Instant::now(),
+            started: self.clock.now(),
             respond,
         });
     }
@@ -599,7 +651,7 @@ impl Node {
         self.raw.read_index(self.read_context_bytes(context));
         self.read_in_flight = Some(ReadBatch {
             context,
-            issued: Instant::now(),
+            issued: self.clock.now(),
             waiters: std::mem::take(&mut self.reads_waiting),
         });
     }
@@ -616,15 +668,10 @@ impl Node {
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             let to = message.to;
-            match self.peers.get(&to) {
-                Some(peer) => {
-                    if !peer.send(message) {
-                        self.raw.report_unreachable(to);
-                    }
-                }
-                None => {
-                    tracing::debug!(to = %format!("{to:x}"), "message for an unknown member dropped")
-                }
+            if !self.network.is_connected(to) {
+                tracing::debug!(to = %format!("{to:x}"), "message for an unknown member dropped");
+            } else if !self.network.send(message) {
+                self.raw.report_unreachable(to);
             }
         }
     }
@@ -636,7 +683,7 @@ impl Node {
         let mut ready = self.raw.ready();
         if ready.ss().is_some() {
             self.publish_status();
-            self.check_transfer(Instant::now());
+            self.check_transfer(self.clock.now());
         }
         // Every ready, not only those with a new soft state: the role may have
         // changed while inputs were stepped, before a ready was taken.
@@ -674,7 +721,7 @@ impl Node {
                 .mut_store()
                 .set_hard_state(&wtx, hard_state.clone())?;
         }
-        if !ready.must_sync() {
+        if !ready.must_sync() || self.settings.bugs.skip_fsync {
             wtx.set_durability(Durability::None)
                 .map_err(|error| error.to_string())?;
         }
@@ -745,16 +792,7 @@ impl Node {
                             && update.id != self.settings.member_id
                         {
                             // Talk to the member at its new address from now on.
-                            self.peers.insert(
-                                update.id,
-                                PeerSender::start(
-                                    &self.runtime,
-                                    update.id,
-                                    update.peer_ur_ls.clone(),
-                                    self.feedback.clone(),
-                                    self.activity.clone(),
-                                ),
-                            );
+                            self.network.connect(update.id, &update.peer_ur_ls);
                         }
                         if request.proposer == self.settings.member_id {
                             results.push((request.id, result));
@@ -833,20 +871,11 @@ impl Node {
                     .store(member.is_learner, Ordering::Release);
             }
         } else if is_removal {
-            self.peers.remove(&node_id);
+            self.network.disconnect(node_id);
         } else if let Some(member) = &member
-            && !self.peers.contains_key(&node_id)
+            && !self.network.is_connected(node_id)
         {
-            self.peers.insert(
-                node_id,
-                PeerSender::start(
-                    &self.runtime,
-                    node_id,
-                    member.peer_ur_ls.clone(),
-                    self.feedback.clone(),
-                    self.activity.clone(),
-                ),
-            );
+            self.network.connect(node_id, &member.peer_ur_ls);
         }
         tracing::info!(
             change = ?change_type,
@@ -920,7 +949,11 @@ impl Node {
         let compact_to = applied - keep;
         // A durable commit also makes every earlier non-durable apply durable, so
         // the applied state on disk is at least at the compaction point.
-        let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        if self.settings.bugs.skip_fsync {
+            wtx.set_durability(Durability::None)
+                .map_err(|error| error.to_string())?;
+        }
         self.raw.mut_store().compact(&wtx, compact_to)?;
         wtx.commit().map_err(|error| error.to_string())?;
         tracing::info!(applied, compacted_to = compact_to, "compacted the raft log");

@@ -447,7 +447,8 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> (Arc<mvcc::Db>, Arc<StateMachine>) {
         let db = Arc::new(mvcc::Db::open(&dir.path().join("db"), 1 << 20).unwrap());
-        let state_machine = Arc::new(StateMachine::open(db.clone(), 2).unwrap());
+        let state_machine =
+            Arc::new(StateMachine::open(db.clone(), 2, crate::clock::Clock::system()).unwrap());
         (db, state_machine)
     }
 

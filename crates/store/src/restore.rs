@@ -141,6 +141,7 @@ pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSum
         StateMachine::open(
             db.clone(),
             crate::lease::Lessor::min_ttl_for(config.election_timeout),
+            crate::clock::Clock::system(),
         )
         .map_err(&database_error)?,
     );

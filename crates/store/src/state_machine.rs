@@ -16,6 +16,7 @@ use proto::mvccpb::Event;
 use proto::shoalpb::RaftRequest;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::lease::{Lessor, MAX_LEASE_TTL_SECONDS};
 use proto::etcdserverpb::alarm_request::AlarmAction;
@@ -73,11 +74,15 @@ pub struct StateMachine {
 const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 
 impl StateMachine {
-    pub fn open(db: Arc<mvcc::Db>, min_lease_ttl_seconds: i64) -> Result<StateMachine, String> {
+    pub fn open(
+        db: Arc<mvcc::Db>,
+        min_lease_ttl_seconds: i64,
+        clock: Clock,
+    ) -> Result<StateMachine, String> {
         let mvcc = mvcc::Mvcc::open(db.clone()).map_err(|error| error.to_string())?;
         let machine = StateMachine {
             mvcc: Arc::new(mvcc),
-            lessor: Lessor::new(min_lease_ttl_seconds),
+            lessor: Lessor::new(min_lease_ttl_seconds, clock),
             db,
             members: RwLock::new(BTreeMap::new()),
             cluster_id: RwLock::new(0),

@@ -2,6 +2,7 @@
 //! batches of raft messages; one sender task per peer delivers ours, batching
 //! whatever queued up while the previous batch was in flight.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,6 +240,58 @@ impl PeerSender {
     /// raft is told the peer is unreachable, so it slows down and retries.
     pub fn send(&self, message: Message) -> bool {
         self.queue.try_send(message).is_ok()
+    }
+}
+
+/// The raft loop's network in a running member: a sender task per peer.
+pub struct PeerNetwork {
+    peers: HashMap<u64, PeerSender>,
+    runtime: tokio::runtime::Handle,
+    /// The loop's own inbox, where senders report unreachable peers and
+    /// finished snapshots.
+    feedback: Sender<NodeInput>,
+    activity: PeerActivity,
+}
+
+impl PeerNetwork {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        feedback: Sender<NodeInput>,
+        activity: PeerActivity,
+    ) -> PeerNetwork {
+        PeerNetwork {
+            peers: HashMap::new(),
+            runtime,
+            feedback,
+            activity,
+        }
+    }
+}
+
+impl crate::node::Network for PeerNetwork {
+    fn send(&mut self, message: Message) -> bool {
+        self.peers
+            .get(&message.to)
+            .is_some_and(|peer| peer.send(message))
+    }
+
+    fn connect(&mut self, member_id: u64, peer_urls: &[String]) {
+        let sender = PeerSender::start(
+            &self.runtime,
+            member_id,
+            peer_urls.to_vec(),
+            self.feedback.clone(),
+            self.activity.clone(),
+        );
+        self.peers.insert(member_id, sender);
+    }
+
+    fn disconnect(&mut self, member_id: u64) {
+        self.peers.remove(&member_id);
+    }
+
+    fn is_connected(&self, member_id: u64) -> bool {
+        self.peers.contains_key(&member_id)
     }
 }
 

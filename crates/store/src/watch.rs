@@ -213,7 +213,7 @@ impl WatchHub {
     }
 
     /// One pass over the unsynced watchers; true if some still lag.
-    fn catch_up_round(&self) -> bool {
+    pub(crate) fn catch_up_round(&self) -> bool {
         let lagging: Vec<(u64, WatchSpec, i64, mpsc::Sender<WatchMessage>)> = self
             .watchers
             .lock()
