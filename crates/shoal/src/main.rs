@@ -2,6 +2,7 @@
 //! lives in its own module; this file only parses the command line.
 
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ enum Command {
     /// Run the store under faults on network-namespace test hosts and check the
     /// recorded client history (needs root). See TESTING.md.
     Chaos(Box<chaos::ChaosArgs>),
+    /// Run seeds of the store's deterministic simulation (simulated network,
+    /// clock and disk; one checker per invariant). See TESTING.md.
+    Sim(Box<sim::SimArgs>),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -303,6 +307,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Sim(args) => return sim::run(*args),
         Command::Runtime(command) => {
             return match runtime::run_command(command) {
                 Ok(code) => code,
