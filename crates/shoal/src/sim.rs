@@ -38,6 +38,9 @@ enum Bug {
     SkipFsync,
     /// Answer linearizable reads from local state without a read index.
     ReadWithoutQuorum,
+    /// The lease bug the chaos run found: a deposed leader's stale expiry
+    /// decision takes effect (see TESTING.md).
+    StaleLeaseRevoke,
 }
 
 /// Exit status: 0 when every seed holds every invariant, 1 when one does not,
@@ -48,6 +51,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         match bug {
             Bug::SkipFsync => bugs.skip_fsync = true,
             Bug::ReadWithoutQuorum => bugs.read_without_quorum = true,
+            Bug::StaleLeaseRevoke => bugs.stale_lease_revoke = true,
         }
     }
     let options = |seed| SimOptions {

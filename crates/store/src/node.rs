@@ -162,6 +162,10 @@ pub struct InjectedBugs {
     /// Answer a linearizable read at once from local state, without a read
     /// index confirmed by a quorum.
     pub read_without_quorum: bool,
+    /// The lease bug the chaos run found (TESTING.md): the lessor follows the
+    /// role only when a ready reports it, and an expiry decided by a deposed
+    /// leader takes effect wherever it is committed.
+    pub stale_lease_revoke: bool,
 }
 
 /// Settings the loop needs beyond the raft config.
@@ -586,9 +590,11 @@ impl Node {
         // a follower forwards proposals to its leader: a revocation decided here
         // now would reach the new leader and end a lease it keeps alive (etcd
         // issues #12528 and #15247). Catch the lessor up with the role first.
-        self.on_role_change();
-        if self.raw.raft.state != raft::StateRole::Leader {
-            return;
+        if !self.settings.bugs.stale_lease_revoke {
+            self.on_role_change();
+            if self.raw.raft.state != raft::StateRole::Leader {
+                return;
+            }
         }
         let term = self.raw.raft.term;
         let expired = self.state_machine.lessor.expired(
@@ -687,7 +693,9 @@ impl Node {
         }
         // Every ready, not only those with a new soft state: the role may have
         // changed while inputs were stepped, before a ready was taken.
-        self.on_role_change();
+        if ready.ss().is_some() || !self.settings.bugs.stale_lease_revoke {
+            self.on_role_change();
+        }
         self.send(ready.take_messages());
 
         if !ready.snapshot().is_empty() {
@@ -776,7 +784,10 @@ impl Node {
                     if !entry.data.is_empty() {
                         let request = RaftRequest::decode(entry.data.as_ref())
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
-                        if request.expiry_term != 0 && request.expiry_term != entry.term {
+                        if request.expiry_term != 0
+                            && request.expiry_term != entry.term
+                            && !self.settings.bugs.stale_lease_revoke
+                        {
                             tracing::info!(
                                 index = entry.index,
                                 decided_in = request.expiry_term,

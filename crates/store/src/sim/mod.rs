@@ -46,11 +46,12 @@ pub const REVISIONS_FORWARD: &str = "revisions never go backwards";
 pub const NO_LOST_WRITE: &str = "no acknowledged write lost";
 pub const WATCH_ORDER: &str = "watch events in order without gaps";
 pub const CONVERGENCE: &str = "members converge once faults heal";
+pub const LEASE_SAFETY: &str = "leased keys outlive their lease";
 /// raft-rs stops a member (panics) when its durable state contradicts what the
 /// leader knows of it, for instance a log shorter than what it acknowledged.
 pub const NO_PANIC: &str = "no member panics";
 
-pub const PROPERTIES: [&str; 9] = [
+pub const PROPERTIES: [&str; 10] = [
     NO_PANIC,
     ELECTION_SAFETY,
     LOG_MATCHING,
@@ -60,6 +61,7 @@ pub const PROPERTIES: [&str; 9] = [
     NO_LOST_WRITE,
     WATCH_ORDER,
     CONVERGENCE,
+    LEASE_SAFETY,
 ];
 
 const TICK: Duration = Duration::from_millis(100);
@@ -73,6 +75,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// the members to settle.
 const QUIET: Duration = Duration::from_secs(4);
 const SETTLE: Duration = Duration::from_secs(8);
+/// Clients that grant leases, attach a key, keep them alive for a while, then
+/// revoke them or let them expire.
+const LEASE_CLIENTS: usize = 2;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -118,6 +123,10 @@ pub struct SimStats {
     pub messages_delivered: u64,
     pub messages_dropped: u64,
     pub snapshots_delivered: u64,
+    pub pauses: u64,
+    pub leases_granted: u64,
+    pub keep_alives: u64,
+    pub leases_expired: u64,
     pub simulated: Duration,
 }
 
@@ -205,6 +214,7 @@ impl Network for SimNetwork {
 /// A member while its process runs.
 struct Running {
     node: Node,
+    status: Arc<NodeStatus>,
     outbox: Arc<Mutex<Vec<Message>>>,
     watch_hub: Arc<WatchHub>,
     watch: mpsc::Receiver<WatchMessage>,
@@ -226,6 +236,8 @@ struct SimMember {
     life: u64,
     next_tick: Duration,
     restart_at: Option<Duration>,
+    /// SIGSTOP: until then the member neither ticks nor receives.
+    paused_until: Option<Duration>,
 }
 
 /// A message on the wire.
@@ -279,6 +291,53 @@ struct Client {
     count: u64,
 }
 
+/// A lease client's requests, in the order it makes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseStep {
+    Grant,
+    Put,
+    KeepAlive,
+    Revoke,
+}
+
+enum LeaseWaiter {
+    Apply(oneshot::Receiver<ApplyResult>),
+    /// A renewal on the member that leads: first until it has committed in its
+    /// term and applied everything, then a read index confirming leadership
+    /// (what `node::renew_as_leader` does in a running member).
+    CaughtUp,
+    Confirming(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+struct LeaseRequest {
+    step: LeaseStep,
+    lease: i64,
+    member: usize,
+    life: u64,
+    started: Duration,
+    waiter: LeaseWaiter,
+}
+
+struct LeaseClient {
+    next_at: Duration,
+    request: Option<LeaseRequest>,
+    lease: i64,
+    ttl: i64,
+    key: Bytes,
+    keep_alives_left: u32,
+    count: u64,
+}
+
+/// What the lease checker knows of one lease.
+struct LeaseRecord {
+    key: Bytes,
+    /// The lease cannot expire before this: the start of the last request
+    /// (grant or keep-alive) that reported it alive, plus its TTL.
+    alive_until: Duration,
+    revoke_sent: bool,
+    deleted_at: Option<Duration>,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Crash,
@@ -287,6 +346,8 @@ enum Fault {
     IsolateLeader,
     OneWay,
     Lossy,
+    /// SIGSTOP then SIGCONT, of the leader most often.
+    Pause,
 }
 
 struct World {
@@ -303,6 +364,8 @@ struct World {
     fault_ends_at: Option<Duration>,
     next_fault_at: Duration,
     clients: Vec<Client>,
+    lease_clients: Vec<LeaseClient>,
+    leases: BTreeMap<i64, LeaseRecord>,
     next_request_id: u64,
     faults_on: bool,
     clients_on: bool,
@@ -358,6 +421,7 @@ impl World {
                 life: 0,
                 next_tick: Duration::from_millis(rng.random_range(1..100)),
                 restart_at: None,
+                paused_until: None,
             })
             .collect();
         let clients = (0..options.clients)
@@ -367,7 +431,20 @@ impl World {
                 count: 0,
             })
             .collect();
+        let lease_clients = (0..LEASE_CLIENTS)
+            .map(|_| LeaseClient {
+                next_at: Duration::from_millis(rng.random_range(1500..2500)),
+                request: None,
+                lease: 0,
+                ttl: 0,
+                key: Bytes::new(),
+                keep_alives_left: 0,
+                count: 0,
+            })
+            .collect();
         let mut world = World {
+            lease_clients,
+            leases: BTreeMap::new(),
             rng,
             clock: Clock::simulated(),
             members,
@@ -487,10 +564,11 @@ impl World {
             first_internal_id: self.rng.random(),
             bugs: self.options.bugs,
         };
+        let status = Arc::new(NodeStatus::default());
         let wiring = NodeWiring {
             inbox,
             network: Box::new(network),
-            status: Arc::new(NodeStatus::default()),
+            status: status.clone(),
             watch_hub: watch_hub.clone(),
             clock: self.clock.clone(),
         };
@@ -516,8 +594,10 @@ impl World {
         let member = &mut self.members[idx];
         member.life += 1;
         member.restart_at = None;
+        member.paused_until = None;
         member.running = Some(Running {
             node,
+            status,
             outbox,
             watch_hub,
             watch,
@@ -572,8 +652,17 @@ impl World {
                     self.start(idx)?;
                     touched.insert(idx);
                 }
-                if self.members[idx].next_tick <= now {
-                    self.members[idx].next_tick += TICK;
+                let paused = self.members[idx]
+                    .paused_until
+                    .is_some_and(|until| until > now);
+                if self.members[idx].next_tick <= now && !paused {
+                    self.members[idx].paused_until = None;
+                    // As the real loop: one tick however late, then on schedule.
+                    let member = &mut self.members[idx];
+                    member.next_tick += TICK;
+                    if member.next_tick <= now {
+                        member.next_tick = now + TICK;
+                    }
                     if let Some(running) = &mut self.members[idx].running {
                         running.node.tick();
                         touched.insert(idx);
@@ -584,10 +673,15 @@ impl World {
                 self.inject_faults(now);
             }
             self.drive_clients(now, &mut touched);
+            self.drive_lease_clients(now, &mut touched);
             while let Some(idx) = touched.pop_first() {
                 self.process(idx, &mut touched)?;
             }
             self.poll_clients(now);
+            self.poll_lease_clients(now, &mut touched);
+            while let Some(idx) = touched.pop_first() {
+                self.process(idx, &mut touched)?;
+            }
             let next = self.next_event_time(now);
             self.clock.advance(next.saturating_sub(now));
         }
@@ -602,13 +696,21 @@ impl World {
             next = next.min(top.at);
         }
         for member in &self.members {
-            next = next.min(member.next_tick);
+            match member.paused_until {
+                Some(until) if until > now => next = next.min(until),
+                _ => next = next.min(member.next_tick),
+            }
             if let Some(restart_at) = member.restart_at {
                 next = next.min(restart_at);
             }
         }
         for client in &self.clients {
             if client.operation.is_none() {
+                next = next.min(client.next_at);
+            }
+        }
+        for client in &self.lease_clients {
+            if client.request.is_none() {
                 next = next.min(client.next_at);
             }
         }
@@ -629,12 +731,28 @@ impl World {
         applied.len() == 1
             && self.in_flight.len() < 4 * self.members.len()
             && self.clients.iter().all(|client| client.operation.is_none())
+            && self
+                .lease_clients
+                .iter()
+                .all(|client| client.request.is_none())
     }
 
     fn deliver_due(&mut self, now: Duration, touched: &mut BTreeSet<usize>) {
         while self.in_flight.peek().is_some_and(|top| top.at <= now) {
-            let InFlight { message, .. } = self.in_flight.pop().expect("peeked");
+            let InFlight { message, seq, .. } = self.in_flight.pop().expect("peeked");
             let (from, to) = (message.from, message.to);
+            if let Some(idx) = self.ids.iter().position(|&id| id == to)
+                && let Some(until) = self.members[idx].paused_until
+                && until > now
+            {
+                // Waits in the socket until the member runs again.
+                self.in_flight.push(InFlight {
+                    at: until,
+                    seq,
+                    message,
+                });
+                continue;
+            }
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             let to_idx = self.ids.iter().position(|&id| id == to);
             let from_idx = self.ids.iter().position(|&id| id == from);
@@ -679,6 +797,9 @@ impl World {
     /// Handles the member's readies until it has none, sends what it wrote,
     /// and checks every invariant the step could have broken.
     fn process(&mut self, idx: usize, touched: &mut BTreeSet<usize>) -> Result<(), String> {
+        if self.is_paused(idx, self.now()) {
+            return Ok(());
+        }
         for _ in 0..16 {
             let Some(running) = &mut self.members[idx].running else {
                 return Ok(());
@@ -869,6 +990,7 @@ impl World {
         let id = self.members[idx].id;
         let mut problems = Vec::new();
         let mut batches = Vec::new();
+        let mut deleted = Vec::new();
         {
             let Some(running) = &mut self.members[idx].running else {
                 return;
@@ -902,6 +1024,8 @@ impl World {
                                     running
                                         .seen_puts
                                         .insert((kv.key.clone(), kv.value.clone()));
+                                } else if kv.key.starts_with(b"lease/") {
+                                    deleted.push(kv.key.clone());
                                 }
                             }
                             batches.extend(
@@ -923,6 +1047,9 @@ impl World {
         }
         for problem in problems {
             self.violation(WATCH_ORDER, problem);
+        }
+        for key in deleted {
+            self.leased_key_deleted(&key);
         }
         for (revision, digest) in batches {
             match self.revision_events.get(&revision) {
@@ -950,7 +1077,11 @@ impl World {
             self.fault_ends_at = None;
             self.next_fault_at = now + Duration::from_millis(self.rng.random_range(200..1500));
         }
-        if now < self.next_fault_at || self.members.iter().any(|m| m.running.is_none()) {
+        let someone_down = self
+            .members
+            .iter()
+            .any(|m| m.running.is_none() || m.paused_until.is_some_and(|until| until > now));
+        if now < self.next_fault_at || someone_down {
             return;
         }
         let faults = [
@@ -960,6 +1091,7 @@ impl World {
             Fault::IsolateLeader,
             Fault::OneWay,
             Fault::Lossy,
+            Fault::Pause,
         ];
         let fault = faults[self.rng.random_range(0..faults.len())];
         let lasts = Duration::from_millis(self.rng.random_range(500..4000));
@@ -1004,8 +1136,27 @@ impl World {
                 self.stats.partitions += 1;
             }
             Fault::Lossy => self.loss = 0.3,
+            Fault::Pause => {
+                let target = if self.rng.random_bool(0.7) {
+                    self.leader_idx().unwrap_or(victim)
+                } else {
+                    victim
+                };
+                // Long enough, often, for the paused leader's lease deadlines to pass.
+                let paused_for = Duration::from_millis(self.rng.random_range(1000..6000));
+                self.members[target].paused_until = Some(now + paused_for);
+                self.stats.pauses += 1;
+                self.next_fault_at = now + paused_for + Duration::from_millis(500);
+                return;
+            }
         }
         self.fault_ends_at = Some(now + lasts);
+    }
+
+    fn is_paused(&self, idx: usize, now: Duration) -> bool {
+        self.members[idx]
+            .paused_until
+            .is_some_and(|until| until > now)
     }
 
     fn leader_idx(&mut self) -> Option<usize> {
@@ -1019,6 +1170,9 @@ impl World {
 
     /// End of the faulty phase: the network heals and every member runs.
     fn heal_all(&mut self) -> Result<(), String> {
+        for member in &mut self.members {
+            member.paused_until = None;
+        }
         self.blocked.clear();
         self.loss = 0.0;
         self.fault_ends_at = None;
@@ -1040,7 +1194,7 @@ impl World {
                 continue;
             }
             let member = self.rng.random_range(0..self.members.len());
-            if self.members[member].running.is_none() {
+            if self.members[member].running.is_none() || self.is_paused(member, now) {
                 self.clients[client_idx].next_at = now + Duration::from_millis(50);
                 continue;
             }
@@ -1283,6 +1437,300 @@ impl World {
             violations: self.violations,
             stats: self.stats,
             trace_digest: self.trace.finish(),
+        }
+    }
+}
+
+/// The lease workload and its checker.
+impl World {
+    fn drive_lease_clients(&mut self, now: Duration, touched: &mut BTreeSet<usize>) {
+        if !self.clients_on {
+            return;
+        }
+        for client_idx in 0..self.lease_clients.len() {
+            let client = &self.lease_clients[client_idx];
+            if client.request.is_some() || client.next_at > now {
+                continue;
+            }
+            let member = self.rng.random_range(0..self.members.len());
+            if self.members[member].running.is_none() || self.is_paused(member, now) {
+                self.lease_clients[client_idx].next_at = now + Duration::from_millis(50);
+                continue;
+            }
+            let client = &mut self.lease_clients[client_idx];
+            let step = if client.lease == 0 {
+                LeaseStep::Grant
+            } else if client.key.is_empty() {
+                LeaseStep::Put
+            } else if client.keep_alives_left > 0 {
+                LeaseStep::KeepAlive
+            } else {
+                LeaseStep::Revoke
+            };
+            let waiter = match step {
+                LeaseStep::KeepAlive => {
+                    client.keep_alives_left -= 1;
+                    LeaseWaiter::CaughtUp
+                }
+                _ => {
+                    let request = match step {
+                        LeaseStep::Grant => {
+                            client.count += 1;
+                            client.lease = ((client_idx as i64 + 1) << 32) | client.count as i64;
+                            client.ttl = self.rng.random_range(2..=4);
+                            client.keep_alives_left = self.rng.random_range(2..10);
+                            RaftRequest {
+                                lease_grant: Some(proto::etcdserverpb::LeaseGrantRequest {
+                                    ttl: client.ttl,
+                                    id: client.lease,
+                                }),
+                                ..Default::default()
+                            }
+                        }
+                        LeaseStep::Put => RaftRequest {
+                            put: Some(PutRequest {
+                                key: Bytes::from(format!("lease/{:x}", client.lease)),
+                                value: Bytes::from_static(b"leased"),
+                                lease: client.lease,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        _ => {
+                            // Half the leases are revoked, the others left to expire.
+                            if self.rng.random_bool(0.5) {
+                                if let Some(record) = self.leases.get_mut(&client.lease) {
+                                    record.revoke_sent = true;
+                                }
+                                RaftRequest {
+                                    lease_revoke: Some(proto::etcdserverpb::LeaseRevokeRequest {
+                                        id: client.lease,
+                                    }),
+                                    ..Default::default()
+                                }
+                            } else {
+                                client.lease = 0;
+                                client.key = Bytes::new();
+                                client.next_at = now + Duration::from_millis(10);
+                                continue;
+                            }
+                        }
+                    };
+                    let id = self.next_request_id;
+                    self.next_request_id += 1;
+                    let running = self.members[member].running.as_mut().expect("checked");
+                    let request = RaftRequest {
+                        id,
+                        proposer: running.node.raft().id,
+                        ..request
+                    };
+                    let (respond, receive) = oneshot::channel();
+                    running.node.handle_input(NodeInput::Propose {
+                        id,
+                        data: request.encode_to_vec(),
+                        respond,
+                    });
+                    touched.insert(member);
+                    LeaseWaiter::Apply(receive)
+                }
+            };
+            let lease = self.lease_clients[client_idx].lease;
+            self.lease_clients[client_idx].request = Some(LeaseRequest {
+                step,
+                lease,
+                member,
+                life: self.members[member].life,
+                started: now,
+                waiter,
+            });
+        }
+    }
+
+    fn poll_lease_clients(&mut self, now: Duration, touched: &mut BTreeSet<usize>) {
+        for client_idx in 0..self.lease_clients.len() {
+            let Some(mut request) = self.lease_clients[client_idx].request.take() else {
+                continue;
+            };
+            let member = &self.members[request.member];
+            let alive = member.running.is_some() && member.life == request.life;
+            let timed_out = now.saturating_sub(request.started) > CLIENT_TIMEOUT;
+            // Some(true): done, the lease lives; Some(false): done, it does not
+            // (or the outcome is unknown); None: still waiting.
+            let outcome = if !alive || timed_out {
+                Some(false)
+            } else {
+                self.advance_lease_request(&mut request, touched)
+            };
+            let Some(succeeded) = outcome else {
+                self.lease_clients[client_idx].request = Some(request);
+                continue;
+            };
+            let client = &mut self.lease_clients[client_idx];
+            (
+                client_idx,
+                now.as_micros() as u64,
+                request.step as u8,
+                succeeded,
+            )
+                .hash(&mut self.trace);
+            let ttl = Duration::from_secs(client.ttl as u64);
+            match (request.step, succeeded) {
+                (LeaseStep::Grant, true) => {
+                    self.stats.leases_granted += 1;
+                    self.leases.insert(
+                        client.lease,
+                        LeaseRecord {
+                            key: Bytes::from(format!("lease/{:x}", client.lease)),
+                            alive_until: request.started + ttl,
+                            revoke_sent: false,
+                            deleted_at: None,
+                        },
+                    );
+                    client.next_at = now;
+                }
+                (LeaseStep::Put, true) => {
+                    client.key = Bytes::from(format!("lease/{:x}", client.lease));
+                    client.next_at = now + ttl / 3;
+                }
+                (LeaseStep::KeepAlive, true) => {
+                    self.stats.keep_alives += 1;
+                    let lease = client.lease;
+                    client.next_at = now + ttl / 3;
+                    if let Some(record) = self.leases.get_mut(&lease) {
+                        record.alive_until = record.alive_until.max(request.started + ttl);
+                        if let Some(deleted_at) = record.deleted_at {
+                            let key = record.key.clone();
+                            self.violation(
+                                LEASE_SAFETY,
+                                format!(
+                                    "a keep-alive sent at {:.3}s found lease {lease:x} alive, but its key {key:?} was deleted at {:.3}s",
+                                    request.started.as_secs_f64(),
+                                    deleted_at.as_secs_f64()
+                                ),
+                            );
+                        }
+                    }
+                }
+                (LeaseStep::Grant, false) | (LeaseStep::Put, false) | (LeaseStep::Revoke, _) => {
+                    // Start over with a new lease (a failed grant may still
+                    // have been applied; its lease expires on its own).
+                    client.lease = 0;
+                    client.key = Bytes::new();
+                    client.next_at = now + Duration::from_millis(self.rng.random_range(10..200));
+                }
+                (LeaseStep::KeepAlive, false) => {
+                    // The lease is gone, or the answer never came: give up on it.
+                    client.lease = 0;
+                    client.key = Bytes::new();
+                    client.next_at = now + Duration::from_millis(50);
+                }
+            }
+        }
+    }
+
+    /// Moves a lease request on; returns its outcome once it has one.
+    fn advance_lease_request(
+        &mut self,
+        request: &mut LeaseRequest,
+        touched: &mut BTreeSet<usize>,
+    ) -> Option<bool> {
+        let confirm_leadership = !self.options.bugs.stale_lease_revoke;
+        match &mut request.waiter {
+            LeaseWaiter::Apply(receive) => match receive.try_recv() {
+                Ok(ApplyResult::LeaseGrant(_))
+                | Ok(ApplyResult::Put(_))
+                | Ok(ApplyResult::LeaseRevoke(_)) => Some(true),
+                Ok(_) => Some(false),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(false),
+            },
+            LeaseWaiter::CaughtUp => {
+                // Renewals go to the leader; a follower forwards them.
+                let leader_id = {
+                    let running = self.members[request.member].running.as_mut()?;
+                    let raft = running.node.raft();
+                    if raft.state == StateRole::Leader {
+                        raft.id
+                    } else {
+                        raft.leader_id
+                    }
+                };
+                let leader = self.ids.iter().position(|&id| id == leader_id)?;
+                if self.is_paused(leader, self.now()) {
+                    return None;
+                }
+                let running = self.members[leader].running.as_mut()?;
+                if !running.node.state_machine().lessor.is_primary() {
+                    return None;
+                }
+                let status = &running.status;
+                let caught_up = status
+                    .committed_in_term
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    && status
+                        .applied_index
+                        .load(std::sync::atomic::Ordering::Acquire)
+                        >= status
+                            .commit_index
+                            .load(std::sync::atomic::Ordering::Acquire);
+                if !caught_up {
+                    return None;
+                }
+                request.member = leader;
+                request.life = self.members[leader].life;
+                if !confirm_leadership {
+                    return Some(self.renew_on(leader, request.lease));
+                }
+                let (respond, receive) = oneshot::channel();
+                let running = self.members[leader].running.as_mut()?;
+                running.node.handle_input(NodeInput::ReadIndex { respond });
+                touched.insert(leader);
+                request.waiter = LeaseWaiter::Confirming(receive);
+                None
+            }
+            LeaseWaiter::Confirming(receive) => match receive.try_recv() {
+                Ok(Ok(())) => Some(self.renew_on(request.member, request.lease)),
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => Some(false),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+            },
+        }
+    }
+
+    /// The lessor's renewal on a member that (still) believes it leads.
+    fn renew_on(&mut self, member: usize, lease: i64) -> bool {
+        let Some(running) = &self.members[member].running else {
+            return false;
+        };
+        let lessor = &running.node.state_machine().lessor;
+        lessor.is_primary() && lessor.renew(lease).is_some()
+    }
+
+    fn leased_key_deleted(&mut self, key: &Bytes) {
+        let now = self.now();
+        let Some((&lease, record)) = self
+            .leases
+            .iter_mut()
+            .find(|(_, record)| record.key == *key)
+        else {
+            return;
+        };
+        if record.deleted_at.is_some() {
+            return;
+        }
+        record.deleted_at = Some(now);
+        if !record.revoke_sent {
+            self.stats.leases_expired += 1;
+        }
+        if !record.revoke_sent && now < record.alive_until {
+            let alive_until = record.alive_until;
+            self.violation(
+                LEASE_SAFETY,
+                format!(
+                    "key {key:?} of lease {lease:x} was deleted at {:.3}s, though the lease was reported alive until at least {:.3}s and nobody revoked it",
+                    now.as_secs_f64(),
+                    alive_until.as_secs_f64()
+                ),
+            );
         }
     }
 }
