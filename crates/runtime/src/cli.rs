@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::container::cgroup::{self, Limits};
+use crate::container::network::{self, PortMapping};
 use crate::container::run::{self as launcher, StartError};
 use crate::container::spec::{InitSpec, NetMode, Volume};
 use crate::container::state::{ContainerState, Containers, Status, format_utc, now_unix_ms};
@@ -420,9 +421,14 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// Networking: default, none (loopback only) or host (the host's stack).
+    /// Networking: default (an address on shoal's bridge), none (loopback
+    /// only) or host (the host's stack).
     #[arg(long, value_enum, default_value = "default")]
     pub net: NetMode,
+    /// Publish a container port on the host, HOSTPORT:CONTAINERPORT[/tcp|/udp]
+    /// (--net=default only).
+    #[arg(long, short = 'p', value_name = "HOSTPORT:CONTAINERPORT", value_parser = parse_port)]
+    pub publish: Vec<PortMapping>,
     /// CPU limit, a Kubernetes quantity: 750m is three quarters of a core.
     #[arg(long, value_parser = quantity::parse_cpu_millis)]
     pub cpu: Option<u64>,
@@ -463,6 +469,10 @@ pub struct RunArgs {
 
 fn parse_volume(text: &str) -> Result<Volume, String> {
     Volume::parse(text).map_err(|error| error.to_string())
+}
+
+fn parse_port(text: &str) -> Result<PortMapping, String> {
+    PortMapping::parse(text).map_err(|error| error.to_string())
 }
 
 pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -577,6 +587,9 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if !args.publish.is_empty() && args.net != NetMode::Default {
+        bail!("--publish needs --net=default: the container has no address to publish to");
+    }
     let limits = Limits {
         cpu_millis: args.cpu,
         memory_bytes: args.memory,
@@ -605,6 +618,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cgroups: Vec::new(),
         memory_limit_bytes: args.memory,
         detached: args.detach,
+        network: None,
     };
     {
         // The lock keeps names unique and keeps `image gc` from deleting
@@ -620,7 +634,23 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(error);
         }
     };
-    containers.save(&state)?;
+    if args.net == NetMode::Default {
+        let attached = network::attach(store.root(), &id, &state.name, &args.publish);
+        match attached {
+            Ok(attachment) => state.network = Some(attachment),
+            Err(error) => {
+                cgroup::remove(&state.cgroups);
+                let _ = containers.delete(&id);
+                return Err(error);
+            }
+        }
+    }
+    if let Err(error) = containers.save(&state) {
+        launcher::release_network(&containers, &state);
+        cgroup::remove(&state.cgroups);
+        let _ = containers.delete(&id);
+        return Err(error);
+    }
     let mut spec = InitSpec {
         image_name: args.image.clone(),
         layers_root: store.layers_root(),
@@ -634,6 +664,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         container_dir: containers.dir(&id),
         hostname,
         net: args.net,
+        network: state.network.clone(),
         cgroups: state.cgroups.clone(),
         volumes: args.volume.clone(),
         read_only_rootfs: args.readonly_rootfs,
@@ -717,6 +748,9 @@ struct ContainerRow<'state> {
     status: String,
     pid: Option<i32>,
     exit_code: Option<i32>,
+    /// The container's address on shoal's network, while it runs.
+    address: Option<String>,
+    ports: Vec<String>,
 }
 
 pub fn run_ps(args: PsArgs) -> anyhow::Result<ExitCode> {
@@ -733,6 +767,17 @@ pub fn run_ps(args: PsArgs) -> anyhow::Result<ExitCode> {
             status: state.status_text(),
             pid: state.pid.filter(|_| state.is_running()),
             exit_code: state.exit_code,
+            address: state
+                .network
+                .as_ref()
+                .filter(|_| state.is_running())
+                .map(|attachment| attachment.address.to_string()),
+            ports: state
+                .network
+                .iter()
+                .flat_map(|attachment| &attachment.ports)
+                .map(ToString::to_string)
+                .collect(),
         })
         .collect();
     match args.output {
@@ -751,8 +796,8 @@ pub fn run_ps(args: PsArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(0)
                 .max(5);
             println!(
-                "{:12}  {:name_width$}  {:image_width$}  {:20}  {:20}  COMMAND",
-                "ID", "NAME", "IMAGE", "CREATED", "STATUS"
+                "{:12}  {:name_width$}  {:image_width$}  {:20}  {:20}  {:15}  COMMAND",
+                "ID", "NAME", "IMAGE", "CREATED", "STATUS", "ADDRESS"
             );
             for row in rows {
                 let mut command = row.command.join(" ");
@@ -761,12 +806,13 @@ pub fn run_ps(args: PsArgs) -> anyhow::Result<ExitCode> {
                     command.push_str("...");
                 }
                 println!(
-                    "{:12}  {:name_width$}  {:image_width$}  {:20}  {:20}  {command}",
+                    "{:12}  {:name_width$}  {:image_width$}  {:20}  {:20}  {:15}  {command}",
                     &row.id[..12],
                     row.name,
                     row.image,
                     row.created,
-                    row.status
+                    row.status,
+                    row.address.as_deref().unwrap_or("-")
                 );
             }
         }

@@ -18,8 +18,8 @@ fn stdout_of(shoal: &Shoal, args: &[&str]) -> String {
     shoal.ok(args)
 }
 
-/// No mount under the data directory, and no shoal cgroup of these
-/// containers, may outlive them.
+/// No mount under the data directory, no network lease, and no shoal
+/// cgroup of these containers, may outlive them.
 fn assert_nothing_left(shoal: &Shoal) {
     let data_dir = shoal.data_dir.path().to_str().unwrap().to_string();
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -27,6 +27,11 @@ fn assert_nothing_left(shoal: &Shoal) {
         !mountinfo.contains(&data_dir),
         "a mount under {data_dir} was left behind"
     );
+    // No network lease outlives its container's run.
+    if let Ok(leases) = fs::read_dir(shoal.runtime_dir().join("network/leases")) {
+        let leases: Vec<_> = leases.flatten().map(|entry| entry.file_name()).collect();
+        assert!(leases.is_empty(), "network leases were left: {leases:?}");
+    }
     let containers = fs::read_dir(shoal.runtime_dir().join("containers")).unwrap();
     for entry in containers.flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();

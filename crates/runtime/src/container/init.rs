@@ -111,7 +111,9 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
     cgroup::join(&spec.cgroups)?;
     let mut namespaces =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.net != NetMode::Host {
+    // With --net=default the parent started this process in the network
+    // namespace it has wired up already.
+    if spec.net != NetMode::Host && spec.network.is_none() {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
     unshare(namespaces).context("cannot create the container's namespaces")?;

@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod init;
 pub mod netlink;
+pub mod network;
 pub mod run;
 pub mod spec;
 pub mod state;

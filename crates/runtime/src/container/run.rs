@@ -26,6 +26,7 @@ use nix::unistd::{Pid, pipe2};
 
 use crate::container::cgroup;
 use crate::container::init::EXIT_RUNTIME_FAILURE;
+use crate::container::network::{self, Attachment};
 use crate::container::spec::InitSpec;
 use crate::container::state::{
     ContainerState, Containers, Status, now_unix_seconds, process_is_alive, process_start_ticks,
@@ -91,9 +92,22 @@ fn start(
         }
     };
     let (pid_sender, pid_receiver) = mpsc::channel::<io::Result<i32>>();
+    let attachment = spec.network.clone();
     let waiter = std::thread::Builder::new()
         .name("container-waiter".into())
         .spawn(move || {
+            // With --net=default this thread makes the container's network
+            // namespace and wires it up before the init starts in it, so the
+            // app finds its network ready. Network setup spawns `ip`, so it
+            // comes before the pid namespace (whose first child is its pid 1).
+            let host_ns = match attachment.as_ref().map(enter_new_network).transpose() {
+                Ok(host_ns) => host_ns,
+                Err(error) => {
+                    let message = format!("{error:#}");
+                    let _ = pid_sender.send(Err(io::Error::other(message.clone())));
+                    return Err(io::Error::other(message));
+                }
+            };
             let spawned = unshare(CloneFlags::CLONE_NEWPID)
                 .map_err(io::Error::from)
                 .and_then(|()| {
@@ -106,6 +120,11 @@ fn start(
                         .stderr(stderr)
                         .spawn()
                 });
+            // The thread leaves the container's network namespace, which
+            // then lives exactly as long as the container's processes.
+            if let Some(host_ns) = host_ns {
+                let _ = nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET);
+            }
             match spawned {
                 Ok(mut child) => {
                     let _ = pid_sender.send(Ok(child.id() as i32));
@@ -118,10 +137,20 @@ fn start(
                 }
             }
         })?;
-    let pid = pid_receiver
+    let pid = match pid_receiver
         .recv()
         .context("the container's waiter thread died")?
-        .context("cannot start the container's init")?;
+    {
+        Ok(pid) => pid,
+        Err(error) => {
+            let _ = waiter.join();
+            return Err(StartError {
+                code: EXIT_RUNTIME_FAILURE,
+                message: format!("cannot start the container: {error}"),
+            }
+            .into());
+        }
+    };
     drop(status_write);
     let mut report = String::new();
     File::from(status_read).read_to_string(&mut report)?;
@@ -135,6 +164,38 @@ fn start(
         .into());
     }
     Ok((Started { pid, waiter }, pipes))
+}
+
+/// Moves the calling thread into a new network namespace wired to the
+/// container's attachment; returns the namespace it came from.
+fn enter_new_network(attachment: &Attachment) -> anyhow::Result<File> {
+    let host_ns = File::open("/proc/thread-self/ns/net")
+        .context("cannot open this thread's network namespace")?;
+    unshare(CloneFlags::CLONE_NEWNET).context("cannot create a network namespace")?;
+    let connected = File::open("/proc/thread-self/ns/net")
+        .context("cannot open the new network namespace")
+        .and_then(|container_ns| network::connect(attachment, &host_ns, &container_ns));
+    if let Err(error) = connected {
+        let _ = nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET);
+        return Err(error.context(format!(
+            "cannot connect the container to network {}",
+            attachment.bridge
+        )));
+    }
+    Ok(host_ns)
+}
+
+/// Gives back a container's address and published ports; a failure is
+/// reported, not fatal (`rm` tries again).
+pub fn release_network(containers: &Containers, state: &ContainerState) {
+    if state.network.is_some()
+        && let Err(error) = network::release(containers.runtime_root(), &state.id)
+    {
+        eprintln!(
+            "shoal: cannot release the network of container {}: {error:#}",
+            state.name
+        );
+    }
 }
 
 /// Copies one of the container's streams to shoal's own and to the log.
@@ -191,7 +252,8 @@ fn supervise(
         Ok(started) => started,
         Err(error) => {
             // Nothing half-made is left: the init's mounts died with its
-            // mount namespace; cgroups and the directory go here.
+            // mount namespace; the network, cgroups and the directory go here.
+            release_network(containers, state);
             cgroup::remove(&state.cgroups);
             let _ = containers.delete(&state.id);
             return Err(error);
@@ -220,6 +282,7 @@ fn supervise(
         Err(error) => bail!("lost track of container {}: {error}", state.name),
     };
     state.oom_killed = cgroup::oom_killed(&state.cgroups);
+    release_network(containers, state);
     cgroup::remove(&state.cgroups);
     state.status = Status::Exited;
     state.exit_code = Some(exit_code);
@@ -321,6 +384,7 @@ pub fn run_detached(
         return Ok(());
     }
     let _ = monitor.wait();
+    release_network(containers, state);
     cgroup::remove(&state.cgroups);
     let _ = containers.delete(&state.id);
     match report.split_once(' ') {
@@ -411,13 +475,18 @@ pub fn stop(
 }
 
 /// Removes a container that is not running: its cgroups (normally gone
-/// already), upper layer, log and state.
+/// already), network lease and rules (normally released already), upper
+/// layer, log and state.
 pub fn remove(containers: &Containers, state: &ContainerState) -> anyhow::Result<()> {
     if state.is_running() {
         bail!(
             "container {} is running: stop it first, or use --force",
             state.name
         );
+    }
+    if state.network.is_some() {
+        network::release(containers.runtime_root(), &state.id)
+            .with_context(|| format!("cannot release the network of container {}", state.name))?;
     }
     cgroup::remove(&state.cgroups);
     containers.delete(&state.id)

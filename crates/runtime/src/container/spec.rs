@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
+use crate::container::network::Attachment;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {
-    /// Only loopback, in the container's own network namespace (for now, also
-    /// what `default` gives: see docs/runtime.md).
+    /// The container's own network namespace with `eth0` on shoal's bridge:
+    /// an address on a private subnet, the host as its gateway.
     Default,
     /// Only loopback, in the container's own network namespace.
     None,
@@ -62,6 +64,10 @@ pub struct InitSpec {
     pub container_dir: PathBuf,
     pub hostname: String,
     pub net: NetMode,
+    /// With `--net=default`: the address, bridge and veth the parent sets
+    /// up before it starts the init.
+    #[serde(default)]
+    pub network: Option<Attachment>,
     pub cgroups: Vec<PathBuf>,
     pub volumes: Vec<Volume>,
     pub read_only_rootfs: bool,

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::container::network::Attachment;
 use crate::digest::Digest;
 use crate::image::store::{remove_tree, write_atomically};
 
@@ -44,6 +45,9 @@ pub struct ContainerState {
     pub cgroups: Vec<PathBuf>,
     pub memory_limit_bytes: Option<u64>,
     pub detached: bool,
+    /// Its address and published ports with `--net=default`.
+    #[serde(default)]
+    pub network: Option<Attachment>,
 }
 
 impl ContainerState {
@@ -112,6 +116,11 @@ impl Containers {
         let root = runtime_root.join("containers");
         fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         Ok(Containers { root })
+    }
+
+    /// `DATA_DIR/runtime/`.
+    pub fn runtime_root(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {

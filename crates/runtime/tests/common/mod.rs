@@ -15,7 +15,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "cat", "ls", "ps", "hostname", "id", "sleep", "env", "pwd",
     "ip", "kill", "head", "tr", "date", "test", "[", "wc", "grep", "touch", "mkdir", "rm",
-    "timeout", "stat", "readlink",
+    "timeout", "stat", "readlink", "nc", "wget", "httpd",
 ];
 
 /// Fails the test with a pointer to the setup script when the machine lacks
