@@ -3,8 +3,8 @@
 # Debian: busybox-static (the tests' images are built from it), umoci and
 # skopeo (real OCI tools the tests check shoal against), docker-registry (the
 # registry `image fetch` is tested against), runc (the benchmark's reference
-# runtime), iproute2 and iptables (networking). Idempotent and quiet on
-# success.
+# runtime), iproute2 and iptables (networking), zstd (the tests' zstd
+# layers). Idempotent and quiet on success.
 set -euo pipefail
 
 # Debian package that provides each program.
@@ -16,6 +16,7 @@ declare -A package_for_program=(
     [/usr/sbin/runc]=runc
     [/usr/sbin/ip]=iproute2
     [/usr/sbin/iptables]=iptables
+    [/usr/bin/zstd]=zstd
 )
 
 missing_packages=()

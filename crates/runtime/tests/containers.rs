@@ -9,7 +9,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::{
-    Entry, Shoal, busybox_entries, layer_tar, require_container_support, write_oci_layout,
+    Compression, Entry, Shoal, busybox_entries, layer_tar, require_container_support,
+    write_oci_layout, write_oci_layout_compressed,
 };
 
 const INSECURE: &str = "--insecure-options=image";
@@ -807,5 +808,117 @@ fn sigterm_to_a_foreground_run_reaches_the_app_and_its_exit_is_recorded() {
         "ready\ngot TERM\n"
     );
     shoal.ok(&["rm", "graceful"]);
+    assert_nothing_left(&shoal);
+}
+
+#[test]
+fn zstd_layers_are_verified_unpacked_and_run() {
+    require_container_support();
+    let shoal = Shoal::new();
+    let base = layer_tar(&busybox_entries());
+    let top = layer_tar(&[
+        Entry::Dir { path: "etc".into() },
+        Entry::File {
+            path: "etc/motd".into(),
+            bytes: b"from a zstd layer\n".to_vec(),
+            mode: 0o644,
+        },
+    ]);
+    // The base layer in four frames (as pzstd writes), the top in one; both
+    // made by Debian's zstd, with content checksums.
+    let layout = shoal.data_dir.path().join("zstd-layout");
+    write_oci_layout_compressed(
+        &layout,
+        "latest",
+        &[
+            (base.clone(), Compression::Zstd(4)),
+            (top.clone(), Compression::Zstd(1)),
+        ],
+        None,
+    );
+    shoal.ok(&[
+        "image",
+        "import",
+        &format!("oci:{}", layout.display()),
+        "--name",
+        "zstd-image",
+    ]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&shoal.ok(&["image", "inspect", "zstd-image"])).unwrap();
+    for layer in inspect["manifest"]["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{inspect}"
+        );
+    }
+    let output = stdout_of(
+        &shoal,
+        &[
+            "run",
+            "--rm",
+            "--net=none",
+            INSECURE,
+            "zstd-image",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/motd; test -x /bin/busybox && echo busybox",
+        ],
+    );
+    assert_eq!(output, "from a zstd layer\nbusybox\n");
+
+    // Layers whose blob digest matches its descriptor but whose content is
+    // wrong are refused when unpacked, and leave nothing.
+    let compressed = common::zstd(&base, 1);
+    let mut flipped = compressed.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    let mut trailing = compressed.clone();
+    trailing.extend_from_slice(b"not a zstd frame");
+    let wrong_diff_id = vec![common::sha256_hex(b"another tar")];
+    for (name, layer, diff_ids, expected) in [
+        (
+            "wrong-diff-id",
+            Compression::Zstd(1),
+            Some(wrong_diff_id),
+            "but the image config says",
+        ),
+        (
+            "flipped",
+            Compression::ZstdBlob(flipped),
+            None,
+            "cannot unpack layer",
+        ),
+        (
+            "trailing",
+            Compression::ZstdBlob(trailing),
+            None,
+            "not a zstd frame",
+        ),
+    ] {
+        let layout = shoal.data_dir.path().join(name);
+        write_oci_layout_compressed(&layout, "latest", &[(base.clone(), layer)], diff_ids);
+        let error = shoal.fails(
+            &[
+                "image",
+                "import",
+                &format!("oci:{}", layout.display()),
+                "--name",
+                name,
+            ],
+            1,
+        );
+        assert!(error.contains(expected), "{name}: {error}");
+    }
+    let listing: serde_json::Value =
+        serde_json::from_str(&shoal.ok(&["image", "list", "--output", "json"])).unwrap();
+    assert_eq!(listing.as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(
+        fs::read_dir(shoal.runtime_dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "work in progress was left in tmp/"
+    );
     assert_nothing_left(&shoal);
 }

@@ -390,13 +390,14 @@ fn import_docker_archive(
         let mut layer_paths = BTreeMap::new();
         for layer in &entry.layers {
             let path = inside(layer)?;
-            let mut magic = [0u8; 2];
-            let is_gzip = File::open(&path)
+            let mut magic = [0u8; 4];
+            let has_magic = File::open(&path)
                 .and_then(|mut file| file.read_exact(&mut magic))
-                .is_ok()
-                && magic == [0x1f, 0x8b];
-            let media_type = if is_gzip {
+                .is_ok();
+            let media_type = if has_magic && magic.starts_with(&[0x1f, 0x8b]) {
                 oci::MEDIA_TYPE_OCI_LAYER_GZIP
+            } else if has_magic && crate::image::zstd::is_zstd(&magic) {
+                oci::MEDIA_TYPE_OCI_LAYER_ZSTD
             } else {
                 oci::MEDIA_TYPE_OCI_LAYER
             };

@@ -14,6 +14,7 @@ pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1
 pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_TYPE_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -99,15 +100,10 @@ pub fn check_media_types(manifest: &Manifest) -> anyhow::Result<()> {
     }
     for layer in &manifest.layers {
         let layer_type = layer.media_type.as_str();
-        if layer_type.contains("zstd") {
-            anyhow::bail!(
-                "layer {} is zstd-compressed, which shoal does not support yet",
-                layer.digest
-            );
-        }
         if ![
             MEDIA_TYPE_OCI_LAYER,
             MEDIA_TYPE_OCI_LAYER_GZIP,
+            MEDIA_TYPE_OCI_LAYER_ZSTD,
             MEDIA_TYPE_DOCKER_LAYER_GZIP,
         ]
         .contains(&layer_type)
@@ -202,12 +198,11 @@ mod tests {
             &[MEDIA_TYPE_DOCKER_LAYER_GZIP],
         ))
         .unwrap();
-        let error = check_media_types(&manifest(
+        check_media_types(&manifest(
             MEDIA_TYPE_OCI_CONFIG,
-            &["application/vnd.oci.image.layer.v1.tar+zstd"],
+            &[MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_LAYER_GZIP],
         ))
-        .unwrap_err();
-        assert!(error.to_string().contains("zstd"), "{error}");
+        .unwrap();
         let error = check_media_types(&manifest(
             "application/vnd.cncf.helm.config.v1+json",
             &[MEDIA_TYPE_OCI_LAYER_GZIP],

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::image::oci::{Descriptor, ImageConfig, Manifest};
 use crate::image::reference::ImageRef;
+use crate::image::zstd;
 
 /// Errors a caller may want to tell apart; everything else is `anyhow`.
 #[derive(Debug, thiserror::Error)]
@@ -269,12 +270,24 @@ impl Store {
                     digest: layer.digest.clone(),
                 })?;
             let mut blob_reader = BufReader::new(HashingReader::new(file));
-            let is_gzip = blob_reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+            // The compression is told by the blob's first bytes, whatever
+            // the media type says; the diff id (the digest of the tar) and
+            // the blob digest are checked the same way for each.
+            let head = blob_reader.fill_buf()?;
+            let is_gzip = head.starts_with(&[0x1f, 0x8b]);
+            let is_zstd = zstd::is_zstd(head);
             let (blob_digest, diff_digest) = if is_gzip {
                 let mut tar_reader = HashingReader::new(GzDecoder::new(blob_reader));
                 unpack_tar(&mut tar_reader, &temp_dir)?;
                 let (gzip, diff_digest, _) = tar_reader.finish_into_inner()?;
                 let (blob_digest, _) = gzip.into_inner().into_inner().finish()?;
+                (blob_digest, diff_digest)
+            } else if is_zstd {
+                // Decoded to the end of the blob: every frame counts.
+                let mut tar_reader = HashingReader::new(zstd::ZstdDecoder::new(blob_reader));
+                unpack_tar(&mut tar_reader, &temp_dir)?;
+                let (zstd, diff_digest, _) = tar_reader.finish_into_inner()?;
+                let (blob_digest, _) = zstd.into_inner().into_inner().finish()?;
                 (blob_digest, diff_digest)
             } else {
                 let mut tar_reader = blob_reader;

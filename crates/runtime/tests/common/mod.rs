@@ -142,9 +142,59 @@ fn image_config(diff_ids: &[String]) -> Vec<u8> {
     .unwrap()
 }
 
+/// `bytes` compressed by Debian's `zstd` command (which writes content
+/// checksums), as `n_frames` frames: the input cut in that many pieces,
+/// each compressed on its own, concatenated (a valid zstd stream, as
+/// `pzstd` writes).
+pub fn zstd(bytes: &[u8], n_frames: usize) -> Vec<u8> {
+    let piece_len = bytes.len().div_ceil(n_frames.max(1)).max(1);
+    let mut stream = Vec::new();
+    for piece in bytes.chunks(piece_len) {
+        let mut child = Command::new("zstd")
+            .args(["-q", "-c", "-3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot run zstd: run crates/runtime/install-deps.sh (Debian's zstd)");
+        let mut stdin = child.stdin.take().unwrap();
+        let piece = piece.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&piece).unwrap());
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(output.status.success(), "zstd failed");
+        stream.extend(output.stdout);
+    }
+    stream
+}
+
+/// How a layer is stored in a layout.
+#[derive(Clone)]
+pub enum Compression {
+    Gzip,
+    /// zstd, in this many frames.
+    Zstd(usize),
+    /// These bytes, whatever the tar is, as a zstd layer (for corrupt ones).
+    ZstdBlob(Vec<u8>),
+}
+
 /// Writes an OCI image layout at `dir` holding one image tagged `tag`, made
 /// of `layers` (uncompressed tars; gzip-compressed in the layout).
 pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
+    let layers: Vec<(Vec<u8>, Compression)> = layers
+        .iter()
+        .map(|layer| (layer.clone(), Compression::Gzip))
+        .collect();
+    write_oci_layout_compressed(dir, tag, &layers, None)
+}
+
+/// Like [`write_oci_layout`], each layer compressed its own way; with
+/// `diff_ids`, the config claims those instead of the layers' own.
+pub fn write_oci_layout_compressed(
+    dir: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, Compression)],
+    diff_ids: Option<Vec<String>>,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -152,13 +202,23 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
         fs::write(blobs.join(&hex), bytes).unwrap();
         hex
     };
-    let diff_ids: Vec<String> = layers.iter().map(|layer| sha256_hex(layer)).collect();
+    let diff_ids: Vec<String> =
+        diff_ids.unwrap_or_else(|| layers.iter().map(|(layer, _)| sha256_hex(layer)).collect());
     let mut layer_descriptors = Vec::new();
-    for layer in layers {
-        let compressed = gzip(layer);
+    for (layer, compression) in layers {
+        let (compressed, media_type) = match compression {
+            Compression::Gzip => (gzip(layer), "application/vnd.oci.image.layer.v1.tar+gzip"),
+            Compression::Zstd(n_frames) => (
+                zstd(layer, *n_frames),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            Compression::ZstdBlob(blob) => {
+                (blob.clone(), "application/vnd.oci.image.layer.v1.tar+zstd")
+            }
+        };
         let hex = put(&compressed);
         layer_descriptors.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "mediaType": media_type,
             "digest": format!("sha256:{hex}"),
             "size": compressed.len(),
         }));
