@@ -117,7 +117,7 @@ pub fn run(args: SimArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        add(&mut totals, &report.stats);
+        totals.add(&report.stats);
         if !report.violations.is_empty() {
             progress.suspend(|| {
                 println!("seed {seed} FAILED:\n{}", indent(&report.summary()));
@@ -156,16 +156,6 @@ pub fn run(args: SimArgs) -> ExitCode {
         println!("  failed seeds: {failed:?}");
         ExitCode::from(1)
     }
-}
-
-fn add(totals: &mut sim::SimStats, stats: &sim::SimStats) {
-    totals.writes_acked += stats.writes_acked;
-    totals.reads_ok += stats.reads_ok;
-    totals.crashes += stats.crashes;
-    totals.partitions += stats.partitions;
-    totals.leaders += stats.leaders;
-    totals.snapshots_delivered += stats.snapshots_delivered;
-    totals.simulated += stats.simulated;
 }
 
 fn print_report(report: &SimReport) {

@@ -52,12 +52,7 @@ fn fixed_seeds_hold_every_invariant() {
             stats.writes_acked > 100 && stats.reads_ok > 50 && stats.crashes + stats.partitions > 0,
             "seed {seed}: too little happened to prove anything: {stats:?}"
         );
-        totals.crashes += stats.crashes;
-        totals.pauses += stats.pauses;
-        totals.snapshots_delivered += stats.snapshots_delivered;
-        totals.leaders += stats.leaders;
-        totals.keep_alives += stats.keep_alives;
-        totals.leases_expired += stats.leases_expired;
+        totals.add(stats);
     }
     assert!(
         totals.crashes > 50

@@ -130,6 +130,28 @@ pub struct SimStats {
     pub simulated: Duration,
 }
 
+impl SimStats {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &SimStats) {
+        self.writes_acked += other.writes_acked;
+        self.writes_failed += other.writes_failed;
+        self.writes_unknown += other.writes_unknown;
+        self.reads_ok += other.reads_ok;
+        self.reads_failed += other.reads_failed;
+        self.crashes += other.crashes;
+        self.partitions += other.partitions;
+        self.leaders += other.leaders;
+        self.messages_delivered += other.messages_delivered;
+        self.messages_dropped += other.messages_dropped;
+        self.snapshots_delivered += other.snapshots_delivered;
+        self.pauses += other.pauses;
+        self.leases_granted += other.leases_granted;
+        self.keep_alives += other.keep_alives;
+        self.leases_expired += other.leases_expired;
+        self.simulated += other.simulated;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimReport {
     pub seed: u64,
@@ -1153,6 +1175,12 @@ impl World {
         self.fault_ends_at = Some(now + lasts);
     }
 
+    /// A random member for a client's next request, if the one drawn is up.
+    fn pick_member(&mut self, now: Duration) -> Option<usize> {
+        let member = self.rng.random_range(0..self.members.len());
+        (self.members[member].running.is_some() && !self.is_paused(member, now)).then_some(member)
+    }
+
     fn is_paused(&self, idx: usize, now: Duration) -> bool {
         self.members[idx]
             .paused_until
@@ -1193,11 +1221,10 @@ impl World {
             if client.operation.is_some() || client.next_at > now {
                 continue;
             }
-            let member = self.rng.random_range(0..self.members.len());
-            if self.members[member].running.is_none() || self.is_paused(member, now) {
+            let Some(member) = self.pick_member(now) else {
                 self.clients[client_idx].next_at = now + Duration::from_millis(50);
                 continue;
-            }
+            };
             let key = Bytes::from(format!("k{}", self.rng.random_range(0..KEYS)));
             let is_write = self.rng.random_bool(0.6);
             let count = self.clients[client_idx].count;
@@ -1452,11 +1479,10 @@ impl World {
             if client.request.is_some() || client.next_at > now {
                 continue;
             }
-            let member = self.rng.random_range(0..self.members.len());
-            if self.members[member].running.is_none() || self.is_paused(member, now) {
+            let Some(member) = self.pick_member(now) else {
                 self.lease_clients[client_idx].next_at = now + Duration::from_millis(50);
                 continue;
-            }
+            };
             let client = &mut self.lease_clients[client_idx];
             let step = if client.lease == 0 {
                 LeaseStep::Grant
