@@ -140,13 +140,18 @@ pub fn run(args: SimArgs) -> ExitCode {
         started.elapsed()
     );
     println!(
-        "  {} writes acknowledged, {} linearizable reads, {} crashes, {} partitions, {} leaders elected, {} snapshots sent, {:.0?} simulated",
+        "  {} writes acknowledged, {} linearizable reads, {} crashes, {} pauses, {} partitions, {} members added and {} removed, {} leaders elected, {} snapshots sent, {} keep-alives, {} leases expired, {:.0?} simulated",
         totals.writes_acked,
         totals.reads_ok,
         totals.crashes,
+        totals.pauses,
         totals.partitions,
+        totals.members_added,
+        totals.members_removed,
         totals.leaders,
         totals.snapshots_delivered,
+        totals.keep_alives,
+        totals.leases_expired,
         totals.simulated
     );
     if failed.is_empty() {
@@ -171,9 +176,12 @@ fn print_report(report: &SimReport) {
         stats.reads_failed
     );
     println!(
-        "  {} crashes, {} partitions, {} leaders elected, {} messages delivered, {} dropped, {} snapshots sent",
+        "  {} crashes, {} pauses, {} partitions, {} members added and {} removed, {} leaders elected, {} messages delivered, {} dropped, {} snapshots sent",
         stats.crashes,
+        stats.pauses,
         stats.partitions,
+        stats.members_added,
+        stats.members_removed,
         stats.leaders,
         stats.messages_delivered,
         stats.messages_dropped,

@@ -49,7 +49,9 @@ fn fixed_seeds_hold_every_invariant() {
         let stats = &report.stats;
         // Each run did something worth checking.
         assert!(
-            stats.writes_acked > 100 && stats.reads_ok > 50 && stats.crashes + stats.partitions > 0,
+            stats.writes_acked > 100
+                && stats.reads_ok > 50
+                && stats.crashes + stats.partitions + stats.pauses + stats.members_added > 0,
             "seed {seed}: too little happened to prove anything: {stats:?}"
         );
         totals.add(stats);
@@ -60,8 +62,10 @@ fn fixed_seeds_hold_every_invariant() {
             && totals.snapshots_delivered > 10
             && totals.leaders > 100
             && totals.keep_alives > 500
-            && totals.leases_expired > 50,
-        "the fixed seeds hardly crash or pause members, send snapshots, change leaders or expire leases: {totals:?}"
+            && totals.leases_expired > 50
+            && totals.members_added > 10
+            && totals.members_removed > 3,
+        "the fixed seeds hardly crash or pause members, send snapshots, change leaders or members, or expire leases: {totals:?}"
     );
 }
 

@@ -127,6 +127,8 @@ pub struct SimStats {
     pub leases_granted: u64,
     pub keep_alives: u64,
     pub leases_expired: u64,
+    pub members_added: u64,
+    pub members_removed: u64,
     pub simulated: Duration,
 }
 
@@ -148,6 +150,8 @@ impl SimStats {
         self.leases_granted += other.leases_granted;
         self.keep_alives += other.keep_alives;
         self.leases_expired += other.leases_expired;
+        self.members_added += other.members_added;
+        self.members_removed += other.members_removed;
         self.simulated += other.simulated;
     }
 }
@@ -260,6 +264,11 @@ struct SimMember {
     restart_at: Option<Duration>,
     /// SIGSTOP: until then the member neither ticks nor receives.
     paused_until: Option<Duration>,
+    /// For a member added to the running cluster: the cluster it joins (its id
+    /// and members), used when it starts with an empty disk.
+    joins: Option<(u64, Vec<Member>)>,
+    /// Removed from the cluster: stopped for good.
+    removed: bool,
 }
 
 /// A message on the wire.
@@ -370,6 +379,8 @@ enum Fault {
     Lossy,
     /// SIGSTOP then SIGCONT, of the leader most often.
     Pause,
+    /// A member added (three voters) or removed (four), through the leader.
+    Membership,
 }
 
 struct World {
@@ -444,6 +455,8 @@ impl World {
                 next_tick: Duration::from_millis(rng.random_range(1..100)),
                 restart_at: None,
                 paused_until: None,
+                joins: None,
+                removed: false,
             })
             .collect();
         let clients = (0..options.clients)
@@ -532,12 +545,26 @@ impl World {
             let wtx = db
                 .begin_write()
                 .map_err(|error| failed("bootstrap", error.to_string()))?;
-            let members = self.ids.iter().map(|&id| member_info(id)).collect();
-            state_machine
-                .bootstrap_members(&wtx, crate::config::cluster_id(&self.ids), members)
-                .map_err(|error| failed("bootstrap", error))?;
-            let log = RaftLog::bootstrap(&wtx, self.ids.clone(), state_machine.clone())
-                .map_err(|error| failed("bootstrap", error))?;
+            let log = match self.members[idx].joins.clone() {
+                // Joining a running cluster (--initial-cluster-state existing):
+                // an empty log; the leader sends a snapshot.
+                Some((cluster_id, members)) => {
+                    state_machine
+                        .bootstrap_members(&wtx, cluster_id, members)
+                        .map_err(|error| failed("bootstrap", error))?;
+                    RaftLog::empty(&wtx, state_machine.clone())
+                        .map_err(|error| failed("bootstrap", error))?
+                }
+                None => {
+                    let founders: Vec<u64> = (1..=self.options.members as u64).collect();
+                    let members = founders.iter().map(|&id| member_info(id)).collect();
+                    state_machine
+                        .bootstrap_members(&wtx, crate::config::cluster_id(&founders), members)
+                        .map_err(|error| failed("bootstrap", error))?;
+                    RaftLog::bootstrap(&wtx, founders, state_machine.clone())
+                        .map_err(|error| failed("bootstrap", error))?
+                }
+            };
             wtx.commit()
                 .map_err(|error| failed("bootstrap", error.to_string()))?;
             log
@@ -704,6 +731,7 @@ impl World {
             while let Some(idx) = touched.pop_first() {
                 self.process(idx, &mut touched)?;
             }
+            self.reconcile_membership()?;
             let next = self.next_event_time(now);
             self.clock.advance(next.saturating_sub(now));
         }
@@ -742,7 +770,7 @@ impl World {
     /// True once every member runs and all have applied the same index.
     fn settled(&mut self) -> bool {
         let mut applied = BTreeSet::new();
-        for member in &self.members {
+        for member in self.members.iter().filter(|member| !member.removed) {
             match &member.running {
                 Some(running) => {
                     applied.insert(running.node.state_machine().mvcc.consistent_index());
@@ -1102,6 +1130,7 @@ impl World {
         let someone_down = self
             .members
             .iter()
+            .filter(|m| !m.removed)
             .any(|m| m.running.is_none() || m.paused_until.is_some_and(|until| until > now));
         if now < self.next_fault_at || someone_down {
             return;
@@ -1114,10 +1143,14 @@ impl World {
             Fault::OneWay,
             Fault::Lossy,
             Fault::Pause,
+            Fault::Membership,
         ];
         let fault = faults[self.rng.random_range(0..faults.len())];
         let lasts = Duration::from_millis(self.rng.random_range(500..4000));
-        let victim = self.rng.random_range(0..self.members.len());
+        let active: Vec<usize> = (0..self.members.len())
+            .filter(|&idx| !self.members[idx].removed)
+            .collect();
+        let victim = active[self.rng.random_range(0..active.len())];
         (fault as u8, victim, lasts.as_millis() as u64).hash(&mut self.trace);
         match fault {
             Fault::Crash => {
@@ -1158,6 +1191,11 @@ impl World {
                 self.stats.partitions += 1;
             }
             Fault::Lossy => self.loss = 0.3,
+            Fault::Membership => {
+                self.change_membership(victim);
+                self.next_fault_at = now + Duration::from_secs(3);
+                return;
+            }
             Fault::Pause => {
                 let target = if self.rng.random_bool(0.7) {
                     self.leader_idx().unwrap_or(victim)
@@ -1205,7 +1243,7 @@ impl World {
         self.loss = 0.0;
         self.fault_ends_at = None;
         for idx in 0..self.members.len() {
-            if self.members[idx].running.is_none() {
+            if self.members[idx].running.is_none() && !self.members[idx].removed {
                 self.start(idx)?;
             }
         }
@@ -1430,7 +1468,8 @@ impl World {
             states.insert(member.id, (mvcc.current_revision(), hash));
         }
         let distinct: BTreeSet<_> = states.values().collect();
-        if distinct.len() > 1 || states.len() != self.members.len() {
+        let active = self.members.iter().filter(|member| !member.removed).count();
+        if distinct.len() > 1 || states.len() != active {
             let detail = format!(
                 "after {:?} without faults, (revision, hash) by member: {states:?}",
                 QUIET + SETTLE
@@ -1758,5 +1797,123 @@ impl World {
                 ),
             );
         }
+    }
+}
+
+/// Membership changes: proposed through the leader like `etcdctl member
+/// add/remove`, then carried out as an operator would once applied.
+impl World {
+    /// With three voters, adds a fourth; with more, removes `victim`.
+    fn change_membership(&mut self, victim: usize) {
+        let Some(leader) = self.leader_idx() else {
+            return;
+        };
+        if self.is_paused(leader, self.now()) {
+            return;
+        }
+        let active = self.members.iter().filter(|member| !member.removed).count();
+        let (change_type, member) = if active <= self.options.members {
+            let id = self.ids.iter().max().copied().unwrap_or(0) + 1;
+            (raft::eraftpb::ConfChangeType::AddNode, member_info(id))
+        } else {
+            let id = self.members[victim].id;
+            (raft::eraftpb::ConfChangeType::RemoveNode, member_info(id))
+        };
+        (change_type as i32, member.id).hash(&mut self.trace);
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let running = self.members[leader].running.as_mut().expect("leads");
+        let context = proto::shoalpb::ConfChangeContext {
+            id,
+            proposer: running.node.raft().id,
+            member: Some(member.clone()),
+        }
+        .encode_to_vec();
+        let change = raft::eraftpb::ConfChange {
+            change_type,
+            node_id: member.id,
+            ..Default::default()
+        };
+        // Nobody waits: the outcome shows in the members the leader applies.
+        let (respond, _) = oneshot::channel();
+        running.node.handle_input(NodeInput::ProposeConfChange {
+            id,
+            change,
+            context,
+            respond,
+        });
+        let mut touched = BTreeSet::new();
+        touched.insert(leader);
+        while let Some(idx) = touched.pop_first() {
+            if let Err(error) = self.process(idx, &mut touched) {
+                self.violation(NO_PANIC, error);
+            }
+        }
+    }
+
+    /// Starts members the cluster has added and stops those it has removed,
+    /// as the leader's applied member list says.
+    fn reconcile_membership(&mut self) -> Result<(), String> {
+        let now = self.now();
+        let Some(leader) = self.leader_idx() else {
+            return Ok(());
+        };
+        if self.is_paused(leader, now) {
+            return Ok(());
+        }
+        // Only from a leader that has applied everything committed: its
+        // member list is then the cluster's.
+        let caught_up = {
+            let status = &self.members[leader].running.as_ref().expect("leads").status;
+            status
+                .committed_in_term
+                .load(std::sync::atomic::Ordering::Acquire)
+                && status
+                    .applied_index
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    >= status
+                        .commit_index
+                        .load(std::sync::atomic::Ordering::Acquire)
+        };
+        if !caught_up {
+            return Ok(());
+        }
+        let (cluster_id, members) = {
+            let running = self.members[leader].running.as_ref().expect("leads");
+            let state_machine = running.node.state_machine();
+            (state_machine.cluster_id(), state_machine.members())
+        };
+        for member in &members {
+            if self.ids.contains(&member.id) {
+                continue;
+            }
+            self.ids.push(member.id);
+            self.members.push(SimMember {
+                id: member.id,
+                disk: SimDisk::new(),
+                running: None,
+                life: 0,
+                next_tick: now + Duration::from_millis(self.rng.random_range(1..100)),
+                restart_at: None,
+                paused_until: None,
+                joins: Some((cluster_id, members.clone())),
+                removed: false,
+            });
+            self.stats.members_added += 1;
+            self.start(self.members.len() - 1)?;
+        }
+        for idx in 0..self.members.len() {
+            let member = &self.members[idx];
+            if member.removed || members.iter().any(|known| known.id == member.id) {
+                continue;
+            }
+            let member = &mut self.members[idx];
+            member.removed = true;
+            member.running = None;
+            member.restart_at = None;
+            member.paused_until = None;
+            self.stats.members_removed += 1;
+        }
+        Ok(())
     }
 }
