@@ -491,6 +491,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.insecure_options.iter().any(|option| option == "image") {
         verify_trust(&store, &args.image, &image)?;
     }
+    let mount_point_layer = store.mount_point_layer()?;
 
     let config = &image.config.config;
     let entrypoint = match &args.entrypoint {
@@ -661,6 +662,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .rev()
             .map(|layer| layer.digest.hex().to_string())
             .collect(),
+        mount_point_layer: Some(mount_point_layer),
         container_dir: containers.dir(&id),
         hostname,
         net: args.net,

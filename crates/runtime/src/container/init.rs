@@ -194,11 +194,15 @@ fn mount_rootfs(spec: &InitSpec, rootfs: &Path) -> anyhow::Result<()> {
     chdir(&spec.layers_root)
         .with_context(|| format!("cannot enter {}", spec.layers_root.display()))?;
     let empty_layer = spec.container_dir.join("empty");
-    let lower = if spec.layers.is_empty() {
+    let mut lower_dirs = spec.layers.clone();
+    if let Some(layer) = &spec.mount_point_layer {
+        lower_dirs.push(layer.display().to_string());
+    }
+    let lower = if lower_dirs.is_empty() {
         fs::create_dir_all(&empty_layer)?;
         empty_layer.display().to_string()
     } else {
-        spec.layers.join(":")
+        lower_dirs.join(":")
     };
     let options = format!(
         "lowerdir={lower},upperdir={},workdir={}",

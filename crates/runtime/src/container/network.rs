@@ -38,7 +38,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::container::state::{Containers, Status};
-use crate::image::store::write_atomically;
+use crate::image::store::write_ephemeral;
 
 const LOCK_PATH: &str = "/run/shoal/network.lock";
 /// Candidate subnets are 10.89.N.0/24.
@@ -211,7 +211,7 @@ impl Network {
     }
 
     fn save_record(&self, record: &NetworkRecord) -> anyhow::Result<()> {
-        write_atomically(&self.record_path(), &serde_json::to_vec_pretty(record)?)
+        write_ephemeral(&self.record_path(), &serde_json::to_vec_pretty(record)?)
     }
 
     fn lease_path(&self, address: Ipv4Addr) -> PathBuf {
@@ -456,7 +456,7 @@ pub fn attach(
             container_name: name.to_string(),
             attachment: attachment.clone(),
         };
-        write_atomically(
+        write_ephemeral(
             &network.lease_path(attachment.address),
             &serde_json::to_vec_pretty(&lease)?,
         )?;

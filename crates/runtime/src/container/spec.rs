@@ -60,6 +60,11 @@ pub struct InitSpec {
     /// Unpacked layer directory names under `layers_root`, top layer first.
     pub layers_root: PathBuf,
     pub layers: Vec<String>,
+    /// shoal's own bottom layer: empty `proc`, `dev` and `sys` directories,
+    /// so mounting there needs no copy-up into the container's upper layer
+    /// (which would be disk writes on every start).
+    #[serde(default)]
+    pub mount_point_layer: Option<PathBuf>,
     /// The container's directory: `upper/`, `work/` and `rootfs/` live here.
     pub container_dir: PathBuf,
     pub hostname: String,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::network::Attachment;
 use crate::digest::Digest;
-use crate::image::store::{remove_tree, write_atomically};
+use crate::image::store::{remove_tree, write_ephemeral};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,7 +128,7 @@ impl Containers {
     }
 
     pub fn save(&self, state: &ContainerState) -> anyhow::Result<()> {
-        write_atomically(
+        write_ephemeral(
             &self.dir(&state.id).join("state.json"),
             &serde_json::to_vec_pretty(state)?,
         )

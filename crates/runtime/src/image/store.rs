@@ -108,6 +108,20 @@ impl Store {
         self.root.join("layers").join(digest.hex())
     }
 
+    /// shoal's bottom layer for every container: empty `proc`, `dev` and
+    /// `sys` directories to mount on (made on first use).
+    pub fn mount_point_layer(&self) -> anyhow::Result<PathBuf> {
+        let layer = self.root.join("mountpoints");
+        for dir in ["proc", "dev", "sys"] {
+            let path = layer.join(dir);
+            if !path.is_dir() {
+                fs::create_dir_all(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+            }
+        }
+        Ok(layer)
+    }
+
     pub fn layers_root(&self) -> PathBuf {
         self.root.join("layers")
     }
@@ -651,11 +665,25 @@ fn unpack_tar(reader: impl Read, target: &Path) -> anyhow::Result<()> {
 
 /// Writes a file so that readers see the old or the new content, never half.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Like [`write_atomically`] but without waiting for the disk: for the
+/// records of containers and network leases, which describe processes and
+/// kernel objects that do not outlive a reboot anyway. An `fsync` there cost
+/// up to tens of milliseconds per container start on a busy disk.
+pub fn write_ephemeral(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> anyhow::Result<()> {
     let temp_path = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let result = (|| {
         let mut file = File::create(&temp_path)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&temp_path, path)
     })();
     if result.is_err() {
