@@ -163,6 +163,11 @@ impl Mvcc {
         })
     }
 
+    /// The database this state lives in (the raft log shares it).
+    pub fn database(&self) -> &Arc<Db> {
+        &self.database
+    }
+
     /// The last published revision; 1 on an empty store, as in etcd.
     pub fn current_revision(&self) -> i64 {
         self.published.read().revision

@@ -1,11 +1,15 @@
-//! The raft log as raft-rs sees it (`raft::Storage`): entries since the last
-//! compaction held in memory, every change mirrored to redb in the caller's write
-//! transaction, and snapshots built on demand from the state machine.
+//! The raft log as raft-rs sees it (`raft::Storage`): every change written to
+//! redb in the caller's write transaction, the term of every entry since the
+//! last compaction and the newest entries (up to `RECENT_BYTES`) held in memory,
+//! older entries read back from redb when raft asks for them (a lagging
+//! follower), and snapshots built on demand from the state machine.
 //!
 //! Invariant: what is in memory equals what the last committed transaction wrote;
 //! the raft loop commits every transaction it hands to these methods before it
-//! tells raft the work is done.
+//! tells raft the work is done. So an entry that is only on disk was written by
+//! a committed transaction, which a read transaction sees.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use protobuf::Message as _;
@@ -25,6 +29,12 @@ const CONF_STATE: &str = "conf_state";
 /// Index and term of the last entry removed from the log (the "snapshot" point).
 const TRUNCATED: &str = "truncated";
 
+/// How many bytes of the newest entries stay in memory. Entries are applied
+/// and sent to followers that keep up soon after they are appended, so these
+/// cover the hot path; holding every entry since the last compaction (up to
+/// `--snapshot-count`, 100,000 by default) cost about 45 MB with 256-byte values.
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
 pub struct RaftLog {
     hard_state: HardState,
     /// The commit index as last written to disk; `hard_state.commit` may be ahead
@@ -33,9 +43,21 @@ pub struct RaftLog {
     conf_state: ConfState,
     truncated_index: u64,
     truncated_term: u64,
-    /// entries[i] has index truncated_index + 1 + i.
-    entries: Vec<Entry>,
+    /// terms[i] is the term of the entry at index truncated_index + 1 + i.
+    terms: Vec<u64>,
+    /// The newest entries, a suffix of the log: the last one is at `last()`.
+    recent: VecDeque<Entry>,
+    /// What `recent` holds, as counted by `entry_bytes`.
+    recent_bytes: usize,
+    /// Older entries beyond this many bytes are left on disk only.
+    recent_budget: usize,
+    db: Arc<mvcc::Db>,
     state_machine: Arc<StateMachine>,
+}
+
+/// An entry's share of the memory budget: its payload and the struct around it.
+fn entry_bytes(entry: &Entry) -> usize {
+    entry.data.len() + entry.context.len() + std::mem::size_of::<Entry>()
 }
 
 fn storage_error(error: impl std::fmt::Display) -> raft::Error {
@@ -70,7 +92,19 @@ impl RaftLog {
                 Some(bytes) => decode_pair(bytes.value())?,
                 None => (0, 0),
             };
-        let mut entries = Vec::new();
+        let mut log = RaftLog {
+            persisted_commit: hard_state.commit,
+            hard_state,
+            conf_state,
+            truncated_index,
+            truncated_term,
+            terms: Vec::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            recent_budget: RECENT_BYTES,
+            db: state_machine.mvcc.database().clone(),
+            state_machine,
+        };
         let table = rtx.open_table(ENTRIES).map_err(|error| error.to_string())?;
         for item in table
             .range(truncated_index + 1..)
@@ -79,24 +113,44 @@ impl RaftLog {
             let (index, bytes) = item.map_err(|error| error.to_string())?;
             let entry =
                 Entry::parse_from_bytes(bytes.value()).map_err(|error| error.to_string())?;
-            let expected = truncated_index + 1 + entries.len() as u64;
+            let expected = log.last() + 1;
             if index.value() != expected || entry.index != expected {
                 return Err(format!(
                     "raft log has a gap: expected entry {expected}, found {}",
                     index.value()
                 ));
             }
-            entries.push(entry);
+            log.terms.push(entry.term);
+            log.push_recent(entry);
+            log.trim_recent(u64::MAX);
         }
-        Ok(Some(RaftLog {
-            persisted_commit: hard_state.commit,
-            hard_state,
-            conf_state,
-            truncated_index,
-            truncated_term,
-            entries,
-            state_machine,
-        }))
+        Ok(Some(log))
+    }
+
+    /// Adds the entry after the last one to the in-memory suffix.
+    fn push_recent(&mut self, entry: Entry) {
+        self.recent_bytes += entry_bytes(&entry);
+        self.recent.push_back(entry);
+    }
+
+    /// Drops the oldest in-memory entries beyond the budget, but none at or
+    /// after `keep_from` (entries written by a transaction not yet committed).
+    fn trim_recent(&mut self, keep_from: u64) {
+        while self.recent_bytes > self.recent_budget
+            && self.recent.len() > 1
+            && self
+                .recent
+                .front()
+                .is_some_and(|entry| entry.index < keep_from)
+        {
+            let entry = self.recent.pop_front().expect("checked above");
+            self.recent_bytes -= entry_bytes(&entry);
+        }
+    }
+
+    /// The index of the first entry held in memory (`last() + 1` if none is).
+    fn first_recent(&self) -> u64 {
+        self.last() + 1 - self.recent.len() as u64
     }
 
     /// A brand new log for a founding member: as if a snapshot at index 1, term 1
@@ -113,7 +167,11 @@ impl RaftLog {
             conf_state: ConfState::default(),
             truncated_index: 1,
             truncated_term: 1,
-            entries: Vec::new(),
+            terms: Vec::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            recent_budget: RECENT_BYTES,
+            db: state_machine.mvcc.database().clone(),
             state_machine,
         };
         log.hard_state.term = 1;
@@ -141,7 +199,11 @@ impl RaftLog {
             conf_state: ConfState::default(),
             truncated_index: 0,
             truncated_term: 0,
-            entries: Vec::new(),
+            terms: Vec::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            recent_budget: RECENT_BYTES,
+            db: state_machine.mvcc.database().clone(),
             state_machine,
         };
         wtx.open_table(ENTRIES).map_err(|error| error.to_string())?;
@@ -157,7 +219,7 @@ impl RaftLog {
     }
 
     fn last(&self) -> u64 {
-        self.truncated_index + self.entries.len() as u64
+        self.truncated_index + self.terms.len() as u64
     }
 
     /// Appends entries, replacing any conflicting suffix.
@@ -183,8 +245,16 @@ impl RaftLog {
             for index in first_new_index..=old_last {
                 table.remove(index).map_err(|error| error.to_string())?;
             }
-            self.entries
+            self.terms
                 .truncate((first_new_index - self.truncated_index - 1) as usize);
+            while self
+                .recent
+                .back()
+                .is_some_and(|entry| entry.index >= first_new_index)
+            {
+                let entry = self.recent.pop_back().expect("checked above");
+                self.recent_bytes -= entry_bytes(&entry);
+            }
         }
         for entry in new_entries {
             let bytes = entry.write_to_bytes().map_err(|error| error.to_string())?;
@@ -192,7 +262,15 @@ impl RaftLog {
                 .insert(entry.index, bytes.as_slice())
                 .map_err(|error| error.to_string())?;
         }
-        self.entries.extend_from_slice(new_entries);
+        for entry in new_entries {
+            self.terms.push(entry.term);
+            self.push_recent(entry.clone());
+        }
+        debug_assert_eq!(
+            self.recent.back().map(|entry| entry.index),
+            Some(self.last())
+        );
+        self.trim_recent(first_new_index);
         Ok(())
     }
 
@@ -245,7 +323,9 @@ impl RaftLog {
             .retain(|_, _| false)
             .map_err(|error| error.to_string())?;
         drop(table);
-        self.entries.clear();
+        self.terms.clear();
+        self.recent.clear();
+        self.recent_bytes = 0;
         self.truncated_index = metadata.index;
         self.truncated_term = metadata.term;
         self.hard_state.term = self.hard_state.term.max(metadata.term);
@@ -274,7 +354,15 @@ impl RaftLog {
             .map_err(|error| error.to_string())?;
         drop(table);
         let n_removed = (index - self.truncated_index) as usize;
-        self.entries.drain(..n_removed);
+        self.terms.drain(..n_removed);
+        while self
+            .recent
+            .front()
+            .is_some_and(|entry| entry.index <= index)
+        {
+            let entry = self.recent.pop_front().expect("checked above");
+            self.recent_bytes -= entry_bytes(&entry);
+        }
         self.truncated_index = index;
         self.truncated_term = term;
         self.persist_truncated(wtx)
@@ -288,7 +376,7 @@ impl RaftLog {
         if index < self.truncated_index || index > self.last() {
             return None;
         }
-        Some(self.entries[(index - self.truncated_index - 1) as usize].term)
+        Some(self.terms[(index - self.truncated_index - 1) as usize])
     }
 
     fn persist_hard_state(&mut self, wtx: &WriteTransaction) -> Result<(), redb::Error> {
@@ -362,18 +450,51 @@ impl raft::Storage for RaftLog {
         if high > self.last() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let start = (low - self.truncated_index - 1) as usize;
-        let end = (high - self.truncated_index - 1) as usize;
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut size = 0u64;
-        let mut result = Vec::with_capacity(end - start);
-        for entry in &self.entries[start..end] {
+        let mut result = Vec::with_capacity((high - low).min(1024) as usize);
+        // Always return at least one entry, as raft-rs requires.
+        let mut take = |entry: Entry, result: &mut Vec<Entry>| {
             size += u64::from(entry.compute_size());
-            // Always return at least one entry, as raft-rs requires.
             if !result.is_empty() && size > max_size {
+                return false;
+            }
+            result.push(entry);
+            true
+        };
+        let first_recent = self.first_recent();
+        if low < first_recent {
+            // Older than what is kept in memory: read back what an earlier,
+            // committed transaction wrote.
+            let on_disk_end = high.min(first_recent);
+            let rtx = self.db.begin_read().map_err(storage_error)?;
+            let table = rtx.open_table(ENTRIES).map_err(storage_error)?;
+            for item in table.range(low..on_disk_end).map_err(storage_error)? {
+                let (index, bytes) = item.map_err(storage_error)?;
+                let entry = Entry::parse_from_bytes(bytes.value()).map_err(storage_error)?;
+                let expected = low + result.len() as u64;
+                if index.value() != expected || entry.index != expected {
+                    return Err(storage_error(format!(
+                        "raft log has a gap: expected entry {expected}, found {}",
+                        index.value()
+                    )));
+                }
+                if !take(entry, &mut result) {
+                    return Ok(result);
+                }
+            }
+            if result.len() as u64 != on_disk_end - low {
+                return Err(storage_error(format!(
+                    "raft log entries {low}..{on_disk_end} are missing from disk"
+                )));
+            }
+        }
+        let start = low.max(first_recent);
+        for index in start..high {
+            let entry = self.recent[(index - first_recent) as usize].clone();
+            if !take(entry, &mut result) {
                 break;
             }
-            result.push(entry.clone());
         }
         Ok(result)
     }
@@ -497,6 +618,68 @@ mod tests {
             .entries(2, 5, None, GetEntriesContext::empty(false))
             .unwrap();
         assert_eq!(entries, vec![entry(2, 1), entry(3, 1), entry(4, 2)]);
+    }
+
+    /// Entries beyond the memory budget are read back from redb: every range
+    /// raft may ask for gives what an unbounded log would, across the edge
+    /// between disk and memory, after a conflicting append and a compaction,
+    /// with and without a size limit.
+    #[test]
+    fn entries_beyond_the_memory_budget_are_read_from_disk() {
+        let (_dir, db, state_machine, mut log) = bootstrapped(vec![1]);
+        // Room for about three of these entries.
+        log.recent_budget = 3 * (std::mem::size_of::<Entry>() + 8);
+        let mut expected: Vec<Entry> = (2..=40).map(|index| entry(index, 1)).collect();
+        for chunk in expected.chunks(7) {
+            commit(&db, |wtx| log.append(wtx, chunk).unwrap());
+        }
+        assert!(log.recent.len() < 10, "old entries left memory");
+        // A conflicting suffix from index 30 on, in two appends.
+        let replacement: Vec<Entry> = (30..=45).map(|index| entry(index, 2)).collect();
+        commit(&db, |wtx| log.append(wtx, &replacement[..3]).unwrap());
+        commit(&db, |wtx| log.append(wtx, &replacement[3..]).unwrap());
+        expected.truncate(28);
+        expected.extend(replacement);
+        let check = |log: &RaftLog, expected: &[Entry], first: u64| {
+            let last = first + expected.len() as u64 - 1;
+            for low in first..=last {
+                for high in low + 1..=last + 1 {
+                    let got = log
+                        .entries(low, high, None, GetEntriesContext::empty(false))
+                        .unwrap();
+                    let want = &expected[(low - first) as usize..(high - first) as usize];
+                    assert_eq!(got, want, "entries {low}..{high}");
+                    assert_eq!(log.term(high - 1).unwrap(), want.last().unwrap().term);
+                }
+                // A size limit of one byte still returns one entry; a limit of
+                // two entries' size returns two, wherever they are.
+                let one = log
+                    .entries(low, last + 1, Some(1), GetEntriesContext::empty(false))
+                    .unwrap();
+                assert_eq!(one, expected[(low - first) as usize..][..1]);
+                let two_size: u64 = expected[(low - first) as usize..]
+                    .iter()
+                    .take(2)
+                    .map(|entry| u64::from(entry.compute_size()))
+                    .sum();
+                let two = log
+                    .entries(
+                        low,
+                        last + 1,
+                        Some(two_size),
+                        GetEntriesContext::empty(false),
+                    )
+                    .unwrap();
+                let n = 2.min(last + 1 - low) as usize;
+                assert_eq!(two, expected[(low - first) as usize..][..n]);
+            }
+        };
+        check(&log, &expected, 2);
+        commit(&db, |wtx| log.compact(wtx, 20).unwrap());
+        check(&log, &expected[19..], 21);
+        let mut reloaded = RaftLog::load(&db, state_machine).unwrap().unwrap();
+        reloaded.recent_budget = log.recent_budget;
+        check(&reloaded, &expected[19..], 21);
     }
 
     #[test]
