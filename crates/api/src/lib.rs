@@ -5,6 +5,7 @@
 
 pub mod authority;
 mod election;
+mod encoded_range;
 mod errors;
 mod gateway;
 mod lease;
@@ -74,6 +75,7 @@ pub async fn serve(
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
+    let kv = encoded_range::KvRoutes::new(kv, member.clone(), max_message);
     let http = Arc::new(gateway::HttpApi::new(member.clone()));
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)

@@ -57,6 +57,7 @@ use crate::record::{META_TABLE, REVISIONS_TABLE, Record, Revision};
 
 pub use crate::db::Db;
 pub use crate::history::{History, key_in_range};
+pub use crate::range::EncodedRange;
 pub use crate::snapshot::{ImportedRevision, snapshot_from_history};
 pub use crate::writer::Writer;
 
@@ -187,6 +188,25 @@ impl Mvcc {
     /// 3.4 does. Like etcd, the header revision is the current revision of the store, not the
     /// revision read at; the caller fills cluster_id, member_id and raft_term.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.read_range(request, range::build_response)
+    }
+
+    /// `range`, with the response already encoded (see [`EncodedRange`]): for
+    /// the gRPC API, which sends it as it is.
+    pub fn range_encoded(&self, request: &RangeRequest) -> Result<EncodedRange, MvccError> {
+        self.read_range(request, range::encode_response)
+    }
+
+    fn read_range<R>(
+        &self,
+        request: &RangeRequest,
+        respond: impl Fn(
+            &redb::ReadOnlyTable<u128, &'static [u8]>,
+            &RangeRequest,
+            range::Candidates,
+            i64,
+        ) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
         let started = Instant::now();
         loop {
             // Order matters: published state first, then the read transaction, then the index.
@@ -225,7 +245,7 @@ impl Mvcc {
             };
             // The read transaction holds every record the index pointed at, so the index lock
             // can be released before the disk reads.
-            return range::build_response(&revisions, request, candidates, published.revision);
+            return respond(&revisions, request, candidates, published.revision);
         }
     }
 

@@ -77,6 +77,20 @@ pub(crate) fn load_value<T>(table: &T, key: &[u8], revision: Revision) -> Result
 where
     T: ReadableTable<u128, &'static [u8]>,
 {
+    read_value(table, key, revision, Bytes::copy_from_slice)
+}
+
+/// Hands the stored value of a candidate's revision to `use_value`, checking
+/// that it belongs to the key.
+fn read_value<T, R>(
+    table: &T,
+    key: &[u8],
+    revision: Revision,
+    use_value: impl FnOnce(&[u8]) -> R,
+) -> Result<R, MvccError>
+where
+    T: ReadableTable<u128, &'static [u8]>,
+{
     let stored = table.get(revision.to_table_key())?.ok_or_else(|| {
         MvccError::Storage(format!(
             "record of revision {}.{} is missing from {}",
@@ -92,7 +106,7 @@ where
             revision.main, revision.sub
         )));
     }
-    Ok(Bytes::copy_from_slice(record.value))
+    Ok(use_value(record.value))
 }
 
 fn load_values<T>(table: &T, candidates: &mut [Candidate]) -> Result<(), MvccError>
@@ -105,13 +119,19 @@ where
     Ok(())
 }
 
-/// The disk half: filters, sorts, applies the limit, loads values and builds the response.
-pub(crate) fn build_response<T>(
+/// The keys a range returns, in order, with `more` and `count` as etcd reports them.
+struct Selection {
+    count: i64,
+    more: bool,
+    selected: Vec<Candidate>,
+}
+
+/// Filters, sorts and applies the limit (loading values only to sort by them).
+fn select<T>(
     table: &T,
     request: &RangeRequest,
     candidates: Candidates,
-    header_revision: i64,
-) -> Result<RangeResponse, MvccError>
+) -> Result<Selection, MvccError>
 where
     T: ReadableTable<u128, &'static [u8]>,
 {
@@ -153,7 +173,28 @@ where
         selected.truncate(limit);
         more = true;
     }
+    Ok(Selection {
+        count,
+        more,
+        selected,
+    })
+}
 
+/// The disk half: filters, sorts, applies the limit, loads values and builds the response.
+pub(crate) fn build_response<T>(
+    table: &T,
+    request: &RangeRequest,
+    candidates: Candidates,
+    header_revision: i64,
+) -> Result<RangeResponse, MvccError>
+where
+    T: ReadableTable<u128, &'static [u8]>,
+{
+    let Selection {
+        count,
+        more,
+        mut selected,
+    } = select(table, request, candidates)?;
     if !request.keys_only {
         load_values(table, &mut selected)?;
     }
@@ -181,6 +222,173 @@ where
         kvs,
         more,
         count,
+    })
+}
+
+/// A range response with its key-values already in protobuf form: what
+/// `build_response` would return, encoded straight from the stored records,
+/// without a copy of each value and a `KeyValue` for each key in between.
+/// For large responses (etcdctl get --prefix over a whole store) that is most
+/// of the memory a range holds.
+pub struct EncodedRange {
+    pub header_revision: i64,
+    pub count: i64,
+    pub more: bool,
+    /// Field 2 (`kvs`) of a `RangeResponse`, every `KeyValue` encoded as prost
+    /// encodes it, in chunks of about `KVS_CHUNK_BYTES`.
+    kvs: Vec<Vec<u8>>,
+}
+
+/// Encoded key-values are gathered in chunks of this size, so a large
+/// response neither reallocates nor over-allocates by much.
+const KVS_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl EncodedRange {
+    /// The encoded length of the whole `RangeResponse` with this header.
+    pub fn encoded_len(&self, header: &ResponseHeader) -> usize {
+        use prost::encoding::{bool, int64, message};
+        message::encoded_len(1, header)
+            + self.kvs.iter().map(Vec::len).sum::<usize>()
+            + if self.more {
+                bool::encoded_len(3, &true)
+            } else {
+                0
+            }
+            + if self.count != 0 {
+                int64::encoded_len(4, &self.count)
+            } else {
+                0
+            }
+    }
+
+    /// Writes the whole `RangeResponse`, byte for byte as prost would encode
+    /// the equivalent message.
+    pub fn encode(&self, header: &ResponseHeader, buf: &mut impl bytes::BufMut) {
+        use prost::encoding::{bool, int64, message};
+        message::encode(1, header, buf);
+        for chunk in &self.kvs {
+            buf.put_slice(chunk);
+        }
+        if self.more {
+            bool::encode(3, &true, buf);
+        }
+        if self.count != 0 {
+            int64::encode(4, &self.count, buf);
+        }
+    }
+}
+
+/// Appends one `KeyValue` as field 2 of a `RangeResponse`.
+fn encode_key_value(kv: &KeyValueRef<'_>, out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let bytes_len = |tag: u32, len: usize| {
+        if len == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        }
+    };
+    let int_len = |tag: u32, value: i64| {
+        if value == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(value as u64)
+        }
+    };
+    let len = bytes_len(1, kv.key.len())
+        + int_len(2, kv.create_revision)
+        + int_len(3, kv.mod_revision)
+        + int_len(4, kv.version)
+        + bytes_len(5, kv.value.len())
+        + int_len(6, kv.lease);
+    out.reserve(key_len(2) + encoded_len_varint(len as u64) + len);
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    let put_bytes = |tag: u32, bytes: &[u8], out: &mut Vec<u8>| {
+        if !bytes.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(bytes.len() as u64, out);
+            out.extend_from_slice(bytes);
+        }
+    };
+    let put_int = |tag: u32, value: i64, out: &mut Vec<u8>| {
+        if value != 0 {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(value as u64, out);
+        }
+    };
+    put_bytes(1, kv.key, out);
+    put_int(2, kv.create_revision, out);
+    put_int(3, kv.mod_revision, out);
+    put_int(4, kv.version, out);
+    put_bytes(5, kv.value, out);
+    put_int(6, kv.lease, out);
+}
+
+/// A `KeyValue` whose key and value are borrowed.
+struct KeyValueRef<'a> {
+    key: &'a [u8],
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+    value: &'a [u8],
+    lease: i64,
+}
+
+/// `build_response`, encoded: see [`EncodedRange`].
+pub(crate) fn encode_response<T>(
+    table: &T,
+    request: &RangeRequest,
+    candidates: Candidates,
+    header_revision: i64,
+) -> Result<EncodedRange, MvccError>
+where
+    T: ReadableTable<u128, &'static [u8]>,
+{
+    let Selection {
+        count,
+        more,
+        selected,
+    } = select(table, request, candidates)?;
+    let mut kvs = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    for candidate in &selected {
+        let entry = &candidate.entry;
+        let mut emit = |value: &[u8]| {
+            if !current.is_empty() && current.len() + value.len() + 64 > KVS_CHUNK_BYTES {
+                kvs.push(std::mem::take(&mut current));
+            }
+            if current.capacity() == 0 {
+                current.reserve(KVS_CHUNK_BYTES.min((value.len() + 64) * selected.len()));
+            }
+            encode_key_value(
+                &KeyValueRef {
+                    key: &candidate.key,
+                    create_revision: entry.create_revision,
+                    mod_revision: entry.revision.main,
+                    version: entry.version,
+                    value,
+                    lease: entry.lease,
+                },
+                &mut current,
+            );
+        };
+        if request.keys_only {
+            emit(&[]);
+        } else if let Some(value) = &candidate.value {
+            emit(value);
+        } else {
+            read_value(table, &candidate.key, entry.revision, emit)?;
+        }
+    }
+    if !current.is_empty() {
+        kvs.push(current);
+    }
+    Ok(EncodedRange {
+        header_revision,
+        count,
+        more,
+        kvs,
     })
 }
 

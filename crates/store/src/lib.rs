@@ -612,6 +612,20 @@ impl Member {
         Ok(response)
     }
 
+    /// `range` for the gRPC API: the response encoded straight from the stored
+    /// records (see `mvcc::EncodedRange`), and the header to send with it.
+    pub async fn range_encoded(
+        &self,
+        request: RangeRequest,
+    ) -> Result<(mvcc::EncodedRange, ResponseHeader), StoreError> {
+        if !request.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let encoded = self.state_machine.mvcc.range_encoded(&request)?;
+        let header = self.header(encoded.header_revision);
+        Ok((encoded, header))
+    }
+
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
         let request = RaftRequest {
             put: Some(request),

@@ -108,8 +108,33 @@ impl TestStore {
         self.apply(|writer| writer.compact(revision))
     }
 
+    /// A range, through both of mvcc's paths: the response and the response
+    /// encoded straight from the records must agree byte for byte.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.mvcc.range(request)
+        let response = self.mvcc.range(request);
+        let encoded = self.mvcc.range_encoded(request);
+        match (&response, encoded) {
+            (Ok(response), Ok(encoded)) => {
+                let header = response.header.unwrap_or_default();
+                assert_eq!(encoded.header_revision, header.revision);
+                let mut bytes = Vec::new();
+                encoded.encode(&header, &mut bytes);
+                assert_eq!(bytes.len(), encoded.encoded_len(&header));
+                assert_eq!(
+                    bytes,
+                    prost::Message::encode_to_vec(response),
+                    "encoded range of {request:?}"
+                );
+            }
+            (Err(error), Err(encoded_error)) => {
+                assert_eq!(error.to_string(), encoded_error.to_string());
+            }
+            (response, encoded) => panic!(
+                "the two range paths disagree: {response:?} and {:?}",
+                encoded.map(|encoded| encoded.header_revision)
+            ),
+        }
+        response
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
