@@ -277,19 +277,18 @@ impl Network {
             last_host: 1,
         };
         let made = (|| -> anyhow::Result<()> {
-            tool("ip", &["link", "add", &bridge, "type", "bridge"], None)?;
-            write_sysfs(
-                &format!("/sys/class/net/{bridge}/ifalias"),
-                &self.bridge_alias(),
-            )?;
             let gateway = format!("{}/{}", record.gateway(), record.prefix_len);
             tool(
                 "ip",
                 &["-batch", "-"],
                 Some(&format!(
-                    "link set {bridge} mtu {mtu}\naddr add {gateway} dev {bridge}\nlink set {bridge} up\n",
+                    "link add {bridge} mtu {mtu} type bridge\naddr add {gateway} dev {bridge}\nlink set {bridge} up\n",
                     mtu = record.mtu
                 )),
+            )?;
+            write_sysfs(
+                &format!("/sys/class/net/{bridge}/ifalias"),
+                &self.bridge_alias(),
             )?;
             // Locally originated traffic to 127.0.0.1:HOSTPORT is DNATed to
             // a container; its loopback source may then leave by the bridge.
@@ -337,7 +336,7 @@ impl Network {
             ])
         })();
         if let Err(error) = made {
-            remove_bridge(&bridge);
+            remove_bridge(&bridge, &[]);
             return Err(error.context(format!("cannot create network bridge {bridge}")));
         }
         self.save_record(&record)?;
@@ -347,12 +346,19 @@ impl Network {
     /// Removes the record and, unless its bridge name has since been taken
     /// by another data directory's network, the bridge and its rules.
     fn destroy(&self, record: &NetworkRecord) {
+        self.destroy_with(record, &[]);
+    }
+
+    /// [`destroy`](Self::destroy), deleting `veths` in the same go.
+    fn destroy_with(&self, record: &NetworkRecord, veths: &[&str]) {
         let bridge = &record.bridge;
         let exists = Path::new("/sys/class/net").join(bridge).exists();
         let alias =
             fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias")).unwrap_or_default();
         if !exists || alias.trim_end() == self.bridge_alias() {
-            remove_bridge(bridge);
+            remove_bridge(bridge, veths);
+        } else {
+            remove_links(veths);
         }
         let _ = fs::remove_file(self.record_path());
     }
@@ -379,13 +385,12 @@ impl Network {
         delete_rules(|tag| tag == [attachment.bridge.as_str(), id])?;
         // The veth dies with the container's network namespace, but the
         // kernel frees namespaces lazily: delete it now.
-        if Path::new("/sys/class/net")
-            .join(&attachment.host_veth)
-            .exists()
-        {
-            let _ = tool("ip", &["link", "del", &attachment.host_veth], None);
-        }
-        match fs::remove_file(self.lease_path(attachment.address)) {
+        remove_links(&[attachment.host_veth.as_str()]);
+        self.remove_lease_file(lease)
+    }
+
+    fn remove_lease_file(&self, lease: &Lease) -> anyhow::Result<()> {
+        match fs::remove_file(self.lease_path(lease.attachment.address)) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(error).context("cannot remove a network lease"),
@@ -483,10 +488,31 @@ pub fn attach(
 /// container takes the network with it. Idempotent.
 pub fn release(runtime_root: &Path, id: &str) -> anyhow::Result<()> {
     let network = Network::lock(runtime_root)?;
-    for lease in network.leases()? {
-        if lease.container_id == id {
-            network.release_lease(&lease)?;
+    let (mine, others): (Vec<Lease>, Vec<Lease>) = network
+        .leases()?
+        .into_iter()
+        .partition(|lease| lease.container_id == id);
+    // The last container takes the network with it: its rules and veth go
+    // with the network's, in one pass.
+    if !mine.is_empty()
+        && others.is_empty()
+        && let Some(record) = network.record()?
+        && mine
+            .iter()
+            .all(|lease| lease.attachment.bridge == record.bridge)
+    {
+        let veths: Vec<&str> = mine
+            .iter()
+            .map(|lease| lease.attachment.host_veth.as_str())
+            .collect();
+        network.destroy_with(&record, &veths);
+        for lease in &mine {
+            network.remove_lease_file(lease)?;
         }
+        return Ok(());
+    }
+    for lease in &mine {
+        network.release_lease(lease)?;
     }
     network.destroy_if_unused()
 }
@@ -533,7 +559,11 @@ fn check_ports_free(network: &Network, ports: &[PortMapping]) -> anyhow::Result<
     if ports.is_empty() {
         return Ok(());
     }
-    let rules = list_rules("nat")?;
+    let rules: Vec<Rule> = list_rules()?
+        .into_iter()
+        .filter(|(table, _)| *table == "nat")
+        .map(|(_, rule)| rule)
+        .collect();
     for port in ports {
         let owner = rules.iter().find_map(|rule| {
             let tag = rule.tag()?;
@@ -618,20 +648,24 @@ pub fn connect(attachment: &Attachment, host_ns: &File, container_ns: &File) -> 
 /// table, the default route aside) and every interface's subnet.
 fn kernel_ranges() -> anyhow::Result<Vec<(Ipv4Addr, u8)>> {
     let mut ranges = Vec::new();
-    let routes: serde_json::Value = serde_json::from_str(&tool(
+    // One `ip` for both listings: two JSON documents, one after the other.
+    let listing = tool(
         "ip",
-        &["-j", "-4", "route", "show", "table", "all"],
-        None,
-    )?)
-    .context("cannot parse `ip -j route`")?;
+        &["-j", "-4", "-batch", "-"],
+        Some("route show table all\naddr show\n"),
+    )?;
+    let documents: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&listing)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .context("cannot parse `ip -j route` and `ip -j addr`")?;
+    let [routes, links] = documents.as_slice() else {
+        bail!("`ip -j -batch` gave {} listings, not 2", documents.len());
+    };
     for route in routes.as_array().into_iter().flatten() {
         if let Some(range) = route["dst"].as_str().and_then(parse_range) {
             ranges.push(range);
         }
     }
-    let links: serde_json::Value =
-        serde_json::from_str(&tool("ip", &["-j", "-4", "addr", "show"], None)?)
-            .context("cannot parse `ip -j addr`")?;
     for link in links.as_array().into_iter().flatten() {
         for info in link["addr_info"].as_array().into_iter().flatten() {
             if let (Some(local), Some(prefix_len)) = (
@@ -688,10 +722,22 @@ fn default_route_mtu() -> u32 {
 
 /// Deletes a bridge and every rule tagged for it (best effort: what is
 /// already gone is fine).
-fn remove_bridge(bridge: &str) {
+fn remove_bridge(bridge: &str, veths: &[&str]) {
     let _ = delete_rules(|tag| tag.first() == Some(&bridge));
-    if Path::new("/sys/class/net").join(bridge).exists() {
-        let _ = tool("ip", &["link", "del", bridge], None);
+    let mut links = veths.to_vec();
+    links.push(bridge);
+    remove_links(&links);
+}
+
+/// Deletes those of `links` that exist, with one `ip`.
+fn remove_links(links: &[&str]) {
+    let batch: String = links
+        .iter()
+        .filter(|link| Path::new("/sys/class/net").join(link).exists())
+        .map(|link| format!("link del {link}\n"))
+        .collect();
+    if !batch.is_empty() {
+        let _ = tool("ip", &["-force", "-batch", "-"], Some(&batch));
     }
 }
 
@@ -797,32 +843,40 @@ impl Rule {
     }
 }
 
-fn list_rules(table: &str) -> anyhow::Result<Vec<Rule>> {
-    let listing = tool("iptables", &["-w", "-t", table, "-S"], None)?;
-    Ok(listing
-        .lines()
-        .filter(|line| line.starts_with("-A "))
-        .map(|line| Rule {
-            tokens: line.split_whitespace().map(str::to_string).collect(),
-            line: line.to_string(),
-        })
-        .collect())
+/// The rules of the `nat` and `filter` tables, from one `iptables-save`.
+fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
+    let listing = tool("iptables-save", &[], None)?;
+    let mut rules = Vec::new();
+    let mut table = None;
+    for line in listing.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            table = ["nat", "filter"].into_iter().find(|known| *known == name);
+        } else if let Some(table) = table
+            && line.starts_with("-A ")
+        {
+            rules.push((
+                table,
+                Rule {
+                    tokens: line.split_whitespace().map(str::to_string).collect(),
+                    line: line.to_string(),
+                },
+            ));
+        }
+    }
+    Ok(rules)
 }
 
 /// Deletes every shoal rule whose tag (`[BRIDGE]` or `[BRIDGE, ID]`)
 /// satisfies `doomed`.
 fn delete_rules(doomed: impl Fn(&[&str]) -> bool) -> anyhow::Result<()> {
-    let mut changes = Vec::new();
-    for table in ["nat", "filter"] {
-        for rule in list_rules(table)? {
-            if rule.tag().is_some_and(|tag| doomed(&tag)) {
-                changes.push(RuleChange {
-                    table,
-                    line: format!("-D{}", &rule.line[2..]),
-                });
-            }
-        }
-    }
+    let changes: Vec<RuleChange> = list_rules()?
+        .into_iter()
+        .filter(|(_, rule)| rule.tag().is_some_and(|tag| doomed(&tag)))
+        .map(|(table, rule)| RuleChange {
+            table,
+            line: format!("-D{}", &rule.line[2..]),
+        })
+        .collect();
     apply_rules(&changes).context("cannot delete shoal's iptables rules")
 }
 
