@@ -470,7 +470,7 @@ pub fn relay(
         let (socket_read, mut socket_write) = socket.into_split();
         let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
         tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut pipe_read, &mut socket_write).await;
+            let _ = copy_gathering(&mut pipe_read, &mut socket_write).await;
             let _ = socket_write.shutdown().await;
         });
         let mut client = std::io::Cursor::new(prefix).chain(socket_read);
@@ -484,6 +484,48 @@ pub fn relay(
         remote,
     }
 }
+
+/// Copies the server's side of a connection to the client's socket. After a
+/// read, tasks that are ready to run go first (one yield), and what they
+/// added to the pipe goes out in the same write: a put's events for the ten
+/// watch streams of a connection then leave in one socket write rather than
+/// ten.
+async fn copy_gathering<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use futures::FutureExt as _;
+    let mut buffer = vec![0u8; GATHER_BYTES];
+    loop {
+        let mut filled = from.read(&mut buffer).await?;
+        if filled == 0 {
+            return Ok(());
+        }
+        let mut at_end = false;
+        if filled < buffer.len() {
+            tokio::task::yield_now().await;
+            while filled < buffer.len() {
+                match from.read(&mut buffer[filled..]).now_or_never() {
+                    Some(Ok(0)) => {
+                        at_end = true;
+                        break;
+                    }
+                    Some(Ok(n)) => filled += n,
+                    Some(Err(error)) => return Err(error),
+                    None => break,
+                }
+            }
+        }
+        to.write_all(&buffer[..filled]).await?;
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
+/// The most one socket write of `copy_gathering` carries.
+const GATHER_BYTES: usize = 64 * 1024;
 
 /// Reads the start of a connection until it either is the whole HTTP/2
 /// preface or cannot be (an HTTP/1.1 request line), and returns what was read.
