@@ -845,17 +845,7 @@ impl Member {
         member: MemberInfo,
     ) -> Result<(Option<MemberInfo>, Vec<MemberInfo>), StoreError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let context = proto::shoalpb::ConfChangeContext {
-            id,
-            proposer: self.member_id,
-            member: Some(member.clone()),
-        }
-        .encode_to_vec();
-        let change = raft::eraftpb::ConfChange {
-            change_type,
-            node_id: member.id,
-            ..Default::default()
-        };
+        let (change, context) = node::member_change(id, self.member_id, change_type, &member);
         let (respond, result) = oneshot::channel();
         self.inbox
             .send(NodeInput::ProposeConfChange {

@@ -168,6 +168,28 @@ pub struct InjectedBugs {
     pub stale_lease_revoke: bool,
 }
 
+/// A membership change as raft carries it: the change, and its context (who
+/// asked, so the answer finds the waiting client, and the member concerned).
+pub fn member_change(
+    id: u64,
+    proposer: u64,
+    change_type: raft::eraftpb::ConfChangeType,
+    member: &Member,
+) -> (ConfChange, Vec<u8>) {
+    let context = ConfChangeContext {
+        id,
+        proposer,
+        member: Some(member.clone()),
+    }
+    .encode_to_vec();
+    let change = ConfChange {
+        change_type,
+        node_id: member.id,
+        ..Default::default()
+    };
+    (change, context)
+}
+
 /// Settings the loop needs beyond the raft config.
 pub struct NodeSettings {
     pub member_id: u64,

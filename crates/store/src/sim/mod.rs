@@ -1823,17 +1823,8 @@ impl World {
         let id = self.next_request_id;
         self.next_request_id += 1;
         let running = self.members[leader].running.as_mut().expect("leads");
-        let context = proto::shoalpb::ConfChangeContext {
-            id,
-            proposer: running.node.raft().id,
-            member: Some(member.clone()),
-        }
-        .encode_to_vec();
-        let change = raft::eraftpb::ConfChange {
-            change_type,
-            node_id: member.id,
-            ..Default::default()
-        };
+        let (change, context) =
+            crate::node::member_change(id, running.node.raft().id, change_type, &member);
         // Nobody waits: the outcome shows in the members the leader applies.
         let (respond, _) = oneshot::channel();
         running.node.handle_input(NodeInput::ProposeConfChange {
