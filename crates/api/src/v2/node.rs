@@ -1,7 +1,7 @@
 //! What the v2 API sends: nodes, actions and errors, in etcd 2's JSON shapes
 //! (field order and omissions as etcd's `NodeExtern`, `Response` and `Error`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -143,43 +143,22 @@ impl V2Error {
 
 /// Go's `time.RFC3339Nano` in UTC: trailing zeros of the fraction dropped.
 pub(crate) fn rfc3339_nano(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs() as i64;
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    );
-    let nanos = since_epoch.subsec_nanos();
-    if nanos != 0 {
-        let fraction = format!("{nanos:09}");
-        text.push('.');
-        text.push_str(fraction.trim_end_matches('0'));
+    // humantime always writes nine fraction digits; Go's RFC3339Nano drops
+    // trailing zeros, and the fraction with them when it is zero.
+    let text = humantime::format_rfc3339_nanos(time).to_string();
+    match text.trim_end_matches('Z').split_once('.') {
+        Some((seconds, fraction)) if fraction.trim_end_matches('0').is_empty() => {
+            format!("{seconds}Z")
+        }
+        Some((seconds, fraction)) => format!("{seconds}.{}Z", fraction.trim_end_matches('0')),
+        None => text,
     }
-    text.push('Z');
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn times_are_written_as_go_writes_rfc3339_nano() {
