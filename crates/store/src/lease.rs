@@ -278,21 +278,25 @@ impl Lessor {
         if !leases.is_primary {
             return Vec::new();
         }
-        let mut expired = Vec::new();
-        // In id order, so that a run of the simulation repeats exactly.
-        let mut by_id: Vec<(&i64, &mut Lease)> = leases.by_id.iter_mut().collect();
-        by_id.sort_unstable_by_key(|(id, _)| **id);
-        for (id, lease) in by_id {
-            if expired.len() >= max {
-                break;
-            }
-            let due = lease.expiry.is_some_and(|expiry| expiry <= now);
-            let in_flight = lease
-                .revoke_proposed
-                .is_some_and(|proposed| now.duration_since(proposed) < retry_after);
-            if due && !in_flight {
+        // Only the due ones are collected and sorted (this runs every tick, on
+        // the raft thread), in id order so a run of the simulation repeats.
+        let mut expired: Vec<i64> = leases
+            .by_id
+            .iter()
+            .filter(|(_, lease)| {
+                let due = lease.expiry.is_some_and(|expiry| expiry <= now);
+                let in_flight = lease
+                    .revoke_proposed
+                    .is_some_and(|proposed| now.duration_since(proposed) < retry_after);
+                due && !in_flight
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(max);
+        for id in &expired {
+            if let Some(lease) = leases.by_id.get_mut(id) {
                 lease.revoke_proposed = Some(now);
-                expired.push(*id);
             }
         }
         expired
