@@ -257,27 +257,12 @@ fn run_steps(cluster: &Cluster, steps: &[Step]) -> Vec<Transcript> {
 
 /// A fresh cluster whose first member leads: outputs say which member leads.
 fn start(flavor: Flavor, n_members: usize) -> Cluster {
-    const MAX_ATTEMPTS: usize = 5;
     let options = ClusterOptions {
         preferred_leader: Some(0),
         extra_args: vec![format!("--max-request-bytes={MAX_REQUEST_BYTES}")],
         ..ClusterOptions::default()
     };
-    let mut leaders = Vec::new();
-    for _ in 0..MAX_ATTEMPTS {
-        let cluster = Cluster::start(flavor, n_members, options.clone());
-        if n_members == 1 {
-            return cluster;
-        }
-        let leader_idx = cluster.wait_for_leader(common::STARTUP_TIMEOUT);
-        if leader_idx == 0 {
-            return cluster;
-        }
-        leaders.push(leader_idx);
-    }
-    panic!(
-        "{flavor:?}: member 0, with the shortest election timeout, never led in {MAX_ATTEMPTS} fresh clusters (leaders: {leaders:?})"
-    );
+    Cluster::start_led_by_first(flavor, n_members, options)
 }
 
 /// Runs `steps` on a fresh cluster of each flavor and panics with every

@@ -1662,22 +1662,7 @@ impl Scenario {
 /// A fresh cluster whose first member leads, so that outputs which say who
 /// leads are comparable.
 fn start(flavor: Flavor, n_members: usize, options: ClusterOptions) -> Cluster {
-    const MAX_ATTEMPTS: usize = 5;
-    let mut leaders = Vec::new();
-    for _ in 0..MAX_ATTEMPTS {
-        let cluster = Cluster::start(flavor, n_members, options.clone());
-        if n_members == 1 {
-            return cluster;
-        }
-        let leader_idx = cluster.wait_for_leader(common::STARTUP_TIMEOUT);
-        if leader_idx == 0 {
-            return cluster;
-        }
-        leaders.push(leader_idx);
-    }
-    panic!(
-        "{flavor:?}: member 0 never led in {MAX_ATTEMPTS} fresh clusters (leaders: {leaders:?})"
-    );
+    Cluster::start_led_by_first(flavor, n_members, options)
 }
 
 /// Panics with every difference between two transcripts of one scenario.

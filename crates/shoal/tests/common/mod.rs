@@ -460,6 +460,32 @@ impl Cluster {
         Err(answers.join("\n"))
     }
 
+    /// A fresh cluster whose first member leads, so that outputs which say
+    /// who leads are comparable between flavors: clusters are started afresh
+    /// (up to five times) until member 0 wins the first election.
+    pub fn start_led_by_first(
+        flavor: Flavor,
+        n_members: usize,
+        options: ClusterOptions,
+    ) -> Cluster {
+        const MAX_ATTEMPTS: usize = 5;
+        let mut leaders = Vec::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let cluster = Cluster::start(flavor, n_members, options.clone());
+            if n_members == 1 {
+                return cluster;
+            }
+            let leader_idx = cluster.wait_for_leader(STARTUP_TIMEOUT);
+            if leader_idx == 0 {
+                return cluster;
+            }
+            leaders.push(leader_idx);
+        }
+        panic!(
+            "{flavor:?}: member 0 never led in {MAX_ATTEMPTS} fresh clusters (leaders: {leaders:?})"
+        );
+    }
+
     /// Waits up to `timeout` for a member to report itself leader.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
