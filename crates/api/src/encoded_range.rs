@@ -5,70 +5,44 @@
 //! A range over a whole store (etcdctl get "" --prefix) answered the usual way
 //! holds a copy of every value, a `KeyValue` per key and an encoding buffer
 //! grown by doubling, all at once: measured with a heap profile, most of a
-//! member's peak memory (BENCHMARKS.md). Here the encoded key-values are
-//! gathered once and copied once into a buffer of the exact size.
+//! member's peak memory (BENCHMARKS.md). Here the key-values are encoded once,
+//! in chunks, and the chunks go to HTTP/2 as they are: no contiguous copy of
+//! the message is made (tonic's encoder would copy it into its own buffer),
+//! and each chunk is freed once it has been written.
 //!
 //! [`KvRoutes`] sits where the generated `KvServer` would: it answers
 //! `/etcdserverpb.KV/Range` itself and passes every other call through. The
-//! wire format is the same (the tests check byte for byte against prost).
+//! request is decoded by tonic's `Streaming`, errors are answered with
+//! tonic's `Status::into_http`, as tonic's unary path does; only the response
+//! body is ours. The wire format is the same (the tests check byte for byte
+//! against prost).
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use proto::etcdserverpb::kv_server::KvServer;
 use proto::etcdserverpb::{RangeRequest, ResponseHeader};
 use store::Member;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Status;
+use tonic::codec::{DecodeBuf, Decoder, Streaming};
 use tonic::codegen::{Body, Service, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataValue;
+use tonic::server::NamedService;
 
 use crate::{KvService, errors, validate};
 
 const RANGE_PATH: &str = "/etcdserverpb.KV/Range";
 
-/// A range response ready to send.
-pub struct EncodedResponse {
-    range: mvcc::EncodedRange,
-    header: ResponseHeader,
-}
+/// The gRPC message prefix: a compression flag and the message length.
+const MESSAGE_PREFIX_LEN: usize = 5;
 
-/// Decodes `RangeRequest`s as prost does; encodes [`EncodedResponse`]s into
-/// a buffer reserved at their exact size.
-struct RangeCodec;
-
-struct RangeEncoder;
-
-impl Encoder for RangeEncoder {
-    type Item = EncodedResponse;
-    type Error = Status;
-
-    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        buf.reserve(item.range.encoded_len(&item.header));
-        item.range.encode(&item.header, buf);
-        Ok(())
-    }
-}
-
-impl Codec for RangeCodec {
-    type Encode = EncodedResponse;
-    type Decode = RangeRequest;
-    type Encoder = RangeEncoder;
-    type Decoder = RangeDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RangeEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RangeDecoder(PhantomData)
-    }
-}
-
-struct RangeDecoder(PhantomData<RangeRequest>);
+/// Decodes `RangeRequest`s as prost does.
+struct RangeDecoder;
 
 impl Decoder for RangeDecoder {
     type Item = RangeRequest;
@@ -81,27 +55,89 @@ impl Decoder for RangeDecoder {
     }
 }
 
-#[derive(Clone)]
-struct RangeHandler {
-    member: Arc<Member>,
+/// Refuses a compressed request as tonic does when no compression is enabled.
+fn check_request_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
+    match headers.get("grpc-encoding") {
+        None => Ok(()),
+        Some(encoding) if encoding.as_bytes() == b"identity" => Ok(()),
+        Some(encoding) => {
+            let mut status = Status::unimplemented(format!(
+                "Content is compressed with `{}` which isn't supported",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ));
+            status.metadata_mut().insert(
+                "grpc-accept-encoding",
+                MetadataValue::from_static("identity"),
+            );
+            Err(status)
+        }
+    }
 }
 
-impl UnaryService<RangeRequest> for RangeHandler {
-    type Response = EncodedResponse;
-    type Future = BoxFuture<'static, Result<Response<EncodedResponse>, Status>>;
+/// Answers one unary Range call: the response body is the message prefix,
+/// then the pieces of `mvcc::EncodedRange`, then the trailers.
+async fn answer_range<B>(
+    member: Arc<Member>,
+    max_decoding_message_size: usize,
+    request: http::Request<B>,
+) -> Result<http::Response<tonic::body::Body>, Status>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    check_request_encoding(request.headers())?;
+    let mut incoming = Streaming::new_request(
+        RangeDecoder,
+        request.into_body(),
+        None,
+        Some(max_decoding_message_size),
+    );
+    let request = incoming
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("Missing request message."))?;
+    incoming.trailers().await?;
+    drop(incoming);
 
-    fn call(&mut self, request: Request<RangeRequest>) -> Self::Future {
-        let member = self.member.clone();
-        Box::pin(async move {
-            let request = request.into_inner();
-            validate::range(&request)?;
-            let (range, header) = member
-                .range_encoded(request)
-                .await
-                .map_err(errors::from_store)?;
-            Ok(Response::new(EncodedResponse { range, header }))
-        })
-    }
+    validate::range(&request)?;
+    let (range, header) = member
+        .range_encoded(request)
+        .await
+        .map_err(errors::from_store)?;
+    respond(range, &header)
+}
+
+/// The HTTP response for a range: the gRPC message prefix, the pieces of the
+/// message as they are, then the trailers of a successful call.
+fn respond(
+    range: mvcc::EncodedRange,
+    header: &ResponseHeader,
+) -> Result<http::Response<tonic::body::Body>, Status> {
+    let len = range.encoded_len(header);
+    let len = u32::try_from(len).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "Cannot return body with more than 4GB of data but got {len} bytes"
+        ))
+    })?;
+    let mut prefix = Vec::with_capacity(MESSAGE_PREFIX_LEN);
+    prefix.push(0); // not compressed
+    prefix.extend_from_slice(&len.to_be_bytes());
+
+    let mut trailers = http::HeaderMap::new();
+    Status::ok("")
+        .add_header(&mut trailers)
+        .map_err(|error| Status::internal(error.to_string()))?;
+    let frames = std::iter::once(prefix)
+        .chain(range.into_pieces(header))
+        .map(|piece| Ok::<_, Status>(Frame::data(Bytes::from(piece))))
+        .chain(std::iter::once(Ok(Frame::trailers(trailers))));
+    let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
+    let mut response = http::Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
 }
 
 /// The KV service: Range here, everything else through the generated server.
@@ -143,14 +179,139 @@ where
         if request.uri().path() != RANGE_PATH {
             return self.kv.call(request);
         }
-        let handler = RangeHandler {
-            member: self.member.clone(),
-        };
+        let member = self.member.clone();
         let max_decoding = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = Grpc::new(RangeCodec)
-                .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
-            Ok(grpc.unary(handler, request).await)
+            Ok(answer_range(member, max_decoding, request)
+                .await
+                .unwrap_or_else(Status::into_http))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse, ResponseHeader};
+
+    use super::{check_request_encoding, respond};
+
+    /// A store of its own in the temporary directory, removed on drop.
+    struct Store {
+        directory: std::path::PathBuf,
+        mvcc: mvcc::Mvcc,
+    }
+
+    impl Store {
+        fn new(name: &str) -> Store {
+            let directory =
+                std::env::temp_dir().join(format!("shoal-api-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&directory);
+            std::fs::create_dir_all(&directory).unwrap();
+            let db = Arc::new(mvcc::Db::open(&directory.join("db"), 4 << 20).unwrap());
+            let mvcc = mvcc::Mvcc::open(db).unwrap();
+            Store { directory, mvcc }
+        }
+
+        fn put(&self, key: String, value: Vec<u8>, lease: i64) {
+            let wtx = self.mvcc.database().begin_write().unwrap();
+            {
+                let mut writer = self.mvcc.writer(&wtx);
+                writer
+                    .put(&PutRequest {
+                        key: key.into(),
+                        value: value.into(),
+                        lease,
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            wtx.commit().unwrap();
+            self.mvcc.publish();
+        }
+    }
+
+    impl Drop for Store {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+
+    /// The body sent for a range is one gRPC message whose bytes are prost's
+    /// encoding of the same `RangeResponse`, then the trailers of a
+    /// successful call.
+    #[tokio::test]
+    async fn a_range_is_sent_as_prost_encodes_it() {
+        let store = Store::new("encoded-range");
+        for n in 0..2500_u32 {
+            let value = vec![b'a' + (n % 26) as u8; (n as usize * 41) % 2000];
+            store.put(format!("key{n:05}"), value, if n % 5 == 0 { 7 } else { 0 });
+        }
+        let header = ResponseHeader {
+            cluster_id: 11,
+            member_id: 12,
+            revision: 0,
+            raft_term: 3,
+        };
+        for request in [
+            RangeRequest {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                ..Default::default()
+            },
+            RangeRequest {
+                key: Bytes::from_static(b"key00100"),
+                range_end: Bytes::from_static(b"key00200"),
+                limit: 10,
+                ..Default::default()
+            },
+            RangeRequest {
+                key: Bytes::from_static(b"nothing"),
+                ..Default::default()
+            },
+        ] {
+            let mut expected: RangeResponse = store.mvcc.range(&request).unwrap();
+            let header = ResponseHeader {
+                revision: expected.header.as_ref().unwrap().revision,
+                ..header
+            };
+            expected.header = Some(header);
+            let expected = prost::Message::encode_to_vec(&expected);
+
+            let encoded = store.mvcc.range_encoded(&request).unwrap();
+            let response = respond(encoded, &header).unwrap();
+            assert_eq!(response.headers()["content-type"], "application/grpc");
+            let collected = response.into_body().collect().await.unwrap();
+            let trailers = collected.trailers().cloned().unwrap();
+            assert_eq!(trailers["grpc-status"], "0");
+            assert!(trailers.get("grpc-message").is_none());
+            let body = collected.to_bytes();
+            assert_eq!(body[0], 0, "not compressed");
+            let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+            assert_eq!(len, body.len() - 5);
+            assert_eq!(&body[5..], &expected[..], "range {request:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_requests_are_refused_as_tonic_refuses_them() {
+        let mut headers = http::HeaderMap::new();
+        assert!(check_request_encoding(&headers).is_ok());
+        headers.insert("grpc-encoding", http::HeaderValue::from_static("identity"));
+        assert!(check_request_encoding(&headers).is_ok());
+        headers.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        let status = check_request_encoding(&headers).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            status.message(),
+            "Content is compressed with `gzip` which isn't supported"
+        );
+        assert_eq!(
+            status.metadata().get("grpc-accept-encoding").unwrap(),
+            "identity"
+        );
     }
 }

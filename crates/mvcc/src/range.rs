@@ -276,6 +276,28 @@ impl EncodedRange {
             int64::encode(4, &self.count, buf);
         }
     }
+
+    /// The same bytes as [`EncodedRange::encode`], handed over in pieces and
+    /// by value: the header field, then the key-values in the chunks they were
+    /// gathered in, then `more` and `count` (a piece that would be empty is
+    /// left out). A sender can write each piece as it is and free it once
+    /// written, so the response never needs a second, contiguous copy.
+    pub fn into_pieces(self, header: &ResponseHeader) -> impl Iterator<Item = Vec<u8>> + use<> {
+        use prost::encoding::{bool, int64, message};
+        let mut head = Vec::with_capacity(message::encoded_len(1, header));
+        message::encode(1, header, &mut head);
+        let mut tail = Vec::new();
+        if self.more {
+            bool::encode(3, &true, &mut tail);
+        }
+        if self.count != 0 {
+            int64::encode(4, &self.count, &mut tail);
+        }
+        std::iter::once(head)
+            .chain(self.kvs)
+            .chain(std::iter::once(tail))
+            .filter(|piece| !piece.is_empty())
+    }
 }
 
 /// Appends one `KeyValue` as field 2 of a `RangeResponse`.

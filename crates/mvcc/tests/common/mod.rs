@@ -125,6 +125,10 @@ impl TestStore {
                     prost::Message::encode_to_vec(response),
                     "encoded range of {request:?}"
                 );
+                // What the gRPC API sends: the same bytes, in pieces.
+                let pieces: Vec<Vec<u8>> = encoded.into_pieces(&header).collect();
+                assert!(pieces.iter().all(|piece| !piece.is_empty()));
+                assert_eq!(pieces.concat(), bytes, "pieces of the range of {request:?}");
             }
             (Err(error), Err(encoded_error)) => {
                 assert_eq!(error.to_string(), encoded_error.to_string());
