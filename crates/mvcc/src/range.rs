@@ -14,11 +14,14 @@ use crate::MvccError;
 use crate::index::{IndexEntry, KeyIndex, KeySpan};
 use crate::record::{REVISIONS_TABLE, Record, Revision};
 
-/// A key selected by the index, with its value filled in only once it is needed.
+/// A key selected by the index. Its bytes are in [`Candidates::keys`]: for a
+/// range over a whole store this list is most of what a range holds besides
+/// the response, and a shared `Bytes` per key would be 32 bytes, plus a header
+/// allocated the first time an index key is shared.
 pub(crate) struct Candidate {
-    pub key: Bytes,
     pub entry: IndexEntry,
-    pub value: Option<Bytes>,
+    key_start: usize,
+    key_len: u32,
 }
 
 /// What the index part of a range produced.
@@ -26,6 +29,12 @@ pub(crate) struct Candidates {
     /// Live keys in the span at the read revision, before limit and filters (etcd's `count`).
     pub count: i64,
     pub selected: Vec<Candidate>,
+    /// The selected keys, one after the other.
+    keys: Vec<u8>,
+}
+
+fn key_of<'k>(keys: &'k [u8], candidate: &Candidate) -> &'k [u8] {
+    &keys[candidate.key_start..candidate.key_start + candidate.key_len as usize]
 }
 
 /// True when etcd fetches every key and applies the limit only after filtering and sorting.
@@ -55,6 +64,7 @@ pub(crate) fn collect_candidates(
     };
     let mut count = 0_i64;
     let mut selected = Vec::new();
+    let mut keys = Vec::new();
     index.visit_live(
         KeySpan::new(&request.key, &request.range_end),
         read_revision,
@@ -62,14 +72,20 @@ pub(crate) fn collect_candidates(
             count += 1;
             if selected.len() < fetch_limit {
                 selected.push(Candidate {
-                    key: key.clone(),
                     entry: *entry,
-                    value: None,
+                    key_start: keys.len(),
+                    // etcd refuses keys and requests this long long before.
+                    key_len: u32::try_from(key.len()).expect("key longer than 4 GiB"),
                 });
+                keys.extend_from_slice(key);
             }
         },
     );
-    Candidates { count, selected }
+    Candidates {
+        count,
+        selected,
+        keys,
+    }
 }
 
 /// Reads the stored value of a candidate's revision, checking that it belongs to the key.
@@ -109,21 +125,20 @@ where
     Ok(use_value(record.value))
 }
 
-fn load_values<T>(table: &T, candidates: &mut [Candidate]) -> Result<(), MvccError>
-where
-    T: ReadableTable<u128, &'static [u8]>,
-{
-    for candidate in candidates.iter_mut().filter(|c| c.value.is_none()) {
-        candidate.value = Some(load_value(table, &candidate.key, candidate.entry.revision)?);
-    }
-    Ok(())
-}
-
 /// The keys a range returns, in order, with `more` and `count` as etcd reports them.
 struct Selection {
     count: i64,
     more: bool,
     selected: Vec<Candidate>,
+    keys: Vec<u8>,
+    /// The value of each selected key, when sorting by value needed them.
+    values: Option<Vec<Bytes>>,
+}
+
+impl Selection {
+    fn key(&self, candidate: &Candidate) -> &[u8] {
+        key_of(&self.keys, candidate)
+    }
 }
 
 /// Filters, sorts and applies the limit (loading values only to sort by them).
@@ -138,6 +153,7 @@ where
     let Candidates {
         count,
         mut selected,
+        keys,
     } = candidates;
 
     // The same four prunes as etcd, each a no-op when its bound is 0.
@@ -158,11 +174,25 @@ where
     if sort_order == SortOrder::None && sort_target != SortTarget::Key {
         sort_order = SortOrder::Ascend;
     }
+    let mut values: Option<Vec<Bytes>> = None;
     if sort_order != SortOrder::None {
+        let descending = sort_order == SortOrder::Descend;
         if sort_target == SortTarget::Value {
-            load_values(table, &mut selected)?;
+            let mut paired = selected
+                .into_iter()
+                .map(|candidate| {
+                    let value =
+                        load_value(table, key_of(&keys, &candidate), candidate.entry.revision)?;
+                    Ok((candidate, value))
+                })
+                .collect::<Result<Vec<_>, MvccError>>()?;
+            paired.sort_by(|a, b| directed(a.1.cmp(&b.1), descending));
+            let (sorted, sorted_values) = paired.into_iter().unzip();
+            selected = sorted;
+            values = Some(sorted_values);
+        } else {
+            sort_candidates(&keys, &mut selected, sort_target, descending);
         }
-        sort_candidates(&mut selected, sort_target, sort_order == SortOrder::Descend);
     }
 
     let mut more = false;
@@ -171,12 +201,17 @@ where
         && selected.len() > limit
     {
         selected.truncate(limit);
+        if let Some(values) = &mut values {
+            values.truncate(limit);
+        }
         more = true;
     }
     Ok(Selection {
         count,
         more,
         selected,
+        keys,
+        values,
     })
 }
 
@@ -190,29 +225,26 @@ pub(crate) fn build_response<T>(
 where
     T: ReadableTable<u128, &'static [u8]>,
 {
-    let Selection {
-        count,
-        more,
-        mut selected,
-    } = select(table, request, candidates)?;
-    if !request.keys_only {
-        load_values(table, &mut selected)?;
-    }
-    let kvs = selected
-        .into_iter()
-        .map(|candidate| KeyValue {
-            key: candidate.key,
+    let selection = select(table, request, candidates)?;
+    let mut kvs = Vec::with_capacity(selection.selected.len());
+    for (position, candidate) in selection.selected.iter().enumerate() {
+        let key = selection.key(candidate);
+        let value = if request.keys_only {
+            Bytes::new()
+        } else if let Some(values) = &selection.values {
+            values[position].clone()
+        } else {
+            load_value(table, key, candidate.entry.revision)?
+        };
+        kvs.push(KeyValue {
+            key: Bytes::copy_from_slice(key),
             create_revision: candidate.entry.create_revision,
             mod_revision: candidate.entry.revision.main,
             version: candidate.entry.version,
-            value: if request.keys_only {
-                Bytes::new()
-            } else {
-                candidate.value.unwrap_or_default()
-            },
+            value,
             lease: candidate.entry.lease,
-        })
-        .collect();
+        });
+    }
 
     Ok(RangeResponse {
         header: Some(ResponseHeader {
@@ -220,8 +252,8 @@ where
             ..Default::default()
         }),
         kvs,
-        more,
-        count,
+        more: selection.more,
+        count: selection.count,
     })
 }
 
@@ -242,6 +274,9 @@ pub struct EncodedRange {
 /// Encoded key-values are gathered in chunks of this size, so a large
 /// response neither reallocates nor over-allocates by much.
 const KVS_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Candidate lists at least this long are shrunk while they are encoded.
+const SHRINK_FROM: usize = 4096;
 
 impl EncodedRange {
     /// The encoded length of the whole `RangeResponse` with this header.
@@ -370,22 +405,37 @@ where
     let Selection {
         count,
         more,
-        selected,
+        mut selected,
+        keys,
+        values,
     } = select(table, request, candidates)?;
+    // The candidate list is freed as the chunks grow: it is walked from the back of its
+    // reversed self and shrunk each time half of it is done.
+    selected.reverse();
+    let mut values = values.map(|mut values| {
+        values.reverse();
+        values
+    });
     let mut kvs = Vec::new();
     let mut current: Vec<u8> = Vec::new();
-    for candidate in &selected {
+    let remaining_estimate = |kv_len: usize, left: usize| (kv_len + 64).saturating_mul(left);
+    while let Some(candidate) = selected.pop() {
         let entry = &candidate.entry;
+        let key = key_of(&keys, &candidate);
+        let left = selected.len() + 1;
         let mut emit = |value: &[u8]| {
-            if !current.is_empty() && current.len() + value.len() + 64 > KVS_CHUNK_BYTES {
+            if !current.is_empty() && current.len() + key.len() + value.len() + 64 > KVS_CHUNK_BYTES
+            {
                 kvs.push(std::mem::take(&mut current));
             }
             if current.capacity() == 0 {
-                current.reserve(KVS_CHUNK_BYTES.min((value.len() + 64) * selected.len()));
+                current.reserve(
+                    KVS_CHUNK_BYTES.min(remaining_estimate(key.len() + value.len(), left)),
+                );
             }
             encode_key_value(
                 &KeyValueRef {
-                    key: &candidate.key,
+                    key,
                     create_revision: entry.create_revision,
                     mod_revision: entry.revision.main,
                     version: entry.version,
@@ -397,10 +447,13 @@ where
         };
         if request.keys_only {
             emit(&[]);
-        } else if let Some(value) = &candidate.value {
-            emit(value);
+        } else if let Some(value) = values.as_mut().and_then(Vec::pop) {
+            emit(&value);
         } else {
-            read_value(table, &candidate.key, entry.revision, emit)?;
+            read_value(table, key, entry.revision, emit)?;
+        }
+        if selected.capacity() >= SHRINK_FROM && selected.len() <= selected.capacity() / 2 {
+            selected.shrink_to_fit();
         }
     }
     if !current.is_empty() {
@@ -414,18 +467,26 @@ where
     })
 }
 
-/// A stable sort, so keys that tie on the target stay in ascending key order in both
-/// directions.
-fn sort_candidates(candidates: &mut [Candidate], target: SortTarget, descending: bool) {
-    fn directed(ordering: std::cmp::Ordering, descending: bool) -> std::cmp::Ordering {
-        if descending {
-            ordering.reverse()
-        } else {
-            ordering
-        }
+fn directed(ordering: std::cmp::Ordering, descending: bool) -> std::cmp::Ordering {
+    if descending {
+        ordering.reverse()
+    } else {
+        ordering
     }
+}
+
+/// A stable sort, so keys that tie on the target stay in ascending key order in both
+/// directions. Sorting by value is `select`'s, which loads the values first.
+fn sort_candidates(
+    keys: &[u8],
+    candidates: &mut [Candidate],
+    target: SortTarget,
+    descending: bool,
+) {
     match target {
-        SortTarget::Key => candidates.sort_by(|a, b| directed(a.key.cmp(&b.key), descending)),
+        SortTarget::Key => {
+            candidates.sort_by(|a, b| directed(key_of(keys, a).cmp(key_of(keys, b)), descending))
+        }
         SortTarget::Version => {
             candidates.sort_by(|a, b| directed(a.entry.version.cmp(&b.entry.version), descending))
         }
@@ -441,6 +502,6 @@ fn sort_candidates(candidates: &mut [Candidate], target: SortTarget, descending:
                 descending,
             )
         }),
-        SortTarget::Value => candidates.sort_by(|a, b| directed(a.value.cmp(&b.value), descending)),
+        SortTarget::Value => unreachable!("select sorts by value itself"),
     }
 }
