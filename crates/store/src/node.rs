@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crate::inbox::{Receiver, RecvTimeoutError, Sender};
 use prost::Message as _;
 use proto::etcdserverpb::Member;
 use proto::shoalpb::{ConfChangeContext, RaftRequest};
@@ -260,7 +260,15 @@ pub struct Node {
     next_publish_id: u64,
     /// The term in which this member's lessor was made primary, if it is.
     lessor_term: Option<u64>,
+    /// When redb was last committed durably (see `DURABLE_EVERY`).
+    last_durable: Instant,
 }
+
+/// How often the applied state in redb is made durable. In between it is
+/// committed without a sync: the raft log file holds every applied entry
+/// durably, and a restart applies again what redb lost. This bounds that
+/// replay and lets redb reuse the pages earlier commits freed.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The largest number of inputs taken before handling a ready: large enough to
 /// batch a burst of proposals, small enough to keep ticks on time.
@@ -277,6 +285,7 @@ impl Node {
         wiring: NodeWiring,
     ) -> Node {
         let first_internal_id = settings.first_internal_id;
+        let started = wiring.clock.now();
         Node {
             raw,
             db,
@@ -297,6 +306,7 @@ impl Node {
             last_publish_attempt: None,
             next_publish_id: first_internal_id | 1,
             lessor_term: None,
+            last_durable: started,
         }
     }
 
@@ -305,19 +315,19 @@ impl Node {
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.settings.tick_interval;
         self.publish_status();
+        let mut inputs = std::collections::VecDeque::new();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut shutdown = false;
-            match self.inbox.recv_timeout(wait) {
-                Ok(input) => shutdown |= self.handle_input(input),
-                Err(RecvTimeoutError::Timeout) => {}
+            match self
+                .inbox
+                .wait_take(&mut inputs, MAX_INPUTS_PER_ROUND, wait)
+            {
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => shutdown = true,
             }
-            for _ in 0..MAX_INPUTS_PER_ROUND {
-                match self.inbox.try_recv() {
-                    Ok(input) => shutdown |= self.handle_input(input),
-                    Err(_) => break,
-                }
+            while let Some(input) = inputs.pop_front() {
+                shutdown |= self.handle_input(input);
             }
             if shutdown {
                 break;
@@ -338,6 +348,9 @@ impl Node {
             if self.status.removed.load(Ordering::SeqCst) {
                 break;
             }
+        }
+        if let Err(error) = self.make_durable() {
+            tracing::warn!(%error, "could not make the applied state durable at shutdown");
         }
         self.status.stopped.store(true, Ordering::SeqCst);
         for (_, waiter) in self.waiters.drain() {
@@ -730,6 +743,8 @@ impl Node {
                 .mut_store()
                 .apply_snapshot(&wtx, snapshot.get_metadata())?;
             wtx.commit().map_err(|error| error.to_string())?;
+            self.last_durable = self.clock.now();
+            self.raw.mut_store().finish_rewrite()?;
             self.after_apply(Vec::new(), Vec::new(), true);
             self.state_machine.reload_leases()?;
             tracing::info!(
@@ -738,31 +753,29 @@ impl Node {
                 "applied a snapshot from the leader"
             );
         }
-        let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-        let mut results = Vec::new();
-        let mut events = Vec::new();
-        let committed = ready.take_committed_entries();
-        self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
-        if !ready.entries().is_empty() {
-            self.raw.mut_store().append(&wtx, ready.entries())?;
-        }
+        // Persist first and answer the leader (or the voters) at once: the
+        // acknowledgement is on every write's path, applying is not.
+        let log = self.raw.mut_store();
+        log.append(ready.entries());
         if let Some(hard_state) = ready.hs() {
-            self.raw
-                .mut_store()
-                .set_hard_state(&wtx, hard_state.clone())?;
+            log.set_hard_state(hard_state.clone());
         }
-        if !ready.must_sync() || self.settings.bugs.skip_fsync {
-            wtx.set_durability(Durability::None)
-                .map_err(|error| error.to_string())?;
-        }
-        wtx.commit().map_err(|error| error.to_string())?;
-        self.after_apply(results, events, false);
+        log.flush(ready.must_sync() && !self.settings.bugs.skip_fsync)?;
+        self.send(ready.take_persisted_messages());
 
+        let committed = ready.take_committed_entries();
+        if !committed.is_empty() {
+            let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+            let mut results = Vec::new();
+            let mut events = Vec::new();
+            self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
+            self.commit_applied(wtx)?;
+            self.after_apply(results, events, false);
+        }
         let read_states = ready.take_read_states();
         for read_state in read_states {
             self.on_read_state(read_state.index, &read_state.request_ctx);
         }
-        self.send(ready.take_persisted_messages());
 
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
@@ -772,13 +785,11 @@ impl Node {
         let committed = light.take_committed_entries();
         if !committed.is_empty() {
             // The log already holds these durably; applying them needs no fsync of its own.
-            let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-            wtx.set_durability(Durability::None)
-                .map_err(|error| error.to_string())?;
+            let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
             let mut results = Vec::new();
             let mut events = Vec::new();
             self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
-            wtx.commit().map_err(|error| error.to_string())?;
+            self.commit_applied(wtx)?;
             self.after_apply(results, events, false);
         }
         self.raw.advance_apply();
@@ -861,8 +872,30 @@ impl Node {
             }
             writer.set_consistent_index(entry.index);
         }
-        let last_applied = entries.last().expect("entries is not empty").index;
-        self.raw.mut_store().commit_at_least(wtx, last_applied)
+        Ok(())
+    }
+
+    /// Commits a transaction of applied state: without a sync, unless
+    /// `DURABLE_EVERY` has passed since the last durable commit.
+    fn commit_applied(&mut self, mut wtx: WriteTransaction) -> Result<(), String> {
+        let now = self.clock.now();
+        if now.saturating_duration_since(self.last_durable) < DURABLE_EVERY
+            || self.settings.bugs.skip_fsync
+        {
+            wtx.set_durability(Durability::None)
+                .map_err(|error| error.to_string())?;
+        } else {
+            self.last_durable = now;
+        }
+        wtx.commit().map_err(|error| error.to_string())
+    }
+
+    /// Commits everything applied so far durably.
+    fn make_durable(&mut self) -> Result<(), String> {
+        let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        wtx.commit().map_err(|error| error.to_string())?;
+        self.last_durable = self.clock.now();
+        Ok(())
     }
 
     /// Applies one membership change to raft, the member list and the transport.
@@ -989,6 +1022,8 @@ impl Node {
         }
         self.raw.mut_store().compact(&wtx, compact_to)?;
         wtx.commit().map_err(|error| error.to_string())?;
+        self.last_durable = self.clock.now();
+        self.raw.mut_store().finish_rewrite()?;
         tracing::info!(applied, compacted_to = compact_to, "compacted the raft log");
         Ok(())
     }

@@ -1,7 +1,8 @@
-//! The simulation's disk: a redb storage backend held in memory that knows
-//! which bytes were synced. A crash keeps only what the last `sync_data`
-//! covered, so a member that acknowledged something it never fsynced loses it
-//! on restart, as it would on a real machine losing power.
+//! The simulation's disk: a redb storage backend and a raft log file held in
+//! memory that know which bytes were synced. A crash keeps only what the last
+//! sync covered (and, of the log file, a torn part of the unsynced tail), so a
+//! member that acknowledged something it never fsynced loses it on restart, as
+//! it would on a real machine losing power.
 
 use std::fmt;
 use std::io;
@@ -26,11 +27,21 @@ struct Platter {
     syncs: u64,
 }
 
+/// The raft log file: appended to, synced, replaced whole.
+#[derive(Default)]
+struct LogPlatter {
+    current: Vec<u8>,
+    /// `current[..durable]` survives a crash.
+    durable: usize,
+    life: u64,
+}
+
 /// One member's disk, shared by the databases the member opens on it over
 /// its lives (one per start).
 #[derive(Clone, Default)]
 pub struct SimDisk {
     platter: Arc<Mutex<Platter>>,
+    log: Arc<Mutex<LogPlatter>>,
 }
 
 impl SimDisk {
@@ -47,13 +58,29 @@ impl SimDisk {
         }
     }
 
-    /// Power loss: everything written since the last sync is gone, and the
-    /// backend of the life that ends here writes into the void.
+    /// The raft log file for the member's next life.
+    pub fn log_file(&self) -> SimLogFile {
+        let life = self.log.lock().life;
+        SimLogFile {
+            log: self.log.clone(),
+            life,
+        }
+    }
+
+    /// Power loss: everything written since the last sync is gone, but for
+    /// the first half of the log file's unsynced tail, which the crash tears
+    /// (it may cut a record); the files of the life that ends here write into
+    /// the void.
     pub fn crash(&self) {
         let mut platter = self.platter.lock();
         platter.current = platter.durable.clone();
         platter.dirty.clear();
         platter.life += 1;
+        let mut log = self.log.lock();
+        let torn = log.durable + (log.current.len() - log.durable) / 2;
+        log.current.truncate(torn);
+        log.durable = torn;
+        log.life += 1;
     }
 
     pub fn syncs(&self) -> u64 {
@@ -155,6 +182,68 @@ impl StorageBackend for SimBackend {
                     platter.dirty.insert(page);
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// The raft log file on a [`SimDisk`].
+pub struct SimLogFile {
+    log: Arc<Mutex<LogPlatter>>,
+    life: u64,
+}
+
+impl SimLogFile {
+    fn alive(&self) -> Option<parking_lot::MutexGuard<'_, LogPlatter>> {
+        let log = self.log.lock();
+        (log.life == self.life).then_some(log)
+    }
+}
+
+impl crate::wal::WalFile for SimLogFile {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.log.lock().current.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let log = self.log.lock();
+        let start = offset as usize;
+        let Some(bytes) = log.current.get(start..start + buf.len()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read past the end of the log file ({})", log.current.len()),
+            ));
+        };
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(mut log) = self.alive() {
+            log.current.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some(mut log) = self.alive() {
+            log.durable = log.current.len();
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        if let Some(mut log) = self.alive() {
+            log.current.truncate(len as usize);
+            log.durable = log.current.len();
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, contents: &[u8]) -> io::Result<()> {
+        if let Some(mut log) = self.alive() {
+            log.current = contents.to_vec();
+            log.durable = contents.len();
         }
         Ok(())
     }

@@ -48,8 +48,10 @@ pub const WATCH_ORDER: &str = "watch events in order without gaps";
 pub const CONVERGENCE: &str = "members converge once faults heal";
 pub const LEASE_SAFETY: &str = "leased keys outlive their lease";
 /// raft-rs stops a member (panics) when its durable state contradicts what the
-/// leader knows of it, for instance a log shorter than what it acknowledged.
-pub const NO_PANIC: &str = "no member panics";
+/// leader knows of it, for instance a log shorter than what it acknowledged;
+/// shoal refuses to start a member whose disk contradicts itself (a state
+/// machine ahead of its log).
+pub const NO_PANIC: &str = "no member panics or fails to restart";
 
 pub const PROPERTIES: [&str; 10] = [
     NO_PANIC,
@@ -529,6 +531,8 @@ impl World {
         let id = self.members[idx].id;
         let failed = |what: &str, error: String| format!("member {id}: {what}: {error}");
         let backend = self.members[idx].disk.backend();
+        let disk = self.members[idx].disk.clone();
+        let log_file = || -> Box<dyn crate::wal::WalFile> { Box::new(disk.log_file()) };
         let db = Arc::new(
             mvcc::Db::with_backend(backend, 4 << 20)
                 .map_err(|error| failed("open", error.to_string()))?,
@@ -538,7 +542,7 @@ impl World {
                 .map_err(|error| failed("state machine", error))?,
         );
         let log = if raft_log::has_state(&db).map_err(|error| failed("raft state", error))? {
-            RaftLog::load(&db, state_machine.clone())
+            RaftLog::load(&db, state_machine.clone(), log_file())
                 .map_err(|error| failed("raft log", error))?
                 .ok_or_else(|| failed("raft log", "missing".into()))?
         } else {
@@ -552,7 +556,7 @@ impl World {
                     state_machine
                         .bootstrap_members(&wtx, cluster_id, members)
                         .map_err(|error| failed("bootstrap", error))?;
-                    RaftLog::empty(&wtx, state_machine.clone())
+                    RaftLog::empty(&wtx, state_machine.clone(), log_file())
                         .map_err(|error| failed("bootstrap", error))?
                 }
                 None => {
@@ -561,7 +565,7 @@ impl World {
                     state_machine
                         .bootstrap_members(&wtx, crate::config::cluster_id(&founders), members)
                         .map_err(|error| failed("bootstrap", error))?;
-                    RaftLog::bootstrap(&wtx, founders, state_machine.clone())
+                    RaftLog::bootstrap(&wtx, founders, state_machine.clone(), log_file())
                         .map_err(|error| failed("bootstrap", error))?
                 }
             };
@@ -600,7 +604,7 @@ impl World {
                 .collect(),
         };
         let watch_hub = WatchHub::new(state_machine.mvcc.clone());
-        let (_, inbox) = crossbeam_channel::unbounded();
+        let (_, inbox) = crate::inbox::channel();
         let settings = NodeSettings {
             member_id: id,
             tick_interval: TICK,
@@ -698,7 +702,11 @@ impl World {
                 if let Some(restart_at) = self.members[idx].restart_at
                     && restart_at <= now
                 {
-                    self.start(idx)?;
+                    if let Err(error) = self.start(idx) {
+                        // The run cannot go on without it; what it found stands.
+                        self.violation(NO_PANIC, error);
+                        return Ok(());
+                    }
                     touched.insert(idx);
                 }
                 let paused = self.members[idx]
@@ -1243,8 +1251,12 @@ impl World {
         self.loss = 0.0;
         self.fault_ends_at = None;
         for idx in 0..self.members.len() {
-            if self.members[idx].running.is_none() && !self.members[idx].removed {
-                self.start(idx)?;
+            if self.members[idx].running.is_none()
+                && !self.members[idx].removed
+                && let Err(error) = self.start(idx)
+            {
+                self.violation(NO_PANIC, error);
+                self.members[idx].removed = true;
             }
         }
         Ok(())
