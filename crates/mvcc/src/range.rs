@@ -21,7 +21,7 @@ use crate::record::{REVISIONS_TABLE, Record, Revision};
 pub(crate) struct Candidate {
     pub entry: IndexEntry,
     key_start: usize,
-    key_len: u32,
+    key_len: usize,
 }
 
 /// What the index part of a range produced.
@@ -34,7 +34,7 @@ pub(crate) struct Candidates {
 }
 
 fn key_of<'k>(keys: &'k [u8], candidate: &Candidate) -> &'k [u8] {
-    &keys[candidate.key_start..candidate.key_start + candidate.key_len as usize]
+    &keys[candidate.key_start..candidate.key_start + candidate.key_len]
 }
 
 /// True when etcd fetches every key and applies the limit only after filtering and sorting.
@@ -74,8 +74,7 @@ pub(crate) fn collect_candidates(
                 selected.push(Candidate {
                     entry: *entry,
                     key_start: keys.len(),
-                    // etcd refuses keys and requests this long long before.
-                    key_len: u32::try_from(key.len()).expect("key longer than 4 GiB"),
+                    key_len: key.len(),
                 });
                 keys.extend_from_slice(key);
             }
