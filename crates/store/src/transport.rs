@@ -1,6 +1,6 @@
 //! Member-to-member messages: a gRPC `Peer` service on the peer URLs receives
-//! batches of raft messages; one sender task per peer delivers ours, batching
-//! whatever queued up while the previous batch was in flight.
+//! batches of raft messages; one sender task per peer delivers ours over one
+//! long-lived stream, batching whatever queued up since the last write.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,8 +42,14 @@ pub struct PeerContext {
     pub patience: Duration,
 }
 
+/// Resolves when the peer server stops.
+type Stopping = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
 struct PeerService {
     inbox: Sender<NodeInput>,
+    /// Ends the raft streams when the server stops: they would otherwise hold
+    /// its graceful shutdown open until the other members close them.
+    stopping: Stopping,
     state_machine: Arc<StateMachine>,
     member_id: u64,
     status: Arc<crate::node::NodeStatus>,
@@ -66,21 +72,58 @@ fn not_leader() -> tonic::Status {
     tonic::Status::unavailable("etcdserver: not leader")
 }
 
+/// Hands a batch's messages to the raft loop.
+fn deliver(inbox: &Sender<NodeInput>, batch: RaftBatch) -> Result<(), tonic::Status> {
+    for bytes in batch.messages {
+        let message = Message::parse_from_bytes(&bytes).map_err(|error| {
+            tonic::Status::invalid_argument(format!("undecodable raft message: {error}"))
+        })?;
+        inbox
+            .send(NodeInput::Raft(message))
+            .map_err(|_| tonic::Status::unavailable("etcdserver: server stopped"))?;
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn send(
         &self,
         request: tonic::Request<RaftBatch>,
     ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
-        for bytes in request.into_inner().messages {
-            let message = Message::parse_from_bytes(&bytes).map_err(|error| {
-                tonic::Status::invalid_argument(format!("undecodable raft message: {error}"))
-            })?;
-            self.inbox
-                .send(NodeInput::Raft(message))
-                .map_err(|_| tonic::Status::unavailable("etcdserver: server stopped"))?;
-        }
+        deliver(&self.inbox, request.into_inner())?;
         Ok(tonic::Response::new(RaftAck {}))
+    }
+
+    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<RaftAck, tonic::Status>>;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<RaftBatch>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
+        let mut batches = request.into_inner();
+        let inbox = self.inbox.clone();
+        let stopping = self.stopping.clone();
+        // The response stream ends (with the error, if any) when the batches do.
+        let (end, response) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let receive = async {
+                while let Some(batch) = batches.message().await? {
+                    deliver(&inbox, batch)?;
+                }
+                Ok::<(), tonic::Status>(())
+            };
+            let outcome = tokio::select! {
+                outcome = receive => outcome,
+                () = stopping => Err(tonic::Status::unavailable("etcdserver: server stopped")),
+            };
+            if let Err(status) = outcome {
+                let _ = end.send(Err(status)).await;
+            }
+        });
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(response),
+        ))
     }
 
     async fn lease_renew(
@@ -187,8 +230,10 @@ pub async fn serve_peers(
     context: PeerContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let stopping: Stopping = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown));
     let service = PeerServer::new(PeerService {
         inbox: context.inbox,
+        stopping: stopping.clone(),
         state_machine: context.state_machine,
         member_id: context.member_id,
         status: context.status,
@@ -203,7 +248,7 @@ pub async fn serve_peers(
         // without this, Nagle's algorithm delays small raft messages.
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            stopping,
         )
         .await
 }
@@ -320,11 +365,12 @@ async fn run_sender(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut peer_was_down = false;
+    let mut stream: Option<OpenStream> = None;
     loop {
         let first = match tokio::time::timeout(PROBE_INTERVAL, receiver.recv()).await {
             Ok(Some(message)) => Some(message),
             Ok(None) => break,
-            // Idle: an empty batch tells us whether the peer is still there.
+            // Idle: an empty call tells us whether the peer is still there.
             Err(_) => None,
         };
         let mut batch: Vec<Message> = first.into_iter().collect();
@@ -334,61 +380,68 @@ async fn run_sender(
                 Err(_) => break,
             }
         }
-        let carries_snapshot = batch
-            .iter()
-            .any(|message| message.get_msg_type() == MessageType::MsgSnapshot);
-        let encoded = RaftBatch {
-            messages: batch
-                .iter()
-                .map(|message| {
-                    message
-                        .write_to_bytes()
-                        .expect("encoding a raft message")
-                        .into()
-                })
-                .collect(),
-        };
-        let deadline = if carries_snapshot {
-            Duration::from_secs(120)
-        } else {
-            Duration::from_secs(5)
-        };
-        let outcome = tokio::time::timeout(deadline, client.send(encoded)).await;
-        let delivered = matches!(outcome, Ok(Ok(_)));
-        if delivered {
-            activity
-                .lock()
-                .entry(peer_id)
-                .or_insert_with(std::time::Instant::now);
-        } else {
-            activity.lock().remove(&peer_id);
+        let probe = batch.is_empty();
+        // Snapshots go by a call of their own, whose outcome raft needs;
+        // everything else by the stream.
+        let (snapshots, messages): (Vec<Message>, Vec<Message>) = batch
+            .into_iter()
+            .partition(|message| message.get_msg_type() == MessageType::MsgSnapshot);
+        let mut failure = None;
+        if !messages.is_empty()
+            && let Err(reason) = send_on_stream(
+                &mut stream,
+                &client,
+                peer_id,
+                &activity,
+                encode_batch(&messages),
+            )
+            .await
+        {
+            failure = Some(reason);
         }
-        if carries_snapshot {
-            let status = if delivered {
-                SnapshotStatus::Finish
+        if probe || !snapshots.is_empty() {
+            let deadline = if snapshots.is_empty() {
+                Duration::from_secs(5)
             } else {
-                SnapshotStatus::Failure
+                Duration::from_secs(120)
             };
-            let _ = feedback.send(NodeInput::SnapshotStatus(peer_id, status));
+            let outcome =
+                tokio::time::timeout(deadline, client.send(encode_batch(&snapshots))).await;
+            let delivered = matches!(outcome, Ok(Ok(_)));
+            if delivered {
+                activity
+                    .lock()
+                    .entry(peer_id)
+                    .or_insert_with(std::time::Instant::now);
+            } else {
+                activity.lock().remove(&peer_id);
+                failure.get_or_insert(match outcome {
+                    Ok(Err(status)) => status.message().to_string(),
+                    _ => "timed out".to_string(),
+                });
+            }
+            if !snapshots.is_empty() {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                let _ = feedback.send(NodeInput::SnapshotStatus(peer_id, status));
+            }
         }
-        if delivered {
+        let Some(reason) = failure else {
             if peer_was_down {
                 tracing::info!(peer = %format!("{peer_id:x}"), %url, "peer reachable again");
                 peer_was_down = false;
             }
             continue;
-        }
-        if batch.is_empty() && peer_was_down {
+        };
+        if probe && peer_was_down {
             // Still down; no need to say so again, or to tell raft about a probe.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         if !peer_was_down {
-            let reason = match outcome {
-                Ok(Err(status)) => status.message().to_string(),
-                Err(_) => "timed out".to_string(),
-                Ok(Ok(_)) => unreachable!(),
-            };
             tracing::warn!(peer = %format!("{peer_id:x}"), %url, %reason, "peer unreachable");
             peer_was_down = true;
         }
@@ -397,6 +450,119 @@ async fn run_sender(
         while receiver.try_recv().is_ok() {}
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn encode_batch(messages: &[Message]) -> RaftBatch {
+    RaftBatch {
+        messages: messages
+            .iter()
+            .map(|message| {
+                message
+                    .write_to_bytes()
+                    .expect("encoding a raft message")
+                    .into()
+            })
+            .collect(),
+    }
+}
+
+/// Batches that may wait for a stream's connection before a write blocks.
+const STREAM_QUEUE_LEN: usize = 64;
+/// How long a batch may wait to enter the stream, or a new stream to be taken
+/// by the peer, before the peer counts as unreachable.
+const STREAM_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One `Stream` call to a peer, driven by a task of its own.
+struct OpenStream {
+    batches: mpsc::Sender<RaftBatch>,
+    /// `Some(true)` once the peer answered the call, `Some(false)` once the
+    /// call ended.
+    state: tokio::sync::watch::Receiver<Option<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn open_stream(
+    client: &PeerClient<tonic::transport::Channel>,
+    peer_id: u64,
+    activity: &PeerActivity,
+) -> OpenStream {
+    let (batches, outbound) = mpsc::channel(STREAM_QUEUE_LEN);
+    let (report, state) = tokio::sync::watch::channel(None);
+    let mut client = client.clone();
+    let activity = activity.clone();
+    let task = tokio::spawn(async move {
+        let call = client.stream(tokio_stream::wrappers::ReceiverStream::new(outbound));
+        match call.await {
+            Ok(response) => {
+                let _ = report.send(Some(true));
+                activity
+                    .lock()
+                    .entry(peer_id)
+                    .or_insert_with(std::time::Instant::now);
+                // The peer sends nothing back until the stream ends.
+                let mut acks = response.into_inner();
+                while let Ok(Some(_)) = acks.message().await {}
+            }
+            Err(status) => {
+                tracing::debug!(peer = %format!("{peer_id:x}"), %status, "raft stream refused");
+            }
+        }
+        activity.lock().remove(&peer_id);
+        let _ = report.send(Some(false));
+    });
+    OpenStream {
+        batches,
+        state,
+        task,
+    }
+}
+
+/// Writes `batch` to the peer's stream, opening one if there is none. A new
+/// stream counts only once the peer has taken the call, so a peer that is down
+/// is noticed at the first batch, as with a call per batch.
+async fn send_on_stream(
+    stream: &mut Option<OpenStream>,
+    client: &PeerClient<tonic::transport::Channel>,
+    peer_id: u64,
+    activity: &PeerActivity,
+    batch: RaftBatch,
+) -> Result<(), String> {
+    if stream
+        .as_ref()
+        .is_none_or(|open| *open.state.borrow() == Some(false))
+    {
+        *stream = Some(open_stream(client, peer_id, activity));
+    }
+    let open = stream.as_mut().expect("opened above");
+    let outcome = tokio::time::timeout(STREAM_PATIENCE, async {
+        open.batches
+            .send(batch)
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+        let answered = open
+            .state
+            .wait_for(Option::is_some)
+            .await
+            .map(|state| *state == Some(true))
+            .unwrap_or(false);
+        if answered {
+            Ok(())
+        } else {
+            Err("stream refused".to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".to_string()));
+    if outcome.is_err() {
+        *stream = None;
+    }
+    outcome
 }
 
 /// Binds a listener for a peer URL, for a clear error before anything starts.
