@@ -11,6 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use store::config::{parse_initial_cluster, parse_url, parse_url_list};
 use url::Url;
 
+/// Every part of shoal allocates through jemalloc: glibc's malloc and free were
+/// 9-13% of a member's CPU under put loads; side by side jemalloc took ~15% off
+/// the CPU of a single-client put, for ~15 MiB more peak memory (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// shoal: a self-driving cluster platform in one binary.
 #[derive(Parser)]
 #[command(name = "shoal", version, about, long_about = None, propagate_version = true)]
