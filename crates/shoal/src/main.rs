@@ -17,6 +17,15 @@ use url::Url;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read once as it starts: one arena for every thread (a
+/// member has a handful; memory one tokio worker frees is then reused by the
+/// next, whichever runs it) and unused pages handed back after one second
+/// instead of ten. With the defaults, peak member RSS in bench/compare was
+/// 180 MiB; with these, 148 MiB (glibc: 141 MiB).
+#[allow(unsafe_code)] // the symbol jemalloc reads its options from: plain bytes
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static JEMALLOC_OPTIONS: &[u8] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// shoal: a self-driving cluster platform in one binary.
 #[derive(Parser)]
 #[command(name = "shoal", version, about, long_about = None, propagate_version = true)]
