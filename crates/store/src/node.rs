@@ -763,15 +763,7 @@ impl Node {
         log.flush(ready.must_sync() && !self.settings.bugs.skip_fsync)?;
         self.send(ready.take_persisted_messages());
 
-        let committed = ready.take_committed_entries();
-        if !committed.is_empty() {
-            let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-            let mut results = Vec::new();
-            let mut events = Vec::new();
-            self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
-            self.commit_applied(wtx)?;
-            self.after_apply(results, events, false);
-        }
+        self.apply_committed(&ready.take_committed_entries())?;
         let read_states = ready.take_read_states();
         for read_state in read_states {
             self.on_read_state(read_state.index, &read_state.request_ctx);
@@ -782,19 +774,26 @@ impl Node {
             self.raw.mut_store().set_commit(commit);
         }
         self.send(light.take_messages());
-        let committed = light.take_committed_entries();
-        if !committed.is_empty() {
-            // The log already holds these durably; applying them needs no fsync of its own.
-            let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-            let mut results = Vec::new();
-            let mut events = Vec::new();
-            self.apply_entries(&wtx, &committed, &mut results, &mut events)?;
-            self.commit_applied(wtx)?;
-            self.after_apply(results, events, false);
-        }
+        self.apply_committed(&light.take_committed_entries())?;
         self.raw.advance_apply();
         self.maybe_compact_log()?;
         self.publish_status();
+        Ok(())
+    }
+
+    /// Applies committed entries in one redb transaction (see `commit_applied`)
+    /// and answers whoever waits for them. The log file already holds them
+    /// durably.
+    fn apply_committed(&mut self, committed: &[Entry]) -> Result<(), String> {
+        if committed.is_empty() {
+            return Ok(());
+        }
+        let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
+        let mut results = Vec::new();
+        let mut events = Vec::new();
+        self.apply_entries(&wtx, committed, &mut results, &mut events)?;
+        self.commit_applied(wtx)?;
+        self.after_apply(results, events, false);
         Ok(())
     }
 
