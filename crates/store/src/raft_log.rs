@@ -28,6 +28,8 @@ use redb::{TableDefinition, WriteTransaction};
 use crate::state_machine::StateMachine;
 use crate::wal::{self, Record, WalFile};
 
+/// Where shoal kept the raft log's entries before it had a file of its own.
+const OLD_ENTRIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_entries");
 /// Hard state, conf state and the compaction point.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
 
@@ -95,6 +97,13 @@ fn read_base(db: &mvcc::Db) -> Result<Option<Base>, String> {
     let Some(hard_state) = meta.get(HARD_STATE).map_err(|error| error.to_string())? else {
         return Ok(None);
     };
+    match rtx.open_table(OLD_ENTRIES) {
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Ok(_) => {
+            return Err("this data directory was written by an older shoal, which kept the raft log inside the database; save a snapshot while that version serves it (etcdctl snapshot save) and restore it with shoal snapshot restore".into());
+        }
+        Err(error) => return Err(error.to_string()),
+    }
     let hard_state =
         HardState::parse_from_bytes(hard_state.value()).map_err(|error| error.to_string())?;
     let conf_state = match meta.get(CONF_STATE).map_err(|error| error.to_string())? {
@@ -981,6 +990,22 @@ mod tests {
             .err()
             .expect("refused");
         assert!(error.contains("applied entry 5"), "{error}");
+    }
+
+    #[test]
+    fn a_data_directory_with_the_old_log_layout_is_refused_by_name() {
+        let fixture = Fixture::new();
+        let _log = fixture.bootstrap(vec![1]);
+        fixture.commit(|wtx| {
+            wtx.open_table(OLD_ENTRIES)
+                .unwrap()
+                .insert(2, b"old".as_slice())
+                .unwrap();
+        });
+        let error = RaftLog::load(&fixture.db, fixture.state_machine.clone(), fixture.wal())
+            .err()
+            .expect("refused");
+        assert!(error.contains("older shoal"), "{error}");
     }
 
     /// A torn last write is cut off at load; the log continues after it.
