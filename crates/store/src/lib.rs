@@ -56,7 +56,17 @@ use watch::WatchHub;
 /// large redb cache mostly doubles what the member holds in memory.
 const REDB_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// The raft log file in a member's data directory (see `wal`).
-pub(crate) const WAL_FILE: &str = "raft.wal";
+const WAL_FILE: &str = "raft.wal";
+
+/// Opens (or creates) the raft log file of the data directory `data_dir`.
+pub(crate) fn open_wal(data_dir: &Path) -> Result<Box<dyn wal::WalFile>, StartError> {
+    let path = data_dir.join(WAL_FILE);
+    let file = wal::FileWal::open(&path).map_err(|error| StartError::Database {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    Ok(Box::new(file))
+}
 
 /// The etcd API version shoal's store speaks; reported where etcd reports its own version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -151,13 +161,7 @@ impl Member {
                 .map_err(&database_error)?,
         );
 
-        let wal_path = config.data_dir.join(WAL_FILE);
-        let wal: Box<dyn wal::WalFile> = Box::new(wal::FileWal::open(&wal_path).map_err(
-            |error| StartError::Database {
-                path: wal_path.display().to_string(),
-                message: error.to_string(),
-            },
-        )?);
+        let wal = open_wal(&config.data_dir)?;
         let restarting = raft_log::has_state(&db).map_err(&database_error)?;
         let mut member_id;
         let raft_log = if restarting {

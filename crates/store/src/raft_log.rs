@@ -158,31 +158,24 @@ impl RaftLog {
         let bytes = wal::read_all(wal.as_ref())?;
         let scan = wal::scan(&bytes)?;
 
-        // The file's own log, conflicting suffixes replaced: (index, term, offset).
-        let mut file_log: Vec<(u64, u64, u64)> = Vec::new();
-        let mut file_entries: Vec<Entry> = Vec::new();
+        // The file's own log, conflicting suffixes replaced: (offset, entry).
+        let mut file_log: Vec<(u64, Entry)> = Vec::new();
         let mut file_hard_state = None;
         let valid_len = scan.valid_len;
         for (offset, record) in scan.records {
             match record {
                 Record::Entry(entry) => {
-                    if let Some(&(first, _, _)) = file_log.first() {
-                        if entry.index < first {
-                            file_log.clear();
-                            file_entries.clear();
-                        } else if entry.index > first + file_log.len() as u64 {
+                    if let Some(first) = file_log.first().map(|(_, entry)| entry.index) {
+                        if entry.index > first + file_log.len() as u64 {
                             return Err(format!(
                                 "raft log file has a gap: entry {} follows entry {}",
                                 entry.index,
                                 first + file_log.len() as u64 - 1
                             ));
-                        } else {
-                            file_log.truncate((entry.index - first) as usize);
-                            file_entries.truncate((entry.index - first) as usize);
                         }
+                        file_log.truncate(entry.index.saturating_sub(first) as usize);
                     }
-                    file_log.push((entry.index, entry.term, offset));
-                    file_entries.push(entry);
+                    file_log.push((offset, entry));
                 }
                 Record::HardState(hard_state) => file_hard_state = Some(hard_state),
             }
@@ -192,49 +185,36 @@ impl RaftLog {
         // base (a crash after a snapshot's redb commit, before the file was
         // rewritten), nothing in it after the base can be trusted to extend it.
         let base_index = base.truncated_index;
-        let continues = match file_log.first() {
-            None => true,
-            Some(&(first, _, _)) if first == base_index + 1 => true,
-            Some(&(first, _, _)) if first <= base_index => file_log
-                .get((base_index - first) as usize)
-                .is_some_and(|&(_, term, _)| term == base.truncated_term),
-            Some(_) => false,
-        };
-        let skip = if continues {
-            file_log
-                .iter()
-                .take_while(|&&(index, _, _)| index <= base_index)
-                .count()
-        } else {
-            file_log.len()
-        };
-        let kept = &file_log[skip..];
-        if !continues
-            && file_log
-                .first()
-                .is_some_and(|&(first, _, _)| first > base_index + 1)
-        {
+        let first = file_log.first().map(|(_, entry)| entry.index);
+        if first.is_some_and(|first| first > base_index + 1) {
             return Err(format!(
                 "raft log file starts at entry {} but the log's base is entry {base_index}: entries are missing",
-                file_log[0].0
+                first.unwrap_or_default()
             ));
         }
-        let dropped_stale = file_log.len() - kept.len()
-            > file_log
-                .iter()
-                .filter(|&&(index, _, _)| index <= base_index)
-                .count();
+        let continues = first.is_none_or(|first| {
+            first == base_index + 1
+                || file_log
+                    .get((base_index - first) as usize)
+                    .is_some_and(|(_, entry)| entry.term == base.truncated_term)
+        });
+        let covered = file_log
+            .iter()
+            .take_while(|(_, entry)| entry.index <= base_index)
+            .count();
+        let dropped_stale = !continues && covered < file_log.len();
+        file_log.drain(..if continues { covered } else { file_log.len() });
 
         let base_hard_state = base.hard_state.clone();
         let mut log = RaftLog::with_base(base, wal, state_machine);
-        for &(index, term, offset) in kept {
-            debug_assert_eq!(index, log.last() + 1);
-            log.terms.push(term);
-            log.offsets.push(offset);
+        for (offset, entry) in &file_log {
+            debug_assert_eq!(entry.index, log.last() + 1);
+            log.terms.push(entry.term);
+            log.offsets.push(*offset);
         }
         // Keep the newest entries in memory, up to the budget.
         let mut budget = log.recent_budget;
-        for entry in file_entries.drain(skip..).rev() {
+        for (_, entry) in file_log.into_iter().rev() {
             let size = entry_bytes(&entry);
             if !log.recent.is_empty() && size > budget {
                 break;
@@ -261,7 +241,6 @@ impl RaftLog {
         }
         log.hard_state = hard_state;
 
-        drop(file_entries);
         log.wal_len = valid_len;
         if dropped_stale {
             tracing::warn!(
@@ -678,15 +657,7 @@ impl raft::Storage for RaftLog {
 
 /// Whether `db` already holds a member's raft state (a restart rather than a first start).
 pub fn has_state(db: &mvcc::Db) -> Result<bool, String> {
-    let rtx = db.begin_read().map_err(|error| error.to_string())?;
-    match rtx.open_table(META) {
-        Ok(table) => Ok(table
-            .get(HARD_STATE)
-            .map_err(|error| error.to_string())?
-            .is_some()),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
-        Err(error) => Err(error.to_string()),
-    }
+    Ok(read_base(db)?.is_some())
 }
 
 #[cfg(test)]

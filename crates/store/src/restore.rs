@@ -177,12 +177,8 @@ pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSum
         let mut writer = state_machine.mvcc.writer(&wtx);
         writer.set_consistent_index(1);
     }
-    let wal_path = data_dir.join(crate::WAL_FILE);
-    let wal = crate::wal::FileWal::open(&wal_path).map_err(|error| StartError::Database {
-        path: wal_path.display().to_string(),
-        message: error.to_string(),
-    })?;
-    RaftLog::bootstrap(&wtx, ids, state_machine.clone(), Box::new(wal)).map_err(&database_error)?;
+    let wal = crate::open_wal(data_dir)?;
+    RaftLog::bootstrap(&wtx, ids, state_machine.clone(), wal).map_err(&database_error)?;
     wtx.commit()
         .map_err(|error| database_error(error.to_string()))?;
     state_machine.mvcc.publish();

@@ -155,11 +155,10 @@ fn encode(kind: u8, out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&[0; HEADER_BYTES]);
     payload(out);
     let length = (out.len() - start - HEADER_BYTES) as u32;
-    out[start + 8] = kind;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&out[start + 8..]);
+    let checksum = checksum_of(kind, &out[start + HEADER_BYTES..]);
     out[start..start + 4].copy_from_slice(&length.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&hasher.finalize().to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
+    out[start + 8] = kind;
 }
 
 /// A record's header: payload length, checksum, kind.
@@ -167,6 +166,15 @@ fn parse_header(header: &[u8]) -> (usize, u32, u8) {
     let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let checksum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     (length, checksum, header[8])
+}
+
+/// The record a header and its payload make, if the checksum holds.
+fn checked_record(header: &[u8], payload: &[u8]) -> Result<Record, String> {
+    let (_, checksum, kind) = parse_header(header);
+    if checksum_of(kind, payload) != checksum {
+        return Err("a checksum mismatch".into());
+    }
+    decode_payload(kind, payload)
 }
 
 fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, String> {
@@ -229,7 +237,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), String> {
     let Some(header) = bytes.get(offset..offset + HEADER_BYTES) else {
         return Err("a header cut short".into());
     };
-    let (length, checksum, kind) = parse_header(header);
+    let (length, _, _) = parse_header(header);
     if length > MAX_RECORD_BYTES {
         return Err(format!("a record length of {length} bytes"));
     }
@@ -237,10 +245,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), String> {
     let Some(payload) = bytes.get(start..start + length) else {
         return Err("a record cut short".into());
     };
-    if checksum_of(kind, payload) != checksum {
-        return Err("a checksum mismatch".into());
-    }
-    Ok((decode_payload(kind, payload)?, start + length))
+    Ok((checked_record(header, payload)?, start + length))
 }
 
 /// The first offset from `from` on where a whole, valid record starts, if any.
@@ -257,7 +262,7 @@ pub fn read_entry(file: &dyn WalFile, offset: u64) -> Result<Entry, String> {
     let mut header = [0u8; HEADER_BYTES];
     file.read_at(offset, &mut header)
         .map_err(|error| format!("reading the raft log at byte {offset}: {error}"))?;
-    let (length, checksum, kind) = parse_header(&header);
+    let (length, _, _) = parse_header(&header);
     if length > MAX_RECORD_BYTES {
         return Err(format!(
             "raft log record at byte {offset} claims {length} bytes"
@@ -266,12 +271,9 @@ pub fn read_entry(file: &dyn WalFile, offset: u64) -> Result<Entry, String> {
     let mut payload = vec![0u8; length];
     file.read_at(offset + HEADER_BYTES as u64, &mut payload)
         .map_err(|error| format!("reading the raft log at byte {offset}: {error}"))?;
-    if checksum_of(kind, &payload) != checksum {
-        return Err(format!(
-            "raft log record at byte {offset} fails its checksum"
-        ));
-    }
-    match decode_payload(kind, &payload)? {
+    let record = checked_record(&header, &payload)
+        .map_err(|problem| format!("raft log record at byte {offset}: {problem}"))?;
+    match record {
         Record::Entry(entry) => Ok(entry),
         Record::HardState(_) => Err(format!(
             "raft log record at byte {offset} is a hard state, not an entry"
