@@ -162,6 +162,7 @@ impl RaftLog {
         let mut file_log: Vec<(u64, Entry)> = Vec::new();
         let mut file_hard_state = None;
         let valid_len = scan.valid_len;
+        let torn = scan.torn;
         for (offset, record) in scan.records {
             match record {
                 Record::Entry(entry) => {
@@ -248,7 +249,7 @@ impl RaftLog {
                 "raft log file did not continue from the installed snapshot; its stale entries were dropped"
             );
             log.rewrite()?;
-        } else if valid_len < bytes.len() as u64 {
+        } else if torn {
             tracing::warn!(
                 bytes = bytes.len() as u64 - valid_len,
                 "dropped a torn write at the end of the raft log file"
@@ -256,6 +257,8 @@ impl RaftLog {
             log.wal
                 .truncate(valid_len)
                 .map_err(|error| format!("truncating the raft log file: {error}"))?;
+        } else {
+            log.wal.continue_at(valid_len);
         }
         Ok(Some(log))
     }

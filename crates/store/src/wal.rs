@@ -18,6 +18,11 @@
 //! it and everything after it (raft overwrote a conflicting suffix). The file
 //! is rewritten whole, atomically, when the log is compacted or replaced by a
 //! snapshot, so it holds only the log since the last compaction point.
+//!
+//! The file is preallocated in steps of [`PREALLOCATE_BYTES`] (as etcd
+//! preallocates its WAL segments): an append inside the allocated space does
+//! not change the file's size, so its `fdatasync` writes the data and no
+//! inode. The valid records end where a header of zeros begins.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -34,6 +39,9 @@ const KIND_HARD_STATE: u8 = 2;
 /// Larger than any record raft writes (etcd caps requests at 1.5 MiB by
 /// default, and shoal at `--max-request-bytes`); a length above this is damage.
 const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
+/// The log file grows in steps of this many bytes, allocated ahead of the
+/// appends that fill them.
+pub const PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Where the log's bytes live: a file on disk for a member, memory that
 /// forgets unsynced writes for the simulation.
@@ -46,7 +54,11 @@ pub trait WalFile: Send + Sync {
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far survive a crash.
     fn sync(&mut self) -> io::Result<()>;
-    /// Cuts the file to `len` bytes, durably (drops a torn tail at startup).
+    /// Appends go on at `len`, where the valid records end: what the file
+    /// holds from there on is zeros (space allocated ahead), nothing else.
+    fn continue_at(&mut self, len: u64);
+    /// Drops everything from `len` on, durably (a torn tail at startup);
+    /// appends go on at `len`.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Replaces the whole file with `contents`, atomically and durably: after a
     /// crash the file holds either the old contents or the new.
@@ -57,11 +69,19 @@ pub trait WalFile: Send + Sync {
 pub struct FileWal {
     path: PathBuf,
     file: File,
+    /// Where the next append goes.
     len: u64,
+    /// The file's size: `len` plus the zeros allocated ahead of it.
+    allocated: u64,
+    /// False once the file system has refused `fallocate`: the file then
+    /// grows with each append.
+    preallocate: bool,
 }
 
 impl FileWal {
     /// Opens the file at `path`, creating it empty if it does not exist.
+    /// Appends go at the file's end until [`WalFile::continue_at`] says where
+    /// its records end.
     pub fn open(path: &Path) -> io::Result<FileWal> {
         let file = OpenOptions::new()
             .read(true)
@@ -69,11 +89,13 @@ impl FileWal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let len = file.metadata()?.len();
+        let allocated = file.metadata()?.len();
         Ok(FileWal {
             path: path.to_path_buf(),
             file,
-            len,
+            len: allocated,
+            allocated,
+            preallocate: true,
         })
     }
 
@@ -81,11 +103,46 @@ impl FileWal {
         let directory = self.path.parent().unwrap_or_else(|| Path::new("."));
         File::open(directory)?.sync_all()
     }
+
+    /// Allocates zeros after `len` up to the next step boundary past `need`.
+    fn allocate_to(&mut self, need: u64) -> io::Result<()> {
+        if !self.preallocate || need <= self.allocated {
+            return Ok(());
+        }
+        let target = need.div_ceil(PREALLOCATE_BYTES).max(1) * PREALLOCATE_BYTES;
+        match allocate(&self.file, self.allocated, target - self.allocated) {
+            Ok(()) => {
+                self.allocated = target;
+                Ok(())
+            }
+            Err(error) if error.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => {
+                self.preallocate = false;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Allocates `len` bytes of zeros at `offset` of `file`, growing its size.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let to_off = |value: u64| {
+        nix::libc::off_t::try_from(value)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "raft log file too large"))
+    };
+    nix::fcntl::fallocate(
+        file.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        to_off(offset)?,
+        to_off(len)?,
+    )
+    .map_err(io::Error::from)
 }
 
 impl WalFile for FileWal {
     fn size(&self) -> io::Result<u64> {
-        Ok(self.len)
+        Ok(self.allocated.max(self.len))
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -93,8 +150,11 @@ impl WalFile for FileWal {
     }
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let end = self.len + data.len() as u64;
+        self.allocate_to(end)?;
         self.file.write_all_at(data, self.len)?;
-        self.len += data.len() as u64;
+        self.len = end;
+        self.allocated = self.allocated.max(end);
         Ok(())
     }
 
@@ -102,11 +162,16 @@ impl WalFile for FileWal {
         self.file.sync_data()
     }
 
+    fn continue_at(&mut self, len: u64) {
+        self.len = len;
+    }
+
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
-        self.file.sync_all()?;
         self.len = len;
-        Ok(())
+        self.allocated = len;
+        self.allocate_to(len + 1)?;
+        self.file.sync_all()
     }
 
     fn replace(&mut self, contents: &[u8]) -> io::Result<()> {
@@ -116,11 +181,24 @@ impl WalFile for FileWal {
         {
             let mut file = File::create(&temporary)?;
             file.write_all(contents)?;
+            let len = contents.len() as u64;
+            let target = (len + 1).div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+            if self.preallocate {
+                match allocate(&file, len, target - len) {
+                    Err(error) if error.raw_os_error() != Some(nix::libc::EOPNOTSUPP) => {
+                        return Err(error);
+                    }
+                    _ => {}
+                }
+            }
             file.sync_all()?;
         }
         std::fs::rename(&temporary, &self.path)?;
         self.sync_directory()?;
+        let preallocate = self.preallocate;
         *self = FileWal::open(&self.path)?;
+        self.len = contents.len() as u64;
+        self.preallocate = preallocate;
         Ok(())
     }
 }
@@ -200,16 +278,20 @@ fn checksum_of(kind: u8, payload: &[u8]) -> u32 {
 pub struct Scan {
     /// Every whole, valid record with the offset it starts at, in file order.
     pub records: Vec<(u64, Record)>,
-    /// Where the valid records end; bytes after it are a torn last write.
+    /// Where the valid records end.
     pub valid_len: u64,
+    /// Whether anything but zeros follows them: a torn last write.
+    pub torn: bool,
 }
 
-/// Reads every record of `bytes`. A last record cut short or failing its
-/// checksum is a write a crash interrupted: the scan stops before it. A bad
+/// Reads every record of `bytes`. Zeros where a header should be are the end
+/// of the records (space allocated ahead). A last record cut short or failing
+/// its checksum is a write a crash interrupted: the scan stops before it. A bad
 /// record followed by a good one is damage, not a torn write, and an error.
 pub fn scan(bytes: &[u8]) -> Result<Scan, String> {
     let mut records = Vec::new();
     let mut offset = 0usize;
+    let mut torn = false;
     while offset < bytes.len() {
         match record_at(bytes, offset) {
             Ok((record, next)) => {
@@ -217,7 +299,13 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, String> {
                 offset = next;
             }
             Err(problem) => {
-                if let Some(later) = next_valid_record(bytes, offset + 1) {
+                // A whole record has a non-zero kind, so none starts past the
+                // last non-zero byte's header position.
+                let Some(last_nonzero) = bytes[offset..].iter().rposition(|&byte| byte != 0) else {
+                    break;
+                };
+                torn = true;
+                if let Some(later) = next_valid_record(bytes, offset + 1, offset + last_nonzero) {
                     return Err(format!(
                         "raft log file damaged at byte {offset} ({problem}), with valid records after it (at byte {later})"
                     ));
@@ -229,6 +317,7 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, String> {
     Ok(Scan {
         records,
         valid_len: offset as u64,
+        torn,
     })
 }
 
@@ -248,11 +337,16 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), String> {
     Ok((checked_record(header, payload)?, start + length))
 }
 
-/// The first offset from `from` on where a whole, valid record starts, if any.
-/// A torn write leaves zeros or a fragment; a valid record after it means the
-/// bad bytes are in the middle of the log.
-fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(HEADER_BYTES)).find(
+/// The first offset from `from` on where a whole, valid record starts, if
+/// any, looking no further than a record whose header would end at
+/// `last_nonzero` (a record's kind byte is not zero). A torn write leaves
+/// zeros or a fragment; a valid record after it means the bad bytes are in the
+/// middle of the log.
+fn next_valid_record(bytes: &[u8], from: usize, last_nonzero: usize) -> Option<usize> {
+    let end = (last_nonzero + 1)
+        .saturating_sub(HEADER_BYTES - 1)
+        .min(bytes.len().saturating_sub(HEADER_BYTES));
+    (from..end).find(
         |&offset| matches!(record_at(bytes, offset), Ok((_, next)) if next > offset + HEADER_BYTES),
     )
 }
@@ -346,8 +440,19 @@ mod tests {
             assert_eq!(cut_scan.records.len(), whole.len() - 1);
             let mut zeros = bytes[..cut].to_vec();
             zeros.resize(bytes.len() + 100, 0);
-            assert_eq!(scan(&zeros).unwrap().valid_len, last_start as u64);
+            let zeros_scan = scan(&zeros).unwrap();
+            assert_eq!(zeros_scan.valid_len, last_start as u64);
+            let fragment = bytes[last_start..cut].iter().any(|&byte| byte != 0);
+            assert_eq!(zeros_scan.torn, fragment, "cut at {cut}");
         }
+        let mut whole_then_zeros = bytes.clone();
+        whole_then_zeros.resize(bytes.len() + 1000, 0);
+        let end_scan = scan(&whole_then_zeros).unwrap();
+        assert_eq!(end_scan.valid_len, bytes.len() as u64);
+        assert!(
+            !end_scan.torn,
+            "zeros after the records are allocated space"
+        );
     }
 
     #[test]
@@ -355,6 +460,17 @@ mod tests {
         let (mut bytes, _) = some_records();
         let second = scan(&bytes).unwrap().records[1].0 as usize;
         bytes[second + HEADER_BYTES + 1] ^= 0xff;
+        let error = scan(&bytes).err().expect("damage is reported");
+        assert!(
+            error.contains(&format!("damaged at byte {second}")),
+            "{error}"
+        );
+        // Followed by allocated zeros, the damage is still found.
+        bytes.resize(bytes.len() + 4096, 0);
+        assert!(scan(&bytes).is_err());
+        // A record whose header was zeroed, with records after it, too.
+        let (mut bytes, _) = some_records();
+        bytes[second..second + HEADER_BYTES].fill(0);
         let error = scan(&bytes).err().expect("damage is reported");
         assert!(
             error.contains(&format!("damaged at byte {second}")),
@@ -374,11 +490,109 @@ mod tests {
         assert_eq!(read_entry(&file, offset).unwrap(), entry(3, 2));
         drop(file);
         let mut file = FileWal::open(&path).unwrap();
-        assert_eq!(read_all(&file).unwrap(), bytes);
+        let on_disk = read_all(&file).unwrap();
+        assert_eq!(&on_disk[..bytes.len()], bytes.as_slice());
+        assert!(on_disk[bytes.len()..].iter().all(|&byte| byte == 0));
         file.truncate(offset).unwrap();
-        assert_eq!(file.size().unwrap(), offset);
+        let on_disk = read_all(&file).unwrap();
+        assert_eq!(&on_disk[..offset as usize], &bytes[..offset as usize]);
+        assert!(on_disk[offset as usize..].iter().all(|&byte| byte == 0));
         file.replace(b"new").unwrap();
-        assert_eq!(read_all(&FileWal::open(&path).unwrap()).unwrap(), b"new");
+        assert_eq!(
+            &read_all(&FileWal::open(&path).unwrap()).unwrap()[..4],
+            b"new\0"
+        );
         assert!(!dir.path().join("raft.wal.tmp").exists());
+    }
+
+    /// Appends fill space allocated ahead, so the file's size (and with it the
+    /// inode an `fdatasync` would have to write) changes once per step, not per
+    /// append; a reopened file's records end where the zeros begin.
+    #[test]
+    fn appends_fill_allocated_space_and_resume_after_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.wal");
+        let mut file = FileWal::open(&path).unwrap();
+        file.replace(&[]).unwrap();
+        let (bytes, records) = some_records();
+        file.append(&bytes).unwrap();
+        file.sync().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, PREALLOCATE_BYTES);
+        for _ in 0..100 {
+            file.append(&bytes).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+
+        // Reopened: the scan ends at the last record; appends go on there.
+        drop(file);
+        let mut file = FileWal::open(&path).unwrap();
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert!(!found.torn);
+        assert_eq!(found.valid_len, 101 * bytes.len() as u64);
+        file.continue_at(found.valid_len);
+        file.append(&bytes).unwrap();
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert_eq!(found.records.len(), 102 * records.len());
+
+        // Past the allocated space the file grows by another step.
+        let big = vec![7u8; PREALLOCATE_BYTES as usize];
+        let mut record = Vec::new();
+        encode_entry(
+            &Entry {
+                index: 9,
+                term: 9,
+                data: big.into(),
+                ..Default::default()
+            },
+            &mut record,
+        );
+        file.append(&record).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            2 * PREALLOCATE_BYTES
+        );
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert_eq!(found.records.len(), 102 * records.len() + 1);
+    }
+
+    /// A torn write cut off at startup is zeroed, so a shorter record written
+    /// over it later is not followed by the torn bytes' leftovers.
+    #[test]
+    fn a_truncated_torn_write_leaves_zeros_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.wal");
+        let mut file = FileWal::open(&path).unwrap();
+        file.replace(&[]).unwrap();
+        let (bytes, records) = some_records();
+        file.append(&bytes).unwrap();
+        let mut torn = Vec::new();
+        encode_entry(
+            &Entry {
+                index: 6,
+                term: 2,
+                data: vec![5u8; 500].into(),
+                ..Default::default()
+            },
+            &mut torn,
+        );
+        file.append(&torn[..torn.len() - 10]).unwrap();
+        drop(file);
+
+        let mut file = FileWal::open(&path).unwrap();
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert!(found.torn);
+        assert_eq!(found.valid_len, bytes.len() as u64);
+        file.truncate(found.valid_len).unwrap();
+        let mut short = Vec::new();
+        encode_entry(&entry(6, 2), &mut short);
+        file.append(&short).unwrap();
+        drop(file);
+
+        let file = FileWal::open(&path).unwrap();
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert!(!found.torn);
+        assert_eq!(found.records.len(), records.len() + 1);
+        assert_eq!(found.valid_len, (bytes.len() + short.len()) as u64);
     }
 }

@@ -27,7 +27,9 @@ struct Platter {
     syncs: u64,
 }
 
-/// The raft log file: appended to, synced, replaced whole.
+/// The raft log file: appended to, synced, replaced whole. Reads see it
+/// padded with zeros to a multiple of [`SIM_LOG_ALLOCATION`] bytes, as a
+/// member's preallocated file is.
 #[derive(Default)]
 struct LogPlatter {
     current: Vec<u8>,
@@ -187,6 +189,10 @@ impl StorageBackend for SimBackend {
     }
 }
 
+/// The step the simulated log file is allocated in (small, so that a
+/// simulated run crosses many steps).
+const SIM_LOG_ALLOCATION: usize = 4096;
+
 /// The raft log file on a [`SimDisk`].
 pub struct SimLogFile {
     log: Arc<Mutex<LogPlatter>>,
@@ -202,19 +208,23 @@ impl SimLogFile {
 
 impl crate::wal::WalFile for SimLogFile {
     fn size(&self) -> io::Result<u64> {
-        Ok(self.log.lock().current.len() as u64)
+        let written = self.log.lock().current.len();
+        Ok(written.next_multiple_of(SIM_LOG_ALLOCATION) as u64)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let size = self.size()? as usize;
         let log = self.log.lock();
         let start = offset as usize;
-        let Some(bytes) = log.current.get(start..start + buf.len()) else {
+        if start + buf.len() > size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("read past the end of the log file ({})", log.current.len()),
+                format!("read past the end of the log file ({size})"),
             ));
-        };
-        buf.copy_from_slice(bytes);
+        }
+        buf.fill(0);
+        let written = log.current.len().clamp(start, start + buf.len());
+        buf[..written - start].copy_from_slice(&log.current[start..written]);
         Ok(())
     }
 
@@ -230,6 +240,15 @@ impl crate::wal::WalFile for SimLogFile {
             log.durable = log.current.len();
         }
         Ok(())
+    }
+
+    fn continue_at(&mut self, len: u64) {
+        // What follows `len` reads as zeros: the padding, or a torn write
+        // that happened to be zeros.
+        if let Some(mut log) = self.alive() {
+            log.current.truncate(len as usize);
+            log.durable = log.durable.min(log.current.len());
+        }
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
