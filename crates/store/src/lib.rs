@@ -14,6 +14,7 @@ mod inbox;
 pub mod lease;
 mod node;
 mod raft_log;
+mod raft_stream;
 pub mod restore;
 pub mod sim;
 mod state_machine;

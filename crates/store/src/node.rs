@@ -146,6 +146,9 @@ pub trait Network: Send {
     /// Queues a message for its member. False if it cannot be queued (the
     /// member is gone or its queue is full): raft then treats it as unreachable.
     fn send(&mut self, message: Message) -> bool;
+    /// Sends what `send` queued (a network may hold messages until then, to
+    /// write a ready's messages to a peer at once).
+    fn flush(&mut self) {}
     /// Talks to `member_id` at `peer_urls` from now on (a new member, or one
     /// that moved).
     fn connect(&mut self, member_id: u64, peer_urls: &[String]);
@@ -707,6 +710,9 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
         for message in messages {
             let to = message.to;
             if !self.network.is_connected(to) {
@@ -715,6 +721,7 @@ impl Node {
                 self.raw.report_unreachable(to);
             }
         }
+        self.network.flush();
     }
 
     fn handle_ready(&mut self) -> Result<(), String> {

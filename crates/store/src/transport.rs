@@ -1,10 +1,15 @@
-//! Member-to-member messages: a gRPC `Peer` service on the peer URLs receives
-//! batches of raft messages; one sender task per peer delivers ours over one
-//! long-lived stream, batching whatever queued up since the last write.
+//! Member-to-member messages. Raft's messages go over plain TCP streams
+//! (`raft_stream`), one per peer, written and read by threads of their own.
+//! The peer URL also serves a gRPC `Peer` service, on the same port: one call
+//! per snapshot (raft needs each snapshot's outcome), a probe of each peer
+//! every second (whether it is reachable, for the strict reconfiguration
+//! check), lease calls forwarded to the leader, and the member list for a
+//! joining member.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::inbox::Sender;
@@ -23,6 +28,7 @@ use tonic::transport::Endpoint;
 
 use crate::error::StoreError;
 use crate::node::NodeInput;
+use crate::raft_stream;
 use crate::state_machine::StateMachine;
 
 /// Messages waiting for one peer beyond this are dropped: raft retransmits, and a
@@ -47,9 +53,6 @@ type Stopping = futures::future::Shared<futures::future::BoxFuture<'static, ()>>
 
 struct PeerService {
     inbox: Sender<NodeInput>,
-    /// Ends the raft streams when the server stops: they would otherwise hold
-    /// its graceful shutdown open until the other members close them.
-    stopping: Stopping,
     state_machine: Arc<StateMachine>,
     member_id: u64,
     status: Arc<crate::node::NodeStatus>,
@@ -93,37 +96,6 @@ impl Peer for PeerService {
     ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
         deliver(&self.inbox, request.into_inner())?;
         Ok(tonic::Response::new(RaftAck {}))
-    }
-
-    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<RaftAck, tonic::Status>>;
-
-    async fn stream(
-        &self,
-        request: tonic::Request<tonic::Streaming<RaftBatch>>,
-    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
-        let mut batches = request.into_inner();
-        let inbox = self.inbox.clone();
-        let stopping = self.stopping.clone();
-        // The response stream ends (with the error, if any) when the batches do.
-        let (end, response) = mpsc::channel(1);
-        tokio::spawn(async move {
-            let receive = async {
-                while let Some(batch) = batches.message().await? {
-                    deliver(&inbox, batch)?;
-                }
-                Ok::<(), tonic::Status>(())
-            };
-            let outcome = tokio::select! {
-                outcome = receive => outcome,
-                () = stopping => Err(tonic::Status::unavailable("etcdserver: server stopped")),
-            };
-            if let Err(status) = outcome {
-                let _ = end.send(Err(status)).await;
-            }
-        });
-        Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(response),
-        ))
     }
 
     async fn lease_renew(
@@ -224,16 +196,26 @@ pub async fn fetch_members(url: &str) -> Result<MemberListResponse, String> {
         .map_err(|status| status.message().to_string())
 }
 
-/// Serves the peer protocol on an already-bound listener until `shutdown` resolves.
+/// Serves the peer protocol on an already-bound listener until `shutdown`
+/// resolves: raft streams on threads of their own, everything else through
+/// the gRPC server.
 pub async fn serve_peers(
     listener: tokio::net::TcpListener,
     context: PeerContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let stopping: Stopping = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (grpc_connections, incoming) = mpsc::channel(64);
+    let accept = tokio::spawn(accept_peers(
+        listener,
+        grpc_connections,
+        context.inbox.clone(),
+        stopped.clone(),
+        stopping.clone(),
+    ));
     let service = PeerServer::new(PeerService {
         inbox: context.inbox,
-        stopping: stopping.clone(),
         state_machine: context.state_machine,
         member_id: context.member_id,
         status: context.status,
@@ -241,16 +223,71 @@ pub async fn serve_peers(
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let served = tonic::transport::Server::builder()
         .add_service(service)
-        // `Server::tcp_nodelay` does not reach sockets from a supplied listener:
-        // without this, Nagle's algorithm delays small raft messages.
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
             stopping,
         )
-        .await
+        .await;
+    stopped.store(true, Ordering::Relaxed);
+    accept.abort();
+    served
+}
+
+/// How long an accepted connection may take to send its first byte.
+const FIRST_BYTE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Accepts peer connections and tells raft streams (by their first byte)
+/// from gRPC connections.
+async fn accept_peers(
+    listener: tokio::net::TcpListener,
+    grpc_connections: mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
+    inbox: Sender<NodeInput>,
+    stopped: Arc<AtomicBool>,
+    stopping: Stopping,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopping.clone() => {
+                stopped.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a peer connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Without this, Nagle's algorithm delays small messages.
+        let _ = socket.set_nodelay(true);
+        let grpc_connections = grpc_connections.clone();
+        let inbox = inbox.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(FIRST_BYTE_PATIENCE, socket.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == raft_stream::MAGIC[0] => {
+                    match socket.into_std().and_then(|socket| {
+                        socket.set_nonblocking(false)?;
+                        Ok(socket)
+                    }) {
+                        Ok(socket) => raft_stream::spawn_reader(socket, inbox, stopped),
+                        Err(error) => tracing::warn!(%error, "cannot read a raft stream"),
+                    }
+                }
+                Ok(Ok(1)) => {
+                    let _ = grpc_connections.send(Ok(socket)).await;
+                }
+                // Closed, failed or silent before its first byte.
+                _ => {}
+            }
+        });
+    }
 }
 
 /// Since when each peer has been reachable without interruption, as this
@@ -262,13 +299,16 @@ pub type PeerActivity = Arc<parking_lot::Mutex<std::collections::HashMap<u64, st
 /// How long a sender waits for messages before it probes its peer.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The raft loop's handle on one peer: a bounded queue to that peer's sender task.
+/// The raft loop's handle on one peer: its raft stream, and a bounded queue
+/// to the task that sends snapshots and probes.
 pub struct PeerSender {
     queue: mpsc::Sender<Message>,
+    stream: Option<raft_stream::Outbox>,
 }
 
 impl PeerSender {
-    /// Starts the sender task for `peer_id` at `urls` (the first URL is used).
+    /// Starts the sender task and the stream's thread for `peer_id` at `urls`
+    /// (the first URL is used).
     pub fn start(
         runtime: &tokio::runtime::Handle,
         peer_id: u64,
@@ -276,15 +316,34 @@ impl PeerSender {
         feedback: Sender<NodeInput>,
         activity: PeerActivity,
     ) -> PeerSender {
+        let stream = urls.first().and_then(|url| {
+            raft_stream::Outbox::start(peer_id, url, feedback.clone())
+                .inspect_err(|error| {
+                    tracing::error!(peer = %format!("{peer_id:x}"), %error, "cannot start a raft stream");
+                })
+                .ok()
+        });
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_LEN);
         runtime.spawn(run_sender(peer_id, urls, receiver, feedback, activity));
-        PeerSender { queue }
+        PeerSender { queue, stream }
     }
 
     /// Queues a message; if the peer's queue is full the message is dropped and
     /// raft is told the peer is unreachable, so it slows down and retries.
-    pub fn send(&self, message: Message) -> bool {
-        self.queue.try_send(message).is_ok()
+    pub fn send(&mut self, message: Message) -> bool {
+        match &mut self.stream {
+            Some(stream) if message.get_msg_type() != MessageType::MsgSnapshot => {
+                stream.send(&message)
+            }
+            _ => self.queue.try_send(message).is_ok(),
+        }
+    }
+
+    /// Writes the messages queued on the raft stream.
+    pub fn flush(&mut self) {
+        if let Some(stream) = &mut self.stream {
+            stream.flush();
+        }
     }
 }
 
@@ -316,8 +375,14 @@ impl PeerNetwork {
 impl crate::node::Network for PeerNetwork {
     fn send(&mut self, message: Message) -> bool {
         self.peers
-            .get(&message.to)
+            .get_mut(&message.to)
             .is_some_and(|peer| peer.send(message))
+    }
+
+    fn flush(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.flush();
+        }
     }
 
     fn connect(&mut self, member_id: u64, peer_urls: &[String]) {
@@ -365,7 +430,6 @@ async fn run_sender(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut peer_was_down = false;
-    let mut stream: Option<OpenStream> = None;
     loop {
         let first = match tokio::time::timeout(PROBE_INTERVAL, receiver.recv()).await {
             Ok(Some(message)) => Some(message),
@@ -381,52 +445,39 @@ async fn run_sender(
             }
         }
         let probe = batch.is_empty();
-        // Snapshots go by a call of their own, whose outcome raft needs;
-        // everything else by the stream.
-        let (snapshots, messages): (Vec<Message>, Vec<Message>) = batch
-            .into_iter()
-            .partition(|message| message.get_msg_type() == MessageType::MsgSnapshot);
+        let has_snapshots = batch
+            .iter()
+            .any(|message| message.get_msg_type() == MessageType::MsgSnapshot);
+        // Snapshots (and anything sent while the raft stream could not start)
+        // go by a call whose outcome raft needs; an empty call is a probe.
+        let deadline = if has_snapshots {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_secs(5)
+        };
+        let outcome = tokio::time::timeout(deadline, client.send(encode_batch(&batch))).await;
+        let delivered = matches!(outcome, Ok(Ok(_)));
         let mut failure = None;
-        if !messages.is_empty()
-            && let Err(reason) = send_on_stream(
-                &mut stream,
-                &client,
-                peer_id,
-                &activity,
-                encode_batch(&messages),
-            )
-            .await
-        {
-            failure = Some(reason);
+        if delivered {
+            activity
+                .lock()
+                .entry(peer_id)
+                .or_insert_with(std::time::Instant::now);
+        } else {
+            activity.lock().remove(&peer_id);
+            failure = Some(match outcome {
+                Ok(Err(status)) => status.message().to_string(),
+                _ => "timed out".to_string(),
+            });
         }
-        if probe || !snapshots.is_empty() {
-            let deadline = if snapshots.is_empty() {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_secs(120)
-            };
-            let outcome =
-                tokio::time::timeout(deadline, client.send(encode_batch(&snapshots))).await;
-            let delivered = matches!(outcome, Ok(Ok(_)));
-            if delivered {
-                activity
-                    .lock()
-                    .entry(peer_id)
-                    .or_insert_with(std::time::Instant::now);
-            } else {
-                activity.lock().remove(&peer_id);
-                failure.get_or_insert(match outcome {
-                    Ok(Err(status)) => status.message().to_string(),
-                    _ => "timed out".to_string(),
-                });
-            }
-            if !snapshots.is_empty() {
+        for message in &batch {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
                 let status = if delivered {
                     SnapshotStatus::Finish
                 } else {
                     SnapshotStatus::Failure
                 };
-                let _ = feedback.send(NodeInput::SnapshotStatus(peer_id, status));
+                let _ = feedback.send(NodeInput::SnapshotStatus(message.to, status));
             }
         }
         let Some(reason) = failure else {
@@ -464,105 +515,6 @@ fn encode_batch(messages: &[Message]) -> RaftBatch {
             })
             .collect(),
     }
-}
-
-/// Batches that may wait for a stream's connection before a write blocks.
-const STREAM_QUEUE_LEN: usize = 64;
-/// How long a batch may wait to enter the stream, or a new stream to be taken
-/// by the peer, before the peer counts as unreachable.
-const STREAM_PATIENCE: Duration = Duration::from_secs(5);
-
-/// One `Stream` call to a peer, driven by a task of its own.
-struct OpenStream {
-    batches: mpsc::Sender<RaftBatch>,
-    /// `Some(true)` once the peer answered the call, `Some(false)` once the
-    /// call ended.
-    state: tokio::sync::watch::Receiver<Option<bool>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn open_stream(
-    client: &PeerClient<tonic::transport::Channel>,
-    peer_id: u64,
-    activity: &PeerActivity,
-) -> OpenStream {
-    let (batches, outbound) = mpsc::channel(STREAM_QUEUE_LEN);
-    let (report, state) = tokio::sync::watch::channel(None);
-    let mut client = client.clone();
-    let activity = activity.clone();
-    let task = tokio::spawn(async move {
-        let call = client.stream(tokio_stream::wrappers::ReceiverStream::new(outbound));
-        match call.await {
-            Ok(response) => {
-                let _ = report.send(Some(true));
-                activity
-                    .lock()
-                    .entry(peer_id)
-                    .or_insert_with(std::time::Instant::now);
-                // The peer sends nothing back until the stream ends.
-                let mut acks = response.into_inner();
-                while let Ok(Some(_)) = acks.message().await {}
-            }
-            Err(status) => {
-                tracing::debug!(peer = %format!("{peer_id:x}"), %status, "raft stream refused");
-            }
-        }
-        activity.lock().remove(&peer_id);
-        let _ = report.send(Some(false));
-    });
-    OpenStream {
-        batches,
-        state,
-        task,
-    }
-}
-
-/// Writes `batch` to the peer's stream, opening one if there is none. A new
-/// stream counts only once the peer has taken the call, so a peer that is down
-/// is noticed at the first batch, as with a call per batch.
-async fn send_on_stream(
-    stream: &mut Option<OpenStream>,
-    client: &PeerClient<tonic::transport::Channel>,
-    peer_id: u64,
-    activity: &PeerActivity,
-    batch: RaftBatch,
-) -> Result<(), String> {
-    if stream
-        .as_ref()
-        .is_none_or(|open| *open.state.borrow() == Some(false))
-    {
-        *stream = Some(open_stream(client, peer_id, activity));
-    }
-    let open = stream.as_mut().expect("opened above");
-    let outcome = tokio::time::timeout(STREAM_PATIENCE, async {
-        open.batches
-            .send(batch)
-            .await
-            .map_err(|_| "stream closed".to_string())?;
-        let answered = open
-            .state
-            .wait_for(Option::is_some)
-            .await
-            .map(|state| *state == Some(true))
-            .unwrap_or(false);
-        if answered {
-            Ok(())
-        } else {
-            Err("stream refused".to_string())
-        }
-    })
-    .await
-    .unwrap_or_else(|_| Err("timed out".to_string()));
-    if outcome.is_err() {
-        *stream = None;
-    }
-    outcome
 }
 
 /// Binds a listener for a peer URL, for a clear error before anything starts.
