@@ -20,7 +20,7 @@
 use std::io::{self, Read, Write as _};
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
@@ -189,11 +189,25 @@ fn host_port(url: &str) -> String {
     }
 }
 
+/// Turns on TCP keepalive, so that a connection to a member that vanished
+/// without a word (a partition, a power loss) ends within about half a minute
+/// rather than never: a stream may be idle for long (followers send each other
+/// nothing).
+fn keep_alive(stream: &TcpStream) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::KeepAlive, &true)?;
+    setsockopt(stream, sockopt::TcpKeepIdle, &10)?;
+    setsockopt(stream, sockopt::TcpKeepInterval, &5)?;
+    setsockopt(stream, sockopt::TcpKeepCount, &3)?;
+    Ok(())
+}
+
 fn connect(address: &str) -> io::Result<TcpStream> {
     let mut last_error = io::Error::other(format!("{address} did not resolve"));
     for socket_address in address.to_socket_addrs()? {
         match TcpStream::connect_timeout(&socket_address, CONNECT_TIMEOUT) {
             Ok(mut stream) => {
+                keep_alive(&stream)?;
                 stream.set_nodelay(true)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 stream.write_all(MAGIC)?;
@@ -362,6 +376,7 @@ pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |address| address.to_string());
     let outcome = (|| -> Result<(), String> {
+        keep_alive(&stream).map_err(|error| error.to_string())?;
         stream
             .set_read_timeout(Some(READ_POLL))
             .map_err(|error| error.to_string())?;
@@ -396,12 +411,37 @@ pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &
     }
 }
 
-/// Serves raft streams handed over by the peer listener until `stopping`.
-pub fn spawn_reader(stream: TcpStream, inbox: Sender<NodeInput>, stopping: Arc<AtomicBool>) {
+/// At most this many raft streams are read at once through one listener
+/// (a member needs one per peer, and one more for a while after a peer
+/// reconnects); more are refused rather than given a thread each.
+pub const MAX_READERS: usize = 256;
+
+/// Reads a raft stream handed over by the peer listener on a thread of its
+/// own, until it ends or `stopping` is set. `readers` counts the listener's
+/// streams being read; past [`MAX_READERS`] the connection is closed.
+pub fn spawn_reader(
+    stream: TcpStream,
+    inbox: Sender<NodeInput>,
+    stopping: Arc<AtomicBool>,
+    readers: Arc<AtomicUsize>,
+) {
+    if readers.fetch_add(1, Ordering::Relaxed) >= MAX_READERS {
+        readers.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(
+            limit = MAX_READERS,
+            "too many raft streams open; a new one was refused"
+        );
+        return;
+    }
+    let counted = readers.clone();
     let spawned = std::thread::Builder::new()
         .name("raft-recv".into())
-        .spawn(move || read_stream(stream, &inbox, &stopping));
+        .spawn(move || {
+            read_stream(stream, &inbox, &stopping);
+            counted.fetch_sub(1, Ordering::Relaxed);
+        });
     if let Err(error) = spawned {
+        readers.fetch_sub(1, Ordering::Relaxed);
         tracing::error!(%error, "cannot start a thread for a raft stream");
     }
 }
@@ -507,10 +547,11 @@ mod tests {
     /// A receiving end like a member's: accepts connections and reads each
     /// as a raft stream into `inbox`.
     fn serve(listener: TcpListener, inbox: Sender<NodeInput>, stopping: Arc<AtomicBool>) {
+        let readers = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for connection in listener.incoming() {
                 let Ok(connection) = connection else { return };
-                spawn_reader(connection, inbox.clone(), stopping.clone());
+                spawn_reader(connection, inbox.clone(), stopping.clone(), readers.clone());
             }
         });
     }
@@ -595,5 +636,40 @@ mod tests {
             other => panic!("the connection should be closed: {other:?}"),
         }
         assert!(receive_within(&peer_received, 1, Duration::from_millis(300)).is_empty());
+    }
+
+    /// Past the limit of streams read at once, a new one is closed at once.
+    #[test]
+    fn streams_past_the_limit_are_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (peer_inbox, _peer_received) = inbox::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        serve(listener, peer_inbox, stopping.clone());
+        let mut open = Vec::new();
+        for _ in 0..MAX_READERS {
+            let mut connection = TcpStream::connect(address).unwrap();
+            connection.write_all(MAGIC).unwrap();
+            open.push(connection);
+        }
+        let mut one_more = TcpStream::connect(address).unwrap();
+        one_more.write_all(MAGIC).unwrap();
+        one_more
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = [0u8; 1];
+        match one_more.read(&mut buffer) {
+            Ok(0) => {}
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("the stream past the limit should be closed: {other:?}"),
+        }
+        // Those within the limit stay open.
+        let first = &mut open[0];
+        first
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let error = first.read(&mut buffer).unwrap_err();
+        assert!(is_timeout(&error), "{error}");
+        stopping.store(true, Ordering::Relaxed);
     }
 }

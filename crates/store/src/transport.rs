@@ -247,6 +247,7 @@ async fn accept_peers(
     stopped: Arc<AtomicBool>,
     stopping: Stopping,
 ) {
+    let readers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -268,6 +269,7 @@ async fn accept_peers(
         let grpc_connections = grpc_connections.clone();
         let inbox = inbox.clone();
         let stopped = stopped.clone();
+        let readers = readers.clone();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             match tokio::time::timeout(FIRST_BYTE_PATIENCE, socket.peek(&mut first)).await {
@@ -276,7 +278,7 @@ async fn accept_peers(
                         socket.set_nonblocking(false)?;
                         Ok(socket)
                     }) {
-                        Ok(socket) => raft_stream::spawn_reader(socket, inbox, stopped),
+                        Ok(socket) => raft_stream::spawn_reader(socket, inbox, stopped, readers),
                         Err(error) => tracing::warn!(%error, "cannot read a raft stream"),
                     }
                 }
