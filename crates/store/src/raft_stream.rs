@@ -131,11 +131,9 @@ impl Outbox {
         state.writing = true;
         drop(state);
 
-        let written = write_without_waiting(&connection, &bytes);
+        let taken = write_without_waiting(&connection, &bytes);
         let mut state = self.shared.state.lock();
         state.writing = false;
-        // After an error the sender thread meets it again, and handles it.
-        let taken = written.unwrap_or_default();
         if taken == bytes.len() {
             bytes.clear();
             self.spare = bytes;
@@ -159,19 +157,20 @@ impl Drop for Outbox {
 }
 
 /// Writes as much of `bytes` as the socket takes at once; how much it took.
-fn write_without_waiting(connection: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+/// On an error it stops: the sender thread, writing the rest, meets the error
+/// again and handles it (the bytes already taken must not be written twice).
+fn write_without_waiting(connection: &TcpStream, bytes: &[u8]) -> usize {
     use std::os::fd::AsRawFd as _;
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     let mut written = 0;
     while written < bytes.len() {
         match nix::sys::socket::send(connection.as_raw_fd(), &bytes[written..], flags) {
             Ok(n) => written += n,
-            Err(nix::errno::Errno::EAGAIN) => break,
             Err(nix::errno::Errno::EINTR) => {}
-            Err(errno) => return Err(errno.into()),
+            Err(_) => break,
         }
     }
-    Ok(written)
+    written
 }
 
 /// `host:port` of a peer URL such as `http://10.0.0.1:2380`.
