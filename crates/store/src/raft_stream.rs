@@ -613,6 +613,19 @@ mod tests {
         stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Waits (up to 10 s) for the other end to close `connection`.
+    fn assert_closed(connection: &mut TcpStream) {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = [0u8; 1];
+        match connection.read(&mut buffer) {
+            Ok(0) => {}
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("the connection should be closed: {other:?}"),
+        }
+    }
+
     /// A connection that does not start with the magic bytes is dropped
     /// without a message reaching raft.
     #[test]
@@ -625,15 +638,7 @@ mod tests {
         let mut bytes = b"shoal raft stream v0\r\n\r\n".to_vec();
         encode_frame(&message(1), &mut bytes);
         connection.write_all(&bytes).unwrap();
-        connection
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buffer = [0u8; 1];
-        match connection.read(&mut buffer) {
-            Ok(0) => {}
-            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
-            other => panic!("the connection should be closed: {other:?}"),
-        }
+        assert_closed(&mut connection);
         assert!(receive_within(&peer_received, 1, Duration::from_millis(300)).is_empty());
     }
 
@@ -653,16 +658,9 @@ mod tests {
         }
         let mut one_more = TcpStream::connect(address).unwrap();
         one_more.write_all(MAGIC).unwrap();
-        one_more
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buffer = [0u8; 1];
-        match one_more.read(&mut buffer) {
-            Ok(0) => {}
-            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
-            other => panic!("the stream past the limit should be closed: {other:?}"),
-        }
+        assert_closed(&mut one_more);
         // Those within the limit stay open.
+        let mut buffer = [0u8; 1];
         let first = &mut open[0];
         first
             .set_read_timeout(Some(Duration::from_millis(200)))

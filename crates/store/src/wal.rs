@@ -505,17 +505,24 @@ mod tests {
         assert!(!dir.path().join("raft.wal.tmp").exists());
     }
 
+    /// A new log file in `dir` holding `some_records`: the file, its path,
+    /// the records' bytes and the records.
+    fn new_file_with_records(dir: &tempfile::TempDir) -> (FileWal, PathBuf, Vec<u8>, Vec<Record>) {
+        let path = dir.path().join("raft.wal");
+        let mut file = FileWal::open(&path).unwrap();
+        file.replace(&[]).unwrap();
+        let (bytes, records) = some_records();
+        file.append(&bytes).unwrap();
+        (file, path, bytes, records)
+    }
+
     /// Appends fill space allocated ahead, so the file's size (and with it the
     /// inode an `fdatasync` would have to write) changes once per step, not per
     /// append; a reopened file's records end where the zeros begin.
     #[test]
     fn appends_fill_allocated_space_and_resume_after_the_last_record() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.wal");
-        let mut file = FileWal::open(&path).unwrap();
-        file.replace(&[]).unwrap();
-        let (bytes, records) = some_records();
-        file.append(&bytes).unwrap();
+        let (mut file, path, bytes, records) = new_file_with_records(&dir);
         file.sync().unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         assert_eq!(size, PREALLOCATE_BYTES);
@@ -561,11 +568,7 @@ mod tests {
     #[test]
     fn a_truncated_torn_write_leaves_zeros_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.wal");
-        let mut file = FileWal::open(&path).unwrap();
-        file.replace(&[]).unwrap();
-        let (bytes, records) = some_records();
-        file.append(&bytes).unwrap();
+        let (mut file, path, bytes, records) = new_file_with_records(&dir);
         let mut torn = Vec::new();
         encode_entry(
             &Entry {
