@@ -293,37 +293,63 @@ pub struct FrameReader {
     /// `buffer[start..end]` is read and not yet taken.
     start: usize,
     end: usize,
+    /// The stream's [`MAGIC`] is still to come.
+    expect_magic: bool,
 }
 
 /// Room a read asks for at least.
 const READ_BYTES: usize = 64 * 1024;
 
 impl Default for FrameReader {
+    /// A reader of bare frames.
     fn default() -> Self {
         FrameReader {
             buffer: vec![0; READ_BYTES],
             start: 0,
             end: 0,
+            expect_magic: false,
         }
     }
 }
 
 impl FrameReader {
-    /// Reads once from `source`; `Ok(false)` at the end of the stream.
+    /// A reader of a raft stream: [`MAGIC`], then frames.
+    pub fn for_stream() -> Self {
+        FrameReader {
+            expect_magic: true,
+            ..FrameReader::default()
+        }
+    }
+
+    /// Reads once from `source`; `Ok(false)` at the end of the stream. The
+    /// buffer grows, by doubling, only as a long frame's bytes arrive, never
+    /// to the length a header merely claims.
     pub fn fill(&mut self, source: &mut impl Read) -> io::Result<bool> {
-        let needed = self.pending_frame_len().unwrap_or(0).max(READ_BYTES);
-        if self.buffer.len() - self.start < needed {
-            // Move what is left to the front, and grow for a large frame.
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+        if self.start == self.end {
             self.start = 0;
-            if self.buffer.len() < needed {
-                self.buffer.resize(needed, 0);
+            self.end = 0;
+            if self.buffer.len() > 4 * READ_BYTES {
+                // A long frame has gone; give its room back.
+                self.buffer = vec![0; READ_BYTES];
             }
-        } else if self.end == self.buffer.len() || self.start == self.end {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        }
+        let frame_len = self.pending_frame_len().unwrap_or(0);
+        if frame_len > MAX_FRAME_BYTES + 4 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a raft frame of {} bytes", frame_len - 4),
+            ));
+        }
+        if self.end == self.buffer.len() {
+            // Full: move what is left to the front, or grow for a long frame.
+            if self.start > 0 {
+                self.buffer.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buffer.len() * 2).min(frame_len.max(self.buffer.len() + 1));
+                self.buffer.resize(grown, 0);
+            }
         }
         let n = source.read(&mut self.buffer[self.end..])?;
         self.end += n;
@@ -332,12 +358,25 @@ impl FrameReader {
 
     /// Bytes the frame at the front needs in all, if its header is complete.
     fn pending_frame_len(&self) -> Option<usize> {
+        if self.expect_magic {
+            return None;
+        }
         let header = self.buffer[self.start..self.end].get(..4)?;
         Some(4 + u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize)
     }
 
     /// The next whole frame's message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Message>, String> {
+        if self.expect_magic {
+            let Some(magic) = self.buffer[self.start..self.end].get(..MAGIC.len()) else {
+                return Ok(None);
+            };
+            if magic != MAGIC {
+                return Err("not a raft stream".into());
+            }
+            self.start += MAGIC.len();
+            self.expect_magic = false;
+        }
         let Some(frame_len) = self.pending_frame_len() else {
             return Ok(None);
         };
@@ -351,13 +390,6 @@ impl FrameReader {
             .map_err(|error| format!("undecodable raft message: {error}"))?;
         self.start += frame_len;
         Ok(Some(message))
-    }
-
-    /// Takes the first `n` buffered bytes, if there are that many.
-    fn take_prefix(&mut self, n: usize) -> Option<Vec<u8>> {
-        let prefix = self.buffer[self.start..self.end].get(..n)?.to_vec();
-        self.start += n;
-        Some(prefix)
     }
 }
 
@@ -379,8 +411,7 @@ pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &
         stream
             .set_read_timeout(Some(READ_POLL))
             .map_err(|error| error.to_string())?;
-        let mut reader = FrameReader::default();
-        let mut started = false;
+        let mut reader = FrameReader::for_stream();
         loop {
             if stopping.load(Ordering::Relaxed) {
                 return Ok(());
@@ -390,13 +421,6 @@ pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &
                 Ok(false) => return Ok(()),
                 Err(error) if is_timeout(&error) => continue,
                 Err(error) => return Err(error.to_string()),
-            }
-            if !started {
-                match reader.take_prefix(MAGIC.len()) {
-                    Some(prefix) if prefix == MAGIC => started = true,
-                    Some(_) => return Err("not a raft stream".into()),
-                    None => continue,
-                }
             }
             while let Some(message) = reader.next_message()? {
                 if inbox.send(NodeInput::Raft(message)).is_err() {
@@ -517,6 +541,47 @@ mod tests {
         }
     }
 
+    /// The magic and a long frame arriving a byte or a few at a time: no
+    /// header is read out of the magic, and the buffer grows only with what
+    /// arrived.
+    #[test]
+    fn a_stream_cut_anywhere_reads_back_without_reserving_claimed_lengths() {
+        let mut bytes = MAGIC.to_vec();
+        let mut long = message(1);
+        long.mut_entries()[0].data = vec![9u8; 300_000].into();
+        encode_frame(&long, &mut bytes);
+        encode_frame(&message(2), &mut bytes);
+        for chunk in [1, 5, 23, 4096] {
+            let mut reader = FrameReader::for_stream();
+            let mut got = Vec::new();
+            for (idx, piece) in bytes.chunks(chunk).enumerate() {
+                let mut source = piece;
+                while !source.is_empty() {
+                    reader.fill(&mut source).unwrap();
+                }
+                while let Some(message) = reader.next_message().unwrap() {
+                    got.push(message);
+                }
+                let arrived = (idx + 1) * chunk;
+                assert!(
+                    reader.buffer.len() <= (2 * arrived).max(READ_BYTES),
+                    "{} bytes reserved after {arrived} arrived",
+                    reader.buffer.len()
+                );
+            }
+            assert_eq!(got, vec![long.clone(), message(2)], "chunks of {chunk}");
+        }
+
+        // A header that claims the most a frame may be reserves nothing.
+        let mut reader = FrameReader::for_stream();
+        let mut claim = MAGIC.to_vec();
+        claim.extend_from_slice(&(MAX_FRAME_BYTES as u32).to_le_bytes());
+        reader.fill(&mut claim.as_slice()).unwrap();
+        assert_eq!(reader.next_message().unwrap(), None);
+        reader.fill(&mut [7u8; 100].as_slice()).unwrap();
+        assert_eq!(reader.buffer.len(), READ_BYTES);
+    }
+
     #[test]
     fn a_bad_frame_is_an_error_not_a_message() {
         let mut reader = FrameReader::default();
@@ -611,6 +676,43 @@ mod tests {
             "no failure on the open stream"
         );
         stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// A peer that does not read for a while: the raft loop's direct writes
+    /// stop part-way (the socket is full), the sender thread writes the rest,
+    /// and every message still arrives once, in order.
+    #[test]
+    fn writes_cut_short_by_a_full_socket_keep_their_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (peer_inbox, peer_received) = inbox::channel();
+        std::thread::spawn(move || {
+            let (connection, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            read_stream(connection, &peer_inbox, &AtomicBool::new(false));
+        });
+        let (feedback, feedback_received) = inbox::channel();
+        let mut outbox = Outbox::start(2, &format!("http://{address}"), feedback).unwrap();
+        let big = |index: u64| {
+            let mut message = message(index);
+            message.mut_entries()[0].data = vec![index as u8; 20_000].into();
+            message
+        };
+        // About 16 MB: more than loopback's socket buffers hold.
+        let total = 800;
+        for index in 1..=total {
+            assert!(outbox.send(&big(index)), "queue full at {index}");
+            if index % 10 == 0 {
+                outbox.flush();
+            }
+        }
+        let got = receive(&peer_received, total as usize);
+        assert_eq!(indexes(&got), (1..=total).collect::<Vec<_>>());
+        assert!(got.iter().all(|input| matches!(
+            input,
+            NodeInput::Raft(message) if message.get_entries()[0].data.len() == 20_000
+        )));
+        assert!(receive_within(&feedback_received, 1, Duration::from_millis(100)).is_empty());
     }
 
     /// Waits (up to 10 s) for the other end to close `connection`.
