@@ -90,7 +90,7 @@ impl Outbox {
             }),
             wake: Condvar::new(),
         });
-        let address = host_port(url);
+        let address = host_port(url)?;
         let sender_shared = shared.clone();
         std::thread::Builder::new()
             .name("raft-send".into())
@@ -173,19 +173,17 @@ fn write_without_waiting(connection: &TcpStream, bytes: &[u8]) -> usize {
     written
 }
 
-/// `host:port` of a peer URL such as `http://10.0.0.1:2380`.
-fn host_port(url: &str) -> String {
-    let without_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = without_scheme.split('/').next().unwrap_or_default();
-    if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()))
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:2380")
-    }
+/// `host:port` of a peer URL such as `http://10.0.0.1:2380`, as the member
+/// at that URL binds it (`transport::bind`).
+fn host_port(url: &str) -> io::Result<String> {
+    let parsed = url::Url::parse(url).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("peer URL {url:?}: {error}"),
+        )
+    })?;
+    let (host, port) = crate::transport::host_and_port(&parsed);
+    Ok(format!("{host}:{port}"))
 }
 
 /// Turns on TCP keepalive, so that a connection to a member that vanished
@@ -601,11 +599,14 @@ mod tests {
 
     #[test]
     fn peer_urls_give_the_address_to_dial() {
-        assert_eq!(host_port("http://127.0.0.1:2380"), "127.0.0.1:2380");
-        assert_eq!(host_port("https://node-1:12380/"), "node-1:12380");
-        assert_eq!(host_port("http://node-1"), "node-1:2380");
-        assert_eq!(host_port("http://[::1]:2380"), "[::1]:2380");
-        assert_eq!(host_port("http://[::1]"), "[::1]:2380");
+        let dial = |url: &str| host_port(url).unwrap();
+        assert_eq!(dial("http://127.0.0.1:2380"), "127.0.0.1:2380");
+        assert_eq!(dial("https://node-1:12380/"), "node-1:12380");
+        assert_eq!(dial("http://[::1]:2380"), "[::1]:2380");
+        // Without a port, the scheme's, as the member binds it.
+        assert_eq!(dial("http://node-1"), "node-1:80");
+        assert_eq!(dial("http://[::1]"), "[::1]:80");
+        assert!(host_port("not a url").is_err());
     }
 
     /// A receiving end like a member's: accepts connections and reads each

@@ -519,10 +519,18 @@ fn encode_batch(messages: &[Message]) -> RaftBatch {
     }
 }
 
+/// The host (an IPv6 address in brackets) and port of a peer URL: where a
+/// member listens, and so where the others dial it.
+pub fn host_and_port(url: &url::Url) -> (&str, u16) {
+    (
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port_or_known_default().unwrap_or(2380),
+    )
+}
+
 /// Binds a listener for a peer URL, for a clear error before anything starts.
 pub async fn bind(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let port = url.port_or_known_default().unwrap_or(2380);
+    let (host, port) = host_and_port(url);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let address: SocketAddr = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
