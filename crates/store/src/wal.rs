@@ -106,45 +106,46 @@ impl FileWal {
         File::open(directory)?.sync_all()
     }
 
-    /// Allocates zeros after `len` up to the next step boundary past `need`.
+    /// Allocates zeros past the file's end, up to the next step boundary
+    /// past `need`.
     fn allocate_to(&mut self, need: u64) -> io::Result<()> {
-        if !self.preallocate || need <= self.allocated {
-            return Ok(());
-        }
-        let target = need.div_ceil(PREALLOCATE_BYTES).max(1) * PREALLOCATE_BYTES;
-        match allocate(&self.file, self.allocated, target - self.allocated) {
-            Ok(()) => {
-                self.allocated = target;
-                Ok(())
-            }
-            Err(error) if error.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => {
-                self.preallocate = false;
-                Ok(())
-            }
-            Err(error) => Err(error),
-        }
+        self.allocated = preallocate(&self.file, self.allocated, need, &mut self.preallocate)?;
+        Ok(())
     }
 }
 
-/// Allocates `len` bytes of zeros at `offset` of `file`, growing its size.
-fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+/// Allocates zeros after the `allocated` bytes of `file` up to the next
+/// [`PREALLOCATE_BYTES`] boundary past `need`, if `need` is past them and
+/// `enabled`; the file's size after. A file system without `fallocate`
+/// clears `enabled`: the file then grows with each append.
+fn preallocate(file: &File, allocated: u64, need: u64, enabled: &mut bool) -> io::Result<u64> {
     use std::os::fd::AsRawFd as _;
+    if !*enabled || need <= allocated {
+        return Ok(allocated);
+    }
+    let target = need.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
     let to_off = |value: u64| {
         nix::libc::off_t::try_from(value)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "raft log file too large"))
     };
-    nix::fcntl::fallocate(
+    match nix::fcntl::fallocate(
         file.as_raw_fd(),
         nix::fcntl::FallocateFlags::empty(),
-        to_off(offset)?,
-        to_off(len)?,
-    )
-    .map_err(io::Error::from)
+        to_off(allocated)?,
+        to_off(target - allocated)?,
+    ) {
+        Ok(()) => Ok(target),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            *enabled = false;
+            Ok(allocated)
+        }
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 impl WalFile for FileWal {
     fn size(&self) -> io::Result<u64> {
-        Ok(self.allocated.max(self.len))
+        Ok(self.allocated)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -180,27 +181,21 @@ impl WalFile for FileWal {
         let mut temporary_name = self.path.clone().into_os_string();
         temporary_name.push(".tmp");
         let temporary = PathBuf::from(temporary_name);
-        {
-            let mut file = File::create(&temporary)?;
-            file.write_all(contents)?;
-            let len = contents.len() as u64;
-            let target = (len + 1).div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
-            if self.preallocate {
-                match allocate(&file, len, target - len) {
-                    Err(error) if error.raw_os_error() != Some(nix::libc::EOPNOTSUPP) => {
-                        return Err(error);
-                    }
-                    _ => {}
-                }
-            }
-            file.sync_all()?;
-        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        let len = contents.len() as u64;
+        let allocated = preallocate(&file, len, len + 1, &mut self.preallocate)?;
+        file.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
         self.sync_directory()?;
-        let preallocate = self.preallocate;
-        *self = FileWal::open(&self.path)?;
-        self.len = contents.len() as u64;
-        self.preallocate = preallocate;
+        self.file = file;
+        self.len = len;
+        self.allocated = allocated;
         Ok(())
     }
 }
