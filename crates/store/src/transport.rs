@@ -446,20 +446,30 @@ async fn run_sender(
                 Err(_) => break,
             }
         }
-        let probe = batch.is_empty();
-        let has_snapshots = batch
-            .iter()
-            .any(|message| message.get_msg_type() == MessageType::MsgSnapshot);
         // Snapshots (and anything sent while the raft stream could not start)
         // go by a call whose outcome raft needs; an empty call is a probe.
-        let deadline = if has_snapshots {
+        let snapshots = batch
+            .iter()
+            .filter(|message| message.get_msg_type() == MessageType::MsgSnapshot)
+            .count();
+        let deadline = if snapshots > 0 {
             Duration::from_secs(120)
         } else {
             Duration::from_secs(5)
         };
-        let outcome = tokio::time::timeout(deadline, client.send(encode_batch(&batch))).await;
+        let encoded = RaftBatch {
+            messages: batch
+                .iter()
+                .map(|message| {
+                    message
+                        .write_to_bytes()
+                        .expect("encoding a raft message")
+                        .into()
+                })
+                .collect(),
+        };
+        let outcome = tokio::time::timeout(deadline, client.send(encoded)).await;
         let delivered = matches!(outcome, Ok(Ok(_)));
-        let mut failure = None;
         if delivered {
             activity
                 .lock()
@@ -467,34 +477,32 @@ async fn run_sender(
                 .or_insert_with(std::time::Instant::now);
         } else {
             activity.lock().remove(&peer_id);
-            failure = Some(match outcome {
-                Ok(Err(status)) => status.message().to_string(),
-                _ => "timed out".to_string(),
-            });
         }
-        for message in &batch {
-            if message.get_msg_type() == MessageType::MsgSnapshot {
-                let status = if delivered {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                let _ = feedback.send(NodeInput::SnapshotStatus(message.to, status));
-            }
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        for _ in 0..snapshots {
+            let _ = feedback.send(NodeInput::SnapshotStatus(peer_id, status));
         }
-        let Some(reason) = failure else {
+        if delivered {
             if peer_was_down {
                 tracing::info!(peer = %format!("{peer_id:x}"), %url, "peer reachable again");
                 peer_was_down = false;
             }
             continue;
-        };
-        if probe && peer_was_down {
+        }
+        if batch.is_empty() && peer_was_down {
             // Still down; no need to say so again, or to tell raft about a probe.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         if !peer_was_down {
+            let reason = match outcome {
+                Ok(Err(status)) => status.message().to_string(),
+                _ => "timed out".to_string(),
+            };
             tracing::warn!(peer = %format!("{peer_id:x}"), %url, %reason, "peer unreachable");
             peer_was_down = true;
         }
@@ -502,20 +510,6 @@ async fn run_sender(
         // What queued up while the peer was down is stale; raft will resend what matters.
         while receiver.try_recv().is_ok() {}
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn encode_batch(messages: &[Message]) -> RaftBatch {
-    RaftBatch {
-        messages: messages
-            .iter()
-            .map(|message| {
-                message
-                    .write_to_bytes()
-                    .expect("encoding a raft message")
-                    .into()
-            })
-            .collect(),
     }
 }
 
