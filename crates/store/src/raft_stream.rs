@@ -699,9 +699,22 @@ mod tests {
             message.mut_entries()[0].data = vec![index as u8; 20_000].into();
             message
         };
+        // The first message opens the connection; the rest go by direct
+        // writes once it is open.
+        assert!(outbox.send(&big(1)));
+        outbox.flush();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let state = outbox.shared.state.lock();
+            if state.connection.is_some() && !state.writing {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // About 16 MB: more than loopback's socket buffers hold.
         let total = 800;
-        for index in 1..=total {
+        for index in 2..=total {
             assert!(outbox.send(&big(index)), "queue full at {index}");
             if index % 10 == 0 {
                 outbox.flush();
