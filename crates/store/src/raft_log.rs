@@ -667,16 +667,8 @@ pub fn has_state(db: &mvcc::Db) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::wal::FileWal;
+    use crate::wal::test_entry as entry;
     use raft::Storage as _;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: format!("e{index}t{term}").into_bytes().into(),
-            ..Default::default()
-        }
-    }
 
     struct Fixture {
         dir: tempfile::TempDir,
