@@ -12,13 +12,24 @@ use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// The open connections and how many clients share them.
+use crate::unary::{self, KvConnection};
+
+/// The open connections and how many clients share them: tonic channels for
+/// the workloads that hold streams, lean unary connections for the KV ones.
 pub struct Connections {
     pub channels: Vec<Channel>,
+    pub kv: Vec<KvConnection>,
     pub n_clients: usize,
 }
 
 impl Connections {
+    /// One unary KV connection handle per benchmark client.
+    pub fn kv_connections(&self) -> Vec<KvConnection> {
+        (0..self.n_clients)
+            .map(|client_idx| self.kv[client_idx % self.kv.len()].clone())
+            .collect()
+    }
+
     /// The connection client `client_idx` uses.
     pub fn channel(&self, client_idx: usize) -> Channel {
         self.channels[client_idx % self.channels.len()].clone()
@@ -55,14 +66,14 @@ pub fn endpoint_url(endpoint: &str) -> String {
     }
 }
 
-/// Opens `n_conns` connections over `endpoints`, or over the leader's endpoint
-/// alone when `target_leader` is set.
-pub async fn connect(
+/// The endpoint URL of each of `n_conns` connections: round-robin over
+/// `endpoints`, or the leader's endpoint alone when `target_leader` is set.
+pub async fn targets(
     endpoints: &[String],
     n_conns: usize,
     target_leader: bool,
     dial_timeout: Duration,
-) -> anyhow::Result<Vec<Channel>> {
+) -> anyhow::Result<Vec<String>> {
     let mut urls: Vec<String> = endpoints
         .iter()
         .map(|endpoint| endpoint.trim())
@@ -73,12 +84,30 @@ pub async fn connect(
     if target_leader {
         urls = vec![find_leader(&urls, dial_timeout).await?];
     }
-    let mut channels = Vec::with_capacity(n_conns);
-    for conn_idx in 0..n_conns {
-        let url = &urls[conn_idx % urls.len()];
+    Ok((0..n_conns)
+        .map(|conn_idx| urls[conn_idx % urls.len()].clone())
+        .collect())
+}
+
+/// Opens a tonic channel to each target.
+pub async fn channels(targets: &[String], dial_timeout: Duration) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(targets.len());
+    for url in targets {
         channels.push(dial(url, dial_timeout).await?);
     }
     Ok(channels)
+}
+
+/// Opens a unary KV connection to each target.
+pub async fn kv_connections(
+    targets: &[String],
+    dial_timeout: Duration,
+) -> anyhow::Result<Vec<KvConnection>> {
+    let mut connections = Vec::with_capacity(targets.len());
+    for url in targets {
+        connections.push(unary::dial(url, dial_timeout).await?);
+    }
+    Ok(connections)
 }
 
 async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<Channel> {

@@ -10,6 +10,7 @@ mod keys;
 mod progress;
 mod report;
 mod runner;
+mod unary;
 mod workloads;
 
 use std::time::Duration;
@@ -101,15 +102,28 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     anyhow::ensure!(args.conns >= 1, "--conns must be at least 1");
     let dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
-    let channels = connect::connect(
+    let targets = connect::targets(
         &args.endpoints,
         args.conns,
         args.target_leader,
         dial_timeout,
     )
     .await?;
+    let is_kv = matches!(
+        args.workload,
+        Workload::Put(_) | Workload::Range(_) | Workload::TxnPut(_) | Workload::TxnMixed(_)
+    );
     let connections = connect::Connections {
-        channels,
+        channels: if is_kv {
+            Vec::new()
+        } else {
+            connect::channels(&targets, dial_timeout).await?
+        },
+        kv: if is_kv {
+            connect::kv_connections(&targets, dial_timeout).await?
+        } else {
+            Vec::new()
+        },
         n_clients: args.clients,
     };
     let summary = match &args.workload {

@@ -6,9 +6,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::Args;
 use proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest, request_op};
-use tonic::transport::Channel;
-
-use proto::etcdserverpb::kv_client::KvClient;
 
 use crate::Consistency;
 use crate::connect::{Connections, call_error};
@@ -132,16 +129,19 @@ pub async fn put(connections: &Connections, args: &PutArgs) -> anyhow::Result<Su
         rate: args.rate,
         n_classes: 1,
     };
-    let (recorders, duration) =
-        runner::run(plan, connections.kv_clients(), move |kv, request_idx| {
+    let (recorders, duration) = runner::run(
+        plan,
+        connections.kv_connections(),
+        move |kv, request_idx| {
             let request = PutRequest {
                 key: key_space.key(request_idx),
                 value: value.clone(),
                 ..Default::default()
             };
             Box::pin(async move { kv.put(request).await.map(|_| 0) })
-        })
-        .await;
+        },
+    )
+    .await;
     let [recorder] = <[_; 1]>::try_from(recorders).expect("one class");
     Ok(Summary::new("put").section(Section::new("put", recorder, duration)))
 }
@@ -169,11 +169,10 @@ pub async fn range(connections: &Connections, args: &RangeArgs) -> anyhow::Resul
     // One range before the run reports how much each request reads, and fails
     // early and clearly when the server cannot serve it.
     let started = Instant::now();
-    let probe = connections.kv_clients()[0]
+    let probe = connections.kv_connections()[0]
         .range(request.clone())
         .await
-        .map_err(|status| call_error("range", status))?
-        .into_inner();
+        .map_err(|status| call_error("range", status))?;
     let probe_seconds = started.elapsed().as_secs_f64();
     let plan = Plan {
         label: "range".into(),
@@ -181,7 +180,7 @@ pub async fn range(connections: &Connections, args: &RangeArgs) -> anyhow::Resul
         rate: args.rate,
         n_classes: 1,
     };
-    let (recorders, duration) = runner::run(plan, connections.kv_clients(), move |kv, _| {
+    let (recorders, duration) = runner::run(plan, connections.kv_connections(), move |kv, _| {
         let request = request.clone();
         Box::pin(async move { kv.range(request).await.map(|_| 0) })
     })
@@ -215,8 +214,10 @@ pub async fn txn_put(connections: &Connections, args: &TxnPutArgs) -> anyhow::Re
         rate: args.rate,
         n_classes: 1,
     };
-    let (recorders, duration) =
-        runner::run(plan, connections.kv_clients(), move |kv, request_idx| {
+    let (recorders, duration) = runner::run(
+        plan,
+        connections.kv_connections(),
+        move |kv, request_idx| {
             let first_key = key_space.key_number(request_idx);
             let success = (0..txn_ops)
                 .map(|op_idx| {
@@ -229,8 +230,9 @@ pub async fn txn_put(connections: &Connections, args: &TxnPutArgs) -> anyhow::Re
                 ..Default::default()
             };
             Box::pin(async move { kv.txn(request).await.map(|_| 0) })
-        })
-        .await;
+        },
+    )
+    .await;
     let [recorder] = <[_; 1]>::try_from(recorders).expect("one class");
     Ok(Summary::new("txn-put").section(Section::new("txn-put", recorder, duration)))
 }
@@ -263,8 +265,10 @@ pub async fn txn_mixed(connections: &Connections, args: &TxnMixedArgs) -> anyhow
         rate: args.rate,
         n_classes: 2,
     };
-    let (recorders, duration) =
-        runner::run(plan, connections.kv_clients(), move |kv, request_idx| {
+    let (recorders, duration) = runner::run(
+        plan,
+        connections.kv_connections(),
+        move |kv, request_idx| {
             let is_read = rand::random::<f64>() < read_fraction;
             let (class, operation) = if is_read {
                 (
@@ -281,8 +285,9 @@ pub async fn txn_mixed(connections: &Connections, args: &TxnMixedArgs) -> anyhow
                 ..Default::default()
             };
             Box::pin(async move { kv.txn(request).await.map(|_| class) })
-        })
-        .await;
+        },
+    )
+    .await;
     let [reads, writes] = <[_; 2]>::try_from(recorders).expect("two classes");
     Ok(Summary::new("txn-mixed")
         .section(Section::new("txn-mixed read", reads, duration))
@@ -302,7 +307,7 @@ async fn fill_key_space(
         rate: 0,
         n_classes: 1,
     };
-    let clients: Vec<KvClient<Channel>> = connections.kv_clients();
+    let clients = connections.kv_connections();
     let (recorders, _) = runner::run(plan, clients, move |kv, key_number| {
         let request = PutRequest {
             key: keys::key_bytes(key_number, key_space.key_size),

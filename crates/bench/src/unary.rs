@@ -1,0 +1,214 @@
+//! The KV workloads' connections: unary gRPC calls made on the `h2` crate
+//! directly, without tonic's `Channel`.
+//!
+//! The load generator shares the machine's CPUs with the members it measures,
+//! so what it spends per request is taken from them. A tonic `Channel` hands
+//! each call to a buffer task, which hands it to hyper's client, which hands it
+//! to the connection task; here a client task opens the HTTP/2 stream itself
+//! and the connection task is the only other one involved. Measured per put
+//! (BENCHMARKS.md), this is what the client spends on the etcd and shoal rows
+//! alike. Watch and lease workloads, which hold long-lived streams, keep tonic.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use proto::etcdserverpb::{
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use tonic::{Code, Status};
+
+const PUT: &str = "/etcdserverpb.KV/Put";
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const TXN: &str = "/etcdserverpb.KV/Txn";
+
+/// Length of a gRPC message's prefix: a compression flag and a 4-byte length.
+const MESSAGE_PREFIX: usize = 5;
+/// Receive windows large enough that a client never waits for a window
+/// update on a range over every key (tens of megabytes) of a shared connection.
+const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
+/// One HTTP/2 connection; clones share it, one stream per call.
+#[derive(Clone)]
+pub struct KvConnection {
+    send: h2::client::SendRequest<Bytes>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+/// Opens an HTTP/2 connection to `url` (`http://host:port`) and starts the
+/// task that drives it.
+pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnection> {
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("invalid endpoint {url}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "invalid endpoint {url}: only http:// endpoints are supported"
+    );
+    let authority = uri
+        .authority()
+        .cloned()
+        .with_context(|| format!("invalid endpoint {url}: no host"))?;
+    let address = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    let socket = tokio::time::timeout(dial_timeout, tokio::net::TcpStream::connect(&address))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {url}: timed out"))?
+        .with_context(|| format!("cannot connect to {url}"))?;
+    socket.set_nodelay(true)?;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(256 * 1024)
+        .handshake::<_, Bytes>(socket)
+        .await
+        .with_context(|| format!("cannot connect to {url}: HTTP/2 handshake"))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("connection closed: {error}");
+        }
+    });
+    Ok(KvConnection {
+        send,
+        scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+        authority,
+    })
+}
+
+impl KvConnection {
+    pub async fn put(&mut self, request: PutRequest) -> Result<PutResponse, Status> {
+        self.call(PUT, &request).await
+    }
+
+    pub async fn range(&mut self, request: RangeRequest) -> Result<RangeResponse, Status> {
+        self.call(RANGE, &request).await
+    }
+
+    pub async fn txn(&mut self, request: TxnRequest) -> Result<TxnResponse, Status> {
+        self.call(TXN, &request).await
+    }
+
+    /// One unary call: the request as a single data frame, then the response
+    /// message and the trailers that carry its status.
+    async fn call<Q, R>(&mut self, path: &'static str, request: &Q) -> Result<R, Status>
+    where
+        Q: prost::Message,
+        R: prost::Message + Default,
+    {
+        let body = encode(request)?;
+        let uri = http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|error| Status::internal(format!("request URI: {error}")))?;
+        let http_request = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(())
+            .map_err(|error| Status::internal(format!("request headers: {error}")))?;
+        // Waits while the connection is at the server's limit of concurrent streams.
+        let mut sender = self.send.clone().ready().await.map_err(transport)?;
+        let (response, mut stream) = sender
+            .send_request(http_request, false)
+            .map_err(transport)?;
+        stream.send_data(body, true).map_err(transport)?;
+        let response = response.await.map_err(transport)?;
+        if response.status() != http::StatusCode::OK {
+            return Err(Status::unknown(format!(
+                "HTTP status {} from the server",
+                response.status()
+            )));
+        }
+        // A call that fails at once answers with headers alone ("trailers-only").
+        if let Some(status) = Status::from_header_map(response.headers())
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let mut body = response.into_body();
+        let mut message = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(transport)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.map_err(transport)?;
+        match trailers.as_ref().and_then(Status::from_header_map) {
+            Some(status) if status.code() == Code::Ok => decode(message.freeze()),
+            Some(status) => Err(status),
+            None => Err(Status::internal("response ended without a grpc-status")),
+        }
+    }
+}
+
+/// A message with its gRPC prefix (uncompressed).
+fn encode<Q: prost::Message>(request: &Q) -> Result<Bytes, Status> {
+    let length = request.encoded_len();
+    let prefix_length = u32::try_from(length)
+        .map_err(|_| Status::invalid_argument(format!("request of {length} bytes")))?;
+    let mut body = BytesMut::with_capacity(MESSAGE_PREFIX + length);
+    body.put_u8(0);
+    body.put_u32(prefix_length);
+    request
+        .encode(&mut body)
+        .map_err(|error| Status::internal(format!("encoding the request: {error}")))?;
+    Ok(body.freeze())
+}
+
+/// The one message of a unary response body.
+fn decode<R: prost::Message + Default>(body: Bytes) -> Result<R, Status> {
+    if body.len() < MESSAGE_PREFIX {
+        return Err(Status::internal(format!(
+            "response body of {} bytes has no message",
+            body.len()
+        )));
+    }
+    if body[0] != 0 {
+        return Err(Status::internal(
+            "compressed response (no compression was asked for)",
+        ));
+    }
+    let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if body.len() != MESSAGE_PREFIX + length {
+        return Err(Status::internal(format!(
+            "response body of {} bytes holds a message of {length}",
+            body.len()
+        )));
+    }
+    R::decode(body.slice(MESSAGE_PREFIX..))
+        .map_err(|error| Status::internal(format!("decoding the response: {error}")))
+}
+
+fn transport(error: h2::Error) -> Status {
+    Status::unavailable(format!("connection: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_with_their_prefix() {
+        let request = PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"value"),
+            ..Default::default()
+        };
+        let body = encode(&request).unwrap();
+        assert_eq!(body[0], 0);
+        assert_eq!(&body[1..5], &(body.len() as u32 - 5).to_be_bytes());
+        let decoded: PutRequest = decode(body.clone()).unwrap();
+        assert_eq!(decoded, request);
+        let short = decode::<PutRequest>(body.slice(..body.len() - 1)).unwrap_err();
+        assert!(short.message().contains("holds a message of"), "{short:?}");
+        let mut compressed = body.to_vec();
+        compressed[0] = 1;
+        assert!(decode::<PutRequest>(Bytes::from(compressed)).is_err());
+    }
+}
