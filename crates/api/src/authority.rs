@@ -253,6 +253,147 @@ impl Relay {
     }
 }
 
+/// One client connection as the gRPC server sees it: the server's end of a pipe
+/// whose other end the relay tasks feed from, and drain to, the TCP socket.
+pub struct RelayedConnection {
+    pipe: tokio::io::DuplexStream,
+}
+
+impl AsyncRead for RelayedConnection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().pipe).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for RelayedConnection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().pipe).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().pipe).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().pipe).poll_shutdown(context)
+    }
+}
+
+/// Bytes buffered in each direction of the pipe.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Starts relaying an accepted client socket and returns the server's end.
+/// A connection that does not open with the HTTP/2 preface is HTTP/1.1 (the
+/// JSON gateway, the v2 API, `/health`): it goes to `http` instead, and the
+/// gRPC server sees its end of the pipe close at once.
+pub fn relay(
+    socket: tokio::net::TcpStream,
+    http: std::sync::Arc<crate::gateway::HttpApi>,
+) -> RelayedConnection {
+    let _ = socket.set_nodelay(true);
+    let (server_end, relay_end) = tokio::io::duplex(PIPE_BYTES);
+    tokio::spawn(async move {
+        let mut socket = socket;
+        let prefix = match read_protocol_prefix(&mut socket).await {
+            Ok(prefix) => prefix,
+            Err(error) => {
+                tracing::debug!(%error, "client connection closed before its first request");
+                return;
+            }
+        };
+        if prefix.as_slice() != PREFACE {
+            drop(relay_end);
+            http.serve_connection(crate::gateway::Prefixed::new(prefix, socket))
+                .await;
+            return;
+        }
+        let (socket_read, mut socket_write) = socket.into_split();
+        let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
+        tokio::spawn(async move {
+            let _ = copy_gathering(&mut pipe_read, &mut socket_write).await;
+            let _ = socket_write.shutdown().await;
+        });
+        let mut client = std::io::Cursor::new(prefix).chain(socket_read);
+        if let Err(error) = Relay::default().run(&mut client, &mut pipe_write).await {
+            tracing::debug!(%error, "client connection closed by the relay");
+        }
+        let _ = pipe_write.shutdown().await;
+    });
+    RelayedConnection { pipe: server_end }
+}
+
+/// Copies the server's side of a connection to the client's socket. After a
+/// read, tasks that are ready to run go first (one yield), and what they
+/// added to the pipe goes out in the same write: a put's events for the ten
+/// watch streams of a connection then leave in one socket write rather than
+/// ten.
+async fn copy_gathering<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use futures::FutureExt as _;
+    let mut buffer = vec![0u8; GATHER_BYTES];
+    loop {
+        let mut filled = from.read(&mut buffer).await?;
+        if filled == 0 {
+            return Ok(());
+        }
+        let mut at_end = false;
+        if filled < buffer.len() {
+            tokio::task::yield_now().await;
+            while filled < buffer.len() {
+                match from.read(&mut buffer[filled..]).now_or_never() {
+                    Some(Ok(0)) => {
+                        at_end = true;
+                        break;
+                    }
+                    Some(Ok(n)) => filled += n,
+                    Some(Err(error)) => return Err(error),
+                    None => break,
+                }
+            }
+        }
+        to.write_all(&buffer[..filled]).await?;
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
+/// The most one socket write of `copy_gathering` carries.
+const GATHER_BYTES: usize = 64 * 1024;
+
+/// Reads the start of a connection until it either is the whole HTTP/2
+/// preface or cannot be (an HTTP/1.1 request line), and returns what was read.
+async fn read_protocol_prefix(socket: &mut tokio::net::TcpStream) -> io::Result<Vec<u8>> {
+    let mut prefix = Vec::with_capacity(PREFACE.len());
+    let mut chunk = [0u8; PREFACE.len()];
+    while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {
+        let wanted = PREFACE.len() - prefix.len();
+        let n = socket.read(&mut chunk[..wanted]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        prefix.extend_from_slice(&chunk[..n]);
+    }
+    Ok(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,162 +524,4 @@ mod tests {
         encode_integer(1337, 5, 0, &mut out);
         assert_eq!(out, vec![31, 154, 10], "RFC 7541 C.1.2");
     }
-}
-
-/// One client connection as the gRPC server sees it: the server's end of a pipe
-/// whose other end the relay tasks feed from, and drain to, the TCP socket.
-pub struct RelayedConnection {
-    pipe: tokio::io::DuplexStream,
-    remote: Option<std::net::SocketAddr>,
-}
-
-/// What the server knows about a relayed connection's peer.
-#[derive(Clone, Debug)]
-pub struct PeerAddress(pub Option<std::net::SocketAddr>);
-
-impl tonic::transport::server::Connected for RelayedConnection {
-    type ConnectInfo = PeerAddress;
-
-    fn connect_info(&self) -> PeerAddress {
-        PeerAddress(self.remote)
-    }
-}
-
-impl AsyncRead for RelayedConnection {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-        buffer: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().pipe).poll_read(context, buffer)
-    }
-}
-
-impl AsyncWrite for RelayedConnection {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-        buffer: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().pipe).poll_write(context, buffer)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().pipe).poll_flush(context)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().pipe).poll_shutdown(context)
-    }
-}
-
-/// Bytes buffered in each direction of the pipe.
-const PIPE_BYTES: usize = 256 * 1024;
-
-/// Starts relaying an accepted client socket and returns the server's end.
-/// A connection that does not open with the HTTP/2 preface is HTTP/1.1 (the
-/// JSON gateway, the v2 API, `/health`): it goes to `http` instead, and the
-/// gRPC server sees its end of the pipe close at once.
-pub fn relay(
-    socket: tokio::net::TcpStream,
-    http: std::sync::Arc<crate::gateway::HttpApi>,
-) -> RelayedConnection {
-    let _ = socket.set_nodelay(true);
-    let remote = socket.peer_addr().ok();
-    let (server_end, relay_end) = tokio::io::duplex(PIPE_BYTES);
-    tokio::spawn(async move {
-        let mut socket = socket;
-        let prefix = match read_protocol_prefix(&mut socket).await {
-            Ok(prefix) => prefix,
-            Err(error) => {
-                tracing::debug!(%error, "client connection closed before its first request");
-                return;
-            }
-        };
-        if prefix.as_slice() != PREFACE {
-            drop(relay_end);
-            http.serve_connection(crate::gateway::Prefixed::new(prefix, socket))
-                .await;
-            return;
-        }
-        let (socket_read, mut socket_write) = socket.into_split();
-        let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
-        tokio::spawn(async move {
-            let _ = copy_gathering(&mut pipe_read, &mut socket_write).await;
-            let _ = socket_write.shutdown().await;
-        });
-        let mut client = std::io::Cursor::new(prefix).chain(socket_read);
-        if let Err(error) = Relay::default().run(&mut client, &mut pipe_write).await {
-            tracing::debug!(%error, "client connection closed by the relay");
-        }
-        let _ = pipe_write.shutdown().await;
-    });
-    RelayedConnection {
-        pipe: server_end,
-        remote,
-    }
-}
-
-/// Copies the server's side of a connection to the client's socket. After a
-/// read, tasks that are ready to run go first (one yield), and what they
-/// added to the pipe goes out in the same write: a put's events for the ten
-/// watch streams of a connection then leave in one socket write rather than
-/// ten.
-async fn copy_gathering<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    use futures::FutureExt as _;
-    let mut buffer = vec![0u8; GATHER_BYTES];
-    loop {
-        let mut filled = from.read(&mut buffer).await?;
-        if filled == 0 {
-            return Ok(());
-        }
-        let mut at_end = false;
-        if filled < buffer.len() {
-            tokio::task::yield_now().await;
-            while filled < buffer.len() {
-                match from.read(&mut buffer[filled..]).now_or_never() {
-                    Some(Ok(0)) => {
-                        at_end = true;
-                        break;
-                    }
-                    Some(Ok(n)) => filled += n,
-                    Some(Err(error)) => return Err(error),
-                    None => break,
-                }
-            }
-        }
-        to.write_all(&buffer[..filled]).await?;
-        if at_end {
-            return Ok(());
-        }
-    }
-}
-
-/// The most one socket write of `copy_gathering` carries.
-const GATHER_BYTES: usize = 64 * 1024;
-
-/// Reads the start of a connection until it either is the whole HTTP/2
-/// preface or cannot be (an HTTP/1.1 request line), and returns what was read.
-async fn read_protocol_prefix(socket: &mut tokio::net::TcpStream) -> io::Result<Vec<u8>> {
-    let mut prefix = Vec::with_capacity(PREFACE.len());
-    let mut chunk = [0u8; PREFACE.len()];
-    while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {
-        let wanted = PREFACE.len() - prefix.len();
-        let n = socket.read(&mut chunk[..wanted]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        prefix.extend_from_slice(&chunk[..n]);
-    }
-    Ok(prefix)
 }

@@ -56,7 +56,7 @@ impl Decoder for RangeDecoder {
 }
 
 /// Refuses a compressed request as tonic does when no compression is enabled.
-fn check_request_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
+pub(crate) fn check_request_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
     match headers.get("grpc-encoding") {
         None => Ok(()),
         Some(encoding) if encoding.as_bytes() == b"identity" => Ok(()),

@@ -8,6 +8,7 @@ mod election;
 mod encoded_range;
 mod errors;
 mod gateway;
+mod grpc;
 mod lease;
 mod lock;
 mod v2;
@@ -40,10 +41,11 @@ pub async fn serve(
     member: Arc<Member>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
     let max_message = usize::try_from(member.max_request_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(GRPC_OVERHEAD_BYTES);
+    let kv_member = member.clone();
     let kv = KvServer::new(KvService {
         member: member.clone(),
     })
@@ -80,23 +82,46 @@ pub async fn serve(
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(kv)
+    let routes = tonic::service::Routes::new(kv)
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(watch)
         .add_service(lease)
         .add_service(lock)
         .add_service(election)
-        .serve_with_incoming_shutdown(
-            futures::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                move |socket| socket.map(|socket| authority::relay(socket, http.clone())),
-            ),
-            shutdown,
-        )
-        .await
+        .prepare();
+    let services = Arc::new(grpc::Services {
+        kv: Arc::new(KvService { member: kv_member }),
+        routes,
+        max_message,
+    });
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    let connection = authority::relay(socket, Arc::clone(&http));
+                    connections.spawn(grpc::serve_connection(
+                        connection,
+                        Arc::clone(&services),
+                        stop.clone(),
+                    ));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a client connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let _ = stop_sender.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 struct KvService {

@@ -215,6 +215,17 @@ fn sigterm_stops_the_member_cleanly_and_frees_the_data_directory() {
 
     let mut member = start();
     wait_for_put("before");
+    // A watch stays open over the stop: it must not hold the member up (the
+    // server closes its connections a moment after it stops taking calls).
+    let mut watcher = Command::new("etcdctl")
+        .args(["--endpoints", &client_url, "watch", "k"])
+        .env("ETCDCTL_API", "3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start etcdctl watch");
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = std::time::Instant::now();
     let pid = member.id().to_string();
     let signal = Command::new("kill")
         .args(["-TERM", &pid])
@@ -233,6 +244,13 @@ fn sigterm_stops_the_member_cleanly_and_frees_the_data_directory() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "a SIGTERM stop exits 0, got {status}");
+    let stop_time = signalled.elapsed();
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(
+        stop_time < Duration::from_secs(4),
+        "with a watch open, the member took {stop_time:?} to stop"
+    );
 
     // The lock is gone with the process, and the data is still there.
     let mut member = start();

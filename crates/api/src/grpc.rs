@@ -1,0 +1,385 @@
+//! The gRPC server: HTTP/2 connections served on the `h2` crate, with the
+//! write calls of the KV service answered on the connection's own task and
+//! every other call handed to tonic's routes.
+//!
+//! Why not tonic's server for everything: at 1,000 clients a put cost the
+//! leader's tokio workers 15-21 µs (BENCHMARKS.md), most of it in the layers
+//! between the socket and the service: hyper's task per request, the tower
+//! and axum routing futures (moved in memory as they grow), tonic's streaming
+//! decoder and encoder. Here a Put, Txn, DeleteRange or Compact is a future
+//! polled by the connection task next to the connection itself: its request
+//! body is read and decoded in place, `KvService` answers it (the same code
+//! tonic calls, so validation and errors are the same), and the response
+//! goes out as three frames. When a raft commit completes many calls of one
+//! connection at once, their responses leave in one socket write.
+//!
+//! Everything else (Range with its chunked body, Watch, Lease, Maintenance,
+//! Cluster, Lock, Election, and unknown methods) goes to tonic's `Routes`
+//! through a small adapter: the h2 request body as an `http_body::Body`, and a
+//! task that writes the response body to the stream as the peer's flow
+//! control allows. One thing tonic's server did is not done: honouring a
+//! request's `grpc-timeout` (clients enforce their own deadlines).
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use hyper::body::{Body, Frame};
+use proto::etcdserverpb::kv_server::Kv;
+use tonic::Status;
+use tonic::codegen::Service;
+use tonic::service::Routes;
+
+use crate::KvService;
+use crate::encoded_range::check_request_encoding;
+
+/// HTTP/2 settings as hyper's server had them under tonic.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// How long a connection may keep answering after shutdown began (GOAWAY
+/// sent) before it is closed; watch streams never end by themselves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// The gRPC message prefix: a compression flag and the message length.
+const MESSAGE_PREFIX_LEN: usize = 5;
+
+/// What every connection of one listener shares.
+pub(crate) struct Services {
+    pub kv: Arc<KvService>,
+    pub routes: Routes,
+    /// The largest request message accepted, in bytes.
+    pub max_message: usize,
+}
+
+/// Serves HTTP/2 on one accepted connection until the peer closes it, it
+/// fails, or `stop` turns true (then in-flight calls get `SHUTDOWN_GRACE`).
+pub(crate) async fn serve_connection<T>(
+    io: T,
+    services: Arc<Services>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .handshake::<_, Bytes>(io);
+    let mut connection = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::debug!(%error, "client connection closed before its HTTP/2 handshake");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
+    };
+    let mut calls = FuturesUnordered::new();
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => match KvCall::for_path(request.uri().path()) {
+                    Some(call) => calls.push(answer(Arc::clone(&services), call, request, respond)),
+                    None => {
+                        tokio::spawn(pass_to_tonic(services.routes.clone(), request, respond));
+                    }
+                },
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "client connection failed");
+                    break;
+                }
+                None => break,
+            },
+            Some(()) = calls.next(), if !calls.is_empty() => {}
+            _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => {
+                connection.graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+            () = sleep_until(closing), if closing.is_some() => break,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The KV calls answered on the connection's task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KvCall {
+    Put,
+    Txn,
+    DeleteRange,
+    Compact,
+}
+
+impl KvCall {
+    fn for_path(path: &str) -> Option<KvCall> {
+        match path {
+            "/etcdserverpb.KV/Put" => Some(KvCall::Put),
+            "/etcdserverpb.KV/Txn" => Some(KvCall::Txn),
+            "/etcdserverpb.KV/DeleteRange" => Some(KvCall::DeleteRange),
+            "/etcdserverpb.KV/Compact" => Some(KvCall::Compact),
+            _ => None,
+        }
+    }
+}
+
+/// Answers one KV call: the response headers, the message and the trailers
+/// of a success, or a trailers-only response carrying the error.
+async fn answer(
+    services: Arc<Services>,
+    call: KvCall,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let outcome = std::pin::pin!(async {
+        check_request_encoding(request.headers())?;
+        let body = read_message(request.into_body(), services.max_message).await?;
+        let kv = &services.kv;
+        match call {
+            KvCall::Put => encode(kv.put(decode(body)?).await?.get_ref()),
+            KvCall::Txn => encode(kv.txn(decode(body)?).await?.get_ref()),
+            KvCall::DeleteRange => encode(kv.delete_range(decode(body)?).await?.get_ref()),
+            KvCall::Compact => encode(kv.compact(decode(body)?).await?.get_ref()),
+        }
+    });
+    // A client that resets the stream has given up: the call is dropped, as
+    // tonic's server drops it (a proposal already made may still commit).
+    let outcome = tokio::select! {
+        outcome = outcome => outcome,
+        _ = poll_fn(|context| respond.poll_reset(context)) => return,
+    };
+    match outcome {
+        Ok(message) => {
+            let mut response = http::Response::new(());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            let Ok(mut stream) = respond.send_response(response, false) else {
+                return;
+            };
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("0"));
+            if stream.send_data(message, false).is_ok() {
+                let _ = stream.send_trailers(trailers);
+            }
+        }
+        Err(status) => {
+            let _ = respond.send_response(status.into_http::<()>(), true);
+        }
+    }
+}
+
+/// Reads a unary request body: a length-prefixed, uncompressed message of at
+/// most `max_message` bytes, returned without its prefix. Bytes after the
+/// first message are ignored, as etcd's server and tonic's ignore them.
+async fn read_message(mut body: h2::RecvStream, max_message: usize) -> Result<Bytes, Status> {
+    let mut buffer = BytesMut::new();
+    let mut announced = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|error| Status::internal(format!("request body: {error}")))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buffer.extend_from_slice(&chunk);
+        if announced.is_none() && buffer.len() >= MESSAGE_PREFIX_LEN {
+            announced = Some(check_prefix(&buffer, max_message)?);
+        }
+        if let Some(length) = announced
+            && buffer.len() >= MESSAGE_PREFIX_LEN + length
+        {
+            break;
+        }
+    }
+    match announced {
+        None if buffer.is_empty() => Err(Status::internal("Missing request message.")),
+        Some(length) if buffer.len() >= MESSAGE_PREFIX_LEN + length => Ok(buffer
+            .freeze()
+            .slice(MESSAGE_PREFIX_LEN..MESSAGE_PREFIX_LEN + length)),
+        _ => Err(Status::internal("Unexpected EOF decoding stream.")),
+    }
+}
+
+/// The length a message prefix announces, refused as tonic refuses it when it
+/// is over the limit or the message is compressed.
+fn check_prefix(buffer: &[u8], max_message: usize) -> Result<usize, Status> {
+    if buffer[0] != 0 {
+        return Err(Status::internal(
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+        ));
+    }
+    let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    if length > max_message {
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {length} bytes, the limit is: {max_message} bytes"
+        )));
+    }
+    Ok(length)
+}
+
+fn decode<M: prost::Message + Default>(message: Bytes) -> Result<tonic::Request<M>, Status> {
+    M::decode(message)
+        .map(tonic::Request::new)
+        .map_err(|error| Status::internal(error.to_string()))
+}
+
+/// A response message with its gRPC prefix.
+fn encode<M: prost::Message>(message: &M) -> Result<Bytes, Status> {
+    let length = message.encoded_len();
+    let prefix = u32::try_from(length).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "Cannot return body with more than 4GB of data but got {length} bytes"
+        ))
+    })?;
+    let mut buffer = BytesMut::with_capacity(MESSAGE_PREFIX_LEN + length);
+    buffer.put_u8(0);
+    buffer.put_u32(prefix);
+    message
+        .encode(&mut buffer)
+        .map_err(|error| Status::internal(error.to_string()))?;
+    Ok(buffer.freeze())
+}
+
+/// Hands a call to tonic's routes and writes the response they produce.
+async fn pass_to_tonic(
+    mut routes: Routes,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, RequestBody::new(body));
+    if let Err(never) =
+        poll_fn(|context| Service::<http::Request<RequestBody>>::poll_ready(&mut routes, context))
+            .await
+    {
+        match never {}
+    }
+    // A client that resets the stream has given up: the call is dropped (a
+    // lock waiter leaves the queue this way).
+    let response = tokio::select! {
+        response = routes.call(request) => response,
+        _ = poll_fn(|context| respond.poll_reset(context)) => return,
+    };
+    let Ok(response) = response;
+    let (parts, body) = response.into_parts();
+    let end_of_stream = body.is_end_stream();
+    let Ok(stream) = respond.send_response(http::Response::from_parts(parts, ()), end_of_stream)
+    else {
+        return;
+    };
+    if !end_of_stream {
+        send_body(stream, body).await;
+    }
+}
+
+/// Writes a response body to its stream: data as the stream's flow control
+/// allows, then the trailers (or an empty end). Stops when the client resets
+/// the stream (a cancelled watch), dropping the body.
+async fn send_body(mut stream: h2::SendStream<Bytes>, body: tonic::body::Body) {
+    let mut body = std::pin::pin!(body);
+    loop {
+        let frame = tokio::select! {
+            frame = poll_fn(|context| body.as_mut().poll_frame(context)) => frame,
+            _ = poll_fn(|context| stream.poll_reset(context)) => return,
+        };
+        let frame = match frame {
+            None => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "response body failed");
+                stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if send_data(&mut stream, data).await.is_err() {
+                    return;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = stream.send_trailers(trailers);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `data` in pieces as the peer's windows open.
+async fn send_data(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let capacity = match poll_fn(|context| stream.poll_capacity(context)).await {
+            Some(capacity) => capacity?,
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        if capacity == 0 {
+            continue;
+        }
+        let piece = data.split_to(capacity.min(data.len()));
+        stream.send_data(piece, false)?;
+    }
+    Ok(())
+}
+
+/// An h2 request body as an `http_body::Body`, giving back flow-control
+/// capacity as tonic consumes the data.
+pub(crate) struct RequestBody {
+    stream: h2::RecvStream,
+    data_done: bool,
+}
+
+impl RequestBody {
+    fn new(stream: h2::RecvStream) -> RequestBody {
+        RequestBody {
+            stream,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.stream.poll_data(context)) {
+                Some(Ok(data)) => {
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.stream.poll_trailers(context)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+}

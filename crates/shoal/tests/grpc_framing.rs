@@ -1,0 +1,172 @@
+//! Malformed gRPC request bodies, sent on a raw HTTP/2 connection, on etcd 3.4
+//! and on shoal: each call fails with an error status (never OK, never a
+//! dropped connection), and the member keeps serving the same connection.
+//! Run with `--no-capture` to see both servers' statuses side by side.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use common::{Cluster, ClusterOptions, Flavor};
+use prost::Message as _;
+use proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+
+const WAIT: Duration = Duration::from_secs(10);
+const MAX_REQUEST_BYTES: usize = 4096;
+
+struct Call {
+    status: String,
+    message: String,
+    body: Bytes,
+}
+
+async fn call(
+    send: &mut h2::client::SendRequest<Bytes>,
+    authority: &str,
+    path: &str,
+    body: Bytes,
+) -> Call {
+    let request = http::Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut sender = send.clone().ready().await.expect("connection ready");
+    let (response, mut stream) = sender.send_request(request, false).expect("send headers");
+    stream.send_data(body, true).expect("send body");
+    let response = tokio::time::timeout(WAIT, response)
+        .await
+        .expect("a response in time")
+        .expect("a response, not a reset");
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("response body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| headers.get(name))
+            .map(|value| value.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    Call {
+        status: field("grpc-status"),
+        message: field("grpc-message"),
+        body: data.freeze(),
+    }
+}
+
+fn framed(flag: u8, message: &[u8], announced_len: usize) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_u8(flag);
+    body.put_u32(announced_len as u32);
+    body.extend_from_slice(message);
+    body.freeze()
+}
+
+fn check(flavor: Flavor) {
+    let options = ClusterOptions {
+        extra_args: vec!["--max-request-bytes".into(), MAX_REQUEST_BYTES.to_string()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(flavor, 1, options);
+    let authority = cluster
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .to_string();
+    common::tokio_runtime().block_on(async {
+        let socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let (mut send, connection) = h2::client::handshake(socket).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let put = PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let big = PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![b'x'; 2 * 1024 * 1024]),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let cases: Vec<(&str, Bytes)> = vec![
+            ("an empty body", Bytes::new()),
+            ("half a prefix", Bytes::from_static(&[0, 0, 0])),
+            (
+                "a length longer than the body",
+                framed(0, &put, put.len() + 10),
+            ),
+            (
+                "the compressed flag without an encoding",
+                framed(1, &put, put.len()),
+            ),
+            (
+                "a message that is not a PutRequest",
+                framed(0, &[0xff; 7], 7),
+            ),
+            ("a message over the size limit", framed(0, &big, big.len())),
+        ];
+        for (name, body) in cases {
+            for path in ["/etcdserverpb.KV/Put", "/etcdserverpb.KV/Range"] {
+                let answer = call(&mut send, &authority, path, body.clone()).await;
+                println!(
+                    "{flavor:?} {path} {name}: grpc-status {} {:?}",
+                    answer.status, answer.message
+                );
+                assert!(
+                    !answer.status.is_empty() && answer.status != "0",
+                    "{flavor:?} {path} with {name}: status {:?} {:?}",
+                    answer.status,
+                    answer.message
+                );
+                assert!(!answer.message.contains('\n'), "{}", answer.message);
+            }
+        }
+        // The same connection still serves a well-formed call. A body with a
+        // second message after the first is answered for the first (etcd's
+        // server reads one message of a unary call and ignores the rest).
+        for body in [
+            framed(0, &put, put.len()),
+            [framed(0, &put, put.len()), framed(0, &put, put.len())]
+                .concat()
+                .into(),
+        ] {
+            let answer = call(&mut send, &authority, "/etcdserverpb.KV/Put", body).await;
+            assert_eq!(answer.status, "0", "{:?}", answer.message);
+        }
+        let range = RangeRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let answer = call(
+            &mut send,
+            &authority,
+            "/etcdserverpb.KV/Range",
+            framed(0, &range, range.len()),
+        )
+        .await;
+        assert_eq!(answer.status, "0", "{:?}", answer.message);
+        let response = RangeResponse::decode(answer.body.slice(5..)).unwrap();
+        assert_eq!(&response.kvs[0].value[..], b"v");
+    });
+}
+
+#[test]
+fn malformed_request_bodies_are_refused_by_etcd() {
+    check(Flavor::Etcd);
+}
+
+#[test]
+fn malformed_request_bodies_are_refused_by_shoal() {
+    check(Flavor::Shoal);
+}
