@@ -13,6 +13,11 @@
 //! goes out as three frames. When a raft commit completes many calls of one
 //! connection at once, their responses leave in one socket write.
 //!
+//! The price: a call's decoding and encoding run on the task that also drives
+//! the connection's socket, so a large Txn answer delays the other streams of
+//! its connection by that long (Range, the call with large answers, is not
+//! among these calls).
+//!
 //! Everything else (Range with its chunked body, Watch, Lease, Maintenance,
 //! Cluster, Lock, Election, and unknown methods) goes to tonic's `Routes`
 //! through a small adapter: the h2 request body as an `http_body::Body`, and a
@@ -27,8 +32,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 use hyper::body::{Body, Frame};
 use proto::etcdserverpb::kv_server::Kv;
 use tonic::Status;
@@ -38,13 +43,20 @@ use tonic::service::Routes;
 use crate::KvService;
 use crate::encoded_range::check_request_encoding;
 
-/// HTTP/2 settings as hyper's server had them under tonic.
+/// HTTP/2 settings as hyper's server had them under tonic: 1 MiB windows and
+/// a 16 KiB limit on a request's headers. Concurrent streams are not limited
+/// (tonic left hyper's limit unset, etcd advertises 2^32-1): a client with
+/// hundreds of watches or lock waiters on one connection must not queue its
+/// other calls behind them.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How long a connection may keep answering after shutdown began (GOAWAY
 /// sent) before it is closed; watch streams never end by themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long the last frames (answers already written, the final GOAWAY)
+/// get to leave once the grace is over.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(100);
 /// The gRPC message prefix: a compression flag and the message length.
 const MESSAGE_PREFIX_LEN: usize = 5;
 
@@ -68,7 +80,7 @@ pub(crate) async fn serve_connection<T>(
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .handshake::<_, Bytes>(io);
     let mut connection = tokio::select! {
         handshake = handshake => match handshake {
@@ -104,6 +116,16 @@ pub(crate) async fn serve_connection<T>(
             }
             () = sleep_until(closing), if closing.is_some() => break,
         }
+    }
+    if closing.is_some() {
+        // Calls still unanswered are reset; what was answered leaves.
+        drop(calls);
+        connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+        let _ = tokio::time::timeout(
+            SHUTDOWN_FLUSH,
+            poll_fn(|context| connection.poll_closed(context)),
+        )
+        .await;
     }
 }
 
@@ -154,6 +176,14 @@ async fn answer(
             KvCall::Compact => encode(kv.compact(decode(body)?).await?.get_ref()),
         }
     });
+    // A panic answers this call alone, as a task per call (hyper's) did,
+    // instead of ending the connection task and every stream on it.
+    let outcome = std::panic::AssertUnwindSafe(outcome)
+        .catch_unwind()
+        .map(|outcome| {
+            outcome
+                .unwrap_or_else(|_| Err(Status::internal("the server failed answering this call")))
+        });
     // A client that resets the stream has given up: the call is dropped, as
     // tonic's server drops it (a proposal already made may still commit).
     let outcome = tokio::select! {

@@ -112,7 +112,9 @@ impl KvConnection {
             .header(http::header::TE, "trailers")
             .body(())
             .map_err(|error| Status::internal(format!("request headers: {error}")))?;
-        // Waits while the connection is at the server's limit of concurrent streams.
+        // Fails at once when the connection has closed (h2 queues a stream
+        // over the server's concurrency limit itself). Connections are not
+        // reopened: a run that loses one reports its calls as errors.
         let mut sender = self.send.clone().ready().await.map_err(transport)?;
         let (response, mut stream) = sender
             .send_request(http_request, false)
@@ -185,8 +187,18 @@ fn decode<R: prost::Message + Default>(body: Bytes) -> Result<R, Status> {
         .map_err(|error| Status::internal(format!("decoding the response: {error}")))
 }
 
+/// The status grpc-go reports for an HTTP/2 failure: a stream the server
+/// cancelled or refused, a stream reset for another reason, or a lost
+/// connection.
 fn transport(error: h2::Error) -> Status {
-    Status::unavailable(format!("connection: {error}"))
+    let message = format!("connection: {error}");
+    match error.reason() {
+        _ if error.is_io() || error.is_go_away() => Status::unavailable(message),
+        Some(h2::Reason::CANCEL) => Status::cancelled(message),
+        Some(h2::Reason::REFUSED_STREAM) => Status::unavailable(message),
+        Some(_) => Status::internal(message),
+        None => Status::unavailable(message),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use common::{Cluster, ClusterOptions, Flavor};
 use prost::Message as _;
-use proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+use proto::etcdserverpb::watch_request::RequestUnion;
+use proto::etcdserverpb::{
+    PutRequest, RangeRequest, RangeResponse, WatchCreateRequest, WatchRequest,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const MAX_REQUEST_BYTES: usize = 4096;
@@ -159,6 +162,101 @@ fn check(flavor: Flavor) {
         let response = RangeResponse::decode(answer.body.slice(5..)).unwrap();
         assert_eq!(&response.kvs[0].value[..], b"v");
     });
+}
+
+/// Opens more watch streams on one connection than hyper's default stream
+/// limit (200), then puts on the same connection: the put must not queue
+/// behind the watches.
+fn many_streams(flavor: Flavor) {
+    const WATCHES: usize = 300;
+    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
+    let authority = cluster
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .to_string();
+    common::tokio_runtime().block_on(async {
+        let socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        // Room for every watch's first small answer before its reader runs
+        // (h2 closes a connection holding too many small frames unread).
+        let (mut send, connection) = h2::client::Builder::new()
+            .data_frame_budget(1024 * 1024)
+            .handshake(socket)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: Bytes::from_static(b"w"),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        let mut watches = Vec::new();
+        for _ in 0..WATCHES {
+            let request =
+                http::Request::post(format!("http://{authority}/etcdserverpb.Watch/Watch"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let mut sender = send.clone().ready().await.expect("connection ready");
+            let (response, mut stream) = sender.send_request(request, false).expect("send headers");
+            stream
+                .send_data(framed(0, &create, create.len()), false)
+                .expect("send the watch request");
+            // Each watch's answers are read as they come (h2 limits how
+            // many small frames it holds unread).
+            let (answered, answered_receiver) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let response = match response.await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        eprintln!("watch refused: {error}");
+                        return;
+                    }
+                };
+                let _ = answered.send(response.status());
+                let mut body = response.into_body();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+            });
+            watches.push((answered_receiver, stream));
+        }
+        let put = PutRequest {
+            key: Bytes::from_static(b"w"),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let answer = call(
+            &mut send,
+            &authority,
+            "/etcdserverpb.KV/Put",
+            framed(0, &put, put.len()),
+        )
+        .await;
+        assert_eq!(answer.status, "0", "{:?}", answer.message);
+        // The watches were served too: the last one opened has its headers.
+        let (last_answered, _) = watches.pop().unwrap();
+        let status = tokio::time::timeout(WAIT, last_answered)
+            .await
+            .expect("the last watch answered in time")
+            .expect("the last watch was not refused");
+        assert_eq!(status, http::StatusCode::OK);
+    });
+}
+
+#[test]
+fn many_streams_on_one_connection_on_etcd() {
+    many_streams(Flavor::Etcd);
+}
+
+#[test]
+fn many_streams_on_one_connection_on_shoal() {
+    many_streams(Flavor::Shoal);
 }
 
 #[test]
