@@ -73,6 +73,38 @@ fn framed(flag: u8, message: &[u8], announced_len: usize) -> Bytes {
     body.freeze()
 }
 
+/// A well-formed request body: one uncompressed message.
+fn message(request: &impl prost::Message) -> Bytes {
+    let encoded = request.encode_to_vec();
+    framed(0, &encoded, encoded.len())
+}
+
+/// Opens a raw HTTP/2 connection to `authority`, with room for `data_frame_budget`
+/// bytes of small frames held unread.
+async fn connect(authority: &str, data_frame_budget: usize) -> h2::client::SendRequest<Bytes> {
+    let socket = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let (send, connection) = h2::client::Builder::new()
+        .data_frame_budget(data_frame_budget)
+        .handshake(socket)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+/// Puts `w`=`v` on `send` and asserts it succeeded.
+async fn put_ok(send: &mut h2::client::SendRequest<Bytes>, authority: &str, key: &'static [u8]) {
+    let put = PutRequest {
+        key: Bytes::from_static(key),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    };
+    let answer = call(send, authority, "/etcdserverpb.KV/Put", message(&put)).await;
+    assert_eq!(answer.status, "0", "{:?}", answer.message);
+}
+
 fn check(flavor: Flavor) {
     let options = ClusterOptions {
         extra_args: vec!["--max-request-bytes".into(), MAX_REQUEST_BYTES.to_string()],
@@ -84,11 +116,7 @@ fn check(flavor: Flavor) {
         .trim_start_matches("http://")
         .to_string();
     common::tokio_runtime().block_on(async {
-        let socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
-        let (mut send, connection) = h2::client::handshake(socket).await.unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut send = connect(&authority, 64 * 1024).await;
         let put = PutRequest {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),
@@ -137,25 +165,21 @@ fn check(flavor: Flavor) {
         // The same connection still serves a well-formed call. A body with a
         // second message after the first is answered for the first (etcd's
         // server reads one message of a unary call and ignores the rest).
-        for body in [
-            framed(0, &put, put.len()),
-            [framed(0, &put, put.len()), framed(0, &put, put.len())]
-                .concat()
-                .into(),
-        ] {
-            let answer = call(&mut send, &authority, "/etcdserverpb.KV/Put", body).await;
-            assert_eq!(answer.status, "0", "{:?}", answer.message);
-        }
+        put_ok(&mut send, &authority, b"k").await;
+        let twice: Bytes = [framed(0, &put, put.len()), framed(0, &put, put.len())]
+            .concat()
+            .into();
+        let answer = call(&mut send, &authority, "/etcdserverpb.KV/Put", twice).await;
+        assert_eq!(answer.status, "0", "{:?}", answer.message);
         let range = RangeRequest {
             key: Bytes::from_static(b"k"),
             ..Default::default()
-        }
-        .encode_to_vec();
+        };
         let answer = call(
             &mut send,
             &authority,
             "/etcdserverpb.KV/Range",
-            framed(0, &range, range.len()),
+            message(&range),
         )
         .await;
         assert_eq!(answer.status, "0", "{:?}", answer.message);
@@ -175,24 +199,15 @@ fn many_streams(flavor: Flavor) {
         .trim_start_matches("http://")
         .to_string();
     common::tokio_runtime().block_on(async {
-        let socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
         // Room for every watch's first small answer before its reader runs
         // (h2 closes a connection holding too many small frames unread).
-        let (mut send, connection) = h2::client::Builder::new()
-            .data_frame_budget(1024 * 1024)
-            .handshake(socket)
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut send = connect(&authority, 1024 * 1024).await;
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: Bytes::from_static(b"w"),
                 ..Default::default()
             })),
-        }
-        .encode_to_vec();
+        };
         let mut watches = Vec::new();
         for _ in 0..WATCHES {
             let request =
@@ -204,7 +219,7 @@ fn many_streams(flavor: Flavor) {
             let mut sender = send.clone().ready().await.expect("connection ready");
             let (response, mut stream) = sender.send_request(request, false).expect("send headers");
             stream
-                .send_data(framed(0, &create, create.len()), false)
+                .send_data(message(&create), false)
                 .expect("send the watch request");
             // Each watch's answers are read as they come (h2 limits how
             // many small frames it holds unread).
@@ -225,20 +240,7 @@ fn many_streams(flavor: Flavor) {
             });
             watches.push((answered_receiver, stream));
         }
-        let put = PutRequest {
-            key: Bytes::from_static(b"w"),
-            value: Bytes::from_static(b"v"),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let answer = call(
-            &mut send,
-            &authority,
-            "/etcdserverpb.KV/Put",
-            framed(0, &put, put.len()),
-        )
-        .await;
-        assert_eq!(answer.status, "0", "{:?}", answer.message);
+        put_ok(&mut send, &authority, b"w").await;
         // The watches were served too: the last one opened has its headers.
         let (last_answered, _) = watches.pop().unwrap();
         let status = tokio::time::timeout(WAIT, last_answered)

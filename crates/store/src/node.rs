@@ -326,11 +326,13 @@ impl Node {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut shutdown = false;
+            let mut idle = false;
             match self
                 .inbox
                 .wait_take(&mut inputs, MAX_INPUTS_PER_ROUND, wait)
             {
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => idle = true,
                 Err(RecvTimeoutError::Disconnected) => shutdown = true,
             }
             while let Some(input) = inputs.pop_front() {
@@ -347,7 +349,16 @@ impl Node {
                 }
                 self.tick();
             }
-            if let Err(error) = self.round() {
+            // Only when a whole wait passed with nothing to do: then no
+            // write is waiting for the loop.
+            let outcome = self.round().and_then(|()| {
+                if idle {
+                    self.make_durable_when_idle(self.clock.now())
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(error) = outcome {
                 tracing::error!(%error, "storage failure; stopping the member");
                 self.status.stopped.store(true, Ordering::SeqCst);
                 std::process::exit(2);
@@ -378,8 +389,7 @@ impl Node {
     /// `Ready` is persisted, sent and applied. An error is a storage failure.
     pub fn round(&mut self) -> Result<(), String> {
         self.issue_reads();
-        self.handle_ready()?;
-        self.make_durable_when_idle(self.clock.now())
+        self.handle_ready()
     }
 
     /// For the simulation: raft's state, to check its invariants and to draw
@@ -755,7 +765,7 @@ impl Node {
                 .mut_store()
                 .apply_snapshot(&wtx, snapshot.get_metadata())?;
             wtx.commit().map_err(|error| error.to_string())?;
-            self.last_durable = self.clock.now();
+            self.made_durable();
             self.raw.mut_store().finish_rewrite()?;
             self.after_apply(Vec::new(), Vec::new(), true);
             self.state_machine.reload_leases()?;
@@ -897,8 +907,7 @@ impl Node {
                 .map_err(|error| error.to_string())?;
             self.undurable_since = (!self.settings.bugs.skip_fsync).then_some(now);
         } else {
-            self.last_durable = now;
-            self.undurable_since = None;
+            self.made_durable();
         }
         wtx.commit().map_err(|error| error.to_string())
     }
@@ -907,16 +916,22 @@ impl Node {
     fn make_durable(&mut self) -> Result<(), String> {
         let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
         wtx.commit().map_err(|error| error.to_string())?;
-        self.last_durable = self.clock.now();
-        self.undurable_since = None;
+        self.made_durable();
         Ok(())
     }
 
+    /// Records a durable commit of redb.
+    fn made_durable(&mut self) {
+        self.last_durable = self.clock.now();
+        self.undurable_since = None;
+    }
+
     /// Makes the applied state durable once nothing has been applied for a
-    /// whole tick. A durable commit writes out all that redb buffered since
-    /// the last one (38-44 ms on the raft thread after a second of puts at
-    /// 1,000 clients, BENCHMARKS.md), and every write waits meanwhile; done
-    /// in a pause, it does not fall on the next burst of writes.
+    /// whole tick; the loop calls it when a wait for input timed out. A
+    /// durable commit writes out all that redb buffered since the last one
+    /// (38-44 ms on the raft thread after a second of puts at 1,000 clients,
+    /// BENCHMARKS.md), and every write waits meanwhile; done in a pause, it
+    /// does not fall on the next burst of writes.
     fn make_durable_when_idle(&mut self, now: Instant) -> Result<(), String> {
         match self.undurable_since {
             Some(applied)
@@ -1052,7 +1067,7 @@ impl Node {
         }
         self.raw.mut_store().compact(&wtx, compact_to)?;
         wtx.commit().map_err(|error| error.to_string())?;
-        self.last_durable = self.clock.now();
+        self.made_durable();
         self.raw.mut_store().finish_rewrite()?;
         tracing::info!(applied, compacted_to = compact_to, "compacted the raft log");
         Ok(())
