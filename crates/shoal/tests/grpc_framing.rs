@@ -24,12 +24,14 @@ struct Call {
     body: Bytes,
 }
 
-async fn call(
+/// Opens a gRPC stream to `path` and sends `body` on it.
+async fn open_stream(
     send: &mut h2::client::SendRequest<Bytes>,
     authority: &str,
     path: &str,
     body: Bytes,
-) -> Call {
+    end_of_stream: bool,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
     let request = http::Request::post(format!("http://{authority}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -37,7 +39,17 @@ async fn call(
         .unwrap();
     let mut sender = send.clone().ready().await.expect("connection ready");
     let (response, mut stream) = sender.send_request(request, false).expect("send headers");
-    stream.send_data(body, true).expect("send body");
+    stream.send_data(body, end_of_stream).expect("send body");
+    (response, stream)
+}
+
+async fn call(
+    send: &mut h2::client::SendRequest<Bytes>,
+    authority: &str,
+    path: &str,
+    body: Bytes,
+) -> Call {
+    let (response, _) = open_stream(send, authority, path, body, true).await;
     let response = tokio::time::timeout(WAIT, response)
         .await
         .expect("a response in time")
@@ -71,6 +83,14 @@ fn framed(flag: u8, message: &[u8], announced_len: usize) -> Bytes {
     body.put_u32(announced_len as u32);
     body.extend_from_slice(message);
     body.freeze()
+}
+
+/// The first member's `host:port`.
+fn authority(cluster: &Cluster) -> String {
+    cluster
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .to_string()
 }
 
 /// A well-formed request body: one uncompressed message.
@@ -111,10 +131,7 @@ fn check(flavor: Flavor) {
         ..ClusterOptions::default()
     };
     let cluster = Cluster::start(flavor, 1, options);
-    let authority = cluster
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .to_string();
+    let authority = authority(&cluster);
     common::tokio_runtime().block_on(async {
         let mut send = connect(&authority, 64 * 1024).await;
         let put = PutRequest {
@@ -194,10 +211,7 @@ fn check(flavor: Flavor) {
 fn many_streams(flavor: Flavor) {
     const WATCHES: usize = 300;
     let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
-    let authority = cluster
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .to_string();
+    let authority = authority(&cluster);
     common::tokio_runtime().block_on(async {
         // Room for every watch's first small answer before its reader runs
         // (h2 closes a connection holding too many small frames unread).
@@ -210,17 +224,14 @@ fn many_streams(flavor: Flavor) {
         };
         let mut watches = Vec::new();
         for _ in 0..WATCHES {
-            let request =
-                http::Request::post(format!("http://{authority}/etcdserverpb.Watch/Watch"))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(())
-                    .unwrap();
-            let mut sender = send.clone().ready().await.expect("connection ready");
-            let (response, mut stream) = sender.send_request(request, false).expect("send headers");
-            stream
-                .send_data(message(&create), false)
-                .expect("send the watch request");
+            let (response, stream) = open_stream(
+                &mut send,
+                &authority,
+                "/etcdserverpb.Watch/Watch",
+                message(&create),
+                false,
+            )
+            .await;
             // Each watch's answers are read as they come (h2 limits how
             // many small frames it holds unread).
             let (answered, answered_receiver) = tokio::sync::oneshot::channel();
