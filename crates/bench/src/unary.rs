@@ -9,6 +9,7 @@
 //! (BENCHMARKS.md), this is what the client spends on the etcd and shoal rows
 //! alike. Watch and lease workloads, which hold long-lived streams, keep tonic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,12 +30,34 @@ const MESSAGE_PREFIX: usize = 5;
 const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
-/// One HTTP/2 connection; clones share it, one stream per call.
+/// How long after a failed attempt to reopen a lost connection calls fail at
+/// once instead of dialing again (grpc-go backs off too).
+const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// One HTTP/2 connection; clones share it, one stream per call. A lost
+/// connection (the server restarted, or sent GOAWAY) is reopened by the next
+/// call, as tonic's `Channel` and grpc-go do; calls in between fail.
 #[derive(Clone)]
 pub struct KvConnection {
-    send: h2::client::SendRequest<Bytes>,
+    link: Arc<Link>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+}
+
+struct Link {
+    url: String,
+    address: String,
+    dial_timeout: Duration,
+    state: tokio::sync::Mutex<LinkState>,
+}
+
+struct LinkState {
+    /// The open connection, if there is one.
+    send: Option<h2::client::SendRequest<Bytes>>,
+    /// Counts the connections opened, so a failure is blamed on the right one.
+    generation: u64,
+    /// No new attempt before this, after one failed.
+    next_dial: Option<tokio::time::Instant>,
 }
 
 /// Opens an HTTP/2 connection to `url` (`http://host:port`) and starts the
@@ -56,7 +79,30 @@ pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnect
         authority.host(),
         authority.port_u16().unwrap_or(80)
     );
-    let socket = tokio::time::timeout(dial_timeout, tokio::net::TcpStream::connect(&address))
+    let send = open(url, &address, dial_timeout).await?;
+    Ok(KvConnection {
+        link: Arc::new(Link {
+            url: url.to_string(),
+            address,
+            dial_timeout,
+            state: tokio::sync::Mutex::new(LinkState {
+                send: Some(send),
+                generation: 0,
+                next_dial: None,
+            }),
+        }),
+        scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+        authority,
+    })
+}
+
+/// Connects, does the HTTP/2 handshake and starts the connection's task.
+async fn open(
+    url: &str,
+    address: &str,
+    dial_timeout: Duration,
+) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+    let socket = tokio::time::timeout(dial_timeout, tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| anyhow::anyhow!("cannot connect to {url}: timed out"))?
         .with_context(|| format!("cannot connect to {url}"))?;
@@ -68,19 +114,52 @@ pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnect
         .handshake::<_, Bytes>(socket)
         .await
         .with_context(|| format!("cannot connect to {url}: HTTP/2 handshake"))?;
+    // The connection's end shows in the calls that fail with it.
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("connection closed: {error}");
-        }
+        let _ = connection.await;
     });
-    Ok(KvConnection {
-        send,
-        scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
-        authority,
-    })
+    Ok(send)
 }
 
 impl KvConnection {
+    /// The open connection and its generation, reopening a lost one.
+    async fn sender(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), Status> {
+        let link = &self.link;
+        let mut state = link.state.lock().await;
+        if let Some(send) = &state.send {
+            return Ok((state.generation, send.clone()));
+        }
+        if let Some(next_dial) = state.next_dial
+            && tokio::time::Instant::now() < next_dial
+        {
+            return Err(Status::unavailable(format!(
+                "connection to {} lost; reconnecting",
+                link.url
+            )));
+        }
+        match open(&link.url, &link.address, link.dial_timeout).await {
+            Ok(send) => {
+                state.generation += 1;
+                state.send = Some(send.clone());
+                state.next_dial = None;
+                Ok((state.generation, send))
+            }
+            Err(error) => {
+                state.next_dial = Some(tokio::time::Instant::now() + REDIAL_BACKOFF);
+                Err(Status::unavailable(format!("{error:#}")))
+            }
+        }
+    }
+
+    /// Forgets connection `generation` after it failed, so the next call
+    /// reopens it.
+    async fn lost(&self, generation: u64) {
+        let mut state = self.link.state.lock().await;
+        if state.generation == generation {
+            state.send = None;
+        }
+    }
+
     pub async fn put(&mut self, request: PutRequest) -> Result<PutResponse, Status> {
         self.call(PUT, &request).await
     }
@@ -112,15 +191,26 @@ impl KvConnection {
             .header(http::header::TE, "trailers")
             .body(())
             .map_err(|error| Status::internal(format!("request headers: {error}")))?;
-        // Fails at once when the connection has closed (h2 queues a stream
-        // over the server's concurrency limit itself). Connections are not
-        // reopened: a run that loses one reports its calls as errors.
-        let mut sender = self.send.clone().ready().await.map_err(transport)?;
-        let (response, mut stream) = sender
-            .send_request(http_request, false)
-            .map_err(transport)?;
-        stream.send_data(body, true).map_err(transport)?;
-        let response = response.await.map_err(transport)?;
+        let (generation, send) = self.sender().await?;
+        let outcome = async {
+            // Fails at once when the connection has closed (h2 queues a
+            // stream over the server's concurrency limit itself).
+            let mut sender = send.ready().await?;
+            let (response, mut stream) = sender.send_request(http_request, false)?;
+            stream.send_data(body, true)?;
+            let response = response.await?;
+            Ok::<_, h2::Error>(response)
+        }
+        .await;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                if error.is_io() || error.is_go_away() || error.reason().is_none() {
+                    self.lost(generation).await;
+                }
+                return Err(transport(error));
+            }
+        };
         if response.status() != http::StatusCode::OK {
             return Err(Status::unknown(format!(
                 "HTTP status {} from the server",

@@ -177,6 +177,41 @@ fn kv_workloads_on_shoal() {
     kv_workloads(Flavor::Shoal);
 }
 
+/// A member restarted in the middle of a run: the calls made while it is down
+/// fail, and the connection is reopened once it is back (as grpc-go does),
+/// so the run goes on instead of failing every call after the restart.
+#[test]
+fn a_run_reconnects_to_a_restarted_member() {
+    let mut cluster = Cluster::start(Flavor::Shoal, 1, ClusterOptions::default());
+    // 600 ranges at 100 a second: about six seconds.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    command
+        .args(["bench", "--endpoints", &cluster.endpoints().join(",")])
+        .args(["--output", "json", "--conns", "1", "--clients", "2"])
+        .args(["range", "k", "--total", "600", "--rate", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = command.spawn().expect("start shoal bench");
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill(0);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.restart(0);
+    cluster.wait_until_healthy();
+    let output = run.wait_with_output().expect("wait for shoal bench");
+    let summary: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("a JSON summary: {}", common::describe_output(&output)));
+    let section = &summary["sections"][0];
+    let ok = section["requests"].as_u64().unwrap();
+    let errors = section["errors"].as_u64().unwrap();
+    assert_eq!(ok + errors, 600, "{summary}");
+    assert!(
+        errors > 0,
+        "calls made while the member was down failed: {summary}"
+    );
+    // About 150 ranges before the kill; without reconnecting, none after it.
+    assert!(ok > 300, "ranges succeeded after the restart: {summary}");
+}
+
 #[test]
 fn an_endpoint_that_is_not_listening_is_a_one_line_error() {
     let port = common::free_ports(1)[0];
