@@ -34,12 +34,9 @@ use tonic::codegen::{Body, Service, StdError};
 use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
 
-use crate::{KvService, errors, validate};
+use crate::{KvService, errors, grpc, validate};
 
 const RANGE_PATH: &str = "/etcdserverpb.KV/Range";
-
-/// The gRPC message prefix: a compression flag and the message length.
-const MESSAGE_PREFIX_LEN: usize = 5;
 
 /// Decodes `RangeRequest`s as prost does.
 struct RangeDecoder;
@@ -113,20 +110,8 @@ fn respond(
     range: mvcc::EncodedRange,
     header: &ResponseHeader,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
-    let len = range.encoded_len(header);
-    let len = u32::try_from(len).map_err(|_| {
-        Status::resource_exhausted(format!(
-            "Cannot return body with more than 4GB of data but got {len} bytes"
-        ))
-    })?;
-    let mut prefix = Vec::with_capacity(MESSAGE_PREFIX_LEN);
-    prefix.push(0); // not compressed
-    prefix.extend_from_slice(&len.to_be_bytes());
-
-    let mut trailers = http::HeaderMap::new();
-    Status::ok("")
-        .add_header(&mut trailers)
-        .map_err(|error| Status::internal(error.to_string()))?;
+    let prefix = grpc::message_prefix(range.encoded_len(header))?.to_vec();
+    let trailers = grpc::ok_trailers();
     let frames = std::iter::once(prefix)
         .chain(range.into_pieces(header))
         .map(|piece| Ok::<_, Status>(Frame::data(Bytes::from(piece))))

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use hyper::body::{Body, Frame};
@@ -58,7 +58,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// get to leave once the grace is over.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(100);
 /// The gRPC message prefix: a compression flag and the message length.
-const MESSAGE_PREFIX_LEN: usize = 5;
+pub(crate) const MESSAGE_PREFIX_LEN: usize = 5;
 
 /// What every connection of one listener shares.
 pub(crate) struct Services {
@@ -200,10 +200,8 @@ async fn answer(
             let Ok(mut stream) = respond.send_response(response, false) else {
                 return;
             };
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("0"));
             if stream.send_data(message, false).is_ok() {
-                let _ = stream.send_trailers(trailers);
+                let _ = stream.send_trailers(ok_trailers());
             }
         }
         Err(status) => {
@@ -263,17 +261,31 @@ fn decode<M: prost::Message + Default>(message: Bytes) -> Result<tonic::Request<
         .map_err(|error| Status::internal(error.to_string()))
 }
 
-/// A response message with its gRPC prefix.
-fn encode<M: prost::Message>(message: &M) -> Result<Bytes, Status> {
-    let length = message.encoded_len();
-    let prefix = u32::try_from(length).map_err(|_| {
+/// The prefix of an uncompressed response message of `length` bytes,
+/// refused as tonic refuses a message over 4 GB.
+pub(crate) fn message_prefix(length: usize) -> Result<[u8; MESSAGE_PREFIX_LEN], Status> {
+    let length = u32::try_from(length).map_err(|_| {
         Status::resource_exhausted(format!(
             "Cannot return body with more than 4GB of data but got {length} bytes"
         ))
     })?;
+    let mut prefix = [0u8; MESSAGE_PREFIX_LEN];
+    prefix[1..].copy_from_slice(&length.to_be_bytes());
+    Ok(prefix)
+}
+
+/// The trailers of a successful call.
+pub(crate) fn ok_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("0"));
+    trailers
+}
+
+/// A response message with its gRPC prefix.
+fn encode<M: prost::Message>(message: &M) -> Result<Bytes, Status> {
+    let length = message.encoded_len();
     let mut buffer = BytesMut::with_capacity(MESSAGE_PREFIX_LEN + length);
-    buffer.put_u8(0);
-    buffer.put_u32(prefix);
+    buffer.extend_from_slice(&message_prefix(length)?);
     message
         .encode(&mut buffer)
         .map_err(|error| Status::internal(error.to_string()))?;
