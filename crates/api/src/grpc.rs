@@ -1,6 +1,7 @@
 //! The gRPC server: HTTP/2 connections served on the `h2` crate, with the
-//! write calls of the KV service answered on the connection's own task and
-//! every other call handed to tonic's routes.
+//! write calls of the KV service answered and the Watch streams served
+//! (`grpc_watch`) on the connection's own task, and every other call handed
+//! to tonic's routes.
 //!
 //! Why not tonic's server for everything: at 1,000 clients a put cost the
 //! leader's tokio workers 15-21 µs (BENCHMARKS.md), most of it in the layers
@@ -18,7 +19,7 @@
 //! its connection by that long (Range, the call with large answers, is not
 //! among these calls).
 //!
-//! Everything else (Range with its chunked body, Watch, Lease, Maintenance,
+//! Everything else (Range with its chunked body, Lease, Maintenance,
 //! Cluster, Lock, Election, and unknown methods) goes to tonic's `Routes`
 //! through a small adapter: the h2 request body as an `http_body::Body`, and a
 //! task that writes the response body to the stream as the peer's flow
@@ -32,6 +33,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use hyper::body::{Body, Frame};
@@ -42,6 +44,7 @@ use tonic::service::Routes;
 
 use crate::KvService;
 use crate::encoded_range::check_request_encoding;
+use crate::grpc_watch;
 
 /// HTTP/2 settings as hyper's server had them under tonic: 1 MiB windows and
 /// a 16 KiB limit on a request's headers. Concurrent streams are not limited
@@ -97,8 +100,26 @@ pub(crate) async fn serve_connection<T>(
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => match KvCall::for_path(request.uri().path()) {
-                    Some(call) => calls.push(answer(Arc::clone(&services), call, request, respond)),
+                Some(Ok((request, respond))) => match Inline::for_path(request.uri().path()) {
+                    Some(Inline::Kv(call)) => calls.push(Either::Left(answer(
+                        Arc::clone(&services),
+                        call,
+                        request,
+                        respond,
+                    ))),
+                    Some(Inline::Watch) => {
+                        let watch = grpc_watch::serve(
+                            services.kv.member.clone(),
+                            services.max_message,
+                            request,
+                            respond,
+                        );
+                        // A panic ends this stream alone (its drop resets it).
+                        let watch = std::panic::AssertUnwindSafe(watch)
+                            .catch_unwind()
+                            .map(|_| ());
+                        calls.push(Either::Right(watch));
+                    }
                     None => {
                         tokio::spawn(pass_to_tonic(services.routes.clone(), request, respond));
                     }
@@ -136,6 +157,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The calls served on the connection's task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inline {
+    Kv(KvCall),
+    Watch,
+}
+
 /// The KV calls answered on the connection's task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KvCall {
@@ -145,13 +173,14 @@ enum KvCall {
     Compact,
 }
 
-impl KvCall {
-    fn for_path(path: &str) -> Option<KvCall> {
+impl Inline {
+    fn for_path(path: &str) -> Option<Inline> {
         match path {
-            "/etcdserverpb.KV/Put" => Some(KvCall::Put),
-            "/etcdserverpb.KV/Txn" => Some(KvCall::Txn),
-            "/etcdserverpb.KV/DeleteRange" => Some(KvCall::DeleteRange),
-            "/etcdserverpb.KV/Compact" => Some(KvCall::Compact),
+            "/etcdserverpb.KV/Put" => Some(Inline::Kv(KvCall::Put)),
+            "/etcdserverpb.KV/Txn" => Some(Inline::Kv(KvCall::Txn)),
+            "/etcdserverpb.KV/DeleteRange" => Some(Inline::Kv(KvCall::DeleteRange)),
+            "/etcdserverpb.KV/Compact" => Some(Inline::Kv(KvCall::Compact)),
+            "/etcdserverpb.Watch/Watch" => Some(Inline::Watch),
             _ => None,
         }
     }
@@ -192,12 +221,7 @@ async fn answer(
     };
     match outcome {
         Ok(message) => {
-            let mut response = http::Response::new(());
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/grpc"),
-            );
-            let Ok(mut stream) = respond.send_response(response, false) else {
+            let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
                 return;
             };
             if stream.send_data(message, false).is_ok() {
@@ -240,7 +264,7 @@ async fn read_message(mut body: h2::RecvStream, max_message: usize) -> Result<By
 
 /// The length a message prefix announces, refused as tonic refuses it when it
 /// is over the limit or the message is compressed.
-fn check_prefix(buffer: &[u8], max_message: usize) -> Result<usize, Status> {
+pub(crate) fn check_prefix(buffer: &[u8], max_message: usize) -> Result<usize, Status> {
     if buffer[0] != 0 {
         return Err(Status::internal(
             "protocol error: received message with compressed-flag but no grpc-encoding was specified",
@@ -272,6 +296,16 @@ pub(crate) fn message_prefix(length: usize) -> Result<[u8; MESSAGE_PREFIX_LEN], 
     let mut prefix = [0u8; MESSAGE_PREFIX_LEN];
     prefix[1..].copy_from_slice(&length.to_be_bytes());
     Ok(prefix)
+}
+
+/// The response headers of a call that answers.
+pub(crate) fn grpc_response() -> http::Response<()> {
+    let mut response = http::Response::new(());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// The trailers of a successful call.

@@ -9,6 +9,7 @@ mod encoded_range;
 mod errors;
 mod gateway;
 mod grpc;
+mod grpc_watch;
 mod lease;
 mod lock;
 mod v2;
@@ -56,11 +57,6 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(usize::MAX);
-    let watch = proto::etcdserverpb::watch_server::WatchServer::new(watch::WatchService {
-        member: member.clone(),
-    })
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(usize::MAX);
     let lease = proto::etcdserverpb::lease_server::LeaseServer::new(lease::LeaseService {
         member: member.clone(),
     })
@@ -85,7 +81,6 @@ pub async fn serve(
     let routes = tonic::service::Routes::new(kv)
         .add_service(maintenance)
         .add_service(cluster)
-        .add_service(watch)
         .add_service(lease)
         .add_service(lock)
         .add_service(election)

@@ -29,9 +29,8 @@ use proto::etcdserverpb::{
 use proto::mvccpb::event::EventType;
 use proto::v3lockpb::lock_server::Lock;
 use proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
-use store::watch::{WATCHER_QUEUE_LEN, WatchMessage, WatchSpec};
+use store::watch::{WatchMessage, WatchQueue, WatchReceiver, WatchSpec};
 use store::{Member, StoreError};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::{errors, validate};
@@ -364,24 +363,25 @@ pub(crate) async fn confirm_still_held(
 pub(crate) struct Watch<'a> {
     member: &'a Member,
     hub_id: u64,
-    messages: mpsc::Receiver<WatchMessage>,
+    deliveries: WatchReceiver,
 }
 
 impl<'a> Watch<'a> {
     pub(crate) fn start(member: &'a Member, spec: WatchSpec) -> Watch<'a> {
-        let (sender, messages) = mpsc::channel(WATCHER_QUEUE_LEN);
-        let (hub_id, _) = member.watch_hub().watch(spec, sender);
+        let (queue, deliveries) = WatchQueue::new();
+        let (hub_id, _) = member.watch_hub().watch(spec, &queue);
         Watch {
             member,
             hub_id,
-            messages,
+            deliveries,
         }
     }
 
     pub(crate) async fn next(&mut self) -> Result<WatchMessage, Status> {
-        self.messages
+        self.deliveries
             .recv()
             .await
+            .map(|delivery| delivery.message)
             .ok_or_else(|| errors::from_store(StoreError::Stopped))
     }
 }

@@ -1,18 +1,25 @@
 //! etcd's Watch service: one bidirectional stream carries many watchers, each
 //! created and cancelled on its own, with ids chosen by the client or, from 0
 //! upwards, by the server (as etcd numbers them).
+//!
+//! A `Session` is one stream's state, apart from any transport: it turns the
+//! client's requests and the hub's deliveries into responses. Its watchers
+//! share one queue (as etcd's watchers of a stream share one channel), so a
+//! stream costs one task to wake per delivery, however many watchers it has.
+//! The gRPC server drives sessions on its connections (`grpc_watch`); the
+//! HTTP gateway drives them through `WatchService`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::Stream;
 use proto::etcdserverpb::watch_create_request::FilterType;
 use proto::etcdserverpb::watch_request::RequestUnion;
-use proto::etcdserverpb::watch_server::Watch;
 use proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use store::Member;
-use store::watch::{WATCHER_QUEUE_LEN, WatchMessage, WatchSpec};
+use store::watch::{Delivery, WatchMessage, WatchQueue, WatchReceiver, WatchSpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,94 +27,143 @@ use tonic::{Request, Response, Status, Streaming};
 /// Responses buffered per stream before a slow client pushes back on its watchers.
 const STREAM_QUEUE_LEN: usize = 1024;
 
+/// The Watch service as a tonic service, for the HTTP gateway.
 pub struct WatchService {
     pub member: Arc<Member>,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
+impl WatchService {
+    pub async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let (responses, receiver) = mpsc::channel(STREAM_QUEUE_LEN);
-        let session = Session {
-            member: self.member.clone(),
-            responses,
-            watchers: HashMap::new(),
-            next_watch_id: 0,
-        };
-        tokio::spawn(session.run(request.into_inner()));
+        let session = Session::new(self.member.clone());
+        tokio::spawn(run(session, request.into_inner(), responses));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
-/// One client stream and its watchers.
-struct Session {
-    member: Arc<Member>,
+/// Drives a session from a tonic request stream until the client's requests
+/// end or its responses are no longer read.
+async fn run(
+    mut session: Session,
+    mut requests: Streaming<WatchRequest>,
     responses: mpsc::Sender<Result<WatchResponse, Status>>,
+) {
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            request = requests.message() => match request {
+                Ok(Some(request)) => session.handle(request, &mut out),
+                Ok(None) | Err(_) => break,
+            },
+            () = std::future::poll_fn(|context| session.poll_delivery(context, &mut out)) => {}
+        }
+        for response in out.drain(..) {
+            if responses.send(Ok(response)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the session knows of one of its watchers.
+struct Watcher {
+    watch_id: i64,
+    /// Split responses over the size limit into fragments.
+    fragment: bool,
+}
+
+/// One client stream and its watchers; the watchers are cancelled when it is
+/// dropped.
+pub(crate) struct Session {
+    member: Arc<Member>,
+    queue: WatchQueue,
+    deliveries: WatchReceiver,
+    /// Hub id -> the watcher.
+    watchers: HashMap<u64, Watcher>,
     /// Client-visible watch id -> hub id.
-    watchers: HashMap<i64, u64>,
+    watch_ids: HashMap<i64, u64>,
     next_watch_id: i64,
+    /// The size above which a fragmenting watcher's response is split.
+    max_bytes: usize,
 }
 
 impl Session {
-    async fn run(mut self, mut requests: Streaming<WatchRequest>) {
-        loop {
-            let request = match requests.message().await {
-                Ok(Some(request)) => request,
-                Ok(None) | Err(_) => break,
-            };
-            let keep_going = match request.request_union {
-                Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
-                Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
-                Some(RequestUnion::ProgressRequest(_)) => {
-                    // etcd answers with the current revision, addressed to no watcher.
-                    let response = WatchResponse {
-                        header: Some(self.member.current_header()),
-                        watch_id: -1,
-                        ..Default::default()
-                    };
-                    self.responses.send(Ok(response)).await.is_ok()
-                }
-                None => true,
-            };
-            if !keep_going {
-                break;
-            }
-        }
-        let hub = self.member.watch_hub();
-        for hub_id in self.watchers.values() {
-            hub.cancel(*hub_id);
+    pub(crate) fn new(member: Arc<Member>) -> Session {
+        let (queue, deliveries) = WatchQueue::new();
+        // etcd fragments above the request limit plus the gRPC overhead it allows.
+        let max_bytes = usize::try_from(member.max_request_bytes())
+            .unwrap_or(usize::MAX)
+            .saturating_add(crate::GRPC_OVERHEAD_BYTES);
+        Session {
+            member,
+            queue,
+            deliveries,
+            watchers: HashMap::new(),
+            watch_ids: HashMap::new(),
+            next_watch_id: 0,
+            max_bytes,
         }
     }
 
-    async fn create(&mut self, create: WatchCreateRequest) -> bool {
+    /// Handles one request of the client, adding its answers to `out`.
+    pub(crate) fn handle(&mut self, request: WatchRequest, out: &mut Vec<WatchResponse>) {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create, out),
+            Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id, out),
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // etcd answers with the current revision, addressed to no watcher.
+                out.push(WatchResponse {
+                    header: Some(self.member.current_header()),
+                    watch_id: -1,
+                    ..Default::default()
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// Takes the next delivery of the session's watchers, adding what it
+    /// makes to `out` (nothing for a watcher cancelled meanwhile).
+    pub(crate) fn poll_delivery(
+        &mut self,
+        context: &mut Context<'_>,
+        out: &mut Vec<WatchResponse>,
+    ) -> Poll<()> {
+        // The session holds a sender of its own queue: it never closes.
+        let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(context) else {
+            return Poll::Pending;
+        };
+        self.deliver(delivery, out);
+        Poll::Ready(())
+    }
+
+    fn create(&mut self, create: WatchCreateRequest, out: &mut Vec<WatchResponse>) {
         let watch_id = if create.watch_id != 0 {
             create.watch_id
         } else {
-            while self.watchers.contains_key(&self.next_watch_id) {
+            while self.watch_ids.contains_key(&self.next_watch_id) {
                 self.next_watch_id += 1;
             }
             let id = self.next_watch_id;
             self.next_watch_id += 1;
             id
         };
-        if self.watchers.contains_key(&watch_id) {
+        if self.watch_ids.contains_key(&watch_id) {
             // etcd answers with watch id -1: no watcher was created.
-            let response = WatchResponse {
+            out.push(WatchResponse {
                 header: Some(self.member.current_header()),
                 watch_id: -1,
                 created: true,
                 canceled: true,
                 cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
                 ..Default::default()
-            };
-            return self.responses.send(Ok(response)).await.is_ok();
+            });
+            return;
         }
         let spec = WatchSpec {
             key: create.key,
@@ -117,8 +173,7 @@ impl Session {
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
         };
-        let (sender, mut messages) = mpsc::channel(WATCHER_QUEUE_LEN);
-        let (hub_id, revision) = self.member.watch_hub().watch(spec, sender);
+        let (hub_id, revision) = self.member.watch_hub().watch(spec, &self.queue);
         if create.progress_notify {
             let member = self.member.clone();
             let interval = member.config().watch_progress_notify_interval;
@@ -134,91 +189,96 @@ impl Session {
                 }
             });
         }
-        let fragment = create.fragment;
-        // etcd fragments above the request limit plus the gRPC overhead it allows.
-        let max_bytes = usize::try_from(self.member.max_request_bytes())
-            .unwrap_or(usize::MAX)
-            .saturating_add(crate::GRPC_OVERHEAD_BYTES);
-        self.watchers.insert(watch_id, hub_id);
-        // The created response goes out before any event of this watcher.
-        let created = WatchResponse {
+        self.watch_ids.insert(watch_id, hub_id);
+        self.watchers.insert(
+            hub_id,
+            Watcher {
+                watch_id,
+                fragment: create.fragment,
+            },
+        );
+        // The created response goes out before any event of this watcher:
+        // its deliveries are taken from the queue after `out` is sent.
+        out.push(WatchResponse {
             header: Some(self.member.header(revision)),
             watch_id,
             created: true,
             ..Default::default()
-        };
-        if self.responses.send(Ok(created)).await.is_err() {
-            return false;
-        }
-        let responses = self.responses.clone();
-        let member = self.member.clone();
-        tokio::spawn(async move {
-            while let Some(message) = messages.recv().await {
-                let response = match message {
-                    WatchMessage::Events { revision, events } => {
-                        let response = WatchResponse {
-                            header: Some(member.header(revision)),
-                            watch_id,
-                            events,
-                            ..Default::default()
-                        };
-                        if fragment && prost::Message::encoded_len(&response) > max_bytes {
-                            if !send_fragments(&responses, response, max_bytes).await {
-                                break;
-                            }
-                            continue;
-                        }
-                        response
-                    }
-                    WatchMessage::Progress { revision } => WatchResponse {
-                        header: Some(member.header(revision)),
-                        watch_id,
-                        ..Default::default()
-                    },
-                    // etcd's compacted cancel carries no revision in its header.
-                    WatchMessage::Compacted { compact_revision } => WatchResponse {
-                        header: Some(ResponseHeader {
-                            revision: 0,
-                            ..member.current_header()
-                        }),
-                        watch_id,
-                        canceled: true,
-                        compact_revision,
-                        cancel_reason: "mvcc: required revision has been compacted".into(),
-                        ..Default::default()
-                    },
-                };
-                if responses.send(Ok(response)).await.is_err() {
-                    break;
-                }
-            }
         });
-        true
     }
 
-    async fn cancel(&mut self, watch_id: i64) -> bool {
-        let Some(hub_id) = self.watchers.remove(&watch_id) else {
-            return true;
+    fn cancel(&mut self, watch_id: i64, out: &mut Vec<WatchResponse>) {
+        let Some(hub_id) = self.watch_ids.remove(&watch_id) else {
+            return;
         };
+        self.watchers.remove(&hub_id);
         self.member.watch_hub().cancel(hub_id);
-        let response = WatchResponse {
+        out.push(WatchResponse {
             header: Some(self.member.current_header()),
             watch_id,
             canceled: true,
             ..Default::default()
+        });
+    }
+
+    fn deliver(&mut self, delivery: Delivery, out: &mut Vec<WatchResponse>) {
+        let Some(watcher) = self.watchers.get(&delivery.watcher) else {
+            return;
         };
-        self.responses.send(Ok(response)).await.is_ok()
+        let watch_id = watcher.watch_id;
+        match delivery.message {
+            WatchMessage::Events { revision, events } => {
+                let response = WatchResponse {
+                    header: Some(self.member.header(revision)),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                };
+                if watcher.fragment && prost::Message::encoded_len(&response) > self.max_bytes {
+                    fragments(response, self.max_bytes, out);
+                } else {
+                    out.push(response);
+                }
+            }
+            WatchMessage::Progress { revision } => out.push(WatchResponse {
+                header: Some(self.member.header(revision)),
+                watch_id,
+                ..Default::default()
+            }),
+            // The hub has removed the watcher. etcd's compacted cancel
+            // carries no revision in its header.
+            WatchMessage::Compacted { compact_revision } => {
+                self.watchers.remove(&delivery.watcher);
+                self.watch_ids.remove(&watch_id);
+                out.push(WatchResponse {
+                    header: Some(ResponseHeader {
+                        revision: 0,
+                        ..self.member.current_header()
+                    }),
+                    watch_id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: "mvcc: required revision has been compacted".into(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let hub = self.member.watch_hub();
+        for hub_id in self.watchers.keys() {
+            hub.cancel(*hub_id);
+        }
     }
 }
 
 /// Splits a response too large for one message into fragments of at most
-/// `max_bytes` (at least one event each), all but the last marked `fragment`, as
-/// etcd does for watchers that asked for it. Returns false if the stream is gone.
-async fn send_fragments(
-    responses: &mpsc::Sender<Result<WatchResponse, Status>>,
-    response: WatchResponse,
-    max_bytes: usize,
-) -> bool {
+/// `max_bytes` (at least one event each), all but the last marked `fragment`,
+/// as etcd does for watchers that asked for it.
+fn fragments(response: WatchResponse, max_bytes: usize, out: &mut Vec<WatchResponse>) {
     let WatchResponse {
         header,
         watch_id,
@@ -239,16 +299,12 @@ async fn send_fragments(
     }
     let n_chunks = chunks.len();
     for (position, events) in chunks.into_iter().enumerate() {
-        let fragment = WatchResponse {
+        out.push(WatchResponse {
             header,
             watch_id,
             events,
             fragment: position + 1 < n_chunks,
             ..Default::default()
-        };
-        if responses.send(Ok(fragment)).await.is_err() {
-            return false;
-        }
+        });
     }
-    true
 }

@@ -3,9 +3,15 @@
 //! revision already in the past, is "unsynced" and catches up from MVCC history
 //! on a background task (etcd's synced and unsynced watcher groups), so a slow
 //! watcher never stalls writes or other watchers.
+//!
+//! Watchers deliver into a `WatchQueue`, which several watchers may share (the
+//! watchers of one client stream share one, as in etcd), each message tagged
+//! with its watcher's id. A watcher may have at most `WATCHER_QUEUE_LEN`
+//! messages in the queue at once; past that it falls back to history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +20,7 @@ use proto::mvccpb::Event;
 use proto::mvccpb::event::EventType;
 use tokio::sync::{Notify, mpsc};
 
-/// Messages a watcher's queue holds before the watcher falls back to history.
+/// Messages of one watcher a queue holds before the watcher falls back to history.
 pub const WATCHER_QUEUE_LEN: usize = 256;
 /// Main revisions read from history per catch-up step.
 const CATCH_UP_REVISIONS: i64 = 1000;
@@ -42,11 +48,78 @@ pub enum WatchMessage {
     Progress { revision: i64 },
 }
 
+/// Where watchers deliver; cloned, it is the same queue.
+#[derive(Clone, Debug)]
+pub struct WatchQueue {
+    sender: mpsc::UnboundedSender<Delivery>,
+}
+
+/// The receiving end of a `WatchQueue`.
+pub type WatchReceiver = mpsc::UnboundedReceiver<Delivery>;
+
+impl WatchQueue {
+    pub fn new() -> (WatchQueue, WatchReceiver) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (WatchQueue { sender }, receiver)
+    }
+}
+
+/// One message for one watcher; its place in the watcher's allowance is
+/// given back when it is dropped.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The hub id of the watcher, as `WatchHub::watch` returned it.
+    pub watcher: u64,
+    pub message: WatchMessage,
+    _slot: QueueSlot,
+}
+
+/// A watcher's message in a queue, counted until dropped.
+#[derive(Debug)]
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A watcher's way into its queue.
+#[derive(Clone)]
+struct Outlet {
+    watcher: u64,
+    queue: WatchQueue,
+    /// The watcher's messages in the queue.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outlet {
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Acquire) < WATCHER_QUEUE_LEN
+    }
+
+    /// Queues a message unless the watcher's allowance is used up or the
+    /// queue's reader is gone.
+    fn try_send(&self, message: WatchMessage) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        // Only the hub adds, under its lock, so the check above still holds.
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let delivery = Delivery {
+            watcher: self.watcher,
+            message,
+            _slot: QueueSlot(Arc::clone(&self.queued)),
+        };
+        self.queue.sender.send(delivery).is_ok()
+    }
+}
+
 struct Watcher {
     spec: WatchSpec,
     next_revision: i64,
     synced: bool,
-    sender: mpsc::Sender<WatchMessage>,
+    outlet: Outlet,
 }
 
 impl Watcher {
@@ -88,8 +161,9 @@ impl WatchHub {
         })
     }
 
-    /// Registers a watcher; returns its hub id and the store revision at creation.
-    pub fn watch(&self, spec: WatchSpec, sender: mpsc::Sender<WatchMessage>) -> (u64, i64) {
+    /// Registers a watcher delivering into `queue`; returns its hub id (the
+    /// `watcher` of its deliveries) and the store revision at creation.
+    pub fn watch(&self, spec: WatchSpec, queue: &WatchQueue) -> (u64, i64) {
         let id = {
             let mut next_id = self.next_id.lock();
             let id = *next_id;
@@ -111,7 +185,11 @@ impl WatchHub {
                 spec,
                 next_revision,
                 synced,
-                sender,
+                outlet: Outlet {
+                    watcher: id,
+                    queue: queue.clone(),
+                    queued: Arc::new(AtomicUsize::new(0)),
+                },
             },
         );
         drop(watchers);
@@ -146,10 +224,7 @@ impl WatchHub {
             return false;
         }
         let revision = watcher.next_revision - 1;
-        watcher
-            .sender
-            .try_send(WatchMessage::Progress { revision })
-            .is_ok()
+        watcher.outlet.try_send(WatchMessage::Progress { revision })
     }
 
     pub fn exists(&self, id: u64) -> bool {
@@ -179,7 +254,7 @@ impl WatchHub {
                         revision,
                         events: selected,
                     };
-                    if watcher.sender.try_send(message).is_err() {
+                    if !watcher.outlet.try_send(message) {
                         // Full (or gone): catch up from history later, from this revision.
                         watcher.synced = false;
                         fell_behind = true;
@@ -214,7 +289,7 @@ impl WatchHub {
 
     /// One pass over the unsynced watchers; true if some still lag.
     pub(crate) fn catch_up_round(&self) -> bool {
-        let lagging: Vec<(u64, WatchSpec, i64, mpsc::Sender<WatchMessage>)> = self
+        let lagging: Vec<(u64, WatchSpec, i64, Outlet)> = self
             .watchers
             .lock()
             .iter()
@@ -224,13 +299,13 @@ impl WatchHub {
                     *id,
                     watcher.spec.clone(),
                     watcher.next_revision,
-                    watcher.sender.clone(),
+                    watcher.outlet.clone(),
                 )
             })
             .collect();
         let mut still_lagging = false;
-        for (id, spec, next_revision, sender) in lagging {
-            if sender.capacity() == 0 {
+        for (id, spec, next_revision, outlet) in lagging {
+            if !outlet.has_room() {
                 still_lagging = true;
                 continue;
             }
@@ -243,7 +318,7 @@ impl WatchHub {
                 Ok(history) => history,
                 Err(mvcc::MvccError::Compacted) => {
                     let compact_revision = self.mvcc.compact_revision();
-                    let _ = sender.try_send(WatchMessage::Compacted { compact_revision });
+                    let _ = outlet.try_send(WatchMessage::Compacted { compact_revision });
                     self.watchers.lock().remove(&id);
                     continue;
                 }
@@ -266,7 +341,7 @@ impl WatchHub {
                     revision: self.mvcc.current_revision().max(history.scanned_through),
                     events: selected,
                 };
-                if watcher.sender.try_send(message).is_err() {
+                if !watcher.outlet.try_send(message) {
                     still_lagging = true;
                     continue;
                 }

@@ -16,7 +16,6 @@ use proto::etcdserverpb::cluster_server::Cluster;
 use proto::etcdserverpb::kv_server::Kv;
 use proto::etcdserverpb::lease_server::Lease;
 use proto::etcdserverpb::maintenance_server::Maintenance;
-use proto::etcdserverpb::watch_server::Watch;
 use proto::v3electionpb::election_server::Election;
 use proto::v3lockpb::lock_server::Lock;
 use serde_json::Value;

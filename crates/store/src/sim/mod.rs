@@ -27,14 +27,14 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::node::{InjectedBugs, Network, Node, NodeInput, NodeSettings, NodeStatus, NodeWiring};
 use crate::raft_log::{self, RaftLog};
 use crate::state_machine::{ApplyResult, StateMachine};
-use crate::watch::{WatchHub, WatchMessage, WatchSpec};
+use crate::watch::{WatchHub, WatchMessage, WatchQueue, WatchReceiver, WatchSpec};
 use disk::SimDisk;
 
 /// The properties the checkers hold the cluster to.
@@ -245,7 +245,7 @@ struct Running {
     status: Arc<NodeStatus>,
     outbox: Arc<Mutex<Vec<Message>>>,
     watch_hub: Arc<WatchHub>,
-    watch: mpsc::Receiver<WatchMessage>,
+    watch: WatchReceiver,
     /// The last revision the watcher delivered (1: none yet).
     watched_revision: i64,
     /// Puts the watcher has seen since this life began: (key, value).
@@ -628,7 +628,7 @@ impl World {
         let mut node = Node::new(raw, db, state_machine.clone(), settings, wiring);
         // Every event from the first revision: the watcher replays the member's
         // whole history, then follows it live.
-        let (sender, watch) = mpsc::channel(crate::watch::WATCHER_QUEUE_LEN);
+        let (queue, watch) = WatchQueue::new();
         watch_hub.watch(
             WatchSpec {
                 key: Bytes::from_static(b"\0"),
@@ -638,7 +638,7 @@ impl World {
                 no_put: false,
                 no_delete: false,
             },
-            sender,
+            &queue,
         );
         let timeout = self.election_timeout_ticks();
         node.raft().set_randomized_election_timeout(timeout);
@@ -1056,9 +1056,9 @@ impl World {
             for _ in 0..64 {
                 running.watch_hub.catch_up_round();
                 let mut drained = false;
-                while let Ok(message) = running.watch.try_recv() {
+                while let Ok(delivery) = running.watch.try_recv() {
                     drained = true;
-                    match message {
+                    match delivery.message {
                         WatchMessage::Events { events, .. } => {
                             let mut by_revision: BTreeMap<i64, DefaultHasher> = BTreeMap::new();
                             for event in &events {

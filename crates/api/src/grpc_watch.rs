@@ -1,0 +1,195 @@
+//! Watch streams served on the connection's task, like the KV write calls
+//! (`grpc`): the stream's session, its request body and its response stream
+//! are polled together by one future, so an event reaches the socket with
+//! one wake-up of the connection task, and the events that arrived for all
+//! the streams of a connection since its last write leave in one write.
+//!
+//! Through tonic, an event crossed three tasks (the watcher's, the response
+//! encoder's, the body writer's) before the connection's. In a session with
+//! a slow reader, deliveries are taken only while what waits for the peer's
+//! flow control is small; past that the hub's per-watcher allowance fills
+//! and the watchers fall back to history, as through tonic.
+//!
+//! As etcd does, the watchers of a stream outlive the end of its requests:
+//! they last until the client resets the stream or closes the connection.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use proto::etcdserverpb::{WatchRequest, WatchResponse};
+use store::Member;
+use tonic::Status;
+
+use crate::encoded_range::check_request_encoding;
+use crate::grpc::{MESSAGE_PREFIX_LEN, check_prefix, grpc_response, message_prefix};
+use crate::watch::Session;
+
+/// Encoded responses waiting for the peer's flow control beyond which no
+/// more deliveries are taken.
+const PENDING_LIMIT: usize = 64 * 1024;
+/// Deliveries taken in one poll before the connection task gets its turn.
+const DELIVERIES_PER_POLL: usize = 256;
+
+/// Serves one Watch call until the client resets it or the connection ends
+/// (the future is dropped then, and the session's watchers with it).
+pub(crate) async fn serve(
+    member: Arc<Member>,
+    max_message: usize,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    if let Err(status) = check_request_encoding(request.headers()) {
+        let _ = respond.send_response(status.into_http::<()>(), true);
+        return;
+    }
+    let Ok(responses) = respond.send_response(grpc_response(), false) else {
+        return;
+    };
+    let mut call = WatchCall {
+        session: Session::new(member),
+        requests: request.into_body(),
+        requests_done: false,
+        input: BytesMut::new(),
+        max_message,
+        responses,
+        pending: BytesMut::new(),
+        out: Vec::new(),
+    };
+    if let Some(status) = poll_fn(|context| call.poll_run(context)).await {
+        // What was answered before the failure leaves first.
+        let answered = call.pending.split().freeze();
+        if !answered.is_empty() && call.responses.send_data(answered, false).is_err() {
+            return;
+        }
+        let (mut parts, ()) = status.into_http::<()>().into_parts();
+        parts.headers.remove(http::header::CONTENT_TYPE);
+        let _ = call.responses.send_trailers(parts.headers);
+    }
+}
+
+struct WatchCall {
+    session: Session,
+    requests: h2::RecvStream,
+    requests_done: bool,
+    /// Request bytes not yet decoded (at most a message and a prefix).
+    input: BytesMut,
+    max_message: usize,
+    responses: h2::SendStream<Bytes>,
+    /// Encoded responses the peer's flow control has not taken yet.
+    pending: BytesMut,
+    /// Responses made and not yet encoded.
+    out: Vec<WatchResponse>,
+}
+
+impl WatchCall {
+    /// Runs until the stream is gone (`None`) or fails with a status.
+    fn poll_run(&mut self, context: &mut Context<'_>) -> Poll<Option<Status>> {
+        let mut deliveries = 0;
+        loop {
+            if self.responses.poll_reset(context).is_ready() {
+                return Poll::Ready(None);
+            }
+            let mut progressed = false;
+            if !self.requests_done {
+                match self.requests.poll_data(context) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let _ = self.requests.flow_control().release_capacity(chunk.len());
+                        self.input.extend_from_slice(&chunk);
+                        if let Err(status) = self.handle_requests() {
+                            return Poll::Ready(Some(status));
+                        }
+                        progressed = true;
+                    }
+                    Poll::Ready(Some(Err(_))) => return Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        self.requests_done = true;
+                        if !self.input.is_empty() {
+                            return Poll::Ready(Some(Status::internal(
+                                "Unexpected EOF decoding stream.",
+                            )));
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            while self.pending.len() < PENDING_LIMIT && deliveries < DELIVERIES_PER_POLL {
+                if self
+                    .session
+                    .poll_delivery(context, &mut self.out)
+                    .is_pending()
+                {
+                    break;
+                }
+                deliveries += 1;
+                progressed = true;
+                if let Err(status) = self.encode_out() {
+                    return Poll::Ready(Some(status));
+                }
+            }
+            match self.flush(context) {
+                Ok(sent) => progressed |= sent,
+                Err(()) => return Poll::Ready(None),
+            }
+            if deliveries >= DELIVERIES_PER_POLL {
+                // More may be waiting: come back after the connection's turn.
+                context.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Decodes and handles every whole request message received so far.
+    fn handle_requests(&mut self) -> Result<(), Status> {
+        while self.input.len() >= MESSAGE_PREFIX_LEN {
+            let length = check_prefix(&self.input, self.max_message)?;
+            if self.input.len() < MESSAGE_PREFIX_LEN + length {
+                break;
+            }
+            let message = self.input.split_to(MESSAGE_PREFIX_LEN + length);
+            let request = <WatchRequest as prost::Message>::decode(&message[MESSAGE_PREFIX_LEN..])
+                .map_err(|error| Status::internal(error.to_string()))?;
+            self.session.handle(request, &mut self.out);
+        }
+        self.encode_out()
+    }
+
+    /// Appends the responses made so far to what waits for the peer.
+    fn encode_out(&mut self) -> Result<(), Status> {
+        for response in self.out.drain(..) {
+            let length = prost::Message::encoded_len(&response);
+            self.pending.extend_from_slice(&message_prefix(length)?);
+            prost::Message::encode(&response, &mut self.pending)
+                .map_err(|error| Status::internal(error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Hands the peer as much of `pending` as its flow control takes; true
+    /// if anything was handed. Err if the stream is gone.
+    fn flush(&mut self, context: &mut Context<'_>) -> Result<bool, ()> {
+        let mut sent = false;
+        while !self.pending.is_empty() {
+            self.responses.reserve_capacity(self.pending.len());
+            let mut capacity = self.responses.capacity();
+            if capacity == 0 {
+                match self.responses.poll_capacity(context) {
+                    Poll::Pending => break,
+                    Poll::Ready(Some(Ok(assigned))) => capacity = assigned,
+                    Poll::Ready(Some(Err(_)) | None) => return Err(()),
+                }
+            }
+            let piece = self
+                .pending
+                .split_to(capacity.min(self.pending.len()))
+                .freeze();
+            self.responses.send_data(piece, false).map_err(|_| ())?;
+            sent = true;
+        }
+        Ok(sent)
+    }
+}
