@@ -1,6 +1,8 @@
-//! Malformed gRPC request bodies, sent on a raw HTTP/2 connection, on etcd 3.4
-//! and on shoal: each call fails with an error status (never OK, never a
+//! gRPC on a raw HTTP/2 connection, on etcd 3.4 and on shoal. Malformed
+//! request bodies: each call fails with an error status (never OK, never a
 //! dropped connection), and the member keeps serving the same connection.
+//! Many streams on one connection. Watch streams whose client stopped
+//! sending, or stopped reading for a while.
 //! Run with `--no-capture` to see both servers' statuses side by side.
 
 mod common;
@@ -12,7 +14,7 @@ use common::{Cluster, ClusterOptions, Flavor};
 use prost::Message as _;
 use proto::etcdserverpb::watch_request::RequestUnion;
 use proto::etcdserverpb::{
-    PutRequest, RangeRequest, RangeResponse, WatchCreateRequest, WatchRequest,
+    PutRequest, RangeRequest, RangeResponse, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -157,14 +159,20 @@ fn check(flavor: Flavor) {
                 "the compressed flag without an encoding",
                 framed(1, &put, put.len()),
             ),
-            (
-                "a message that is not a PutRequest",
-                framed(0, &[0xff; 7], 7),
-            ),
+            ("a message that does not decode", framed(0, &[0xff; 7], 7)),
             ("a message over the size limit", framed(0, &big, big.len())),
         ];
         for (name, body) in cases {
-            for path in ["/etcdserverpb.KV/Put", "/etcdserverpb.KV/Range"] {
+            for path in [
+                "/etcdserverpb.KV/Put",
+                "/etcdserverpb.KV/Range",
+                "/etcdserverpb.Watch/Watch",
+            ] {
+                if body.is_empty() && path.contains("Watch") {
+                    // A watch stream without requests stays open (see
+                    // `watch_streams`).
+                    continue;
+                }
                 let answer = call(&mut send, &authority, path, body.clone()).await;
                 println!(
                     "{flavor:?} {path} {name}: grpc-status {} {:?}",
@@ -260,6 +268,126 @@ fn many_streams(flavor: Flavor) {
             .expect("the last watch was not refused");
         assert_eq!(status, http::StatusCode::OK);
     });
+}
+
+/// Reads the next gRPC message of a response body into `buffer`'s front.
+async fn next_watch_response(body: &mut h2::RecvStream, buffer: &mut BytesMut) -> WatchResponse {
+    loop {
+        if buffer.len() >= 5 {
+            let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+            if buffer.len() >= 5 + length {
+                let message = buffer.split_to(5 + length);
+                return WatchResponse::decode(&message[5..]).expect("a watch response");
+            }
+        }
+        let chunk = tokio::time::timeout(WAIT, body.data())
+            .await
+            .expect("a watch response in time")
+            .expect("the watch stream still open")
+            .expect("the watch stream's data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buffer.extend_from_slice(&chunk);
+    }
+}
+
+/// Opens a watch on `key` and returns its response body once it answered
+/// `created`.
+async fn open_watch(
+    send: &mut h2::client::SendRequest<Bytes>,
+    authority: &str,
+    key: &'static [u8],
+    end_of_stream: bool,
+) -> (h2::RecvStream, BytesMut, h2::SendStream<Bytes>) {
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: Bytes::from_static(key),
+            ..Default::default()
+        })),
+    };
+    let (response, requests) = open_stream(
+        send,
+        authority,
+        "/etcdserverpb.Watch/Watch",
+        message(&create),
+        end_of_stream,
+    )
+    .await;
+    let response = tokio::time::timeout(WAIT, response)
+        .await
+        .expect("the watch answered in time")
+        .expect("the watch was not refused");
+    let mut body = response.into_body();
+    let mut buffer = BytesMut::new();
+    let created = next_watch_response(&mut body, &mut buffer).await;
+    assert!(created.created, "{created:?}");
+    (body, buffer, requests)
+}
+
+/// A watch stream whose client has ended its requests keeps its watcher (as
+/// etcd does: only a reset or the connection's end stops it). A watch whose
+/// client reads nothing while a thousand events of half a KiB are written
+/// (more than flow control and the server's queues hold) then gets every
+/// one of them, in order, once.
+fn watch_streams(flavor: Flavor) {
+    const PUTS: usize = 1000;
+    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
+    let authority = authority(&cluster);
+    common::tokio_runtime().block_on(async {
+        let mut send = connect(&authority, 1024 * 1024).await;
+        let (mut body, mut buffer, _requests) = open_watch(&mut send, &authority, b"h", true).await;
+        put_ok(&mut send, &authority, b"h").await;
+        let event = next_watch_response(&mut body, &mut buffer).await;
+        assert_eq!(event.events.len(), 1, "{event:?}");
+        assert_eq!(&event.events[0].kv.as_ref().unwrap().key[..], b"h");
+
+        // The slow reader has a connection of its own: the data it leaves
+        // unread holds that connection's window.
+        let mut slow_send = connect(&authority, 4 * 1024 * 1024).await;
+        let (mut slow, mut slow_buffer, _slow_requests) =
+            open_watch(&mut slow_send, &authority, b"s", false).await;
+        let mut first_revision = 0;
+        for put_idx in 0..PUTS {
+            let mut value = format!("{put_idx:08}").into_bytes();
+            value.resize(512, b'.');
+            let put = PutRequest {
+                key: Bytes::from_static(b"s"),
+                value: value.into(),
+                ..Default::default()
+            };
+            let answer = call(&mut send, &authority, "/etcdserverpb.KV/Put", message(&put)).await;
+            assert_eq!(answer.status, "0", "{:?}", answer.message);
+            if put_idx == 0 {
+                let response =
+                    proto::etcdserverpb::PutResponse::decode(answer.body.slice(5..)).unwrap();
+                first_revision = response.header.unwrap().revision;
+            }
+        }
+        let mut seen = 0;
+        while seen < PUTS {
+            let response = next_watch_response(&mut slow, &mut slow_buffer).await;
+            assert!(!response.canceled, "{response:?}");
+            for event in response.events {
+                let kv = event.kv.expect("an event's key-value");
+                assert_eq!(
+                    kv.mod_revision,
+                    first_revision + seen as i64,
+                    "event {seen}"
+                );
+                assert_eq!(&kv.value[..8], format!("{seen:08}").as_bytes());
+                seen += 1;
+            }
+        }
+    });
+}
+
+#[test]
+fn watch_streams_on_etcd() {
+    watch_streams(Flavor::Etcd);
+}
+
+#[test]
+fn watch_streams_on_shoal() {
+    watch_streams(Flavor::Shoal);
 }
 
 #[test]
