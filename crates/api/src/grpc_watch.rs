@@ -29,7 +29,8 @@ use crate::watch::Session;
 /// Encoded responses waiting for the peer's flow control beyond which no
 /// more deliveries are taken.
 const PENDING_LIMIT: usize = 64 * 1024;
-/// Deliveries taken in one poll before the connection task gets its turn.
+/// Deliveries taken in one poll before the connection task gets its turn
+/// (tokio's budget per task usually ends the turn sooner).
 const DELIVERIES_PER_POLL: usize = 256;
 
 /// Serves one Watch call until the client resets it or the connection ends
@@ -92,7 +93,9 @@ impl WatchCall {
                 return Poll::Ready(None);
             }
             let mut progressed = false;
-            if !self.requests_done {
+            // Requests are read only while their answers can leave: a client
+            // that sends but does not read is held back by flow control.
+            if !self.requests_done && self.pending.len() < PENDING_LIMIT {
                 match self.requests.poll_data(context) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         let _ = self.requests.flow_control().release_capacity(chunk.len());
@@ -146,14 +149,25 @@ impl WatchCall {
     /// Decodes and handles every whole request message received so far.
     fn handle_requests(&mut self) -> Result<(), Status> {
         while self.input.len() >= MESSAGE_PREFIX_LEN {
-            let length = check_prefix(&self.input, self.max_message)?;
+            let length = match check_prefix(&self.input, self.max_message) {
+                Ok(length) => length,
+                Err(status) => {
+                    self.encode_out()?;
+                    return Err(status);
+                }
+            };
             if self.input.len() < MESSAGE_PREFIX_LEN + length {
                 break;
             }
             let message = self.input.split_to(MESSAGE_PREFIX_LEN + length);
-            let request = <WatchRequest as prost::Message>::decode(&message[MESSAGE_PREFIX_LEN..])
-                .map_err(|error| Status::internal(error.to_string()))?;
-            self.session.handle(request, &mut self.out);
+            match <WatchRequest as prost::Message>::decode(&message[MESSAGE_PREFIX_LEN..]) {
+                Ok(request) => self.session.handle(request, &mut self.out),
+                Err(error) => {
+                    // The answers to the requests before it still leave.
+                    self.encode_out()?;
+                    return Err(Status::internal(error.to_string()));
+                }
+            }
         }
         self.encode_out()
     }

@@ -380,6 +380,59 @@ fn watch_streams(flavor: Flavor) {
     });
 }
 
+/// A client that keeps sending watch requests but reads no answers is held
+/// back by flow control: the server stops reading its requests instead of
+/// piling up their answers.
+fn unread_answers(flavor: Flavor) {
+    // Far more request bytes than the member's stream window (1 MiB on shoal,
+    // 64 KiB on etcd) and what either buffers.
+    const LIMIT_BYTES: usize = 8 * 1024 * 1024;
+    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
+    let authority = authority(&cluster);
+    common::tokio_runtime().block_on(async {
+        let mut send = connect(&authority, 64 * 1024 * 1024).await;
+        let (_body, _buffer, mut requests) = open_watch(&mut send, &authority, b"u", false).await;
+        let progress = message(&WatchRequest {
+            request_union: Some(RequestUnion::ProgressRequest(Default::default())),
+        });
+        let batch: Bytes = progress.repeat(1024).into();
+        let mut sent = 0;
+        let stalled = loop {
+            assert!(
+                sent < LIMIT_BYTES,
+                "{flavor:?} read {sent} bytes of requests whose answers nobody read"
+            );
+            requests.reserve_capacity(batch.len());
+            let capacity = tokio::time::timeout(
+                Duration::from_secs(2),
+                std::future::poll_fn(|context| requests.poll_capacity(context)),
+            )
+            .await;
+            match capacity {
+                Err(_) => break true,
+                Ok(Some(Ok(capacity))) => {
+                    let piece = batch.slice(..capacity.min(batch.len()));
+                    sent += piece.len();
+                    requests.send_data(piece, false).expect("send requests");
+                }
+                Ok(other) => panic!("{flavor:?}: the watch stream ended: {other:?}"),
+            }
+        };
+        assert!(stalled);
+        println!("{flavor:?} stopped reading after {sent} bytes of requests");
+    });
+}
+
+#[test]
+fn unread_answers_hold_back_requests_on_etcd() {
+    unread_answers(Flavor::Etcd);
+}
+
+#[test]
+fn unread_answers_hold_back_requests_on_shoal() {
+    unread_answers(Flavor::Shoal);
+}
+
 #[test]
 fn watch_streams_on_etcd() {
     watch_streams(Flavor::Etcd);
