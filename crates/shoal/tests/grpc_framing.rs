@@ -403,6 +403,13 @@ fn unread_answers(flavor: Flavor) {
                 "{flavor:?} read {sent} bytes of requests whose answers nobody read"
             );
             requests.reserve_capacity(batch.len());
+            let available = requests.capacity();
+            if available > 0 {
+                let piece = batch.slice(..available.min(batch.len()));
+                sent += piece.len();
+                requests.send_data(piece, false).expect("send requests");
+                continue;
+            }
             let capacity = tokio::time::timeout(
                 Duration::from_secs(2),
                 std::future::poll_fn(|context| requests.poll_capacity(context)),
