@@ -384,45 +384,72 @@ fn watch_streams(flavor: Flavor) {
 /// back by flow control: the server stops reading its requests instead of
 /// piling up their answers.
 fn unread_answers(flavor: Flavor) {
-    // Far more request bytes than the member's stream window (1 MiB on shoal,
-    // 64 KiB on etcd) and what either buffers.
-    const LIMIT_BYTES: usize = 8 * 1024 * 1024;
+    // Far more request bytes than either member takes in before it stops
+    // reading (3-4 MB here: its stream window, the requests whose answers
+    // fill its send buffers, and on shoal 64 KiB of answers held back). A
+    // member reading on regardless takes all of them.
+    const LIMIT_BYTES: usize = 32 * 1024 * 1024;
     let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
     let authority = authority(&cluster);
     common::tokio_runtime().block_on(async {
         let mut send = connect(&authority, 64 * 1024 * 1024).await;
-        let (_body, _buffer, mut requests) = open_watch(&mut send, &authority, b"u", false).await;
-        let progress = message(&WatchRequest {
+        let (mut body, _buffer, mut requests) =
+            open_watch(&mut send, &authority, b"u", false).await;
+        // A progress request padded with an unknown field of 1,000 bytes
+        // (field 100, which both servers skip): cheap to send in bulk, each
+        // answered with ~45 bytes.
+        let mut padded = WatchRequest {
             request_union: Some(RequestUnion::ProgressRequest(Default::default())),
-        });
-        let batch: Bytes = progress.repeat(1024).into();
+        }
+        .encode_to_vec();
+        padded.extend_from_slice(&[0xa2, 0x06, 0xe8, 0x07]);
+        padded.extend_from_slice(&[0u8; 1000]);
+        let batch: Bytes = framed(0, &padded, padded.len()).repeat(64).into();
+        // What is left of the batch being sent: pieces follow one another
+        // whatever the capacity cuts them at.
+        let mut unsent = Bytes::new();
         let mut sent = 0;
         let stalled = loop {
             assert!(
                 sent < LIMIT_BYTES,
                 "{flavor:?} read {sent} bytes of requests whose answers nobody read"
             );
-            requests.reserve_capacity(batch.len());
+            if unsent.is_empty() {
+                unsent = batch.clone();
+            }
+            requests.reserve_capacity(unsent.len());
             let available = requests.capacity();
             if available > 0 {
-                let piece = batch.slice(..available.min(batch.len()));
+                let piece = unsent.split_to(available.min(unsent.len()));
                 sent += piece.len();
                 requests.send_data(piece, false).expect("send requests");
                 continue;
             }
             let capacity = tokio::time::timeout(
-                Duration::from_secs(2),
+                Duration::from_secs(5),
                 std::future::poll_fn(|context| requests.poll_capacity(context)),
             )
             .await;
             match capacity {
                 Err(_) => break true,
                 Ok(Some(Ok(capacity))) => {
-                    let piece = batch.slice(..capacity.min(batch.len()));
+                    let piece = unsent.split_to(capacity.min(unsent.len()));
                     sent += piece.len();
-                    requests.send_data(piece, false).expect("send requests");
+                    if requests.send_data(piece, false).is_err() {
+                        while let Some(Ok(_)) = body.data().await {}
+                        panic!(
+                            "{flavor:?}: the watch stream ended: {:?}",
+                            body.trailers().await
+                        )
+                    }
                 }
-                Ok(other) => panic!("{flavor:?}: the watch stream ended: {other:?}"),
+                Ok(other) => {
+                    while let Some(Ok(_)) = body.data().await {}
+                    panic!(
+                        "{flavor:?}: the watch stream ended: {other:?} {:?}",
+                        body.trailers().await
+                    )
+                }
             }
         };
         assert!(stalled);
