@@ -118,14 +118,14 @@ impl WatchCall {
                 }
             }
             while self.pending.len() < PENDING_LIMIT && deliveries < DELIVERIES_PER_POLL {
-                if self
-                    .session
-                    .poll_delivery(context, &mut self.out)
-                    .is_pending()
-                {
+                let Poll::Ready(taken) = self.session.poll_deliveries(
+                    context,
+                    &mut self.out,
+                    DELIVERIES_PER_POLL - deliveries,
+                ) else {
                     break;
-                }
-                deliveries += 1;
+                };
+                deliveries += taken;
                 progressed = true;
                 if let Err(status) = self.encode_out() {
                     return Poll::Ready(Some(status));

@@ -26,6 +26,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Responses buffered per stream before a slow client pushes back on its watchers.
 const STREAM_QUEUE_LEN: usize = 1024;
+/// The largest response that consecutive deliveries of one watcher are
+/// joined into (far below the size at which responses are fragmented).
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The Watch service as a tonic service, for the HTTP gateway.
 pub struct WatchService {
@@ -60,7 +63,7 @@ async fn run(
                 Ok(Some(request)) => session.handle(request, &mut out),
                 Ok(None) | Err(_) => break,
             },
-            () = std::future::poll_fn(|context| session.poll_delivery(context, &mut out)) => {}
+            _ = std::future::poll_fn(|context| session.poll_deliveries(context, &mut out, 64)) => {}
         }
         for response in out.drain(..) {
             if responses.send(Ok(response)).await.is_err() {
@@ -90,6 +93,9 @@ pub(crate) struct Session {
     next_watch_id: i64,
     /// The size above which a fragmenting watcher's response is split.
     max_bytes: usize,
+    /// While deliveries are taken: watcher -> the index in `out` of its
+    /// events response still open to more events, and its size so far.
+    open_responses: HashMap<u64, (usize, usize)>,
 }
 
 impl Session {
@@ -107,6 +113,7 @@ impl Session {
             watch_ids: HashMap::new(),
             next_watch_id: 0,
             max_bytes,
+            open_responses: HashMap::new(),
         }
     }
 
@@ -127,19 +134,61 @@ impl Session {
         }
     }
 
-    /// Takes the next delivery of the session's watchers, adding what it
-    /// makes to `out` (nothing for a watcher cancelled meanwhile).
-    pub(crate) fn poll_delivery(
+    /// Takes the deliveries of the session's watchers that are ready, at
+    /// most `max`, adding what they make to `out` (nothing for a watcher
+    /// cancelled meanwhile); returns how many it took, Pending if none.
+    /// Events for one watcher that follow each other in the queue go out in
+    /// one response (as etcd sends a catching-up watcher's events), up to
+    /// `COALESCE_BYTES`.
+    pub(crate) fn poll_deliveries(
         &mut self,
         context: &mut Context<'_>,
         out: &mut Vec<WatchResponse>,
-    ) -> Poll<()> {
-        // The session holds a sender of its own queue: it never closes.
-        let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(context) else {
-            return Poll::Pending;
-        };
-        self.deliver(delivery, out);
-        Poll::Ready(())
+        max: usize,
+    ) -> Poll<usize> {
+        let mut open = std::mem::take(&mut self.open_responses);
+        open.clear();
+        let mut taken = 0;
+        while taken < max {
+            // The session holds a sender of its own queue: it never closes.
+            let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(context) else {
+                break;
+            };
+            taken += 1;
+            if let WatchMessage::Events { revision, events } = &delivery.message
+                && let Some((index, bytes)) = open.get_mut(&delivery.watcher)
+            {
+                let added: usize = events.iter().map(prost::Message::encoded_len).sum();
+                if *bytes + added <= COALESCE_BYTES {
+                    let response = &mut out[*index];
+                    response.header = Some(self.member.header(*revision));
+                    let WatchMessage::Events { events, .. } = delivery.message else {
+                        unreachable!("matched above");
+                    };
+                    response.events.extend(events);
+                    *bytes += added;
+                    continue;
+                }
+            }
+            let watcher = delivery.watcher;
+            let is_events = matches!(delivery.message, WatchMessage::Events { .. });
+            let before = out.len();
+            self.deliver(delivery, out);
+            // Only a single plain events response stays open: a progress
+            // notification, a cancel or fragments end what may join it.
+            if is_events && out.len() == before + 1 && !out[before].fragment {
+                let bytes = prost::Message::encoded_len(&out[before]);
+                open.insert(watcher, (before, bytes));
+            } else {
+                open.remove(&watcher);
+            }
+        }
+        self.open_responses = open;
+        if taken == 0 {
+            Poll::Pending
+        } else {
+            Poll::Ready(taken)
+        }
     }
 
     fn create(&mut self, create: WatchCreateRequest, out: &mut Vec<WatchResponse>) {

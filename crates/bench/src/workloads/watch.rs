@@ -6,8 +6,8 @@
 //! Each put's value starts with the put's number, so a watcher can tell which
 //! put an event belongs to without any shared ordering.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
