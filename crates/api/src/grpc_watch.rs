@@ -122,6 +122,7 @@ impl WatchCall {
                     context,
                     &mut self.out,
                     DELIVERIES_PER_POLL - deliveries,
+                    PENDING_LIMIT - self.pending.len(),
                 ) else {
                     break;
                 };

@@ -29,6 +29,7 @@ const STREAM_QUEUE_LEN: usize = 1024;
 /// The largest response that consecutive deliveries of one watcher are
 /// joined into (far below the size at which responses are fragmented).
 const COALESCE_BYTES: usize = 64 * 1024;
+const _: () = assert!(COALESCE_BYTES < crate::GRPC_OVERHEAD_BYTES);
 
 /// The Watch service as a tonic service, for the HTTP gateway.
 pub struct WatchService {
@@ -63,7 +64,9 @@ async fn run(
                 Ok(Some(request)) => session.handle(request, &mut out),
                 Ok(None) | Err(_) => break,
             },
-            _ = std::future::poll_fn(|context| session.poll_deliveries(context, &mut out, 64)) => {}
+            _ = std::future::poll_fn(|context| {
+                session.poll_deliveries(context, &mut out, 64, COALESCE_BYTES)
+            }) => {}
         }
         for response in out.drain(..) {
             if responses.send(Ok(response)).await.is_err() {
@@ -135,21 +138,27 @@ impl Session {
     }
 
     /// Takes the deliveries of the session's watchers that are ready, at
-    /// most `max`, adding what they make to `out` (nothing for a watcher
-    /// cancelled meanwhile); returns how many it took, Pending if none.
-    /// Events for one watcher that follow each other in the queue go out in
-    /// one response (as etcd sends a catching-up watcher's events), up to
-    /// `COALESCE_BYTES`.
+    /// most `max`, and stops once what they made reaches about `max_bytes`
+    /// encoded; adds what they make to `out` (nothing for a watcher
+    /// cancelled meanwhile) and returns how many it took, Pending if none.
+    /// The events of one watcher taken in one call go out in one response
+    /// (as etcd sends a catching-up watcher's events), up to
+    /// `COALESCE_BYTES`: a watcher's messages stay in their order, while
+    /// another watcher's may now come before or after them (etcd orders
+    /// events per watcher only).
     pub(crate) fn poll_deliveries(
         &mut self,
         context: &mut Context<'_>,
         out: &mut Vec<WatchResponse>,
         max: usize,
+        max_bytes: usize,
     ) -> Poll<usize> {
+        debug_assert!(max > 0, "a call taking nothing registers no waker");
         let mut open = std::mem::take(&mut self.open_responses);
         open.clear();
         let mut taken = 0;
-        while taken < max {
+        let mut made_bytes = 0;
+        while taken < max && made_bytes < max_bytes {
             // The session holds a sender of its own queue: it never closes.
             let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(context) else {
                 break;
@@ -167,6 +176,7 @@ impl Session {
                     };
                     response.events.extend(events);
                     *bytes += added;
+                    made_bytes += added;
                     continue;
                 }
             }
@@ -176,9 +186,10 @@ impl Session {
             self.deliver(delivery, out);
             // Only a single plain events response stays open: a progress
             // notification, a cancel or fragments end what may join it.
+            let made: usize = out[before..].iter().map(prost::Message::encoded_len).sum();
+            made_bytes += made;
             if is_events && out.len() == before + 1 && !out[before].fragment {
-                let bytes = prost::Message::encoded_len(&out[before]);
-                open.insert(watcher, (before, bytes));
+                open.insert(watcher, (before, made));
             } else {
                 open.remove(&watcher);
             }

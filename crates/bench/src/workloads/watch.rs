@@ -470,7 +470,12 @@ impl Delivery {
                 failed.push(format!("watch task failed: {error}"));
             }
         }
-        let mut events = std::mem::take(&mut *self.events.lock().expect("no task panicked"));
+        let mut events = std::mem::take(
+            &mut *self
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for error in failed {
             events.record_error(error);
         }
@@ -522,7 +527,9 @@ async fn receive_events(
 
 /// Adds a task's latencies (and its error) to the shared histogram.
 fn record(events: &Mutex<Recorder>, latencies: &mut Vec<Duration>, error: Option<String>) {
-    let mut events = events.lock().expect("no task panicked");
+    let mut events = events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for latency in latencies.drain(..) {
         events.record(latency);
     }
