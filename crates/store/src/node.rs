@@ -1012,12 +1012,15 @@ impl Node {
         if restored {
             self.watch_hub.resync_all();
         }
-        self.watch_hub.notify(&events);
+        // The clients first: their answers need nothing the watchers get,
+        // and a watcher created meanwhile starts after the published revision
+        // (or catches up from history), so it sees each event once.
         for (id, result) in results {
             if let Some(waiter) = self.waiters.remove(&id) {
                 let _ = waiter.send(result);
             }
         }
+        self.watch_hub.notify(&events);
         self.release_reads();
     }
 
