@@ -317,13 +317,20 @@ pub(crate) fn ok_trailers() -> http::HeaderMap {
 
 /// A response message with its gRPC prefix.
 fn encode<M: prost::Message>(message: &M) -> Result<Bytes, Status> {
-    let length = message.encoded_len();
-    let mut buffer = BytesMut::with_capacity(MESSAGE_PREFIX_LEN + length);
-    buffer.extend_from_slice(&message_prefix(length)?);
-    message
-        .encode(&mut buffer)
-        .map_err(|error| Status::internal(error.to_string()))?;
+    let mut buffer = BytesMut::with_capacity(MESSAGE_PREFIX_LEN + message.encoded_len());
+    encode_into(message, &mut buffer)?;
     Ok(buffer.freeze())
+}
+
+/// Appends a response message with its gRPC prefix to `buffer`.
+pub(crate) fn encode_into<M: prost::Message>(
+    message: &M,
+    buffer: &mut BytesMut,
+) -> Result<(), Status> {
+    buffer.extend_from_slice(&message_prefix(message.encoded_len())?);
+    message
+        .encode(buffer)
+        .map_err(|error| Status::internal(error.to_string()))
 }
 
 /// Hands a call to tonic's routes and writes the response they produce.

@@ -23,7 +23,7 @@ use store::Member;
 use tonic::Status;
 
 use crate::encoded_range::check_request_encoding;
-use crate::grpc::{MESSAGE_PREFIX_LEN, check_prefix, grpc_response, message_prefix};
+use crate::grpc::{MESSAGE_PREFIX_LEN, check_prefix, encode_into, grpc_response};
 use crate::watch::Session;
 
 /// Encoded responses waiting for the peer's flow control beyond which no
@@ -87,11 +87,13 @@ struct WatchCall {
 impl WatchCall {
     /// Runs until the stream is gone (`None`) or fails with a status.
     fn poll_run(&mut self, context: &mut Context<'_>) -> Poll<Option<Status>> {
+        // Once per poll: the stream keeps one waker for its send side, and
+        // a reset met while sending below ends the call too.
+        if self.responses.poll_reset(context).is_ready() {
+            return Poll::Ready(None);
+        }
         let mut deliveries = 0;
         loop {
-            if self.responses.poll_reset(context).is_ready() {
-                return Poll::Ready(None);
-            }
             let mut progressed = false;
             // Requests are read only while their answers can leave: a client
             // that sends but does not read is held back by flow control.
@@ -147,39 +149,32 @@ impl WatchCall {
         }
     }
 
-    /// Decodes and handles every whole request message received so far.
+    /// Handles every whole request message received so far; the answers to
+    /// the requests before a bad one still leave.
     fn handle_requests(&mut self) -> Result<(), Status> {
+        let handled = self.decode_requests();
+        self.encode_out()?;
+        handled
+    }
+
+    fn decode_requests(&mut self) -> Result<(), Status> {
         while self.input.len() >= MESSAGE_PREFIX_LEN {
-            let length = match check_prefix(&self.input, self.max_message) {
-                Ok(length) => length,
-                Err(status) => {
-                    self.encode_out()?;
-                    return Err(status);
-                }
-            };
+            let length = check_prefix(&self.input, self.max_message)?;
             if self.input.len() < MESSAGE_PREFIX_LEN + length {
                 break;
             }
             let message = self.input.split_to(MESSAGE_PREFIX_LEN + length);
-            match <WatchRequest as prost::Message>::decode(&message[MESSAGE_PREFIX_LEN..]) {
-                Ok(request) => self.session.handle(request, &mut self.out),
-                Err(error) => {
-                    // The answers to the requests before it still leave.
-                    self.encode_out()?;
-                    return Err(Status::internal(error.to_string()));
-                }
-            }
+            let request = <WatchRequest as prost::Message>::decode(&message[MESSAGE_PREFIX_LEN..])
+                .map_err(|error| Status::internal(error.to_string()))?;
+            self.session.handle(request, &mut self.out);
         }
-        self.encode_out()
+        Ok(())
     }
 
     /// Appends the responses made so far to what waits for the peer.
     fn encode_out(&mut self) -> Result<(), Status> {
         for response in self.out.drain(..) {
-            let length = prost::Message::encoded_len(&response);
-            self.pending.extend_from_slice(&message_prefix(length)?);
-            prost::Message::encode(&response, &mut self.pending)
-                .map_err(|error| Status::internal(error.to_string()))?;
+            encode_into(&response, &mut self.pending)?;
         }
         Ok(())
     }

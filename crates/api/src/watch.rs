@@ -164,26 +164,27 @@ impl Session {
                 break;
             };
             taken += 1;
-            if let WatchMessage::Events { revision, events } = &delivery.message
-                && let Some((index, bytes)) = open.get_mut(&delivery.watcher)
+            let Delivery {
+                watcher,
+                mut message,
+                ..
+            } = delivery;
+            if let WatchMessage::Events { revision, events } = &mut message
+                && let Some((index, bytes)) = open.get_mut(&watcher)
             {
                 let added: usize = events.iter().map(prost::Message::encoded_len).sum();
                 if *bytes + added <= COALESCE_BYTES {
                     let response = &mut out[*index];
                     response.header = Some(self.member.header(*revision));
-                    let WatchMessage::Events { events, .. } = delivery.message else {
-                        unreachable!("matched above");
-                    };
-                    response.events.extend(events);
+                    response.events.append(events);
                     *bytes += added;
                     made_bytes += added;
                     continue;
                 }
             }
-            let watcher = delivery.watcher;
-            let is_events = matches!(delivery.message, WatchMessage::Events { .. });
+            let is_events = matches!(message, WatchMessage::Events { .. });
             let before = out.len();
-            self.deliver(delivery, out);
+            self.deliver(watcher, message, out);
             // Only a single plain events response stays open: a progress
             // notification, a cancel or fragments end what may join it.
             let made: usize = out[before..].iter().map(prost::Message::encoded_len).sum();
@@ -281,12 +282,13 @@ impl Session {
         });
     }
 
-    fn deliver(&mut self, delivery: Delivery, out: &mut Vec<WatchResponse>) {
-        let Some(watcher) = self.watchers.get(&delivery.watcher) else {
+    /// Turns a message for hub watcher `hub_id` into responses in `out`.
+    fn deliver(&mut self, hub_id: u64, message: WatchMessage, out: &mut Vec<WatchResponse>) {
+        let Some(watcher) = self.watchers.get(&hub_id) else {
             return;
         };
         let watch_id = watcher.watch_id;
-        match delivery.message {
+        match message {
             WatchMessage::Events { revision, events } => {
                 let response = WatchResponse {
                     header: Some(self.member.header(revision)),
@@ -308,7 +310,7 @@ impl Session {
             // The hub has removed the watcher. etcd's compacted cancel
             // carries no revision in its header.
             WatchMessage::Compacted { compact_revision } => {
-                self.watchers.remove(&delivery.watcher);
+                self.watchers.remove(&hub_id);
                 self.watch_ids.remove(&watch_id);
                 out.push(WatchResponse {
                     header: Some(ResponseHeader {

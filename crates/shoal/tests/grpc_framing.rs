@@ -87,12 +87,19 @@ fn framed(flag: u8, message: &[u8], announced_len: usize) -> Bytes {
     body.freeze()
 }
 
-/// The first member's `host:port`.
-fn authority(cluster: &Cluster) -> String {
-    cluster
+/// Starts a one-member cluster of `flavor` and runs `test` with its
+/// `host:port`.
+fn with_member<F: std::future::Future<Output = ()>>(
+    flavor: Flavor,
+    options: ClusterOptions,
+    test: impl FnOnce(String) -> F,
+) {
+    let cluster = Cluster::start(flavor, 1, options);
+    let authority = cluster
         .endpoint(0)
         .trim_start_matches("http://")
-        .to_string()
+        .to_string();
+    common::tokio_runtime().block_on(test(authority));
 }
 
 /// A well-formed request body: one uncompressed message.
@@ -132,9 +139,7 @@ fn check(flavor: Flavor) {
         extra_args: vec!["--max-request-bytes".into(), MAX_REQUEST_BYTES.to_string()],
         ..ClusterOptions::default()
     };
-    let cluster = Cluster::start(flavor, 1, options);
-    let authority = authority(&cluster);
-    common::tokio_runtime().block_on(async {
+    with_member(flavor, options, |authority| async move {
         let mut send = connect(&authority, 64 * 1024).await;
         let put = PutRequest {
             key: Bytes::from_static(b"k"),
@@ -218,9 +223,7 @@ fn check(flavor: Flavor) {
 /// behind the watches.
 fn many_streams(flavor: Flavor) {
     const WATCHES: usize = 300;
-    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
-    let authority = authority(&cluster);
-    common::tokio_runtime().block_on(async {
+    with_member(flavor, ClusterOptions::default(), |authority| async move {
         // Room for every watch's first small answer before its reader runs
         // (h2 closes a connection holding too many small frames unread).
         let mut send = connect(&authority, 1024 * 1024).await;
@@ -330,9 +333,7 @@ async fn open_watch(
 /// one of them, in order, once.
 fn watch_streams(flavor: Flavor) {
     const PUTS: usize = 1000;
-    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
-    let authority = authority(&cluster);
-    common::tokio_runtime().block_on(async {
+    with_member(flavor, ClusterOptions::default(), |authority| async move {
         let mut send = connect(&authority, 1024 * 1024).await;
         let (mut body, mut buffer, _requests) = open_watch(&mut send, &authority, b"h", true).await;
         put_ok(&mut send, &authority, b"h").await;
@@ -380,6 +381,12 @@ fn watch_streams(flavor: Flavor) {
     });
 }
 
+/// Reads what is left of a response body; its trailers, as text.
+async fn stream_end(body: &mut h2::RecvStream) -> String {
+    while let Some(Ok(_)) = body.data().await {}
+    format!("{:?}", body.trailers().await)
+}
+
 /// A client that keeps sending watch requests but reads no answers is held
 /// back by flow control: the server stops reading its requests instead of
 /// piling up their answers.
@@ -389,9 +396,7 @@ fn unread_answers(flavor: Flavor) {
     // fill its send buffers, and on shoal 64 KiB of answers held back). A
     // member reading on regardless takes all of them.
     const LIMIT_BYTES: usize = 32 * 1024 * 1024;
-    let cluster = Cluster::start(flavor, 1, ClusterOptions::default());
-    let authority = authority(&cluster);
-    common::tokio_runtime().block_on(async {
+    with_member(flavor, ClusterOptions::default(), |authority| async move {
         let mut send = connect(&authority, 64 * 1024 * 1024).await;
         let (mut body, _buffer, mut requests) =
             open_watch(&mut send, &authority, b"u", false).await;
@@ -409,7 +414,8 @@ fn unread_answers(flavor: Flavor) {
         // whatever the capacity cuts them at.
         let mut unsent = Bytes::new();
         let mut sent = 0;
-        let stalled = loop {
+        // Sends until the member gives no more capacity for 5 s.
+        loop {
             assert!(
                 sent < LIMIT_BYTES,
                 "{flavor:?} read {sent} bytes of requests whose answers nobody read"
@@ -418,41 +424,31 @@ fn unread_answers(flavor: Flavor) {
                 unsent = batch.clone();
             }
             requests.reserve_capacity(unsent.len());
-            let available = requests.capacity();
-            if available > 0 {
-                let piece = unsent.split_to(available.min(unsent.len()));
-                sent += piece.len();
-                requests.send_data(piece, false).expect("send requests");
-                continue;
-            }
-            let capacity = tokio::time::timeout(
-                Duration::from_secs(5),
-                std::future::poll_fn(|context| requests.poll_capacity(context)),
-            )
-            .await;
-            match capacity {
-                Err(_) => break true,
-                Ok(Some(Ok(capacity))) => {
-                    let piece = unsent.split_to(capacity.min(unsent.len()));
-                    sent += piece.len();
-                    if requests.send_data(piece, false).is_err() {
-                        while let Some(Ok(_)) = body.data().await {}
-                        panic!(
-                            "{flavor:?}: the watch stream ended: {:?}",
-                            body.trailers().await
-                        )
-                    }
-                }
-                Ok(other) => {
-                    while let Some(Ok(_)) = body.data().await {}
-                    panic!(
-                        "{flavor:?}: the watch stream ended: {other:?} {:?}",
-                        body.trailers().await
-                    )
+            let mut capacity = requests.capacity();
+            if capacity == 0 {
+                let assigned = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    std::future::poll_fn(|context| requests.poll_capacity(context)),
+                )
+                .await;
+                match assigned {
+                    Err(_) => break,
+                    Ok(Some(Ok(assigned))) => capacity = assigned,
+                    Ok(other) => panic!(
+                        "{flavor:?}: the watch stream ended: {other:?} {}",
+                        stream_end(&mut body).await
+                    ),
                 }
             }
-        };
-        assert!(stalled);
+            let piece = unsent.split_to(capacity.min(unsent.len()));
+            sent += piece.len();
+            if requests.send_data(piece, false).is_err() {
+                panic!(
+                    "{flavor:?}: the watch stream ended: {}",
+                    stream_end(&mut body).await
+                );
+            }
+        }
         println!("{flavor:?} stopped reading after {sent} bytes of requests");
     });
 }
