@@ -96,9 +96,15 @@ pub(crate) async fn serve_connection<T>(
         _ = stop.wait_for(|stopped| *stopped) => return,
     };
     let mut calls = FuturesUnordered::new();
+    // The watch streams of this connection get their events one after another.
+    let watch_group = store::watch::WatchQueue::new_group();
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            // The calls first, so what they send in this turn leaves in the
+            // connection's one write below.
+            biased;
+            Some(()) = calls.next(), if !calls.is_empty() => {}
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => match Inline::for_path(request.uri().path()) {
                     Some(Inline::Kv(call)) => calls.push(Either::Left(answer(
@@ -110,6 +116,7 @@ pub(crate) async fn serve_connection<T>(
                     Some(Inline::Watch) => {
                         let watch = grpc_watch::serve(
                             services.kv.member.clone(),
+                            watch_group,
                             services.max_message,
                             request,
                             respond,
@@ -130,7 +137,6 @@ pub(crate) async fn serve_connection<T>(
                 }
                 None => break,
             },
-            Some(()) = calls.next(), if !calls.is_empty() => {}
             _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => {
                 connection.graceful_shutdown();
                 closing = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);

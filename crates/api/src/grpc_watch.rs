@@ -37,6 +37,7 @@ const DELIVERIES_PER_POLL: usize = 256;
 /// (the future is dropped then, and the session's watchers with it).
 pub(crate) async fn serve(
     member: Arc<Member>,
+    group: u64,
     max_message: usize,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
@@ -49,7 +50,7 @@ pub(crate) async fn serve(
         return;
     };
     let mut call = WatchCall {
-        session: Session::new(member),
+        session: Session::new(member, group),
         requests: request.into_body(),
         requests_done: false,
         input: BytesMut::new(),
@@ -86,10 +87,16 @@ struct WatchCall {
 
 impl WatchCall {
     /// Runs until the stream is gone (`None`) or fails with a status.
+    ///
+    /// The stream's send side keeps one waker (for a reset and for flow
+    /// control capacity), registered at the end of each poll: h2 wakes it
+    /// when a `reserve_capacity` below is granted at once, and such a wake
+    /// during the poll would count as the call waking itself, after two of
+    /// which `FuturesUnordered` ends its turn and the connection writes
+    /// what two streams made instead of all of them.
     fn poll_run(&mut self, context: &mut Context<'_>) -> Poll<Option<Status>> {
-        // Once per poll: the stream keeps one waker for its send side, and
-        // a reset met while sending below ends the call too.
-        if self.responses.poll_reset(context).is_ready() {
+        let mut quiet = Context::from_waker(std::task::Waker::noop());
+        if self.responses.poll_reset(&mut quiet).is_ready() {
             return Poll::Ready(None);
         }
         let mut deliveries = 0;
@@ -134,19 +141,23 @@ impl WatchCall {
                     return Poll::Ready(Some(status));
                 }
             }
-            match self.flush(context) {
+            match self.flush(&mut quiet) {
                 Ok(sent) => progressed |= sent,
                 Err(()) => return Poll::Ready(None),
             }
             if deliveries >= DELIVERIES_PER_POLL {
                 // More may be waiting: come back after the connection's turn.
                 context.waker().wake_by_ref();
-                return Poll::Pending;
+                break;
             }
             if !progressed {
-                return Poll::Pending;
+                break;
             }
         }
+        if self.responses.poll_reset(context).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 
     /// Handles every whole request message received so far; the answers to
@@ -180,18 +191,20 @@ impl WatchCall {
     }
 
     /// Hands the peer as much of `pending` as its flow control takes; true
-    /// if anything was handed. Err if the stream is gone.
-    fn flush(&mut self, context: &mut Context<'_>) -> Result<bool, ()> {
+    /// if anything was handed. Err if the stream is gone. `quiet` is a
+    /// context whose waker does nothing: the waker that hears of more
+    /// capacity is registered at the end of `poll_run`.
+    fn flush(&mut self, quiet: &mut Context<'_>) -> Result<bool, ()> {
         let mut sent = false;
         while !self.pending.is_empty() {
             self.responses.reserve_capacity(self.pending.len());
-            let mut capacity = self.responses.capacity();
+            let capacity = self.responses.capacity();
             if capacity == 0 {
-                match self.responses.poll_capacity(context) {
-                    Poll::Pending => break,
-                    Poll::Ready(Some(Ok(assigned))) => capacity = assigned,
-                    Poll::Ready(Some(Err(_)) | None) => return Err(()),
+                // Only to learn whether the stream is gone.
+                if let Poll::Ready(Some(Err(_)) | None) = self.responses.poll_capacity(quiet) {
+                    return Err(());
                 }
+                break;
             }
             let piece = self
                 .pending

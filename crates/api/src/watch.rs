@@ -44,7 +44,7 @@ impl WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let (responses, receiver) = mpsc::channel(STREAM_QUEUE_LEN);
-        let session = Session::new(self.member.clone());
+        let session = Session::new(self.member.clone(), WatchQueue::new_group());
         tokio::spawn(run(session, request.into_inner(), responses));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -102,8 +102,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(member: Arc<Member>) -> Session {
-        let (queue, deliveries) = WatchQueue::new();
+    /// A session whose watchers deliver into a queue of `group` (one per
+    /// client connection, `WatchQueue::in_group`).
+    pub(crate) fn new(member: Arc<Member>, group: u64) -> Session {
+        let (queue, deliveries) = WatchQueue::in_group(group);
         // etcd fragments above the request limit plus the gRPC overhead it allows.
         let max_bytes = usize::try_from(member.max_request_bytes())
             .unwrap_or(usize::MAX)

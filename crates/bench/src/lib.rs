@@ -119,10 +119,13 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             connect::channels(&targets, dial_timeout).await?
         },
-        kv: if is_kv {
-            connect::kv_connections(&targets, dial_timeout).await?
-        } else {
-            Vec::new()
+        kv: match args.workload {
+            _ if is_kv => connect::kv_connections(&targets, dial_timeout).await?,
+            // The puts go on a connection of their own, as in etcd's tool.
+            Workload::WatchLatency(_) => {
+                connect::kv_connections(&targets[..1], dial_timeout).await?
+            }
+            _ => Vec::new(),
         },
         n_clients: args.clients,
     };

@@ -9,16 +9,17 @@
 //! with its watcher's id. A watcher may have at most `WATCHER_QUEUE_LEN`
 //! messages in the queue at once; past that it falls back to history.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::mvccpb::Event;
 use proto::mvccpb::event::EventType;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Messages of one watcher a queue holds before the watcher falls back to history.
 pub const WATCHER_QUEUE_LEN: usize = 256;
@@ -49,18 +50,125 @@ pub enum WatchMessage {
 }
 
 /// Where watchers deliver; cloned, it is the same queue.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct WatchQueue {
-    sender: mpsc::UnboundedSender<Delivery>,
+    shared: Arc<QueueShared>,
+    /// The hub delivers a batch to the watchers of one group after another.
+    group: u64,
+}
+
+/// A queue of deliveries. The hub may add several before it wakes the
+/// reader (`queue` then `wake`), so that a reader woken once finds them all.
+#[derive(Debug, Default)]
+struct QueueShared {
+    deliveries: Mutex<VecDeque<Delivery>>,
+    /// The reader's waker, while it waits.
+    waker: Mutex<Option<Waker>>,
+    /// `WatchQueue`s alive; at zero the reader sees the end.
+    senders: AtomicUsize,
+    receiver_gone: AtomicBool,
+}
+
+impl QueueShared {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Clone for WatchQueue {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        WatchQueue {
+            shared: Arc::clone(&self.shared),
+            group: self.group,
+        }
+    }
+}
+
+impl Drop for WatchQueue {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.wake();
+        }
+    }
 }
 
 /// The receiving end of a `WatchQueue`.
-pub type WatchReceiver = mpsc::UnboundedReceiver<Delivery>;
+#[derive(Debug)]
+pub struct WatchReceiver {
+    shared: Arc<QueueShared>,
+}
+
+impl WatchReceiver {
+    /// The next delivery; `None` once every `WatchQueue` of it is gone and
+    /// it is empty.
+    pub fn poll_recv(&mut self, context: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        if let Some(delivery) = self.try_recv() {
+            return Poll::Ready(Some(delivery));
+        }
+        {
+            let mut waker = self.shared.waker.lock();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(context.waker())) {
+                *waker = Some(context.waker().clone());
+            }
+        }
+        // Added (or closed) before the waker was in place: not missed.
+        if let Some(delivery) = self.try_recv() {
+            return Poll::Ready(Some(delivery));
+        }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|context| self.poll_recv(context)).await
+    }
+
+    /// The next delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.shared.deliveries.lock().pop_front()
+    }
+}
+
+impl Drop for WatchReceiver {
+    fn drop(&mut self) {
+        self.shared.receiver_gone.store(true, Ordering::Release);
+        // Gives the watchers' allowances back.
+        let dropped = std::mem::take(&mut *self.shared.deliveries.lock());
+        drop(dropped);
+    }
+}
+
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
 
 impl WatchQueue {
+    /// A queue in a group of its own.
     pub fn new() -> (WatchQueue, WatchReceiver) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (WatchQueue { sender }, receiver)
+        WatchQueue::in_group(WatchQueue::new_group())
+    }
+
+    /// A queue in `group`. The queues of one client connection share a
+    /// group: the hub adds a batch's messages for all of them before it
+    /// wakes their readers, so the connection's task finds them together
+    /// and sends them in one write.
+    pub fn in_group(group: u64) -> (WatchQueue, WatchReceiver) {
+        let shared = Arc::new(QueueShared {
+            senders: AtomicUsize::new(1),
+            ..QueueShared::default()
+        });
+        let receiver = WatchReceiver {
+            shared: Arc::clone(&shared),
+        };
+        (WatchQueue { shared, group }, receiver)
+    }
+
+    /// A group no queue is in yet.
+    pub fn new_group() -> u64 {
+        NEXT_GROUP.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -98,10 +206,19 @@ impl Outlet {
         self.queued.load(Ordering::Acquire) < WATCHER_QUEUE_LEN
     }
 
-    /// Queues a message unless the watcher's allowance is used up or the
-    /// queue's reader is gone.
+    /// Queues a message and wakes the reader, unless the watcher's
+    /// allowance is used up or the reader is gone.
     fn try_send(&self, message: WatchMessage) -> bool {
-        if !self.has_room() {
+        let queued = self.try_queue(message);
+        if queued {
+            self.queue.shared.wake();
+        }
+        queued
+    }
+
+    /// Queues a message without waking the reader (the caller wakes it).
+    fn try_queue(&self, message: WatchMessage) -> bool {
+        if !self.has_room() || self.queue.shared.receiver_gone.load(Ordering::Acquire) {
             return false;
         }
         // Only the hub adds, under its lock, so the check above still holds.
@@ -111,7 +228,8 @@ impl Outlet {
             message,
             _slot: QueueSlot(Arc::clone(&self.queued)),
         };
-        self.queue.sender.send(delivery).is_ok()
+        self.queue.shared.deliveries.lock().push_back(delivery);
+        true
     }
 }
 
@@ -144,9 +262,54 @@ impl Watcher {
     }
 }
 
+/// The hub's watchers, in the order batches are delivered: by queue group.
+#[derive(Default)]
+struct Watchers {
+    by_group: BTreeMap<(u64, u64), Watcher>,
+    /// Watcher id -> its queue's group.
+    group_of: HashMap<u64, u64>,
+}
+
+impl Watchers {
+    fn insert(&mut self, id: u64, watcher: Watcher) {
+        let group = watcher.outlet.queue.group;
+        self.group_of.insert(id, group);
+        self.by_group.insert((group, id), watcher);
+    }
+
+    fn get(&self, id: u64) -> Option<&Watcher> {
+        let group = self.group_of.get(&id)?;
+        self.by_group.get(&(*group, id))
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Watcher> {
+        let group = self.group_of.get(&id)?;
+        self.by_group.get_mut(&(*group, id))
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Watcher> {
+        let group = self.group_of.remove(&id)?;
+        self.by_group.remove(&(group, id))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_group.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Watcher)> {
+        self.by_group
+            .iter()
+            .map(|((_, id), watcher)| (*id, watcher))
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Watcher> {
+        self.by_group.values_mut()
+    }
+}
+
 pub struct WatchHub {
     mvcc: Arc<mvcc::Mvcc>,
-    watchers: Mutex<HashMap<u64, Watcher>>,
+    watchers: Mutex<Watchers>,
     next_id: Mutex<u64>,
     wake: Notify,
 }
@@ -155,7 +318,7 @@ impl WatchHub {
     pub fn new(mvcc: Arc<mvcc::Mvcc>) -> Arc<WatchHub> {
         Arc::new(WatchHub {
             mvcc,
-            watchers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Watchers::default()),
             next_id: Mutex::new(1),
             wake: Notify::new(),
         })
@@ -209,7 +372,7 @@ impl WatchHub {
     }
 
     pub fn cancel(&self, id: u64) -> bool {
-        self.watchers.lock().remove(&id).is_some()
+        self.watchers.lock().remove(id).is_some()
     }
 
     /// Queues a progress notification for a watcher that is caught up; behind its
@@ -217,7 +380,7 @@ impl WatchHub {
     /// Returns false if the watcher is behind (etcd sends nothing then).
     pub fn progress(&self, id: u64) -> bool {
         let watchers = self.watchers.lock();
-        let Some(watcher) = watchers.get(&id) else {
+        let Some(watcher) = watchers.get(id) else {
             return false;
         };
         if !watcher.synced {
@@ -228,7 +391,7 @@ impl WatchHub {
     }
 
     pub fn exists(&self, id: u64) -> bool {
-        self.watchers.lock().contains_key(&id)
+        self.watchers.lock().get(id).is_some()
     }
 
     /// Delivers a published batch (events in revision order) to synced watchers.
@@ -241,29 +404,47 @@ impl WatchHub {
         if watchers.is_empty() {
             return;
         }
+        let batch: Vec<&[Event]> = events
+            .chunk_by(|a, b| revision_of(a) == revision_of(b))
+            .collect();
         let mut fell_behind = false;
-        for group in events.chunk_by(|a, b| revision_of(a) == revision_of(b)) {
-            let revision = revision_of(&group[0]);
-            for watcher in watchers.values_mut() {
+        // Readers with messages not yet woken: all of one queue group, which
+        // are woken together when the next group begins.
+        let mut unwoken: Vec<Arc<QueueShared>> = Vec::new();
+        let mut current_group = None;
+        for watcher in watchers.values_mut() {
+            let group = watcher.outlet.queue.group;
+            if current_group != Some(group) {
+                current_group = Some(group);
+                unwoken.drain(..).for_each(|queue| queue.wake());
+            }
+            for events in &batch {
+                let revision = revision_of(&events[0]);
                 if !watcher.synced || revision < watcher.next_revision {
                     continue;
                 }
-                let selected = watcher.select(group);
+                let selected = watcher.select(events);
                 if !selected.is_empty() {
                     let message = WatchMessage::Events {
                         revision,
                         events: selected,
                     };
-                    if !watcher.outlet.try_send(message) {
+                    if !watcher.outlet.try_queue(message) {
                         // Full (or gone): catch up from history later, from this revision.
                         watcher.synced = false;
                         fell_behind = true;
                         continue;
                     }
+                    // A reader woken twice finds nothing the second time.
+                    let queue = &watcher.outlet.queue.shared;
+                    if unwoken.last().is_none_or(|last| !Arc::ptr_eq(last, queue)) {
+                        unwoken.push(Arc::clone(queue));
+                    }
                 }
                 watcher.next_revision = revision + 1;
             }
         }
+        unwoken.drain(..).for_each(|queue| queue.wake());
         drop(watchers);
         if fell_behind {
             self.wake.notify_one();
@@ -296,7 +477,7 @@ impl WatchHub {
             .filter(|(_, watcher)| !watcher.synced)
             .map(|(id, watcher)| {
                 (
-                    *id,
+                    id,
                     watcher.spec.clone(),
                     watcher.next_revision,
                     watcher.outlet.clone(),
@@ -319,7 +500,7 @@ impl WatchHub {
                 Err(mvcc::MvccError::Compacted) => {
                     let compact_revision = self.mvcc.compact_revision();
                     let _ = outlet.try_send(WatchMessage::Compacted { compact_revision });
-                    self.watchers.lock().remove(&id);
+                    self.watchers.lock().remove(id);
                     continue;
                 }
                 Err(error) => {
@@ -329,7 +510,7 @@ impl WatchHub {
                 }
             };
             let mut watchers = self.watchers.lock();
-            let Some(watcher) = watchers.get_mut(&id) else {
+            let Some(watcher) = watchers.get_mut(id) else {
                 continue;
             };
             if watcher.next_revision != next_revision {

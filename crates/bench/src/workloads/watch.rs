@@ -23,7 +23,7 @@ use tonic::Status;
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
-use crate::connect::{Connections, call_error, kv_client};
+use crate::connect::{Connections, call_error};
 use crate::keys::{self, KeySpace};
 use crate::progress;
 use crate::report::{Recorder, Section, Summary};
@@ -118,7 +118,7 @@ pub async fn watch_latency(
     let n_watchers = streams.len() as u64;
     let delivery = Delivery::start(streams, Arc::clone(&clock));
 
-    let mut kv = kv_client(connections.channel(0));
+    let mut kv = connections.kv[0].clone();
     let mut puts = Recorder::new();
     let bar = progress::bar("watch-latency", args.put_total);
     let puts_started = Instant::now();
