@@ -9,17 +9,16 @@
 //! with its watcher's id. A watcher may have at most `WATCHER_QUEUE_LEN`
 //! messages in the queue at once; past that it falls back to history.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::mvccpb::Event;
 use proto::mvccpb::event::EventType;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// Messages of one watcher a queue holds before the watcher falls back to history.
 pub const WATCHER_QUEUE_LEN: usize = 256;
@@ -50,98 +49,15 @@ pub enum WatchMessage {
 }
 
 /// Where watchers deliver; cloned, it is the same queue.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct WatchQueue {
-    shared: Arc<QueueShared>,
+    sender: mpsc::UnboundedSender<Delivery>,
     /// The hub delivers a batch to the watchers of one group after another.
     group: u64,
 }
 
-/// A queue of deliveries. The hub may add several before it wakes the
-/// reader (`queue` then `wake`), so that a reader woken once finds them all.
-#[derive(Debug, Default)]
-struct QueueShared {
-    deliveries: Mutex<VecDeque<Delivery>>,
-    /// The reader's waker, while it waits.
-    waker: Mutex<Option<Waker>>,
-    /// `WatchQueue`s alive; at zero the reader sees the end.
-    senders: AtomicUsize,
-    receiver_gone: AtomicBool,
-}
-
-impl QueueShared {
-    fn wake(&self) {
-        if let Some(waker) = self.waker.lock().take() {
-            waker.wake();
-        }
-    }
-}
-
-impl Clone for WatchQueue {
-    fn clone(&self) -> Self {
-        self.shared.senders.fetch_add(1, Ordering::Relaxed);
-        WatchQueue {
-            shared: Arc::clone(&self.shared),
-            group: self.group,
-        }
-    }
-}
-
-impl Drop for WatchQueue {
-    fn drop(&mut self) {
-        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.wake();
-        }
-    }
-}
-
 /// The receiving end of a `WatchQueue`.
-#[derive(Debug)]
-pub struct WatchReceiver {
-    shared: Arc<QueueShared>,
-}
-
-impl WatchReceiver {
-    /// The next delivery; `None` once every `WatchQueue` of it is gone and
-    /// it is empty.
-    pub fn poll_recv(&mut self, context: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        if let Some(delivery) = self.try_recv() {
-            return Poll::Ready(Some(delivery));
-        }
-        {
-            let mut waker = self.shared.waker.lock();
-            if !waker.as_ref().is_some_and(|w| w.will_wake(context.waker())) {
-                *waker = Some(context.waker().clone());
-            }
-        }
-        // Added (or closed) before the waker was in place: not missed.
-        if let Some(delivery) = self.try_recv() {
-            return Poll::Ready(Some(delivery));
-        }
-        if self.shared.senders.load(Ordering::Acquire) == 0 {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    }
-
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        std::future::poll_fn(|context| self.poll_recv(context)).await
-    }
-
-    /// The next delivery if one is queued.
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.shared.deliveries.lock().pop_front()
-    }
-}
-
-impl Drop for WatchReceiver {
-    fn drop(&mut self) {
-        self.shared.receiver_gone.store(true, Ordering::Release);
-        // Gives the watchers' allowances back.
-        let dropped = std::mem::take(&mut *self.shared.deliveries.lock());
-        drop(dropped);
-    }
-}
+pub type WatchReceiver = mpsc::UnboundedReceiver<Delivery>;
 
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
 
@@ -152,18 +68,12 @@ impl WatchQueue {
     }
 
     /// A queue in `group`. The queues of one client connection share a
-    /// group: the hub adds a batch's messages for all of them before it
-    /// wakes their readers, so the connection's task finds them together
-    /// and sends them in one write.
+    /// group: the hub delivers a batch to a group's watchers one right
+    /// after another, so the connection's task, woken by the first message,
+    /// mostly finds the others there too and sends them in one write.
     pub fn in_group(group: u64) -> (WatchQueue, WatchReceiver) {
-        let shared = Arc::new(QueueShared {
-            senders: AtomicUsize::new(1),
-            ..QueueShared::default()
-        });
-        let receiver = WatchReceiver {
-            shared: Arc::clone(&shared),
-        };
-        (WatchQueue { shared, group }, receiver)
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (WatchQueue { sender, group }, receiver)
     }
 
     /// A group no queue is in yet.
@@ -206,19 +116,10 @@ impl Outlet {
         self.queued.load(Ordering::Acquire) < WATCHER_QUEUE_LEN
     }
 
-    /// Queues a message and wakes the reader, unless the watcher's
-    /// allowance is used up or the reader is gone.
+    /// Queues a message unless the watcher's allowance is used up or the
+    /// queue's reader is gone.
     fn try_send(&self, message: WatchMessage) -> bool {
-        let queued = self.try_queue(message);
-        if queued {
-            self.queue.shared.wake();
-        }
-        queued
-    }
-
-    /// Queues a message without waking the reader (the caller wakes it).
-    fn try_queue(&self, message: WatchMessage) -> bool {
-        if !self.has_room() || self.queue.shared.receiver_gone.load(Ordering::Acquire) {
+        if !self.has_room() {
             return false;
         }
         // Only the hub adds, under its lock, so the check above still holds.
@@ -228,8 +129,7 @@ impl Outlet {
             message,
             _slot: QueueSlot(Arc::clone(&self.queued)),
         };
-        self.queue.shared.deliveries.lock().push_back(delivery);
-        true
+        self.queue.sender.send(delivery).is_ok()
     }
 }
 
@@ -408,16 +308,9 @@ impl WatchHub {
             .chunk_by(|a, b| revision_of(a) == revision_of(b))
             .collect();
         let mut fell_behind = false;
-        // Readers with messages not yet woken: all of one queue group, which
-        // are woken together when the next group begins.
-        let mut unwoken: Vec<Arc<QueueShared>> = Vec::new();
-        let mut current_group = None;
+        // Ordered by queue group: the streams of a connection get their
+        // messages one right after another.
         for watcher in watchers.values_mut() {
-            let group = watcher.outlet.queue.group;
-            if current_group != Some(group) {
-                current_group = Some(group);
-                unwoken.drain(..).for_each(|queue| queue.wake());
-            }
             for events in &batch {
                 let revision = revision_of(&events[0]);
                 if !watcher.synced || revision < watcher.next_revision {
@@ -429,22 +322,16 @@ impl WatchHub {
                         revision,
                         events: selected,
                     };
-                    if !watcher.outlet.try_queue(message) {
+                    if !watcher.outlet.try_send(message) {
                         // Full (or gone): catch up from history later, from this revision.
                         watcher.synced = false;
                         fell_behind = true;
                         continue;
                     }
-                    // A reader woken twice finds nothing the second time.
-                    let queue = &watcher.outlet.queue.shared;
-                    if unwoken.last().is_none_or(|last| !Arc::ptr_eq(last, queue)) {
-                        unwoken.push(Arc::clone(queue));
-                    }
                 }
                 watcher.next_revision = revision + 1;
             }
         }
-        unwoken.drain(..).for_each(|queue| queue.wake());
         drop(watchers);
         if fell_behind {
             self.wake.notify_one();

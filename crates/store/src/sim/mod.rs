@@ -1056,7 +1056,7 @@ impl World {
             for _ in 0..64 {
                 running.watch_hub.catch_up_round();
                 let mut drained = false;
-                while let Some(delivery) = running.watch.try_recv() {
+                while let Ok(delivery) = running.watch.try_recv() {
                     drained = true;
                     match delivery.message {
                         WatchMessage::Events { events, .. } => {
