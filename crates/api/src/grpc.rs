@@ -101,9 +101,15 @@ pub(crate) async fn serve_connection<T>(
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            // The calls first, so what they send in this turn leaves in the
+            // Shutdown first, so no flood of requests keeps it waiting; then
+            // the calls, so what they send in this turn leaves in the
             // connection's one write below.
             biased;
+            _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => {
+                connection.graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+            () = sleep_until(closing), if closing.is_some() => break,
             Some(()) = calls.next(), if !calls.is_empty() => {}
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => match Inline::for_path(request.uri().path()) {
@@ -137,11 +143,6 @@ pub(crate) async fn serve_connection<T>(
                 }
                 None => break,
             },
-            _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => {
-                connection.graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-            }
-            () = sleep_until(closing), if closing.is_some() => break,
         }
     }
     if closing.is_some() {

@@ -157,6 +157,12 @@ impl WatchCall {
         if self.responses.poll_reset(context).is_ready() {
             return Poll::Ready(None);
         }
+        // Capacity granted since `flush` looked, by a call on another thread
+        // giving back its own (a tonic-served call reset or finished), woke
+        // the no-op waker: nothing else would wake this call for it.
+        if !self.pending.is_empty() && self.responses.capacity() > 0 {
+            context.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 
