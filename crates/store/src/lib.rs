@@ -227,17 +227,7 @@ impl Member {
                 raft_log.truncated_index()
             )));
         }
-        let raft_config = raft::Config {
-            id: member_id,
-            election_tick: config.election_ticks(),
-            heartbeat_tick: 1,
-            applied,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 512,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
+        let raft_config = node::raft_config(member_id, config.election_ticks(), applied);
         raft_config
             .validate()
             .map_err(|error| StartError::Raft(error.to_string()))?;

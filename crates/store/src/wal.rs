@@ -19,17 +19,22 @@
 //! is rewritten whole, atomically, when the log is compacted or replaced by a
 //! snapshot, so it holds only the log since the last compaction point.
 //!
-//! The file is preallocated in steps of [`PREALLOCATE_BYTES`] (as etcd
-//! preallocates its WAL segments): an append inside the allocated space
-//! neither allocates blocks nor changes the file's size, which made its
-//! `fdatasync` cheaper (BENCHMARKS.md; ext4 still notes at each sync which
-//! preallocated blocks now hold data). The valid records end where a header
-//! of zeros begins.
+//! Zeros are written ahead of the appends, [`FILL_BYTES`] at a time, by a
+//! thread of their own: an append over them neither allocates blocks nor
+//! changes the file's size, so its `fdatasync` writes the data and nothing
+//! else. etcd preallocates its WAL segments with `fallocate` instead, and
+//! shoal did too; but ext4 leaves such blocks "unwritten", and every sync
+//! after an append into them commits a journal transaction to mark them
+//! written, which cost about 90 of 250 µs per sync with three members on one
+//! disk (BENCHMARKS.md). The valid records end where a header of zeros
+//! begins.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
@@ -41,9 +46,12 @@ const KIND_HARD_STATE: u8 = 2;
 /// Larger than any record raft writes (etcd caps requests at 1.5 MiB by
 /// default, and shoal at `--max-request-bytes`); a length above this is damage.
 const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
-/// The log file grows in steps of this many bytes, allocated ahead of the
-/// appends that fill them.
-pub const PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
+/// Zeros are written ahead of the appends this many bytes at a time, by a
+/// thread of their own, once less than half of that is left.
+pub const FILL_BYTES: u64 = 16 * 1024 * 1024;
+/// A fill writes and syncs this much at a time; appends waiting on a fill
+/// (after the file was created or replaced) wait for one step.
+const FILL_STEP_BYTES: u64 = 256 * 1024;
 
 /// Where the log's bytes live: a file on disk for a member, memory that
 /// forgets unsynced writes for the simulation.
@@ -73,11 +81,26 @@ pub struct FileWal {
     file: File,
     /// Where the next append goes.
     len: u64,
-    /// The file's size: `len` plus the zeros allocated ahead of it.
+    /// The file's size as far as this handle knows: at least `len`. A fill
+    /// running on its own thread may have made the file longer.
     allocated: u64,
-    /// False once the file system has refused `fallocate`: the file then
-    /// grows with each append.
-    preallocate: bool,
+    /// `[len, zeroed)` holds zeros that were written (not only allocated).
+    zeroed: u64,
+    /// A zero fill past `zeroed`, on a thread of its own.
+    fill: Option<Fill>,
+    /// No new fill is started before appends reach this offset: the last
+    /// one failed (a full disk, most likely), and appends still work
+    /// without one.
+    fill_after: u64,
+}
+
+/// A zero fill of `[from, to)` running on its own thread. Appends stay below
+/// `done` until the thread has finished.
+struct Fill {
+    from: u64,
+    /// Bytes from `from` on are zeros written and synced up to here.
+    done: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl FileWal {
@@ -91,13 +114,15 @@ impl FileWal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let allocated = file.metadata()?.len();
+        let size = file.metadata()?.len();
         Ok(FileWal {
             path: path.to_path_buf(),
             file,
-            len: allocated,
-            allocated,
-            preallocate: true,
+            len: size,
+            allocated: size,
+            zeroed: size,
+            fill: None,
+            fill_after: 0,
         })
     }
 
@@ -106,41 +131,100 @@ impl FileWal {
         File::open(directory)?.sync_all()
     }
 
-    /// Allocates zeros past the file's end, up to the next step boundary
-    /// past `need`.
-    fn allocate_to(&mut self, need: u64) -> io::Result<()> {
-        self.allocated = preallocate(&self.file, self.allocated, need, &mut self.preallocate)?;
+    /// Makes sure no running fill covers bytes below `end`: a fill's bytes
+    /// are the appends' once they are synced zeros, or once the fill ended.
+    fn claim(&mut self, end: u64) {
+        let Some(fill) = &self.fill else {
+            return;
+        };
+        if end <= fill.from {
+            return;
+        }
+        loop {
+            let done = fill.done.load(Ordering::Acquire);
+            self.zeroed = self.zeroed.max(done);
+            self.allocated = self.allocated.max(done);
+            if end <= done {
+                return;
+            }
+            if fill.thread.is_finished() {
+                self.finish_fill();
+                return;
+            }
+            // Only when appends outrun the fill, or right after the file was
+            // created or replaced: the first step takes a few milliseconds.
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// Waits for the running fill, if any, and takes note of how far it got.
+    pub fn finish_fill(&mut self) {
+        let Some(fill) = self.fill.take() else {
+            return;
+        };
+        let outcome = fill
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the zero-fill thread panicked")));
+        let done = fill.done.load(Ordering::Acquire);
+        self.zeroed = self.zeroed.max(done);
+        self.allocated = self.allocated.max(done);
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "could not write zeros ahead of the raft log; appends go on without them");
+            self.fill_after = self.len + FILL_BYTES;
+        }
+    }
+
+    /// Starts a fill when fewer than half a step of zeros is left ahead of
+    /// the appends, and collects one that has finished.
+    fn fill_ahead(&mut self) -> io::Result<()> {
+        if self
+            .fill
+            .as_ref()
+            .is_some_and(|fill| fill.thread.is_finished())
+        {
+            self.finish_fill();
+        }
+        if self.fill.is_some()
+            || self.len < self.fill_after
+            || self.zeroed >= self.len + FILL_BYTES / 2
+        {
+            return Ok(());
+        }
+        let from = self.zeroed.max(self.len);
+        let to = from + FILL_BYTES;
+        let file = self.file.try_clone()?;
+        let done = Arc::new(AtomicU64::new(from));
+        let progress = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("wal-fill".into())
+            .spawn(move || write_zeros(&file, from, to, &progress))?;
+        self.fill = Some(Fill { from, done, thread });
         Ok(())
     }
 }
 
-/// Allocates zeros after the `allocated` bytes of `file` up to the next
-/// [`PREALLOCATE_BYTES`] boundary past `need`, if `need` is past them and
-/// `enabled`; the file's size after. A file system without `fallocate`
-/// clears `enabled`: the file then grows with each append.
-fn preallocate(file: &File, allocated: u64, need: u64, enabled: &mut bool) -> io::Result<u64> {
-    use std::os::fd::AsRawFd as _;
-    if !*enabled || need <= allocated {
-        return Ok(allocated);
+impl Drop for FileWal {
+    /// A fill must not outlive its handle: a handle opened on the same file
+    /// next would append where the fill still writes zeros.
+    fn drop(&mut self) {
+        self.finish_fill();
     }
-    let target = need.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
-    let to_off = |value: u64| {
-        nix::libc::off_t::try_from(value)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "raft log file too large"))
-    };
-    match nix::fcntl::fallocate(
-        file.as_raw_fd(),
-        nix::fcntl::FallocateFlags::empty(),
-        to_off(allocated)?,
-        to_off(target - allocated)?,
-    ) {
-        Ok(()) => Ok(target),
-        Err(nix::errno::Errno::EOPNOTSUPP) => {
-            *enabled = false;
-            Ok(allocated)
-        }
-        Err(errno) => Err(errno.into()),
+}
+
+/// Writes zeros over `[from, to)` of `file`, a step at a time, syncing each
+/// step before `done` says it is there.
+fn write_zeros(file: &File, from: u64, to: u64, done: &AtomicU64) -> io::Result<()> {
+    let zeros = vec![0u8; FILL_STEP_BYTES as usize];
+    let mut at = from;
+    while at < to {
+        let step = (to - at).min(FILL_STEP_BYTES);
+        file.write_all_at(&zeros[..step as usize], at)?;
+        file.sync_data()?;
+        at += step;
+        done.store(at, Ordering::Release);
     }
+    Ok(())
 }
 
 impl WalFile for FileWal {
@@ -154,11 +238,12 @@ impl WalFile for FileWal {
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let end = self.len + data.len() as u64;
-        self.allocate_to(end)?;
+        self.claim(end);
         self.file.write_all_at(data, self.len)?;
         self.len = end;
+        self.zeroed = self.zeroed.max(end);
         self.allocated = self.allocated.max(end);
-        Ok(())
+        self.fill_ahead()
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -170,14 +255,18 @@ impl WalFile for FileWal {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.finish_fill();
         self.file.set_len(len)?;
+        self.file.sync_all()?;
         self.len = len;
         self.allocated = len;
-        self.allocate_to(len + 1)?;
-        self.file.sync_all()
+        self.zeroed = len;
+        self.fill_after = 0;
+        self.fill_ahead()
     }
 
     fn replace(&mut self, contents: &[u8]) -> io::Result<()> {
+        self.finish_fill();
         let mut temporary_name = self.path.clone().into_os_string();
         temporary_name.push(".tmp");
         let temporary = PathBuf::from(temporary_name);
@@ -188,15 +277,16 @@ impl WalFile for FileWal {
             .truncate(true)
             .open(&temporary)?;
         file.write_all(contents)?;
-        let len = contents.len() as u64;
-        let allocated = preallocate(&file, len, len + 1, &mut self.preallocate)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
         self.sync_directory()?;
+        let len = contents.len() as u64;
         self.file = file;
         self.len = len;
-        self.allocated = allocated;
-        Ok(())
+        self.allocated = len;
+        self.zeroed = len;
+        self.fill_after = 0;
+        self.fill_ahead()
     }
 }
 
@@ -555,6 +645,7 @@ mod tests {
         assert_eq!(&on_disk[..offset as usize], &bytes[..offset as usize]);
         assert!(on_disk[offset as usize..].iter().all(|&byte| byte == 0));
         file.replace(b"new").unwrap();
+        file.finish_fill();
         assert_eq!(
             &read_all(&FileWal::open(&path).unwrap()).unwrap()[..4],
             b"new\0"
@@ -573,16 +664,17 @@ mod tests {
         (file, path, bytes, records)
     }
 
-    /// Appends fill space allocated ahead, so the file's size changes once
-    /// per step, not per append; a reopened file's records end where the
+    /// Appends go over zeros written ahead, so the file's size changes once
+    /// per fill, not per append; a reopened file's records end where the
     /// zeros begin.
     #[test]
-    fn appends_fill_allocated_space_and_resume_after_the_last_record() {
+    fn appends_fill_the_zeros_ahead_and_resume_after_the_last_record() {
         let dir = tempfile::tempdir().unwrap();
         let (mut file, path, bytes, records) = new_file_with_records(&dir);
         file.sync().unwrap();
+        file.finish_fill();
         let size = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(size, PREALLOCATE_BYTES);
+        assert_eq!(size, FILL_BYTES);
         for _ in 0..100 {
             file.append(&bytes).unwrap();
         }
@@ -599,8 +691,9 @@ mod tests {
         let found = scan(&read_all(&file).unwrap()).unwrap();
         assert_eq!(found.records.len(), 102 * records.len());
 
-        // Past the allocated space the file grows by another step.
-        let big = vec![7u8; PREALLOCATE_BYTES as usize];
+        // An append past the zeros grows the file, and zeros are written
+        // ahead of its new end.
+        let big = vec![7u8; FILL_BYTES as usize];
         let mut record = Vec::new();
         encode_entry(
             &Entry {
@@ -612,12 +705,46 @@ mod tests {
             &mut record,
         );
         file.append(&record).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            2 * PREALLOCATE_BYTES
-        );
+        file.finish_fill();
         let found = scan(&read_all(&file).unwrap()).unwrap();
         assert_eq!(found.records.len(), 102 * records.len() + 1);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            found.valid_len + FILL_BYTES
+        );
+    }
+
+    /// Appends made while a fill writes zeros ahead of them, right after the
+    /// file was replaced, are all there once the fill is done: the fill never
+    /// writes where an append went.
+    #[test]
+    fn appends_during_a_fill_survive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, path, _, records) = new_file_with_records(&dir);
+        assert!(file.fill.is_some(), "replace starts a fill");
+        // Records of 64 KiB outrun a fill that syncs each step, and three
+        // steps' worth make appends wait on its progress more than once.
+        let mut record = Vec::new();
+        encode_entry(
+            &Entry {
+                index: 6,
+                term: 2,
+                data: vec![3u8; 64 * 1024].into(),
+                ..Default::default()
+            },
+            &mut record,
+        );
+        let rounds = 3 * FILL_STEP_BYTES as usize / record.len() + 1;
+        for _ in 0..rounds {
+            file.append(&record).unwrap();
+        }
+        file.sync().unwrap();
+        file.finish_fill();
+        drop(file);
+        let file = FileWal::open(&path).unwrap();
+        let found = scan(&read_all(&file).unwrap()).unwrap();
+        assert!(!found.torn);
+        assert_eq!(found.records.len(), records.len() + rounds);
     }
 
     /// A torn write cut off at startup is zeroed, so a shorter record written

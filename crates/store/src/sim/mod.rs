@@ -579,17 +579,7 @@ impl World {
         } else {
             consistent_index
         };
-        let config = raft::Config {
-            id,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: 1,
-            applied,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
+        let config = crate::node::raft_config(id, ELECTION_TICKS, applied);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, log, &logger)
             .map_err(|error| failed("raft", error.to_string()))?;
