@@ -864,8 +864,7 @@ impl Node {
         // that are both committed and persisted here (`next_entries_since`
         // stops at the persisted index), and a restart raises the commit index
         // to what redb applied (`RaftLog::load`).
-        if self.raw.raft.state == raft::StateRole::Leader && std::env::var_os("NOREORDER").is_none()
-        {
+        if self.raw.raft.state == raft::StateRole::Leader {
             self.apply_committed(&ready.take_committed_entries())?;
         }
         let log = self.raw.mut_store();
