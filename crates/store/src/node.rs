@@ -1261,15 +1261,17 @@ mod tests {
             ]
         );
         // Nor does an append whose previous term differs from the earlier
-        // one's last entry, or one of another term.
-        let mut other_term = append(2, 11, 5, &[(12, 5)], 9);
-        other_term.term = 6;
+        // one's last entry, or one of another term that would otherwise
+        // continue it.
         let messages = vec![
             append(2, 10, 5, &[(11, 4)], 9),
             append(2, 11, 5, &[(12, 5)], 9),
-            other_term,
         ];
-        assert_eq!(coalesce_appends(messages).len(), 3);
+        assert_eq!(coalesce_appends(messages).len(), 2);
+        let mut other_term = append(2, 12, 5, &[(13, 5)], 9);
+        other_term.term = 6;
+        let messages = vec![append(2, 11, 5, &[(12, 5)], 9), other_term];
+        assert_eq!(coalesce_appends(messages).len(), 2);
     }
 
     #[test]

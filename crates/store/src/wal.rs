@@ -22,19 +22,21 @@
 //! Zeros are written ahead of the appends, [`FILL_BYTES`] at a time, by a
 //! thread of their own: an append over them neither allocates blocks nor
 //! changes the file's size, so its `fdatasync` writes the data and nothing
-//! else. etcd preallocates its WAL segments with `fallocate` instead, and
-//! shoal did too; but ext4 leaves such blocks "unwritten", and every sync
-//! after an append into them commits a journal transaction to mark them
-//! written, which cost about 90 of 250 µs per sync with three members on one
-//! disk (BENCHMARKS.md). The valid records end where a header of zeros
-//! begins.
+//! else (but while a fill runs: its zeros not yet synced and the size it
+//! grows go with the next sync). etcd preallocates its WAL segments with
+//! `fallocate` instead, and shoal did too; but ext4 leaves such blocks
+//! "unwritten", and every sync after an append into them must also write
+//! the change that marks them written, which cost about 90 of 250 µs per
+//! sync with three members on one disk (BENCHMARKS.md). The valid records
+//! end where a header of zeros begins: zeros written ahead, or space an
+//! earlier shoal allocated, read alike.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
@@ -50,7 +52,7 @@ const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
 /// thread of their own, once less than half of that is left.
 pub const FILL_BYTES: u64 = 16 * 1024 * 1024;
 /// A fill writes and syncs this much at a time; appends waiting on a fill
-/// (after the file was created or replaced) wait for one step.
+/// (after the file was created, cut or replaced) wait for one step.
 const FILL_STEP_BYTES: u64 = 256 * 1024;
 
 /// Where the log's bytes live: a file on disk for a member, memory that
@@ -65,7 +67,7 @@ pub trait WalFile: Send + Sync {
     /// Makes everything appended so far survive a crash.
     fn sync(&mut self) -> io::Result<()>;
     /// Appends go on at `len`, where the valid records end: what the file
-    /// holds from there on is zeros (space allocated ahead), nothing else.
+    /// holds from there on is zeros (written or allocated ahead), nothing else.
     fn continue_at(&mut self, len: u64);
     /// Drops everything from `len` on, durably (a torn tail at startup);
     /// appends go on at `len`.
@@ -100,6 +102,8 @@ struct Fill {
     from: u64,
     /// Bytes from `from` on are zeros written and synced up to here.
     done: Arc<AtomicU64>,
+    /// Asks the thread to stop after the step it is on.
+    stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
@@ -157,6 +161,16 @@ impl FileWal {
         }
     }
 
+    /// Stops the running fill after its current step, if there is one, and
+    /// takes note of how far it got: before the file is cut or replaced, and
+    /// when the handle goes.
+    fn stop_fill(&mut self) {
+        if let Some(fill) = &self.fill {
+            fill.stop.store(true, Ordering::Release);
+        }
+        self.finish_fill();
+    }
+
     /// Waits for the running fill, if any, and takes note of how far it got.
     pub fn finish_fill(&mut self) {
         let Some(fill) = self.fill.take() else {
@@ -176,8 +190,10 @@ impl FileWal {
     }
 
     /// Starts a fill when fewer than half a step of zeros is left ahead of
-    /// the appends, and collects one that has finished.
-    fn fill_ahead(&mut self) -> io::Result<()> {
+    /// the appends, and collects one that has finished. The zeros are an
+    /// optimisation: a fill that cannot start leaves appends to grow the
+    /// file, as they would on a file system without room to spare.
+    fn fill_ahead(&mut self) {
         if self
             .fill
             .as_ref()
@@ -189,18 +205,38 @@ impl FileWal {
             || self.len < self.fill_after
             || self.zeroed >= self.len + FILL_BYTES / 2
         {
-            return Ok(());
+            return;
         }
         let from = self.zeroed.max(self.len);
         let to = from + FILL_BYTES;
-        let file = self.file.try_clone()?;
-        let done = Arc::new(AtomicU64::new(from));
-        let progress = done.clone();
-        let thread = std::thread::Builder::new()
-            .name("wal-fill".into())
-            .spawn(move || write_zeros(&file, from, to, &progress))?;
-        self.fill = Some(Fill { from, done, thread });
-        Ok(())
+        // An open file description of its own, not a duplicate of the
+        // appends' one: Linux reports a failed write-back once per
+        // description, and the fill's syncs must not take the report that
+        // an append's sync is owed.
+        let started = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| {
+                let done = Arc::new(AtomicU64::new(from));
+                let stop = Arc::new(AtomicBool::new(false));
+                let (progress, stopped) = (done.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name("wal-fill".into())
+                    .spawn(move || write_zeros(&file, from, to, &progress, &stopped))?;
+                Ok(Fill {
+                    from,
+                    done,
+                    stop,
+                    thread,
+                })
+            });
+        match started {
+            Ok(fill) => self.fill = Some(fill),
+            Err(error) => {
+                tracing::warn!(%error, "could not start writing zeros ahead of the raft log; appends go on without them");
+                self.fill_after = self.len + FILL_BYTES;
+            }
+        }
     }
 }
 
@@ -208,16 +244,22 @@ impl Drop for FileWal {
     /// A fill must not outlive its handle: a handle opened on the same file
     /// next would append where the fill still writes zeros.
     fn drop(&mut self) {
-        self.finish_fill();
+        self.stop_fill();
     }
 }
 
 /// Writes zeros over `[from, to)` of `file`, a step at a time, syncing each
-/// step before `done` says it is there.
-fn write_zeros(file: &File, from: u64, to: u64, done: &AtomicU64) -> io::Result<()> {
+/// step before `done` says it is there; stops early once `stop` is set.
+fn write_zeros(
+    file: &File,
+    from: u64,
+    to: u64,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let zeros = vec![0u8; FILL_STEP_BYTES as usize];
     let mut at = from;
-    while at < to {
+    while at < to && !stop.load(Ordering::Acquire) {
         let step = (to - at).min(FILL_STEP_BYTES);
         file.write_all_at(&zeros[..step as usize], at)?;
         file.sync_data()?;
@@ -243,7 +285,8 @@ impl WalFile for FileWal {
         self.len = end;
         self.zeroed = self.zeroed.max(end);
         self.allocated = self.allocated.max(end);
-        self.fill_ahead()
+        self.fill_ahead();
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -255,18 +298,19 @@ impl WalFile for FileWal {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.finish_fill();
+        self.stop_fill();
         self.file.set_len(len)?;
         self.file.sync_all()?;
         self.len = len;
         self.allocated = len;
         self.zeroed = len;
         self.fill_after = 0;
-        self.fill_ahead()
+        self.fill_ahead();
+        Ok(())
     }
 
     fn replace(&mut self, contents: &[u8]) -> io::Result<()> {
-        self.finish_fill();
+        self.stop_fill();
         let mut temporary_name = self.path.clone().into_os_string();
         temporary_name.push(".tmp");
         let temporary = PathBuf::from(temporary_name);
@@ -286,7 +330,8 @@ impl WalFile for FileWal {
         self.allocated = len;
         self.zeroed = len;
         self.fill_after = 0;
-        self.fill_ahead()
+        self.fill_ahead();
+        Ok(())
     }
 }
 
@@ -372,7 +417,7 @@ pub struct Scan {
 }
 
 /// Reads every record of `bytes`. Zeros where a header should be are the end
-/// of the records (space allocated ahead). A last record cut short or failing
+/// of the records (zeros ahead). A last record cut short or failing
 /// its checksum is a write a crash interrupted: the scan stops before it. A bad
 /// record followed by a good one is damage, and an error, unless a whole
 /// sector of zeros lies between them: a hole the crash left in the unsynced
