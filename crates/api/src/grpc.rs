@@ -46,13 +46,20 @@ use crate::KvService;
 use crate::encoded_range::check_request_encoding;
 use crate::grpc_watch;
 
-/// HTTP/2 settings as hyper's server had them under tonic: 1 MiB windows and
-/// a 16 KiB limit on a request's headers. Concurrent streams are not limited
-/// (tonic left hyper's limit unset, etcd advertises 2^32-1): a client with
-/// hundreds of watches or lock waiters on one connection must not queue its
-/// other calls behind them.
+/// HTTP/2 settings: a 1 MiB window per stream, as hyper's server had under
+/// tonic, and a 16 KiB limit on a request's headers. Concurrent streams are
+/// not limited (tonic left hyper's limit unset, etcd advertises 2^32-1): a
+/// client with hundreds of watches or lock waiters on one connection must
+/// not queue its other calls behind them.
 const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Room for eight streams' worth of requests held unread. A watch stream
+/// whose answers the client does not read stops being read (flow control
+/// holds the client back), and what it sent stays in its window; with the
+/// connection's window no larger than a stream's (as under tonic), one such
+/// stream could take all of it and stall every other call on the
+/// connection. etcd's connection window is 2^31-1 bytes; this one bounds
+/// what a connection can make a member buffer.
+const CONNECTION_WINDOW: u32 = 8 * STREAM_WINDOW;
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How long a connection may keep answering after shutdown began (GOAWAY
 /// sent) before it is closed; watch streams never end by themselves.

@@ -389,7 +389,8 @@ async fn stream_end(body: &mut h2::RecvStream) -> String {
 
 /// A client that keeps sending watch requests but reads no answers is held
 /// back by flow control: the server stops reading its requests instead of
-/// piling up their answers.
+/// piling up their answers, and the client's other calls on the same
+/// connection go on.
 fn unread_answers(flavor: Flavor) {
     // Far more request bytes than either member takes in before it stops
     // reading (3-4 MB here: its stream window, the requests whose answers
@@ -450,6 +451,14 @@ fn unread_answers(flavor: Flavor) {
             }
         }
         println!("{flavor:?} stopped reading after {sent} bytes of requests");
+        // The requests it holds unread take that stream's window, not the
+        // whole connection's: another call on the connection still goes
+        // through (etcd's connection window is 2^31-1 bytes).
+        tokio::time::timeout(WAIT, put_ok(&mut send, &authority, b"other"))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{flavor:?}: a put on the connection of a held-back stream had no answer")
+            });
     });
 }
 
