@@ -62,28 +62,43 @@ const MAX_APPEND_BYTES: u64 = 1024 * 1024;
 /// two messages per put (39 a round) and answered each (BENCHMARKS.md).
 pub fn coalesce_appends(messages: Vec<Message>) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::with_capacity(messages.len());
-    // Per peer, where its latest message is in `out`.
-    let mut latest: HashMap<u64, usize> = HashMap::new();
+    // The entry bytes of each message in `out`, kept as appends merge.
+    let mut sizes: Vec<u64> = Vec::with_capacity(messages.len());
     for message in messages {
-        if message.get_msg_type() == MessageType::MsgAppend
-            && let Some(&at) = latest.get(&message.to)
+        let size = append_bytes(&message);
+        // The peer's latest message so far: a ready holds a few peers'.
+        let latest = out.iter().rposition(|earlier| earlier.to == message.to);
+        if let Some(at) = latest
             && continues(&out[at], &message)
+            && sizes[at] + size <= MAX_APPEND_BYTES
         {
             let earlier = &mut out[at];
             earlier.commit = earlier.commit.max(message.commit);
             earlier.entries.extend(message.entries);
+            sizes[at] += size;
             continue;
         }
-        latest.insert(message.to, out.len());
         out.push(message);
+        sizes.push(size);
     }
     out
 }
 
+fn append_bytes(message: &Message) -> u64 {
+    message
+        .entries
+        .iter()
+        .map(|entry| (entry.data.len() + entry.context.len()) as u64)
+        .sum()
+}
+
 /// Whether `next` is an append that carries on where the append `earlier`
-/// ends, within the size bound.
+/// ends.
 fn continues(earlier: &Message, next: &Message) -> bool {
-    if earlier.get_msg_type() != MessageType::MsgAppend || earlier.term != next.term {
+    if next.get_msg_type() != MessageType::MsgAppend
+        || earlier.get_msg_type() != MessageType::MsgAppend
+        || earlier.term != next.term
+    {
         return false;
     }
     let (end_index, end_term) = earlier
@@ -92,16 +107,7 @@ fn continues(earlier: &Message, next: &Message) -> bool {
         .map_or((earlier.index, earlier.log_term), |entry| {
             (entry.index, entry.term)
         });
-    let bytes = |message: &Message| -> u64 {
-        message
-            .entries
-            .iter()
-            .map(|entry| (entry.data.len() + entry.context.len()) as u64)
-            .sum()
-    };
-    next.index == end_index
-        && next.log_term == end_term
-        && bytes(earlier) + bytes(next) <= MAX_APPEND_BYTES
+    next.index == end_index && next.log_term == end_term
 }
 
 /// What the rest of the member sends the raft loop.

@@ -83,12 +83,11 @@ pub struct FileWal {
     file: File,
     /// Where the next append goes.
     len: u64,
-    /// The file's size as far as this handle knows: at least `len`. A fill
-    /// running on its own thread may have made the file longer.
+    /// The file's size as far as this handle knows: at least `len`, and
+    /// zeros from `len` on. A fill running on its own thread may have made
+    /// the file longer.
     allocated: u64,
-    /// `[len, zeroed)` holds zeros that were written (not only allocated).
-    zeroed: u64,
-    /// A zero fill past `zeroed`, on a thread of its own.
+    /// A zero fill past `allocated`, on a thread of its own.
     fill: Option<Fill>,
     /// No new fill is started before appends reach this offset: the last
     /// one failed (a full disk, most likely), and appends still work
@@ -124,7 +123,6 @@ impl FileWal {
             file,
             len: size,
             allocated: size,
-            zeroed: size,
             fill: None,
             fill_after: 0,
         })
@@ -146,7 +144,6 @@ impl FileWal {
         }
         loop {
             let done = fill.done.load(Ordering::Acquire);
-            self.zeroed = self.zeroed.max(done);
             self.allocated = self.allocated.max(done);
             if end <= done {
                 return;
@@ -172,7 +169,7 @@ impl FileWal {
     }
 
     /// Waits for the running fill, if any, and takes note of how far it got.
-    pub fn finish_fill(&mut self) {
+    fn finish_fill(&mut self) {
         let Some(fill) = self.fill.take() else {
             return;
         };
@@ -180,9 +177,7 @@ impl FileWal {
             .thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the zero-fill thread panicked")));
-        let done = fill.done.load(Ordering::Acquire);
-        self.zeroed = self.zeroed.max(done);
-        self.allocated = self.allocated.max(done);
+        self.allocated = self.allocated.max(fill.done.load(Ordering::Acquire));
         if let Err(error) = outcome {
             tracing::warn!(%error, "could not write zeros ahead of the raft log; appends go on without them");
             self.fill_after = self.len + FILL_BYTES;
@@ -203,11 +198,11 @@ impl FileWal {
         }
         if self.fill.is_some()
             || self.len < self.fill_after
-            || self.zeroed >= self.len + FILL_BYTES / 2
+            || self.allocated >= self.len + FILL_BYTES / 2
         {
             return;
         }
-        let from = self.zeroed.max(self.len);
+        let from = self.allocated;
         let to = from + FILL_BYTES;
         // An open file description of its own, not a duplicate of the
         // appends' one: Linux reports a failed write-back once per
@@ -283,7 +278,6 @@ impl WalFile for FileWal {
         self.claim(end);
         self.file.write_all_at(data, self.len)?;
         self.len = end;
-        self.zeroed = self.zeroed.max(end);
         self.allocated = self.allocated.max(end);
         self.fill_ahead();
         Ok(())
@@ -303,7 +297,6 @@ impl WalFile for FileWal {
         self.file.sync_all()?;
         self.len = len;
         self.allocated = len;
-        self.zeroed = len;
         self.fill_after = 0;
         self.fill_ahead();
         Ok(())
@@ -328,7 +321,6 @@ impl WalFile for FileWal {
         self.file = file;
         self.len = len;
         self.allocated = len;
-        self.zeroed = len;
         self.fill_after = 0;
         self.fill_ahead();
         Ok(())
