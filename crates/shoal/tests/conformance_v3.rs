@@ -1294,7 +1294,15 @@ impl<'a> Session<'a> {
             let value = if hex_context || (is_lower_hex && !all_digits && token.len() >= 13) {
                 u64::from_str_radix(token, 16).ok()
             } else if all_digits {
-                token.parse::<u64>().ok()
+                // An id printed in hex can be all digits (`member list`
+                // starts each row with one): read as hex, it is an id learnt
+                // before; read as decimal, it would be learnt again as a new
+                // one (a CI run of 880a5c2 showed an added member as
+                // `<lease0>` that way).
+                u64::from_str_radix(token, 16)
+                    .ok()
+                    .filter(|id| self.learnt.placeholder(*id).is_some())
+                    .or_else(|| token.parse::<u64>().ok())
             } else {
                 None
             };
