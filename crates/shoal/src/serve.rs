@@ -49,9 +49,9 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
             eprintln!("  try: ETCDCTL_API=3 etcdctl --endpoints={url} put hello world");
             eprintln!("  stop with Ctrl-C");
         }
-        let removed = tokio::select! {
-            outcome = wait_for_signal() => { outcome?; false }
-            () = member.removed() => true,
+        let stopped = tokio::select! {
+            outcome = wait_for_signal() => { outcome?; None }
+            stopped = member.stopped() => Some(stopped),
         };
         tracing::info!("shutting down");
         let _ = stop_sender.send(true);
@@ -64,10 +64,18 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
         }
         member.shutdown().await;
         tracing::info!("stopped");
-        if removed {
-            anyhow::bail!("this member was removed from the cluster");
+        match stopped {
+            None => Ok(()),
+            Some(store::Stopped::Removed) => {
+                anyhow::bail!("this member was removed from the cluster")
+            }
+            // etcd exits with 2 when its storage fails; scripts and the
+            // chaos tests rely on that code.
+            Some(store::Stopped::StorageFailed(reason)) => {
+                eprintln!("error: storage failure: {reason}");
+                std::process::exit(2)
+            }
         }
-        Ok(())
     })
 }
 

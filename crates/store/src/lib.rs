@@ -103,6 +103,15 @@ pub struct Member {
 /// How long a read of the database file's size serves the quota check.
 const DB_SIZE_PROBE_EVERY: Duration = Duration::from_millis(100);
 
+/// Why a member stopped without being asked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// It applied its own removal from the cluster.
+    Removed,
+    /// Its log or database could not be written: it cannot promise durability.
+    StorageFailed(String),
+}
+
 /// A point-in-time view of the member, for etcd's Maintenance.Status.
 #[derive(Debug, Clone)]
 pub struct MemberStatus {
@@ -1081,9 +1090,17 @@ impl Member {
         }
     }
 
-    /// Resolves once the member has stopped for good (it was removed from the cluster).
-    pub async fn removed(&self) {
-        while !self.status.removed.load(Ordering::Acquire) {
+    /// Resolves once the member has stopped for good on its own: it was
+    /// removed from the cluster, or its storage failed. The process that runs
+    /// it should then shut it down and stop.
+    pub async fn stopped(&self) -> Stopped {
+        loop {
+            if let Some(reason) = self.status.storage_failure.lock().clone() {
+                return Stopped::StorageFailed(reason);
+            }
+            if self.status.removed.load(Ordering::Acquire) {
+                return Stopped::Removed;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -164,6 +164,10 @@ pub struct NodeStatus {
     /// Set when this member applied its own removal from the cluster.
     pub removed: AtomicBool,
     pub is_learner: AtomicBool,
+    /// Set, with the reason, when storage failed and the loop stopped: the
+    /// member can no longer promise durability, so whoever runs it must stop
+    /// it (`Member::stopped` tells them).
+    pub storage_failure: parking_lot::Mutex<Option<String>>,
 }
 
 /// On the leader: waits (up to `patience`) until it has committed an entry of its
@@ -405,7 +409,9 @@ impl Node {
     }
 
     /// Runs until shutdown. A storage failure is fatal: the member cannot promise
-    /// durability any more, so it stops (etcd does the same).
+    /// durability any more, so the loop stops and records why in
+    /// `NodeStatus::storage_failure` (etcd exits; shoal leaves that to the
+    /// process that embeds the member).
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.settings.tick_interval;
         self.publish_status();
@@ -447,8 +453,12 @@ impl Node {
             });
             if let Err(error) = outcome {
                 tracing::error!(%error, "storage failure; stopping the member");
+                // Nothing more is written: what is on disk is the last state
+                // the member vouched for. The waiters learn it stopped.
+                *self.status.storage_failure.lock() = Some(error.to_string());
                 self.status.stopped.store(true, Ordering::SeqCst);
-                std::process::exit(2);
+                self.fail_waiters();
+                return;
             }
             if self.status.removed.load(Ordering::SeqCst) {
                 break;
@@ -458,10 +468,14 @@ impl Node {
             tracing::warn!(%error, "could not make the applied state durable at shutdown");
         }
         self.status.stopped.store(true, Ordering::SeqCst);
+        self.fail_waiters();
+        tracing::info!("raft loop stopped");
+    }
+
+    fn fail_waiters(&mut self) {
         for (_, waiter) in self.waiters.drain() {
             let _ = waiter.send(ApplyResult::Error(StoreError::Stopped));
         }
-        tracing::info!("raft loop stopped");
     }
 
     /// One raft tick (a heartbeat interval has passed) and the loop's own

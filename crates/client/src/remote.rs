@@ -1,0 +1,180 @@
+//! The store interface over etcd's v3 gRPC API, for a process that holds no
+//! store member: a machine that runs only an agent, or any etcd 3.4+ cluster.
+
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use proto::etcdserverpb::kv_client::KvClient;
+use proto::etcdserverpb::watch_client::WatchClient;
+use proto::etcdserverpb::watch_request::RequestUnion;
+use proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse, WatchCreateRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{ClientError, Kv, WatchRequest, WatchStream, WatchUpdate};
+
+/// A store reached over the network, as a [`Kv`]. Calls are spread over the
+/// endpoints given; a connection is made on first use and remade when lost.
+#[derive(Clone)]
+pub struct Remote {
+    channel: Channel,
+}
+
+impl Remote {
+    /// A client of the stores at `endpoints` (`http://host:port`). Connects
+    /// lazily: an unreachable store shows as `Unavailable` on the first call.
+    pub fn new(endpoints: &[String]) -> Result<Remote, ClientError> {
+        let mut parsed = Vec::new();
+        for endpoint in endpoints {
+            let endpoint = Endpoint::from_shared(endpoint.clone()).map_err(|error| {
+                ClientError::Refused(format!("invalid store endpoint {endpoint:?}: {error}"))
+            })?;
+            parsed.push(endpoint.tcp_nodelay(true));
+        }
+        if parsed.is_empty() {
+            return Err(ClientError::Refused("no store endpoint given".to_string()));
+        }
+        let channel = if parsed.len() == 1 {
+            parsed.remove(0).connect_lazy()
+        } else {
+            Channel::balance_list(parsed.into_iter())
+        };
+        Ok(Remote { channel })
+    }
+}
+
+/// etcd's status texts for the errors the platform parts tell apart.
+fn error(status: tonic::Status) -> ClientError {
+    let message = status.message();
+    if message.contains("required revision has been compacted") {
+        // etcd does not say where it compacted in a Range error.
+        return ClientError::Compacted {
+            compact_revision: 0,
+        };
+    }
+    if message.contains("required revision is a future revision") {
+        return ClientError::FutureRevision;
+    }
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            ClientError::Unavailable(message.to_string())
+        }
+        _ => ClientError::Refused(message.to_string()),
+    }
+}
+
+impl Kv for Remote {
+    fn range(&self, request: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = KvClient::new(self.channel.clone());
+            Ok(client.range(request).await.map_err(error)?.into_inner())
+        })
+    }
+
+    fn put(&self, request: PutRequest) -> BoxFuture<'_, Result<PutResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = KvClient::new(self.channel.clone());
+            Ok(client.put(request).await.map_err(error)?.into_inner())
+        })
+    }
+
+    fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> BoxFuture<'_, Result<DeleteRangeResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = KvClient::new(self.channel.clone());
+            Ok(client.delete_range(request).await.map_err(error)?.into_inner())
+        })
+    }
+
+    fn txn(&self, request: TxnRequest) -> BoxFuture<'_, Result<TxnResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = KvClient::new(self.channel.clone());
+            Ok(client.txn(request).await.map_err(error)?.into_inner())
+        })
+    }
+
+    fn watch(&self, request: WatchRequest) -> BoxFuture<'_, Result<WatchStream, ClientError>> {
+        Box::pin(async move {
+            let mut client = WatchClient::new(self.channel.clone());
+            let create = proto::etcdserverpb::WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: request.key.into(),
+                    range_end: request.range_end.into(),
+                    start_revision: request.start_revision,
+                    prev_kv: request.prev_kv,
+                    ..Default::default()
+                })),
+            };
+            // The request stream stays open for the watcher's life: etcd
+            // cancels a stream's watchers when the client half-closes it.
+            let (sender, receiver) = tokio::sync::mpsc::channel(1);
+            sender
+                .send(create)
+                .await
+                .map_err(|_| ClientError::Unavailable("watch request not sent".to_string()))?;
+            let requests = tokio_stream_from(receiver);
+            let mut responses = client.watch(requests).await.map_err(error)?.into_inner();
+            // The first answer confirms the watcher is registered.
+            match responses.message().await.map_err(error)? {
+                Some(created) if created.created && !created.canceled => {}
+                Some(refused) => {
+                    return Err(ClientError::Refused(refused.cancel_reason));
+                }
+                None => {
+                    return Err(ClientError::Unavailable(
+                        "the store closed the watch".to_string(),
+                    ));
+                }
+            }
+            let updates = futures::stream::unfold(
+                (responses, Some(sender), false),
+                |(mut responses, sender, ended)| async move {
+                    if ended {
+                        return None;
+                    }
+                    let item = match responses.message().await {
+                        Ok(Some(response)) if response.compact_revision > 0 => {
+                            Err(ClientError::Compacted {
+                                compact_revision: response.compact_revision,
+                            })
+                        }
+                        Ok(Some(response)) if response.canceled => {
+                            Err(ClientError::Refused(response.cancel_reason))
+                        }
+                        Ok(Some(response)) => {
+                            let revision = response.header.map_or(0, |header| header.revision);
+                            Ok(if response.events.is_empty() {
+                                WatchUpdate::Progress { revision }
+                            } else {
+                                WatchUpdate::Events {
+                                    revision,
+                                    events: response.events,
+                                }
+                            })
+                        }
+                        Ok(None) => Err(ClientError::Unavailable(
+                            "the store closed the watch".to_string(),
+                        )),
+                        Err(status) => Err(error(status)),
+                    };
+                    let ended = item.is_err();
+                    Some((item, (responses, sender, ended)))
+                },
+            );
+            let stream: WatchStream = Box::pin(updates.fuse());
+            Ok(stream)
+        })
+    }
+}
+
+/// A request stream fed by `receiver`.
+fn tokio_stream_from<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
