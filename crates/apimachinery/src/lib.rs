@@ -7,4 +7,5 @@
 //! Error texts follow kube-apiserver's wording where clients may show or match
 //! them.
 
+pub mod fields;
 pub mod labels;
