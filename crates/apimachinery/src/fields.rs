@@ -250,8 +250,8 @@ fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
             ("==", FieldOperator::Equals),
             ("=", FieldOperator::Equals),
         ] {
-            if rest.starts_with(operator_text) {
-                return Some((&term[..position], operator, &rest[operator_text.len()..]));
+            if let Some(value) = rest.strip_prefix(operator_text) {
+                return Some((&term[..position], operator, value));
             }
         }
     }
