@@ -9,3 +9,4 @@
 
 pub mod fields;
 pub mod labels;
+pub mod patch;
