@@ -12,6 +12,7 @@
 mod json;
 mod schema;
 mod text;
+mod wire;
 
 use prost_reflect::{DynamicMessage, Value as Field};
 use serde_json::Value;
@@ -101,8 +102,15 @@ fn decode_nested(body: &[u8], nesting: u32) -> Result<Decoded, DecodeError> {
     let Some(descriptor) = schema.kind(&envelope.api_version, &envelope.kind) else {
         return Err(DecodeError::UnknownKind { api_version: envelope.api_version, kind: envelope.kind });
     };
-    let message = DynamicMessage::decode(descriptor, envelope.raw.as_slice())
-        .map_err(|err| DecodeError::Malformed { kind: envelope.kind.clone(), detail: err.to_string() })?;
+    let message = match DynamicMessage::decode(descriptor.clone(), envelope.raw.as_slice()) {
+        Ok(message) => message,
+        Err(err) => {
+            // prost names the fields it was inside, but not the one whose
+            // length overran; the scan finds that one when it can.
+            let detail = wire::first_fault(&descriptor, &envelope.raw).unwrap_or_else(|| err.to_string());
+            return Err(DecodeError::Malformed { kind: envelope.kind, detail });
+        }
+    };
     let fields = json::message(schema, &message, json::Path::root(nesting))?;
     // TypeMeta comes first in Go's structs and is omitempty; the envelope
     // checks above mean both are set.
@@ -141,3 +149,6 @@ impl Envelope {
         Envelope { api_version, kind, raw, content_encoding: string(unknown, 3), content_type: string(unknown, 4) }
     }
 }
+
+#[cfg(test)]
+mod tests;
