@@ -2,7 +2,10 @@
 //! the same Kubernetes object: Go's field names and `omitempty` rules, and the
 //! hand-written `MarshalJSON` of the apimachinery and apiextensions types.
 
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value as Field};
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage,
+    Value as Field,
+};
 use serde_json::{Map, Number, Value};
 
 use crate::DecodeError;
@@ -31,19 +34,35 @@ enum Segment<'a> {
 
 impl<'a> Path<'a> {
     pub(crate) fn root(nesting: u32) -> Path<'static> {
-        Path { parent: None, segment: Segment::Root, nesting }
+        Path {
+            parent: None,
+            segment: Segment::Root,
+            nesting,
+        }
     }
 
     fn field(&'a self, name: &'a str) -> Path<'a> {
-        Path { parent: Some(self), segment: Segment::Field(name), nesting: self.nesting }
+        Path {
+            parent: Some(self),
+            segment: Segment::Field(name),
+            nesting: self.nesting,
+        }
     }
 
     fn index(&'a self, idx: usize) -> Path<'a> {
-        Path { parent: Some(self), segment: Segment::Index(idx), nesting: self.nesting }
+        Path {
+            parent: Some(self),
+            segment: Segment::Index(idx),
+            nesting: self.nesting,
+        }
     }
 
     fn key(&'a self, key: &'a str) -> Path<'a> {
-        Path { parent: Some(self), segment: Segment::Key(key), nesting: self.nesting }
+        Path {
+            parent: Some(self),
+            segment: Segment::Key(key),
+            nesting: self.nesting,
+        }
     }
 
     fn render(&self) -> String {
@@ -63,12 +82,23 @@ impl<'a> Path<'a> {
 
     fn error(&self, problem: impl Into<String>) -> DecodeError {
         let path = self.render();
-        DecodeError::Field { path: if path.is_empty() { "(object)".to_owned() } else { path }, problem: problem.into() }
+        DecodeError::Field {
+            path: if path.is_empty() {
+                "(object)".to_owned()
+            } else {
+                path
+            },
+            problem: problem.into(),
+        }
     }
 }
 
 /// The JSON of one message.
-pub(crate) fn message(schema: &Schema, msg: &DynamicMessage, path: Path<'_>) -> Result<Value, DecodeError> {
+pub(crate) fn message(
+    schema: &Schema,
+    msg: &DynamicMessage,
+    path: Path<'_>,
+) -> Result<Value, DecodeError> {
     let descriptor = msg.descriptor();
     if let Some(special) = special(schema, &descriptor, msg, path)? {
         return Ok(special);
@@ -80,11 +110,18 @@ pub(crate) fn message(schema: &Schema, msg: &DynamicMessage, path: Path<'_>) -> 
 
 /// Writes the message's fields into `object`, in Go struct order; `inline`
 /// fields write theirs into the same object.
-fn write_fields(schema: &Schema, msg: &DynamicMessage, object: &mut Map<String, Value>, path: Path<'_>) -> Result<(), DecodeError> {
+fn write_fields(
+    schema: &Schema,
+    msg: &DynamicMessage,
+    object: &mut Map<String, Value>,
+    path: Path<'_>,
+) -> Result<(), DecodeError> {
     let descriptor = msg.descriptor();
     let go_fields = schema.go_fields(descriptor.full_name());
     for go in go_fields {
-        let Some(field) = descriptor.get_field(go.number) else { continue };
+        let Some(field) = descriptor.get_field(go.number) else {
+            continue;
+        };
         write_field(schema, msg, &field, go, object, path)?;
     }
     // A field the Go table does not know (only if the table and the protos
@@ -134,7 +171,11 @@ fn write_field(
         // Go sees no difference between a nil and an empty slice or map once
         // it has come through protobuf: both decode as nil, which is `null`.
         if empty {
-            if go.omit_empty { None } else { Some(Value::Null) }
+            if go.omit_empty {
+                None
+            } else {
+                Some(Value::Null)
+            }
         } else {
             Some(element(schema, field, &value, path)?)
         }
@@ -181,7 +222,12 @@ fn is_zero(value: &Value) -> bool {
 }
 
 /// The JSON of a field's value: a scalar, a message, a list or a map.
-fn element(schema: &Schema, field: &FieldDescriptor, value: &Field, path: Path<'_>) -> Result<Value, DecodeError> {
+fn element(
+    schema: &Schema,
+    field: &FieldDescriptor,
+    value: &Field,
+    path: Path<'_>,
+) -> Result<Value, DecodeError> {
     Ok(match value {
         Field::Bool(flag) => Value::Bool(*flag),
         Field::I32(number) => Value::from(*number),
@@ -202,8 +248,12 @@ fn element(schema: &Schema, field: &FieldDescriptor, value: &Field, path: Path<'
             Value::Array(array)
         }
         Field::Map(entries) => {
-            let value_field = map_value_field(field).ok_or_else(|| path.error("map without a value field"))?;
-            let mut keyed: Vec<(String, &Field)> = entries.iter().map(|(key, value)| (map_key(key), value)).collect();
+            let value_field =
+                map_value_field(field).ok_or_else(|| path.error("map without a value field"))?;
+            let mut keyed: Vec<(String, &Field)> = entries
+                .iter()
+                .map(|(key, value)| (map_key(key), value))
+                .collect();
             // encoding/json sorts map keys.
             keyed.sort_by(|left, right| left.0.cmp(&right.0));
             let mut object = Map::new();
@@ -240,11 +290,18 @@ fn float(number: f64, path: Path<'_>) -> Result<Value, DecodeError> {
     if number.fract() == 0.0 && number.abs() < 9.0e15 {
         return Ok(Value::from(number as i64));
     }
-    Number::from_f64(number).map(Value::Number).ok_or_else(|| path.error(format!("unsupported float value {number}")))
+    Number::from_f64(number)
+        .map(Value::Number)
+        .ok_or_else(|| path.error(format!("unsupported float value {number}")))
 }
 
 /// The types with their own `MarshalJSON` upstream; `None` for the others.
-fn special(schema: &Schema, descriptor: &MessageDescriptor, msg: &DynamicMessage, path: Path<'_>) -> Result<Option<Value>, DecodeError> {
+fn special(
+    schema: &Schema,
+    descriptor: &MessageDescriptor,
+    msg: &DynamicMessage,
+    path: Path<'_>,
+) -> Result<Option<Value>, DecodeError> {
     let name = descriptor.full_name();
     if let Some(meta) = name.strip_prefix(META) {
         return Ok(match meta {
@@ -257,22 +314,29 @@ fn special(schema: &Schema, descriptor: &MessageDescriptor, msg: &DynamicMessage
         });
     }
     Ok(match name {
-        "k8s.io.apimachinery.pkg.runtime.RawExtension" => Some(raw_extension(&bytes(msg, 1), path)?),
+        "k8s.io.apimachinery.pkg.runtime.RawExtension" => {
+            Some(raw_extension(&bytes(msg, 1), path)?)
+        }
         "k8s.io.apimachinery.pkg.util.intstr.IntOrString" => Some(match int(msg, 1) {
             0 => Value::from(int(msg, 2)),
             1 => Value::String(string(msg, 3)),
             other => return Err(path.error(format!("impossible IntOrString.Type {other}"))),
         }),
         // The string a Quantity was sent with; a zero Quantity writes "0".
-        "k8s.io.apimachinery.pkg.api.resource.Quantity" => Some(Value::String(match string(msg, 1) {
-            text if text.is_empty() => "0".to_owned(),
-            text => text,
-        })),
+        "k8s.io.apimachinery.pkg.api.resource.Quantity" => {
+            Some(Value::String(match string(msg, 1) {
+                text if text.is_empty() => "0".to_owned(),
+                text => text,
+            }))
+        }
         _ => match name.strip_prefix(EXTENSIONS) {
             Some("JSON") => Some(embedded_json(&bytes(msg, 1), path)?),
             Some("JSONSchemaPropsOrBool") => Some(match present_message(msg, 2) {
                 Some(schema_props) => message(schema, &schema_props, path)?,
-                None => Value::Bool(matches!(msg.get_field_by_number(1).as_deref(), Some(Field::Bool(true)))),
+                None => Value::Bool(matches!(
+                    msg.get_field_by_number(1).as_deref(),
+                    Some(Field::Bool(true))
+                )),
             }),
             Some("JSONSchemaPropsOrArray") => Some(one_of_list(schema, msg, 2, 1, path)?),
             Some("JSONSchemaPropsOrStringArray") => Some(one_of_list(schema, msg, 2, 1, path)?),
@@ -303,7 +367,8 @@ fn embedded_json(raw: &[u8], path: Path<'_>) -> Result<Value, DecodeError> {
     if raw.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(raw).map_err(|err| path.error(format!("embedded JSON does not parse: {err}")))
+    serde_json::from_slice(raw)
+        .map_err(|err| path.error(format!("embedded JSON does not parse: {err}")))
 }
 
 /// `runtime.RawExtension`: embedded JSON, or an embedded protobuf object in
@@ -318,7 +383,11 @@ fn raw_extension(raw: &[u8], path: Path<'_>) -> Result<Value, DecodeError> {
 }
 
 /// A Go named slice type (`type Verbs []string`): its `items`, null when empty.
-fn slice_items(schema: &Schema, msg: &DynamicMessage, path: Path<'_>) -> Result<Value, DecodeError> {
+fn slice_items(
+    schema: &Schema,
+    msg: &DynamicMessage,
+    path: Path<'_>,
+) -> Result<Value, DecodeError> {
     let descriptor = msg.descriptor();
     let Some(items) = descriptor.get_field(1) else {
         return Err(path.error("slice type without items"));
@@ -332,7 +401,13 @@ fn slice_items(schema: &Schema, msg: &DynamicMessage, path: Path<'_>) -> Result<
 
 /// The apiextensions "schema or list" types: the list when it has items, else
 /// the schema (null when unset).
-fn one_of_list(schema: &Schema, msg: &DynamicMessage, list_number: u32, schema_number: u32, path: Path<'_>) -> Result<Value, DecodeError> {
+fn one_of_list(
+    schema: &Schema,
+    msg: &DynamicMessage,
+    list_number: u32,
+    schema_number: u32,
+    path: Path<'_>,
+) -> Result<Value, DecodeError> {
     let descriptor = msg.descriptor();
     if let Some(list) = descriptor.get_field(list_number) {
         let value = msg.get_field(&list);

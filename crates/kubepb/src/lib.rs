@@ -41,7 +41,9 @@ pub struct Decoded {
 pub enum DecodeError {
     #[error("empty data")]
     Empty,
-    #[error("provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]")]
+    #[error(
+        "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]"
+    )]
     MissingPrefix,
     #[error("Object 'Kind' is missing in protobuf envelope")]
     MissingKind,
@@ -78,14 +80,16 @@ fn decode_nested(body: &[u8], nesting: u32) -> Result<Decoded, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let unknown_bytes = body.strip_prefix(ENVELOPE_PREFIX).ok_or(DecodeError::MissingPrefix)?;
+    let unknown_bytes = body
+        .strip_prefix(ENVELOPE_PREFIX)
+        .ok_or(DecodeError::MissingPrefix)?;
     let schema = Schema::get();
     let unknown_descriptor = schema
         .pool
         .get_message_by_name("k8s.io.apimachinery.pkg.runtime.Unknown")
         .expect("runtime.Unknown is in the vendored protos");
-    let unknown =
-        DynamicMessage::decode(unknown_descriptor, unknown_bytes).map_err(|err| DecodeError::Envelope(err.to_string()))?;
+    let unknown = DynamicMessage::decode(unknown_descriptor, unknown_bytes)
+        .map_err(|err| DecodeError::Envelope(err.to_string()))?;
     let envelope = Envelope::read(&unknown);
     if envelope.kind.is_empty() {
         return Err(DecodeError::MissingKind);
@@ -96,19 +100,29 @@ fn decode_nested(body: &[u8], nesting: u32) -> Result<Decoded, DecodeError> {
     if !envelope.content_encoding.is_empty() {
         return Err(DecodeError::ContentEncoding(envelope.content_encoding));
     }
-    if !matches!(envelope.content_type.as_str(), "" | "application/vnd.kubernetes.protobuf") {
+    if !matches!(
+        envelope.content_type.as_str(),
+        "" | "application/vnd.kubernetes.protobuf"
+    ) {
         return Err(DecodeError::ContentType(envelope.content_type));
     }
     let Some(descriptor) = schema.kind(&envelope.api_version, &envelope.kind) else {
-        return Err(DecodeError::UnknownKind { api_version: envelope.api_version, kind: envelope.kind });
+        return Err(DecodeError::UnknownKind {
+            api_version: envelope.api_version,
+            kind: envelope.kind,
+        });
     };
     let message = match DynamicMessage::decode(descriptor.clone(), envelope.raw.as_slice()) {
         Ok(message) => message,
         Err(err) => {
             // prost names the fields it was inside, but not the one whose
             // length overran; the scan finds that one when it can.
-            let detail = wire::first_fault(&descriptor, &envelope.raw).unwrap_or_else(|| err.to_string());
-            return Err(DecodeError::Malformed { kind: envelope.kind, detail });
+            let detail =
+                wire::first_fault(&descriptor, &envelope.raw).unwrap_or_else(|| err.to_string());
+            return Err(DecodeError::Malformed {
+                kind: envelope.kind,
+                detail,
+            });
         }
     };
     let fields = json::message(schema, &message, json::Path::root(nesting))?;
@@ -116,11 +130,18 @@ fn decode_nested(body: &[u8], nesting: u32) -> Result<Decoded, DecodeError> {
     // checks above mean both are set.
     let mut object = serde_json::Map::new();
     object.insert("kind".to_owned(), Value::String(envelope.kind.clone()));
-    object.insert("apiVersion".to_owned(), Value::String(envelope.api_version.clone()));
+    object.insert(
+        "apiVersion".to_owned(),
+        Value::String(envelope.api_version.clone()),
+    );
     if let Value::Object(fields) = fields {
         object.extend(fields);
     }
-    Ok(Decoded { api_version: envelope.api_version, kind: envelope.kind, object: Value::Object(object) })
+    Ok(Decoded {
+        api_version: envelope.api_version,
+        kind: envelope.kind,
+        object: Value::Object(object),
+    })
 }
 
 /// The fields of a `runtime.Unknown`.
@@ -134,7 +155,8 @@ struct Envelope {
 
 impl Envelope {
     fn read(unknown: &DynamicMessage) -> Envelope {
-        let string = |msg: &DynamicMessage, number| match msg.get_field_by_number(number).as_deref() {
+        let string = |msg: &DynamicMessage, number| match msg.get_field_by_number(number).as_deref()
+        {
             Some(Field::String(text)) => text.clone(),
             _ => String::new(),
         };
@@ -146,7 +168,13 @@ impl Envelope {
             Some(Field::Bytes(raw)) => raw.to_vec(),
             _ => Vec::new(),
         };
-        Envelope { api_version, kind, raw, content_encoding: string(unknown, 3), content_type: string(unknown, 4) }
+        Envelope {
+            api_version,
+            kind,
+            raw,
+            content_encoding: string(unknown, 3),
+            content_type: string(unknown, 4),
+        }
     }
 }
 

@@ -46,7 +46,8 @@ impl Schema {
     fn build() -> Schema {
         // Both inputs are compiled into the crate and checked by the tests,
         // so a failure here is a build defect, not bad input.
-        let pool = DescriptorPool::decode(DESCRIPTOR_SET).expect("descriptor set built by build.rs decodes");
+        let pool = DescriptorPool::decode(DESCRIPTOR_SET)
+            .expect("descriptor set built by build.rs decodes");
         let mut kinds = HashMap::new();
         let mut fields: HashMap<String, Vec<GoField>> = HashMap::new();
         let mut slices = HashSet::new();
@@ -54,26 +55,36 @@ impl Schema {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
                 ["kind", api_version, kind, message] => {
-                    let descriptor = pool.get_message_by_name(message).expect("go_fields.txt kind names a message");
+                    let descriptor = pool
+                        .get_message_by_name(message)
+                        .expect("go_fields.txt kind names a message");
                     kinds.insert((api_version.to_string(), kind.to_string()), descriptor);
                 }
                 ["slice", message] => {
                     slices.insert(message.to_string());
                 }
                 ["field", message, number, json_name, flags @ ..] => {
-                    fields.entry(message.to_string()).or_default().push(GoField {
-                        number: number.parse().expect("go_fields.txt field number"),
-                        json_name: json_name.to_string(),
-                        pointer: flags.contains(&"ptr"),
-                        omit_empty: flags.contains(&"omitempty"),
-                        inline: flags.contains(&"inline"),
-                        skip: flags.contains(&"skip"),
-                    });
+                    fields
+                        .entry(message.to_string())
+                        .or_default()
+                        .push(GoField {
+                            number: number.parse().expect("go_fields.txt field number"),
+                            json_name: json_name.to_string(),
+                            pointer: flags.contains(&"ptr"),
+                            omit_empty: flags.contains(&"omitempty"),
+                            inline: flags.contains(&"inline"),
+                            skip: flags.contains(&"skip"),
+                        });
                 }
                 _ => panic!("go_fields.txt: unreadable line {line:?}"),
             }
         }
-        Schema { pool, kinds, fields, slices }
+        Schema {
+            pool,
+            kinds,
+            fields,
+            slices,
+        }
     }
 
     /// The message for a kind, looking in meta/v1 for the kinds every group
@@ -93,7 +104,9 @@ impl Schema {
             "WatchEvent",
         ];
         if SHARED_KINDS.contains(&kind) {
-            return self.pool.get_message_by_name(&format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}"));
+            return self
+                .pool
+                .get_message_by_name(&format!("k8s.io.apimachinery.pkg.apis.meta.v1.{kind}"));
         }
         None
     }

@@ -10,7 +10,10 @@ use crate::schema::Schema;
 use crate::{DecodeError, decode};
 
 fn descriptor(name: &str) -> MessageDescriptor {
-    Schema::get().pool.get_message_by_name(name).unwrap_or_else(|| panic!("no message {name}"))
+    Schema::get()
+        .pool
+        .get_message_by_name(name)
+        .unwrap_or_else(|| panic!("no message {name}"))
 }
 
 /// Builds a message from a JSON description keyed by proto field names:
@@ -19,20 +22,36 @@ fn descriptor(name: &str) -> MessageDescriptor {
 fn build(descriptor: MessageDescriptor, fields: &Value) -> DynamicMessage {
     let mut msg = DynamicMessage::new(descriptor.clone());
     for (name, value) in fields.as_object().expect("fields are an object") {
-        let field = descriptor.get_field_by_name(name).unwrap_or_else(|| panic!("{} has no field {name}", descriptor.full_name()));
+        let field = descriptor
+            .get_field_by_name(name)
+            .unwrap_or_else(|| panic!("{} has no field {name}", descriptor.full_name()));
         let built = if field.is_map() {
-            let Kind::Message(entry) = field.kind() else { unreachable!("map fields are messages") };
+            let Kind::Message(entry) = field.kind() else {
+                unreachable!("map fields are messages")
+            };
             let value_kind = entry.map_entry_value_field().kind();
             Field::Map(
                 value
                     .as_object()
                     .expect("map is an object")
                     .iter()
-                    .map(|(key, value)| (MapKey::String(key.clone()), scalar_or_message(&value_kind, value)))
+                    .map(|(key, value)| {
+                        (
+                            MapKey::String(key.clone()),
+                            scalar_or_message(&value_kind, value),
+                        )
+                    })
                     .collect(),
             )
         } else if field.is_list() {
-            Field::List(value.as_array().expect("list is an array").iter().map(|item| scalar_or_message(&field.kind(), item)).collect())
+            Field::List(
+                value
+                    .as_array()
+                    .expect("list is an array")
+                    .iter()
+                    .map(|item| scalar_or_message(&field.kind(), item))
+                    .collect(),
+            )
         } else {
             scalar_or_message(&field.kind(), value)
         };
@@ -45,7 +64,14 @@ fn scalar_or_message(kind: &Kind, value: &Value) -> Field {
     match kind {
         Kind::Message(inner) => Field::Message(build(inner.clone(), value)),
         Kind::String => Field::String(value.as_str().expect("string").to_owned()),
-        Kind::Bytes => Field::Bytes(value.as_str().expect("bytes as text").as_bytes().to_vec().into()),
+        Kind::Bytes => Field::Bytes(
+            value
+                .as_str()
+                .expect("bytes as text")
+                .as_bytes()
+                .to_vec()
+                .into(),
+        ),
         Kind::Bool => Field::Bool(value.as_bool().expect("bool")),
         Kind::Int32 => Field::I32(value.as_i64().expect("int") as i32),
         Kind::Int64 => Field::I64(value.as_i64().expect("int")),
@@ -56,19 +82,32 @@ fn scalar_or_message(kind: &Kind, value: &Value) -> Field {
 
 fn envelope_with(api_version: &str, kind: &str, raw: Vec<u8>, extra: Value) -> Vec<u8> {
     let mut unknown = json!({"typeMeta": {"apiVersion": api_version, "kind": kind}});
-    unknown.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
-    let mut msg = build(descriptor("k8s.io.apimachinery.pkg.runtime.Unknown"), &unknown);
+    unknown
+        .as_object_mut()
+        .expect("object")
+        .extend(extra.as_object().expect("object").clone());
+    let mut msg = build(
+        descriptor("k8s.io.apimachinery.pkg.runtime.Unknown"),
+        &unknown,
+    );
     msg.set_field_by_name("raw", Field::Bytes(raw.into()));
     [crate::ENVELOPE_PREFIX, &msg.encode_to_vec()].concat()
 }
 
 /// A body for `message` (a full name) with the given proto-shaped fields.
 fn body(api_version: &str, kind: &str, message: &str, fields: Value) -> Vec<u8> {
-    envelope_with(api_version, kind, build(descriptor(message), &fields).encode_to_vec(), json!({}))
+    envelope_with(
+        api_version,
+        kind,
+        build(descriptor(message), &fields).encode_to_vec(),
+        json!({}),
+    )
 }
 
 fn decoded(body: &[u8]) -> Value {
-    decode(body).unwrap_or_else(|err| panic!("decode failed: {err}")).object
+    decode(body)
+        .unwrap_or_else(|err| panic!("decode failed: {err}"))
+        .object
 }
 
 #[test]
@@ -160,7 +199,11 @@ fn secret_bytes_are_base64_and_map_keys_sorted() {
     );
     let object = decoded(&secret);
     assert_eq!(object["data"], json!({"a": "", "b": "cQ=="}));
-    let keys: Vec<&String> = object["data"].as_object().expect("data is an object").keys().collect();
+    let keys: Vec<&String> = object["data"]
+        .as_object()
+        .expect("data is an object")
+        .keys()
+        .collect();
     assert_eq!(keys, ["a", "b"]);
 }
 
@@ -174,12 +217,25 @@ fn controller_revision_raw_extension_holds_json_or_an_envelope() {
     );
     assert_eq!(decoded(&revision)["data"], json!({"spec": {"replicas": 1}}));
 
-    let config_map = body("v1", "ConfigMap", "k8s.io.api.core.v1.ConfigMap", json!({"metadata": {"name": "c"}, "data": {"k": "v"}}));
-    let mut revision = build(descriptor("k8s.io.api.apps.v1.ControllerRevision"), &json!({"metadata": {"name": "r"}}));
+    let config_map = body(
+        "v1",
+        "ConfigMap",
+        "k8s.io.api.core.v1.ConfigMap",
+        json!({"metadata": {"name": "c"}, "data": {"k": "v"}}),
+    );
+    let mut revision = build(
+        descriptor("k8s.io.api.apps.v1.ControllerRevision"),
+        &json!({"metadata": {"name": "r"}}),
+    );
     let mut data = DynamicMessage::new(descriptor("k8s.io.apimachinery.pkg.runtime.RawExtension"));
     data.set_field_by_name("raw", Field::Bytes(config_map.into()));
     revision.set_field_by_name("data", Field::Message(data));
-    let nested = envelope_with("apps/v1", "ControllerRevision", revision.encode_to_vec(), json!({}));
+    let nested = envelope_with(
+        "apps/v1",
+        "ControllerRevision",
+        revision.encode_to_vec(),
+        json!({}),
+    );
     assert_eq!(
         decoded(&nested)["data"],
         json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", "creationTimestamp": null}, "data": {"k": "v"}})
@@ -230,7 +286,10 @@ fn crd_schema_types_marshal_like_apiextensions() {
             "additionalProperties": false
         })
     );
-    assert_eq!(object["spec"]["names"], json!({"plural": "widgets", "kind": "Widget"}));
+    assert_eq!(
+        object["spec"]["names"],
+        json!({"plural": "widgets", "kind": "Widget"})
+    );
 }
 
 #[test]
@@ -251,13 +310,33 @@ fn delete_options_are_accepted_under_any_group_version() {
 fn error_texts() {
     let message = |body: &[u8]| decode(body).expect_err("must fail").to_string();
     assert_eq!(message(b""), "empty data");
-    assert_eq!(message(b"{\"kind\":\"Pod\"}"), "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]");
-    assert_eq!(message(&envelope_with("v1", "", vec![], json!({}))), "Object 'Kind' is missing in protobuf envelope");
-    assert_eq!(message(&envelope_with("", "Pod", vec![], json!({}))), "Object 'apiVersion' is missing in protobuf envelope");
-    assert_eq!(message(&envelope_with("v1", "Gadget", vec![], json!({}))), "no kind \"Gadget\" is registered for version \"v1\"");
-    assert_eq!(message(&envelope_with("apps/v1", "Pod", vec![], json!({}))), "no kind \"Pod\" is registered for version \"apps/v1\"");
     assert_eq!(
-        message(&envelope_with("v1", "Pod", vec![], json!({"contentEncoding": "gzip"}))),
+        message(b"{\"kind\":\"Pod\"}"),
+        "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]"
+    );
+    assert_eq!(
+        message(&envelope_with("v1", "", vec![], json!({}))),
+        "Object 'Kind' is missing in protobuf envelope"
+    );
+    assert_eq!(
+        message(&envelope_with("", "Pod", vec![], json!({}))),
+        "Object 'apiVersion' is missing in protobuf envelope"
+    );
+    assert_eq!(
+        message(&envelope_with("v1", "Gadget", vec![], json!({}))),
+        "no kind \"Gadget\" is registered for version \"v1\""
+    );
+    assert_eq!(
+        message(&envelope_with("apps/v1", "Pod", vec![], json!({}))),
+        "no kind \"Pod\" is registered for version \"apps/v1\""
+    );
+    assert_eq!(
+        message(&envelope_with(
+            "v1",
+            "Pod",
+            vec![],
+            json!({"contentEncoding": "gzip"})
+        )),
         "unsupported content encoding \"gzip\" in protobuf envelope"
     );
     assert!(message(b"k8s\0\x0a\xff").starts_with("malformed protobuf envelope: "));
@@ -270,24 +349,49 @@ fn error_texts() {
     .encode_to_vec();
     let truncated = envelope_with("v1", "Pod", pod[..pod.len() - 3].to_vec(), json!({}));
     let text = message(&truncated);
-    assert_eq!(text, "malformed Pod message: spec: length 18 overruns the 15 bytes left");
+    assert_eq!(
+        text,
+        "malformed Pod message: spec: length 18 overruns the 15 bytes left"
+    );
     // Truncated inside the container instead: the path goes down to it.
     let mut cut = pod.clone();
     cut[1] -= 3; // spec's length
     cut[3] -= 3; // containers[0]'s length
-    let text = message(&envelope_with("v1", "Pod", cut[..cut.len() - 3].to_vec(), json!({})));
-    assert_eq!(text, "malformed Pod message: spec.containers[0].name: length 14 overruns the 11 bytes left");
+    let text = message(&envelope_with(
+        "v1",
+        "Pod",
+        cut[..cut.len() - 3].to_vec(),
+        json!({}),
+    ));
+    assert_eq!(
+        text,
+        "malformed Pod message: spec.containers[0].name: length 14 overruns the 11 bytes left"
+    );
 
-    let far_future = body("v1", "Namespace", "k8s.io.api.core.v1.Namespace", json!({"metadata": {"creationTimestamp": {"seconds": i64::MAX}}}));
-    assert_eq!(message(&far_future), "metadata.creationTimestamp: time out of range: year outside of range [0,9999]");
+    let far_future = body(
+        "v1",
+        "Namespace",
+        "k8s.io.api.core.v1.Namespace",
+        json!({"metadata": {"creationTimestamp": {"seconds": i64::MAX}}}),
+    );
+    assert_eq!(
+        message(&far_future),
+        "metadata.creationTimestamp: time out of range: year outside of range [0,9999]"
+    );
     let impossible = body(
         "v1",
         "Service",
         "k8s.io.api.core.v1.Service",
         json!({"spec": {"ports": [{"port": 80, "targetPort": {"type": 7}}]}}),
     );
-    assert_eq!(message(&impossible), "spec.ports[0].targetPort: impossible IntOrString.Type 7");
-    assert!(matches!(decode(&impossible), Err(DecodeError::Field { .. })));
+    assert_eq!(
+        message(&impossible),
+        "spec.ports[0].targetPort: impossible IntOrString.Type 7"
+    );
+    assert!(matches!(
+        decode(&impossible),
+        Err(DecodeError::Field { .. })
+    ));
 }
 
 #[test]
@@ -295,13 +399,22 @@ fn envelopes_nested_too_deep_are_refused() {
     let mut current = body("v1", "ConfigMap", "k8s.io.api.core.v1.ConfigMap", json!({}));
     for _ in 0..20 {
         let mut revision = DynamicMessage::new(descriptor("k8s.io.api.apps.v1.ControllerRevision"));
-        let mut data = DynamicMessage::new(descriptor("k8s.io.apimachinery.pkg.runtime.RawExtension"));
+        let mut data =
+            DynamicMessage::new(descriptor("k8s.io.apimachinery.pkg.runtime.RawExtension"));
         data.set_field_by_name("raw", Field::Bytes(current.into()));
         revision.set_field_by_name("data", Field::Message(data));
-        current = envelope_with("apps/v1", "ControllerRevision", revision.encode_to_vec(), json!({}));
+        current = envelope_with(
+            "apps/v1",
+            "ControllerRevision",
+            revision.encode_to_vec(),
+            json!({}),
+        );
     }
     let text = decode(&current).expect_err("too deep").to_string();
-    assert!(text.contains("protobuf objects nested more than 8 deep"), "{text}");
+    assert!(
+        text.contains("protobuf objects nested more than 8 deep"),
+        "{text}"
+    );
 }
 
 /// Every field of every message a kind can reach has its Go JSON facts in
@@ -325,12 +438,16 @@ fn go_table_covers_every_reachable_field() {
         "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray",
     ];
     let mut seen = std::collections::HashSet::new();
-    let mut pending: Vec<MessageDescriptor> = schema.kinds().map(|(_, message)| message.clone()).collect();
+    let mut pending: Vec<MessageDescriptor> =
+        schema.kinds().map(|(_, message)| message.clone()).collect();
     let mut missing = Vec::new();
     assert!(pending.len() > 100, "only {} kinds", pending.len());
     while let Some(message) = pending.pop() {
         let name = message.full_name().to_owned();
-        if !seen.insert(name.clone()) || hand_written.contains(&name.as_str()) || schema.is_slice_wrapper(&name) {
+        if !seen.insert(name.clone())
+            || hand_written.contains(&name.as_str())
+            || schema.is_slice_wrapper(&name)
+        {
             continue;
         }
         let go_fields = schema.go_fields(&name);
@@ -350,7 +467,10 @@ fn go_table_covers_every_reachable_field() {
         }
         for go in go_fields {
             if message.get_field(go.number).is_none() {
-                missing.push(format!("{name} has no field {} ({})", go.number, go.json_name));
+                missing.push(format!(
+                    "{name} has no field {} ({})",
+                    go.number, go.json_name
+                ));
             }
         }
     }

@@ -25,7 +25,10 @@ pub(crate) fn rfc3339(unix_seconds: i64, nanos: u32, fraction_digits: u32) -> Op
     );
     if fraction_digits > 0 {
         let fraction = nanos / 10u32.pow(9 - fraction_digits);
-        text.push_str(&format!(".{fraction:0width$}", width = fraction_digits as usize));
+        text.push_str(&format!(
+            ".{fraction:0width$}",
+            width = fraction_digits as usize
+        ));
     }
     text.push('Z');
     Some(text)
@@ -37,11 +40,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -88,7 +96,9 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let group = chunk.iter().enumerate().fold(0u32, |group, (idx, byte)| group | u32::from(*byte) << (16 - 8 * idx));
+        let group = chunk.iter().enumerate().fold(0u32, |group, (idx, byte)| {
+            group | u32::from(*byte) << (16 - 8 * idx)
+        });
         for idx in 0..4 {
             if idx <= chunk.len() {
                 text.push(ALPHABET[(group >> (18 - 6 * idx) & 63) as usize] as char);
@@ -106,13 +116,28 @@ mod tests {
 
     #[test]
     fn rfc3339_matches_go_layouts() {
-        assert_eq!(rfc3339(1_704_067_200, 0, 0).as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert_eq!(
+            rfc3339(1_704_067_200, 0, 0).as_deref(),
+            Some("2024-01-01T00:00:00Z")
+        );
         assert_eq!(rfc3339(0, 0, 0).as_deref(), Some("1970-01-01T00:00:00Z"));
-        assert_eq!(rfc3339(951_782_400, 0, 0).as_deref(), Some("2000-02-29T00:00:00Z"));
+        assert_eq!(
+            rfc3339(951_782_400, 0, 0).as_deref(),
+            Some("2000-02-29T00:00:00Z")
+        );
         assert_eq!(rfc3339(-1, 0, 0).as_deref(), Some("1969-12-31T23:59:59Z"));
-        assert_eq!(rfc3339(1_704_067_200, 123_456_789, 6).as_deref(), Some("2024-01-01T00:00:00.123456Z"));
-        assert_eq!(rfc3339(1_704_067_200, 0, 6).as_deref(), Some("2024-01-01T00:00:00.000000Z"));
-        assert_eq!(rfc3339(GO_ZERO_TIME_UNIX_SECONDS, 0, 0).as_deref(), Some("0001-01-01T00:00:00Z"));
+        assert_eq!(
+            rfc3339(1_704_067_200, 123_456_789, 6).as_deref(),
+            Some("2024-01-01T00:00:00.123456Z")
+        );
+        assert_eq!(
+            rfc3339(1_704_067_200, 0, 6).as_deref(),
+            Some("2024-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(
+            rfc3339(GO_ZERO_TIME_UNIX_SECONDS, 0, 0).as_deref(),
+            Some("0001-01-01T00:00:00Z")
+        );
         assert_eq!(rfc3339(253_402_300_800, 0, 0), None, "year 10000");
         assert_eq!(rfc3339(i64::MIN, 0, 0), None);
         assert_eq!(rfc3339(i64::MAX, 0, 0), None);

@@ -21,7 +21,8 @@ fn scan(descriptor: &MessageDescriptor, mut bytes: &[u8], depth: u32) -> Result<
     let mut counts: Vec<(u32, usize)> = Vec::new();
     while !bytes.is_empty() {
         let key = varint(&mut bytes).ok_or("truncated field key")?;
-        let number = u32::try_from(key >> 3).map_err(|_| format!("invalid field number {}", key >> 3))?;
+        let number =
+            u32::try_from(key >> 3).map_err(|_| format!("invalid field number {}", key >> 3))?;
         let wire_type = key & 7;
         let field = descriptor.get_field(number);
         let name = match &field {
@@ -48,23 +49,32 @@ fn scan(descriptor: &MessageDescriptor, mut bytes: &[u8], depth: u32) -> Result<
             }
             1 | 5 => {
                 let width = if wire_type == 1 { 8 } else { 4 };
-                bytes = bytes.get(width..).ok_or_else(|| at(format!("truncated {}-byte value", width)))?;
+                bytes = bytes
+                    .get(width..)
+                    .ok_or_else(|| at(format!("truncated {}-byte value", width)))?;
             }
             2 => {
                 let length = varint(&mut bytes).ok_or_else(|| at("truncated length".to_owned()))?;
                 let length = usize::try_from(length).unwrap_or(usize::MAX);
                 if length > bytes.len() {
-                    return Err(at(format!("length {length} overruns the {} bytes left", bytes.len())));
+                    return Err(at(format!(
+                        "length {length} overruns the {} bytes left",
+                        bytes.len()
+                    )));
                 }
                 let (inner, rest) = bytes.split_at(length);
                 bytes = rest;
-                if let Some(Kind::Message(inner_descriptor)) = field.as_ref().map(|field| field.kind()) {
+                if let Some(Kind::Message(inner_descriptor)) =
+                    field.as_ref().map(|field| field.kind())
+                {
                     if inner_descriptor.is_map_entry() {
                         continue;
                     }
-                    scan(&inner_descriptor, inner, depth + 1).map_err(|fault| format!("{name}.{fault}"))?;
+                    scan(&inner_descriptor, inner, depth + 1)
+                        .map_err(|fault| format!("{name}.{fault}"))?;
                 } else if let Some(Kind::String) = field.as_ref().map(|field| field.kind()) {
-                    std::str::from_utf8(inner).map_err(|_| at("string is not valid UTF-8".to_owned()))?;
+                    std::str::from_utf8(inner)
+                        .map_err(|_| at("string is not valid UTF-8".to_owned()))?;
                 }
             }
             other => return Err(at(format!("unsupported wire type {other}"))),

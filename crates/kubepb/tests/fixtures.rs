@@ -20,7 +20,8 @@ fn fixture_names() -> Vec<String> {
 }
 
 fn read(name: &str, extension: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.{extension}"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.{extension}"));
     std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
@@ -30,7 +31,8 @@ fn protobuf_bodies_decode_to_the_json_kubectl_sends() {
     assert!(names.len() >= 7, "fixtures missing: {names:?}");
     let mut failures = Vec::new();
     for name in &names {
-        let expected: serde_json::Value = serde_json::from_slice(&read(name, "json")).expect("fixture JSON parses");
+        let expected: serde_json::Value =
+            serde_json::from_slice(&read(name, "json")).expect("fixture JSON parses");
         match kubepb::decode(&read(name, "pb")) {
             Ok(decoded) => {
                 if decoded.object != expected {
@@ -40,11 +42,25 @@ fn protobuf_bodies_decode_to_the_json_kubectl_sends() {
                         serde_json::to_string(&expected).unwrap_or_default()
                     ));
                 }
-                assert_eq!(Some(decoded.kind.as_str()), expected["kind"].as_str(), "{name}");
-                assert_eq!(Some(decoded.api_version.as_str()), expected["apiVersion"].as_str(), "{name}");
+                assert_eq!(
+                    Some(decoded.kind.as_str()),
+                    expected["kind"].as_str(),
+                    "{name}"
+                );
+                assert_eq!(
+                    Some(decoded.api_version.as_str()),
+                    expected["apiVersion"].as_str(),
+                    "{name}"
+                );
             }
             Err(err) => failures.push(format!("{name}: {err}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures differ:\n{}", failures.len(), names.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures differ:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
 }
