@@ -7,7 +7,8 @@
 //! `generated.proto` files, vendored under `proto/`; what protobuf does not say
 //! about the Go JSON encoding (names, pointers, `omitempty`, `inline`) comes
 //! from `src/go_fields.txt`, generated from upstream's Go types. Both are made
-//! by `tools/vendor_upstream.py`.
+//! by `tools/vendor_upstream.py`. The tests compare against real kubectl
+//! bodies, which `tools/capture_fixtures.py` records.
 
 mod json;
 mod schema;
