@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start shoal on this machine: a single-member store serving the etcd v3 API
-    /// on 127.0.0.1:2379.
+    /// on 127.0.0.1:2379, and the Kubernetes API on https://127.0.0.1:6443.
     Up(UpArgs),
     /// Run one store member. Takes etcd's flags, with etcd's meanings.
     Store(Box<StoreArgs>),
@@ -95,6 +95,14 @@ struct UpArgs {
     /// Where the store listens for other members.
     #[arg(long, default_value = "http://127.0.0.1:2380", value_parser = parse_url)]
     listen_peer_urls: Url,
+    /// Where the Kubernetes API listens (HTTPS, client certificates).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_listen: std::net::SocketAddr,
+    /// The address clients reach the API at, put in the serving certificate
+    /// and the admin kubeconfig [default: the --api-listen address, or
+    /// 127.0.0.1 when that is a wildcard].
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
 }
@@ -302,7 +310,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, log_level, banner) = match cli.command {
+    let (config, log_level, platform) = match cli.command {
         Command::Snapshot(SnapshotCommand::Restore(args)) => return restore_snapshot(args),
         Command::Bench(args) => {
             return match bench::run(*args) {
@@ -339,12 +347,24 @@ fn main() -> ExitCode {
                 args.listen_client_urls,
                 args.listen_peer_urls,
             );
-            (config, args.log_level, true)
+            let advertise = args.advertise_address.unwrap_or_else(|| {
+                if args.api_listen.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    args.api_listen.ip()
+                }
+            });
+            let platform = serve::Platform {
+                data_dir: args.data_dir,
+                api_listen: args.api_listen,
+                advertise_address: advertise,
+            };
+            (config, args.log_level, Some(platform))
         }
         Command::Store(args) => {
             let log_level = args.log_level;
             match args.into_config() {
-                Ok(config) => (config, log_level, false),
+                Ok(config) => (config, log_level, None),
                 Err(error) => {
                     eprintln!("error: {error}");
                     return ExitCode::from(2);
@@ -353,7 +373,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(log_level);
-    match serve::run_store(config, banner) {
+    match serve::run_store(config, platform) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

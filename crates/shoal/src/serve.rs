@@ -5,9 +5,17 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+/// What `shoal up` runs beside the store: the Kubernetes API.
+pub struct Platform {
+    pub data_dir: std::path::PathBuf,
+    pub api_listen: std::net::SocketAddr,
+    pub advertise_address: std::net::IpAddr,
+}
+
 /// Starts the member, serves clients on every `--listen-client-urls` address,
-/// and blocks until a shutdown signal.
-pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()> {
+/// with `platform` (`shoal up`) the Kubernetes API too, and blocks until a
+/// shutdown signal.
+pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("shoal")
@@ -27,6 +35,10 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
             })?;
             listeners.push(listener);
         }
+        let api_listener = match &platform {
+            Some(platform) => Some(apiserver::bind(platform.api_listen).await?),
+            None => None,
+        };
         let member = store::Member::start(config).await?;
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
@@ -40,13 +52,20 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
                 api::serve(member, listener, signal).await
             }));
         }
-        if banner {
+        if let (Some(platform), Some(listener)) = (&platform, api_listener) {
+            let kubeconfig =
+                start_api(platform, listener, &member, &stop_receiver, &mut servers).await?;
             let url = store::config::url_text(&client_urls[0]).to_string();
             eprintln!(
                 "shoal is up: the store serves the etcd v3 API at {url} (data in {})",
                 data_dir.display()
             );
-            eprintln!("  try: ETCDCTL_API=3 etcdctl --endpoints={url} put hello world");
+            eprintln!(
+                "  the Kubernetes API is at https://{}",
+                api_address(platform)
+            );
+            eprintln!("  export KUBECONFIG={}", kubeconfig.display());
+            eprintln!("  try: kubectl get namespaces");
             eprintln!("  stop with Ctrl-C");
         }
         let stopped = tokio::select! {
@@ -77,6 +96,81 @@ pub fn run_store(config: store::MemberConfig, banner: bool) -> anyhow::Result<()
             }
         }
     })
+}
+
+fn api_address(platform: &Platform) -> String {
+    std::net::SocketAddr::new(platform.advertise_address, platform.api_listen.port()).to_string()
+}
+
+/// Makes the certificates and admin kubeconfig (once), and starts the API
+/// server and its garbage collector. Returns the kubeconfig's path.
+async fn start_api(
+    platform: &Platform,
+    listener: tokio::net::TcpListener,
+    member: &Arc<store::Member>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    servers: &mut Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let address = api_address(platform);
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        platform.advertise_address.to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+        "10.96.0.1".to_string(),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(host.trim().to_string());
+    }
+    names.dedup();
+    let pki = apiserver::pki::ensure(
+        &platform.data_dir.join("pki"),
+        &names,
+        &format!("https://{address}"),
+    )
+    .context("cannot set up the cluster's certificates")?;
+    let tls = apiserver::tls_config(
+        &pki.serving_cert_pem,
+        &pki.serving_key_pem,
+        &pki.ca_cert_pem,
+    )?;
+    let kv: client::SharedKv = Arc::new(client::Local::new(Arc::clone(member)));
+    let api = apiserver::Api::new(
+        kv,
+        apiserver::ApiConfig {
+            advertise_address: address,
+        },
+    );
+    // The first start elects the member's leadership first: retry briefly.
+    let mut attempts = 0;
+    loop {
+        match api.bootstrap().await {
+            Ok(()) => break,
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                tracing::debug!(%error, "API bootstrap not done yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => anyhow::bail!("cannot start the Kubernetes API: {error}"),
+        }
+    }
+    let mut stop_api = stop.clone();
+    let server_api = Arc::clone(&api);
+    servers.push(tokio::spawn(async move {
+        apiserver::serve(server_api, listener, tls, async move {
+            let _ = stop_api.wait_for(|stopped| *stopped).await;
+        })
+        .await;
+        Ok(())
+    }));
+    let mut stop_collector = stop.clone();
+    tokio::spawn(api.run_collector(async move {
+        let _ = stop_collector.wait_for(|stopped| *stopped).await;
+    }));
+    Ok(pki.admin_kubeconfig)
 }
 
 async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {

@@ -1,0 +1,304 @@
+//! Addresses a Service gets from the cluster: a ClusterIP from the service
+//! range and, for NodePort and LoadBalancer services, a port from the node
+//! port range. Each address taken is a store key of its own under
+//! `/registry/ranges/`, created only if absent, so two services never share
+//! one, whichever API server allocated it.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::registry::ResourceType;
+use crate::status::{ApiError, Cause};
+use crate::storage::{self, Written};
+
+/// kubeadm's default service range, 10.96.0.0/12; its first address is the
+/// `kubernetes` service's.
+pub const SERVICE_RANGE_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
+pub const SERVICE_RANGE_BITS: u32 = 12;
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+fn is_service(resource: &ResourceType) -> bool {
+    resource.group.is_empty() && resource.kind == "Service"
+}
+
+fn in_range(ip: Ipv4Addr) -> bool {
+    let mask = u32::MAX << (32 - SERVICE_RANGE_BITS);
+    u32::from(ip) & mask == SERVICE_RANGE_BASE
+}
+
+fn ip_key(ip: Ipv4Addr) -> String {
+    format!("/registry/ranges/serviceips/{ip}")
+}
+
+fn port_key(port: u16) -> String {
+    format!("/registry/ranges/servicenodeports/{port}")
+}
+
+/// Claims `key` for `owner`; false when another holds it.
+async fn claim(api: &Api, key: &str, owner: &str) -> Result<bool, ApiError> {
+    Ok(matches!(
+        storage::put_if(api.kv.as_ref(), key, &json!({"owner": owner}), 0).await?,
+        Written::Done(_)
+    ))
+}
+
+fn invalid(object: &Value, field: &str, value: &Value, detail: &str) -> ApiError {
+    let resource_name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!(
+            "Service \"{resource_name}\" is invalid: {field}: Invalid value: {value}: {detail}"
+        ),
+        details: Some(json!({
+            "name": resource_name, "kind": "Service",
+            "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {detail}"), "field": field}]
+        })),
+    }
+}
+
+/// Allocates a new Service's ClusterIP and node ports (claims nothing on a
+/// dry run).
+pub async fn on_create(
+    api: &Api,
+    resource: &ResourceType,
+    object: &mut Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    if !is_service(resource) {
+        return Ok(());
+    }
+    let owner = format!(
+        "{}/{}",
+        object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    let service_type = object
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if service_type != "ExternalName" {
+        let given = object
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ip = if given == "None" {
+            None
+        } else if !given.is_empty() {
+            let Ok(ip) = given.parse::<Ipv4Addr>() else {
+                return Err(invalid(
+                    object,
+                    "spec.clusterIP",
+                    &json!(given),
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ));
+            };
+            if !in_range(ip) {
+                return Err(invalid(
+                    object,
+                    "spec.clusterIPs",
+                    &json!([given]),
+                    "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+                ));
+            }
+            if !dry_run && !claim(api, &ip_key(ip), &owner).await? {
+                return Err(invalid(
+                    object,
+                    "spec.clusterIPs",
+                    &json!([given]),
+                    &format!("failed to allocate IP {given}: provided IP is already allocated"),
+                ));
+            }
+            Some(ip)
+        } else {
+            let mut found = None;
+            let size = 1u32 << (32 - SERVICE_RANGE_BITS);
+            for _ in 0..64 {
+                // Past the network address and the `kubernetes` service's .1.
+                let offset = 2 + rand::random::<u32>() % (size - 3);
+                let ip = Ipv4Addr::from(SERVICE_RANGE_BASE + offset);
+                if dry_run || claim(api, &ip_key(ip), &owner).await? {
+                    found = Some(ip);
+                    break;
+                }
+            }
+            let Some(ip) = found else {
+                return Err(ApiError::internal(
+                    "failed to allocate a serviceIP: range is full",
+                ));
+            };
+            Some(ip)
+        };
+        match ip {
+            Some(ip) => {
+                object["spec"]["clusterIP"] = json!(ip.to_string());
+                object["spec"]["clusterIPs"] = json!([ip.to_string()]);
+            }
+            None => {
+                object["spec"]["clusterIP"] = json!("None");
+                object["spec"]["clusterIPs"] = json!(["None"]);
+            }
+        }
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
+        && let Some(ports) = object
+            .pointer_mut("/spec/ports")
+            .and_then(Value::as_array_mut)
+    {
+        for (index, port) in ports.iter_mut().enumerate() {
+            let wanted = port.get("nodePort").and_then(Value::as_u64).unwrap_or(0);
+            let chosen = if wanted != 0 {
+                let Ok(wanted) = u16::try_from(wanted) else {
+                    return Err(ApiError::invalid(
+                        resource,
+                        &owner,
+                        vec![Cause::invalid(
+                            format!("spec.ports[{index}].nodePort"),
+                            &json!(wanted),
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        )],
+                    ));
+                };
+                if !NODE_PORTS.contains(&wanted) {
+                    return Err(ApiError::invalid(
+                        resource,
+                        &owner,
+                        vec![Cause::invalid(
+                            format!("spec.ports[{index}].nodePort"),
+                            &json!(wanted),
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        )],
+                    ));
+                }
+                if !dry_run && !claim(api, &port_key(wanted), &owner).await? {
+                    return Err(ApiError::invalid(
+                        resource,
+                        &owner,
+                        vec![Cause::invalid(
+                            format!("spec.ports[{index}].nodePort"),
+                            &json!(wanted),
+                            "provided port is already allocated",
+                        )],
+                    ));
+                }
+                wanted
+            } else {
+                let mut found = None;
+                for _ in 0..64 {
+                    let candidate = NODE_PORTS.start()
+                        + rand::random::<u16>() % (NODE_PORTS.end() - NODE_PORTS.start() + 1);
+                    if dry_run || claim(api, &port_key(candidate), &owner).await? {
+                        found = Some(candidate);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a nodePort: range is full")
+                })?
+            };
+            port["nodePort"] = json!(chosen);
+        }
+    }
+    Ok(())
+}
+
+/// A Service's ClusterIP does not change once allocated.
+pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    if !is_service(resource) {
+        return Ok(());
+    }
+    let old_ip = old.pointer("/spec/clusterIP").cloned();
+    let new_ip = new.pointer("/spec/clusterIP").cloned();
+    match (old_ip, new_ip) {
+        (Some(old_ip), None) | (Some(old_ip), Some(Value::Null)) => {
+            new["spec"]["clusterIP"] = old_ip;
+            if let Some(ips) = old.pointer("/spec/clusterIPs") {
+                new["spec"]["clusterIPs"] = ips.clone();
+            }
+        }
+        (Some(old_ip), Some(new_ip)) if old_ip != new_ip && new_ip != json!("") => {
+            return Err(invalid(
+                new,
+                "spec.clusterIPs[0]",
+                &new_ip,
+                "may not change once set",
+            ));
+        }
+        (Some(old_ip), Some(_)) => {
+            new["spec"]["clusterIP"] = old_ip;
+            if let Some(ips) = old.pointer("/spec/clusterIPs") {
+                new["spec"]["clusterIPs"] = ips.clone();
+            }
+        }
+        _ => {}
+    }
+    // Node ports carry over when the update leaves them out.
+    if let (Some(old_ports), Some(new_ports)) = (
+        old.pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned(),
+        new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
+    ) {
+        for port in new_ports.iter_mut() {
+            if port.get("nodePort").is_some_and(|value| !value.is_null()) {
+                continue;
+            }
+            if let Some(previous) = old_ports
+                .iter()
+                .find(|previous| previous.get("port") == port.get("port"))
+                && let Some(node_port) = previous.get("nodePort")
+            {
+                port["nodePort"] = node_port.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives a deleted Service's addresses back.
+pub async fn release(kv: &dyn client::Kv, object: &Value) {
+    let mut keys = Vec::new();
+    if let Some(ip) = object
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    {
+        keys.push(ip_key(ip));
+    }
+    for port in object
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(node_port) = port
+            .get("nodePort")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+        {
+            keys.push(port_key(node_port));
+        }
+    }
+    for key in keys {
+        let request = proto::etcdserverpb::DeleteRangeRequest {
+            key: key.into_bytes().into(),
+            ..Default::default()
+        };
+        if let Err(error) = kv.delete_range(request).await {
+            tracing::warn!(%error, "could not release a service address");
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! What differs by kind: decoding into the typed schema (k8s-openapi's
+//! types, which carry Go's JSON shape), the defaults kube-apiserver fills
+//! in, and the validation it does on the fields users set.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::registry::{ResourceType, Shape};
+
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::batch::v1 as batch;
+use k8s_openapi::api::coordination::v1 as coordination;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::policy::v1 as policy;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+
+/// The outcome of decoding a body into its kind's schema.
+pub struct Decoded {
+    /// The object in Go's JSON shape.
+    pub object: Value,
+    /// Fields the schema does not know, as paths (`spec.foo`).
+    pub unknown_fields: Vec<String>,
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(value: Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(&value).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            error.inner().to_string()
+        } else {
+            format!("{path}: {}", error.inner())
+        }
+    })?;
+    serde_json::to_value(typed).map_err(|error| error.to_string())
+}
+
+/// Decodes `value` with the typed schema of `resource`'s kind: type errors
+/// are returned as text (the caller makes the 400), unknown fields listed.
+pub fn decode(resource: &ResourceType, value: Value) -> Result<Decoded, String> {
+    if resource.shape == Shape::Custom {
+        return Ok(Decoded {
+            object: value,
+            unknown_fields: Vec::new(),
+        });
+    }
+    let input = value.clone();
+    let typed = match (resource.group.as_str(), resource.kind.as_str()) {
+        ("", "ConfigMap") => round_trip::<core::ConfigMap>(value),
+        ("", "Endpoints") => round_trip::<core::Endpoints>(value),
+        ("", "Event") => round_trip::<core::Event>(value),
+        ("", "LimitRange") => round_trip::<core::LimitRange>(value),
+        ("", "Namespace") => round_trip::<core::Namespace>(value),
+        ("", "Node") => round_trip::<core::Node>(value),
+        ("", "Pod") => round_trip::<core::Pod>(value),
+        ("", "ResourceQuota") => round_trip::<core::ResourceQuota>(value),
+        ("", "Secret") => round_trip::<core::Secret>(value),
+        ("", "ServiceAccount") => round_trip::<core::ServiceAccount>(value),
+        ("", "Service") => round_trip::<core::Service>(value),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            round_trip::<apiextensions::CustomResourceDefinition>(value)
+        }
+        ("apps", "ControllerRevision") => round_trip::<apps::ControllerRevision>(value),
+        ("apps", "DaemonSet") => round_trip::<apps::DaemonSet>(value),
+        ("apps", "Deployment") => round_trip::<apps::Deployment>(value),
+        ("apps", "ReplicaSet") => round_trip::<apps::ReplicaSet>(value),
+        ("apps", "StatefulSet") => round_trip::<apps::StatefulSet>(value),
+        ("batch", "Job") => round_trip::<batch::Job>(value),
+        ("coordination.k8s.io", "Lease") => round_trip::<coordination::Lease>(value),
+        ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(value),
+        ("policy", "PodDisruptionBudget") => round_trip::<policy::PodDisruptionBudget>(value),
+        _ => Ok(value),
+    }?;
+    let mut unknown_fields = Vec::new();
+    find_unknown(&input, &typed, "", &mut unknown_fields);
+    Ok(Decoded {
+        object: typed,
+        unknown_fields,
+    })
+}
+
+/// Fields of `input` that decoding dropped: what the schema does not know.
+/// A dropped null or empty value is not unknown: Go's decoder drops those too.
+fn find_unknown(input: &Value, decoded: &Value, path: &str, unknown: &mut Vec<String>) {
+    match (input, decoded) {
+        (Value::Object(input), Value::Object(decoded)) => {
+            for (key, value) in input {
+                let field = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match decoded.get(key) {
+                    Some(kept) => find_unknown(value, kept, &field, unknown),
+                    None if is_empty(value) => {}
+                    // Free-form maps (labels, data) are kept whole, so a
+                    // missing key is a field the schema does not have.
+                    None => unknown.push(field),
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(decoded)) => {
+            for (index, (item, kept)) in input.iter().zip(decoded).enumerate() {
+                find_unknown(item, kept, &format!("{path}[{index}]"), unknown);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+fn set_default(object: &mut Value, key: &str, value: Value) {
+    if let Value::Object(map) = object
+        && map.get(key).is_none_or(Value::is_null)
+    {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn child<'a>(object: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    object.as_object_mut()?.get_mut(key)
+}
+
+/// An object child, made when absent.
+fn ensure_object<'a>(object: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let map = object.as_object_mut()?;
+    let entry = map.entry(key.to_string()).or_insert_with(|| json!({}));
+    if entry.is_null() {
+        *entry = json!({});
+    }
+    entry.is_object().then_some(entry)
+}
+
+/// The pull policy kube-apiserver picks: Always for `:latest` or no tag.
+fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_container(container: &mut Value) {
+    set_default(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    set_default(container, "terminationMessagePolicy", json!("File"));
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    set_default(
+        container,
+        "imagePullPolicy",
+        json!(default_pull_policy(&image)),
+    );
+    set_default(container, "resources", json!({}));
+    if let Some(Value::Array(ports)) = child(container, "ports") {
+        for port in ports {
+            set_default(port, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// PodSpec defaults (for pods and for templates).
+fn default_pod_spec(spec: &mut Value) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = child(spec, list) {
+            containers.iter_mut().for_each(default_container);
+        }
+    }
+}
+
+fn default_template(spec: &mut Value) {
+    if let Some(template) = ensure_object(spec, "template") {
+        if let Some(metadata) = ensure_object(template, "metadata") {
+            set_default(metadata, "creationTimestamp", Value::Null);
+        }
+        if let Some(pod_spec) = ensure_object(template, "spec") {
+            default_pod_spec(pod_spec);
+        }
+    }
+}
+
+/// Fills in what kube-apiserver defaults for `resource`'s kind, so `get -o
+/// yaml` shows what a real cluster shows.
+pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
+    if resource.shape == Shape::Custom {
+        return;
+    }
+    match (resource.group.as_str(), resource.kind.as_str()) {
+        ("", "Namespace") => {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some(metadata) = ensure_object(object, "metadata")
+                && let Some(labels) = ensure_object(metadata, "labels")
+            {
+                set_default(labels, "kubernetes.io/metadata.name", json!(name));
+            }
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "finalizers", json!(["kubernetes"]));
+            }
+            if let Some(status) = ensure_object(object, "status") {
+                set_default(status, "phase", json!("Active"));
+            }
+        }
+        ("", "Pod") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                default_pod_spec(spec);
+                set_default(spec, "serviceAccountName", json!("default"));
+                set_default(spec, "serviceAccount", json!("default"));
+                set_default(spec, "enableServiceLinks", json!(true));
+                set_default(spec, "priority", json!(0));
+                set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+                set_default(
+                    spec,
+                    "tolerations",
+                    json!([
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+                    ]),
+                );
+            }
+            let qos = qos_class(object);
+            if let Some(status) = ensure_object(object, "status") {
+                set_default(status, "phase", json!("Pending"));
+                set_default(status, "qosClass", json!(qos));
+            }
+        }
+        ("", "Secret") => set_default(object, "type", json!("Opaque")),
+        ("", "Service") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "type", json!("ClusterIP"));
+                set_default(spec, "sessionAffinity", json!("None"));
+                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+                let service_type = spec
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let service_type = service_type.as_str();
+                if matches!(service_type, "NodePort" | "LoadBalancer") {
+                    set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+                }
+                if service_type != "ExternalName" {
+                    set_default(spec, "ipFamilies", json!(["IPv4"]));
+                    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                }
+                if let Some(Value::Array(ports)) = child(spec, "ports") {
+                    for port in ports {
+                        set_default(port, "protocol", json!("TCP"));
+                        let number = port.get("port").cloned().unwrap_or(Value::Null);
+                        set_default(port, "targetPort", number);
+                    }
+                }
+            }
+            if let Some(status) = ensure_object(object, "status") {
+                set_default(status, "loadBalancer", json!({}));
+            }
+        }
+        ("apps", "Deployment") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                if let Some(strategy) = ensure_object(spec, "strategy") {
+                    set_default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(rolling) = ensure_object(strategy, "rollingUpdate")
+                    {
+                        set_default(rolling, "maxUnavailable", json!("25%"));
+                        set_default(rolling, "maxSurge", json!("25%"));
+                    }
+                }
+                default_template(spec);
+            }
+        }
+        ("apps", "ReplicaSet") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "replicas", json!(1));
+                default_template(spec);
+            }
+        }
+        ("apps", "DaemonSet") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                if let Some(strategy) = ensure_object(spec, "updateStrategy") {
+                    set_default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(rolling) = ensure_object(strategy, "rollingUpdate")
+                    {
+                        set_default(rolling, "maxUnavailable", json!(1));
+                        set_default(rolling, "maxSurge", json!(0));
+                    }
+                }
+                default_template(spec);
+            }
+        }
+        ("apps", "StatefulSet") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(strategy) = ensure_object(spec, "updateStrategy") {
+                    set_default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(rolling) = ensure_object(strategy, "rollingUpdate")
+                    {
+                        set_default(rolling, "partition", json!(0));
+                    }
+                }
+                default_template(spec);
+            }
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                let completions_set = spec.get("completions").is_some_and(|v| !v.is_null());
+                let parallelism_set = spec.get("parallelism").is_some_and(|v| !v.is_null());
+                if !completions_set && !parallelism_set {
+                    set_default(spec, "completions", json!(1));
+                }
+                set_default(spec, "parallelism", json!(1));
+                set_default(spec, "backoffLimit", json!(6));
+                set_default(spec, "completionMode", json!("NonIndexed"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+                default_template(spec);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What kube-apiserver adds at creation once the object has its uid: a
+/// Job's generated selector and the labels that match it.
+pub fn on_create(resource: &ResourceType, object: &mut Value) {
+    if (resource.group.as_str(), resource.kind.as_str()) != ("batch", "Job") {
+        return;
+    }
+    let manual = object
+        .pointer("/spec/manualSelector")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if manual {
+        return;
+    }
+    let uid = object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(spec) = ensure_object(object, "spec") else {
+        return;
+    };
+    spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    if let Some(template) = ensure_object(spec, "template")
+        && let Some(metadata) = ensure_object(template, "metadata")
+        && let Some(labels) = ensure_object(metadata, "labels")
+    {
+        labels["batch.kubernetes.io/controller-uid"] = json!(uid);
+        labels["batch.kubernetes.io/job-name"] = json!(name);
+        labels["controller-uid"] = json!(uid);
+        labels["job-name"] = json!(name);
+    }
+}
+
+/// A pod's QoS class from its containers' requests and limits (the rule
+/// kube-apiserver applies: no requests or limits at all is BestEffort;
+/// requests equal to limits for CPU and memory everywhere is Guaranteed).
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in &containers {
+        let requests = container.pointer("/resources/requests");
+        let limits = container.pointer("/resources/limits");
+        let has = |value: Option<&Value>| {
+            value
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        };
+        if has(requests) || has(limits) {
+            any = true;
+        }
+        for resource in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(resource));
+            let request = requests.and_then(|r| r.get(resource)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}

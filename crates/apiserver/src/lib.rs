@@ -1,0 +1,332 @@
+//! The Kubernetes API, served by shoal over its store, so that `kubectl`,
+//! YAML manifests and Kubernetes' client libraries work unchanged.
+//!
+//! A request passes `server` (TLS, authentication), then `Api::handle`
+//! routes it: discovery and `/version` (`discovery`), OpenAPI (`openapi`), or
+//! a resource path, whose verbs `handlers` carries out on the store through
+//! `client::Kv` — objects under `/registry/<resource>/[<namespace>/]<name>`,
+//! their resourceVersion the key's `mod_revision`, every write a store
+//! transaction compared on it. Lists and watches are served from `cache`
+//! (one store watch per resource). `kinds` holds what differs by kind:
+//! typed decoding, defaulting and validation; `table` the columns `kubectl
+//! get` shows.
+//!
+//! The crate reaches the store only through `client`: it runs the same over
+//! a member in its own process or over a remote store.
+
+mod allocate;
+mod apply;
+mod body;
+mod discovery;
+mod fields;
+mod gc;
+mod handlers;
+mod kinds;
+mod objects;
+pub mod pki;
+mod query;
+mod registry;
+mod registry_sync;
+mod respond;
+pub mod server;
+mod status;
+mod storage;
+mod table;
+mod validation;
+mod watch;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use server::{ServeError, User, bind, serve, tls_config};
+
+use crate::registry::Registry;
+use crate::server::Body;
+use crate::status::ApiError;
+
+/// How the API server is set up.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The address clients reach the API at, as `host:port` (discovery's
+    /// `serverAddressByClientCIDRs`).
+    pub advertise_address: String,
+}
+
+/// The API server's state: what it serves and the store it serves it from.
+pub struct Api {
+    kv: client::SharedKv,
+    registry: Registry,
+    config: ApiConfig,
+    /// Work for the garbage collector (`gc`), run by `run_collector`.
+    collector: tokio::sync::mpsc::UnboundedSender<gc::Work>,
+    collector_queue: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<gc::Work>>>,
+}
+
+/// The strategic merge patch schema of the built-in kinds, built once.
+pub(crate) fn patch_schema() -> &'static apimachinery::patch::PatchSchema {
+    static SCHEMA: std::sync::OnceLock<apimachinery::patch::PatchSchema> =
+        std::sync::OnceLock::new();
+    SCHEMA.get_or_init(apimachinery::patch::PatchSchema::builtin)
+}
+
+/// The namespaces that exist from the start.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl Api {
+    pub fn new(kv: client::SharedKv, config: ApiConfig) -> Arc<Api> {
+        let (collector, queue) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Api {
+            kv,
+            registry: Registry::new(),
+            config,
+            collector,
+            collector_queue: parking_lot::Mutex::new(Some(queue)),
+        })
+    }
+
+    /// Queues work for the garbage collector.
+    fn collect(&self, work: gc::Work) {
+        let _ = self.collector.send(work);
+    }
+
+    /// Runs the garbage collector until `shutdown`: the deletes that
+    /// propagation and namespace deletion leave to do, retried every
+    /// second while something is left.
+    pub async fn run_collector(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(mut queue) = self.collector_queue.lock().take() else {
+            return;
+        };
+        tokio::pin!(shutdown);
+        let mut retry: Vec<gc::Work> = Vec::new();
+        loop {
+            let next = tokio::select! {
+                () = &mut shutdown => return,
+                work = queue.recv() => work,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)), if !retry.is_empty() => None,
+            };
+            let mut batch: Vec<gc::Work> = std::mem::take(&mut retry);
+            batch.extend(next);
+            while let Ok(more) = queue.try_recv() {
+                batch.push(more);
+            }
+            for work in batch {
+                match gc::run(&self, work).await {
+                    Ok(None) => {}
+                    Ok(Some(again)) => retry.push(again),
+                    Err(error) => {
+                        tracing::warn!(message = %error.message, "garbage collection step failed; will retry on the next delete")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes every key under `prefix` in the background.
+    fn spawn_store_cleanup(&self, prefix: String) {
+        let kv = Arc::clone(&self.kv);
+        tokio::spawn(async move {
+            let request = proto::etcdserverpb::DeleteRangeRequest {
+                key: prefix.as_bytes().to_vec().into(),
+                range_end: client::prefix_end(prefix.as_bytes()).into(),
+                ..Default::default()
+            };
+            if let Err(error) = kv.delete_range(request).await {
+                tracing::warn!(%error, %prefix, "could not delete a removed resource's objects");
+            }
+        });
+    }
+
+    /// Gives a deleted Service's addresses back, in the background.
+    fn spawn_service_release(&self, service: serde_json::Value) {
+        let kv = Arc::clone(&self.kv);
+        tokio::spawn(async move { allocate::release(kv.as_ref(), &service).await });
+    }
+
+    /// Makes what must exist before the first request: the system
+    /// namespaces; and serves the custom resources stored CRDs define.
+    pub async fn bootstrap(&self) -> Result<(), String> {
+        let (crds, _) = storage::list(
+            self.kv.as_ref(),
+            "/registry/apiextensions.k8s.io/customresourcedefinitions/",
+            0,
+            false,
+        )
+        .await
+        .map_err(|error| format!("reading CustomResourceDefinitions: {}", error.message))?;
+        for crd in crds {
+            let name = objects::name_of(&crd.object).to_string();
+            self.registry
+                .set_custom(&name, registry_sync::resources_of(&crd.object));
+        }
+        let namespaces = self
+            .registry
+            .find("", "v1", "namespaces")
+            .ok_or("the namespaces resource is not registered")?;
+        for name in SYSTEM_NAMESPACES {
+            let object = serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+            });
+            match handlers::create_object(self, &namespaces, None, object, &Default::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if error.reason == "AlreadyExists" => {}
+                Err(error) => return Err(format!("creating namespace {name}: {}", error.message)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one authenticated request.
+    pub async fn handle(
+        &self,
+        user: &User,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> hyper::Response<Body> {
+        let path = parts.uri.path().to_string();
+        let query = match query::Query::parse(parts.uri.query().unwrap_or("")) {
+            Ok(query) => query,
+            Err(error) => return respond::error(&error),
+        };
+        let accept = header(&parts, http::header::ACCEPT);
+        tracing::debug!(user = %user.name, method = %parts.method, %path, "request");
+        let segments: Vec<&str> = path
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .collect();
+        let is_get = parts.method == http::Method::GET;
+        match segments.as_slice() {
+            ["version"] if is_get => respond::json(200, &discovery::version()),
+            ["healthz"] | ["livez"] | ["readyz"] if is_get => respond::text(200, "ok"),
+            ["api"] if is_get => self.discovery_root(true, &accept),
+            ["apis"] if is_get => self.discovery_root(false, &accept),
+            ["api", "v1"] if is_get => self.resource_list("", "v1"),
+            ["apis", group] if is_get => match discovery::api_group(&self.registry, group) {
+                Some(document) => respond::json(200, &document),
+                None => respond::error(&ApiError::not_found_path()),
+            },
+            ["apis", group, version] if is_get => self.resource_list(group, version),
+            ["openapi", ..] => respond::error(&ApiError::not_found_path()),
+            ["api", "v1", rest @ ..] => {
+                self.resource_request(user, "", "v1", rest, parts, query, body)
+                    .await
+            }
+            ["apis", group, version, rest @ ..] => {
+                let (group, version) = (group.to_string(), version.to_string());
+                self.resource_request(user, &group, &version, rest, parts, query, body)
+                    .await
+            }
+            _ => respond::error(&ApiError::not_found_path()),
+        }
+    }
+
+    fn discovery_root(&self, core: bool, accept: &str) -> hyper::Response<Body> {
+        let mut response = match discovery::negotiate(accept) {
+            discovery::Form::Aggregated(version) => respond::json_typed(
+                200,
+                &discovery::aggregated(&self.registry, core, version),
+                &discovery::aggregated_content_type(version),
+            ),
+            discovery::Form::Legacy if core => respond::json(
+                200,
+                &discovery::api_versions(&self.config.advertise_address),
+            ),
+            discovery::Form::Legacy => {
+                respond::json(200, &discovery::api_group_list(&self.registry))
+            }
+        };
+        response
+            .headers_mut()
+            .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+        response
+    }
+
+    fn resource_list(&self, group: &str, version: &str) -> hyper::Response<Body> {
+        match discovery::api_resource_list(&self.registry, group, version) {
+            Some(document) => respond::json(200, &document),
+            None => respond::error(&ApiError::not_found_path()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn resource_request(
+        &self,
+        user: &User,
+        group: &str,
+        version: &str,
+        rest: &[&str],
+        parts: http::request::Parts,
+        query: query::Query,
+        body: Bytes,
+    ) -> hyper::Response<Body> {
+        // [namespaces, NS, plural, name?, sub?] or [plural, name?, sub?].
+        let (namespace, plural, name, subresource) = match rest {
+            ["namespaces", namespace, plural, tail @ ..] => {
+                if tail.len() > 2 {
+                    return respond::error(&ApiError::not_found_path());
+                }
+                (
+                    Some(*namespace),
+                    *plural,
+                    tail.first().copied(),
+                    tail.get(1).copied(),
+                )
+            }
+            [plural, tail @ ..] => {
+                if tail.len() > 2 {
+                    return respond::error(&ApiError::not_found_path());
+                }
+                (None, *plural, tail.first().copied(), tail.get(1).copied())
+            }
+            [] => return respond::error(&ApiError::not_found_path()),
+        };
+        // `/api/v1/namespaces/NAME[/status]` is the namespace itself.
+        let (namespace, plural, name, subresource) =
+            if namespace.is_some() && group.is_empty() && plural_is_namespace_sub(plural) {
+                (None, "namespaces", namespace, Some(plural))
+            } else {
+                (namespace, plural, name, subresource)
+            };
+        let Some(resource) = self.registry.find(group, version, plural) else {
+            return respond::error(&ApiError::not_found_path());
+        };
+        if namespace.is_some() && !resource.namespaced {
+            return respond::error(&ApiError::not_found_path());
+        }
+        if let Some(sub) = subresource
+            && !resource.has_subresource(sub)
+        {
+            return respond::error(&ApiError::not_found_path());
+        }
+        let request = handlers::Request {
+            user,
+            resource: &resource,
+            namespace,
+            name,
+            subresource,
+            parts: &parts,
+            query: &query,
+            body: &body,
+        };
+        handlers::dispatch(self, request).await
+    }
+}
+
+/// The subresource names that can follow `/api/v1/namespaces/NAME/`.
+fn plural_is_namespace_sub(segment: &str) -> bool {
+    matches!(segment, "status" | "finalize")
+}
+
+fn header(parts: &http::request::Parts, name: http::header::HeaderName) -> String {
+    parts
+        .headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
