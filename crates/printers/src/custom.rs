@@ -145,7 +145,7 @@ fn go_number_text(number: &serde_json::Number) -> String {
     }
     let float = number.as_f64().unwrap_or(0.0);
     let (mantissa, exponent) = shortest_scientific(float);
-    if exponent < -4 || exponent >= 6 {
+    if !(-4..6).contains(&exponent) {
         format!(
             "{mantissa}e{}{:02}",
             if exponent < 0 { '-' } else { '+' },

@@ -16,9 +16,12 @@ use serde_json::Value;
 use crate::Column;
 use crate::timestamp::UnixNanos;
 
+type ColumnsFn = fn() -> Vec<Column>;
+type CellsFn = fn(&Value, UnixNanos) -> Vec<Value>;
+
 pub(crate) struct Printer {
-    pub(crate) columns: fn() -> Vec<Column>,
-    pub(crate) cells: fn(&Value, UnixNanos) -> Vec<Value>,
+    pub(crate) columns: ColumnsFn,
+    pub(crate) cells: CellsFn,
 }
 
 pub(crate) fn is_core(group: &str) -> bool {
@@ -28,7 +31,7 @@ pub(crate) fn is_core(group: &str) -> bool {
 /// The printer for a kind, `None` where kube-apiserver falls back to its
 /// default table convertor (LimitRange, CustomResourceDefinition, ...).
 pub(crate) fn printer(group: &str, kind: &str) -> Option<Printer> {
-    let (columns, cells): (fn() -> Vec<Column>, fn(&Value, UnixNanos) -> Vec<Value>) =
+    let (columns, cells): (ColumnsFn, CellsFn) =
         match (if is_core(group) { "" } else { group }, kind) {
             ("", "Pod") => (pod::columns, pod::cells),
             ("", "Node") => (node::columns, node::cells),

@@ -43,8 +43,7 @@ pub(crate) fn cells(node: &Value, now: UnixNanos) -> Vec<Value> {
     // Only the Ready condition is shown; a later duplicate overrides an earlier one.
     let ready = array_at(node, &["status", "conditions"])
         .iter()
-        .filter(|condition| str_at(condition, &["type"]) == "Ready")
-        .next_back();
+        .rfind(|condition| str_at(condition, &["type"]) == "Ready");
     let mut status = vec![match ready {
         Some(condition) if str_at(condition, &["status"]) == "True" => "Ready",
         Some(_) => "NotReady",
@@ -90,10 +89,10 @@ fn roles(node: &Value) -> String {
             if !role.is_empty() {
                 roles.insert(role.to_string());
             }
-        } else if key == LEGACY_ROLE_LABEL {
-            if let Some(role) = value.as_str().filter(|role| !role.is_empty()) {
-                roles.insert(role.to_string());
-            }
+        } else if key == LEGACY_ROLE_LABEL
+            && let Some(role) = value.as_str().filter(|role| !role.is_empty())
+        {
+            roles.insert(role.to_string());
         }
     }
     roles.into_iter().collect::<Vec<_>>().join(",")
