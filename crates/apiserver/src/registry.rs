@@ -44,6 +44,7 @@ pub struct ResourceType {
 pub struct PrinterColumn {
     pub name: String,
     pub column_type: String,
+    pub format: String,
     pub json_path: String,
     pub priority: i64,
     pub description: String,

@@ -81,6 +81,11 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceType> {
                             .and_then(Value::as_str)
                             .unwrap_or("string")
                             .to_string(),
+                        format: column
+                            .get("format")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                         json_path: column
                             .get("jsonPath")
                             .and_then(Value::as_str)

@@ -33,47 +33,42 @@ pub fn wants_table(accept: &str) -> Option<&'static str> {
     None
 }
 
-struct Column {
-    name: String,
-    column_type: String,
-    format: String,
-    description: String,
-    priority: i32,
-}
+/// How one row's cells are made.
+type Cells<'a> = Box<dyn Fn(&Value) -> Vec<Value> + 'a>;
 
-/// The columns and the cell function of a resource's printer.
-fn printer(resource: &ResourceType) -> (Vec<Column>, Box<dyn Fn(&Value) -> Vec<Value> + '_>) {
-    let _ = resource;
-    let columns = vec![
-        Column {
-            name: "Name".into(),
-            column_type: "string".into(),
-            format: "name".into(),
-            description: "Name must be unique within a namespace.".into(),
-            priority: 0,
-        },
-        Column {
-            name: "Created At".into(),
-            column_type: "date".into(),
-            format: String::new(),
-            description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
-            priority: 0,
-        },
-    ];
+/// The columns and the cell function of a resource's printer: a CRD's
+/// additional printer columns, a built-in kind's own printer, or
+/// kube-apiserver's default (Name, Created At).
+fn printer(resource: &ResourceType) -> (Vec<printers::Column>, Cells<'_>) {
+    let now = std::time::SystemTime::now();
+    if resource.shape == crate::registry::Shape::Custom {
+        let defined: Vec<printers::CustomColumn> = resource
+            .printer_columns
+            .iter()
+            .map(|column| printers::CustomColumn {
+                name: column.name.clone(),
+                column_type: column.column_type.clone(),
+                format: column.format.clone(),
+                description: column.description.clone(),
+                priority: column.priority as i32,
+                json_path: column.json_path.clone(),
+            })
+            .collect();
+        let columns = printers::custom_columns(&defined);
+        return (
+            columns,
+            Box::new(move |object| printers::custom_cells(&defined, object, now)),
+        );
+    }
+    if let Some(columns) = printers::columns(&resource.group, &resource.kind) {
+        return (
+            columns,
+            Box::new(move |object| printers::cells(&resource.group, &resource.kind, object, now)),
+        );
+    }
     (
-        columns,
-        Box::new(|object| {
-            vec![
-                object
-                    .pointer("/metadata/name")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-                object
-                    .pointer("/metadata/creationTimestamp")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            ]
-        }),
+        printers::default_columns(),
+        Box::new(move |object| printers::default_cells(object, now)),
     )
 }
 
@@ -105,6 +100,10 @@ pub fn table(
         .iter()
         .map(|object| {
             let mut row = json!({"cells": cells(object)});
+            let conditions = printers::row_conditions(&resource.group, &resource.kind, object);
+            if !conditions.is_empty() {
+                row["conditions"] = Value::Array(conditions);
+            }
             match include_object.unwrap_or("Metadata") {
                 "None" => {}
                 "Object" => row["object"] = object.clone(),

@@ -129,7 +129,9 @@ impl Stream for LocalWatch {
             ))));
         };
         Poll::Ready(Some(match delivery.message {
-            WatchMessage::Events { revision, events } => Ok(WatchUpdate::Events { revision, events }),
+            WatchMessage::Events { revision, events } => {
+                Ok(WatchUpdate::Events { revision, events })
+            }
             WatchMessage::Progress { revision } => Ok(WatchUpdate::Progress { revision }),
             WatchMessage::Compacted { compact_revision } => {
                 self.ended = true;

@@ -85,7 +85,11 @@ impl Kv for Remote {
     ) -> BoxFuture<'_, Result<DeleteRangeResponse, ClientError>> {
         Box::pin(async move {
             let mut client = KvClient::new(self.channel.clone());
-            Ok(client.delete_range(request).await.map_err(error)?.into_inner())
+            Ok(client
+                .delete_range(request)
+                .await
+                .map_err(error)?
+                .into_inner())
         })
     }
 
