@@ -150,6 +150,11 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    /// Whether the label selector admits these labels (the cheap first test).
+    pub fn labels_match(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.labels.matches(labels)
+    }
+
     pub fn matches(&self, resource: &ResourceType, object: &Value) -> bool {
         let labels = object
             .pointer("/metadata/labels")
@@ -215,6 +220,25 @@ pub async fn read_list(
 ) -> Result<(Vec<Stored>, i64, Option<String>), ApiError> {
     let filter = Filter::from_query(resource, query)?;
     let prefix = list_prefix(resource, namespace);
+    // resourceVersion=0 accepts any recent state: the watch cache's, whole
+    // (kube-apiserver ignores the limit there too).
+    if query.resource_version.as_deref() == Some("0") && query.continue_token.is_none() {
+        let cache = api.caches.get(&resource.key_prefix());
+        let (entries, revision) = cache.list(&prefix).await;
+        let items = entries
+            .into_iter()
+            .filter(|(_, entry)| filter.labels_match(&entry.labels))
+            .filter_map(|(key, entry)| {
+                Some(Stored {
+                    key,
+                    object: entry.object()?,
+                    mod_revision: entry.mod_revision,
+                })
+            })
+            .filter(|item| filter.matches(resource, &item.object))
+            .collect();
+        return Ok((items, revision, None));
+    }
     let (revision, start) = match &query.continue_token {
         Some(token) => {
             let (revision, start) = decode_continue(token)?;
@@ -233,10 +257,7 @@ pub async fn read_list(
             }
         }
     };
-    // resourceVersion "0" asks for any recent state: no quorum read needed.
-    let serializable = query.resource_version.as_deref() == Some("0");
-    let (mut items, read_at) = match storage::list(api.kv.as_ref(), &prefix, revision, serializable)
-        .await
+    let (mut items, read_at) = match storage::list(api.kv.as_ref(), &prefix, revision, false).await
     {
         Err(error) if error.code == 410 && query.continue_token.is_some() => {
             return Err(ApiError::expired(

@@ -17,6 +17,7 @@
 mod allocate;
 mod apply;
 mod body;
+mod cache;
 mod discovery;
 mod fields;
 mod gc;
@@ -57,6 +58,7 @@ pub struct ApiConfig {
 pub struct Api {
     kv: client::SharedKv,
     registry: Registry,
+    caches: cache::Caches,
     config: ApiConfig,
     /// Work for the garbage collector (`gc`), run by `run_collector`.
     collector: tokio::sync::mpsc::UnboundedSender<gc::Work>,
@@ -78,6 +80,7 @@ impl Api {
     pub fn new(kv: client::SharedKv, config: ApiConfig) -> Arc<Api> {
         let (collector, queue) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Api {
+            caches: cache::Caches::new(Arc::clone(&kv)),
             kv,
             registry: Registry::new(),
             config,

@@ -7,17 +7,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
+use crate::cache::{Change, ChangeKind};
 use crate::handlers::{Filter, Request, list_prefix};
-use crate::objects;
 use crate::registry::ResourceType;
 use crate::respond;
 use crate::server::Body;
 use crate::status::ApiError;
-use crate::storage;
 use crate::table;
 use crate::{Api, header};
 
@@ -120,99 +118,91 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
         })?
     };
     let prefix = list_prefix(&resource, request.namespace);
-    let kv = std::sync::Arc::clone(&api.kv);
-    let mut initial = Vec::new();
-    let start_revision = if initial_state {
-        let (items, revision) = storage::list(kv.as_ref(), &prefix, 0, false).await?;
-        initial = items
-            .into_iter()
-            .filter(|item| filter.matches(&resource, &item.object))
-            .map(|item| item.object)
-            .collect();
-        revision
-    } else {
-        asked
-    };
+    let cache = api.caches.get(&resource.key_prefix());
     let mut encoder = Encoder {
         resource: std::sync::Arc::clone(&resource),
         table_version: table::wants_table(&accept),
         include_object: query.include_object.clone(),
         headers_sent: false,
     };
-    let updates = kv
-        .watch(client::WatchRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: client::prefix_end(prefix.as_bytes()),
-            start_revision: start_revision + 1,
-            prev_kv: true,
-        })
-        .await?;
-    let timeout = query
-        .timeout_seconds
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let bookmarks = query.allow_watch_bookmarks;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(EVENT_BUFFER);
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut updates = updates;
-        let mut last_revision = start_revision;
-        for object in initial {
-            if sender.send(encoder.line("ADDED", object)).await.is_err() {
-                return;
-            }
+    let after = if initial_state { None } else { Some(asked) };
+    match cache.subscribe(&prefix, after).await {
+        Err(too_old) => {
+            // kube-apiserver answers 200 and says so in an ERROR event.
+            let _ = sender.try_send(encoder.line("ERROR", expired_event(asked, too_old.oldest)));
         }
-        if watch_list
-            && sender
-                .send(encoder.bookmark(start_revision, true))
-                .await
-                .is_err()
-        {
-            return;
-        }
-        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut deadline => return,
-                () = sender.closed() => return,
-                _ = ticker.tick(), if bookmarks => {
-                    if sender.send(encoder.bookmark(last_revision, false)).await.is_err() {
+        Ok(subscription) => {
+            let timeout = query
+                .timeout_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_TIMEOUT);
+            let bookmarks = query.allow_watch_bookmarks;
+            tokio::spawn(async move {
+                let deadline = tokio::time::sleep(timeout);
+                tokio::pin!(deadline);
+                let mut subscription = subscription;
+                let mut last_revision = subscription.revision;
+                let mut lines = Vec::new();
+                for entry in std::mem::take(&mut subscription.initial) {
+                    let Some(object) = entry.object() else {
+                        continue;
+                    };
+                    if filter.matches(&resource, &object) {
+                        lines.push(encoder.line("ADDED", object));
+                    }
+                }
+                if watch_list {
+                    lines.push(encoder.bookmark(subscription.revision, true));
+                }
+                for change in std::mem::take(&mut subscription.backlog) {
+                    if let Some(line) =
+                        change_line(&resource, &filter, &mut encoder, &prefix, &change)
+                    {
+                        lines.push(line);
+                    }
+                }
+                for line in lines {
+                    if sender.send(line).await.is_err() {
                         return;
                     }
                 }
-                update = updates.next() => {
-                    let lines = match update {
-                        None => return,
-                        Some(Err(client::ClientError::Compacted { compact_revision })) => {
-                            let _ = sender
-                                .send(encoder.line("ERROR", expired_event(start_revision, compact_revision)))
-                                .await;
-                            return;
+                let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        () = &mut deadline => return,
+                        () = sender.closed() => return,
+                        _ = ticker.tick(), if bookmarks => {
+                            if sender.send(encoder.bookmark(last_revision, false)).await.is_err() {
+                                return;
+                            }
                         }
-                        Some(Err(error)) => {
-                            tracing::debug!(%error, "watch ended by the store");
-                            return;
-                        }
-                        Some(Ok(client::WatchUpdate::Progress { revision })) => {
-                            last_revision = last_revision.max(revision);
-                            continue;
-                        }
-                        Some(Ok(client::WatchUpdate::Events { revision, events })) => {
-                            last_revision = last_revision.max(revision);
-                            events_to_lines(&resource, &filter, &mut encoder, events)
-                        }
-                    };
-                    for line in lines {
-                        if sender.send(line).await.is_err() {
-                            return;
+                        change = subscription.live.recv() => {
+                            let change = match change {
+                                Ok(change) => change,
+                                // Too slow, or the cache started over: the
+                                // client re-watches from what it has seen.
+                                Err(_) => return,
+                            };
+                            if change.kind == ChangeKind::Resync {
+                                return;
+                            }
+                            if change.revision <= subscription.revision {
+                                continue;
+                            }
+                            last_revision = last_revision.max(change.revision);
+                            if let Some(line) = change_line(&resource, &filter, &mut encoder, &prefix, &change)
+                                && sender.send(line).await.is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 }
-            }
+            });
         }
-    });
+    }
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|bytes| {
             (
@@ -230,53 +220,45 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
         .unwrap_or_else(|_| hyper::Response::new(respond::full(Bytes::new()))))
 }
 
-/// Store events as watch events: selectors decide whether a change is seen
-/// as an add, a modification or a removal.
-fn events_to_lines(
+/// A cached change as this watcher sees it: selectors decide whether it is
+/// an add, a modification or a removal, or nothing at all.
+fn change_line(
     resource: &ResourceType,
     filter: &Filter,
     encoder: &mut Encoder,
-    events: Vec<proto::mvccpb::Event>,
-) -> Vec<Bytes> {
-    use proto::mvccpb::event::EventType;
-    let mut lines = Vec::new();
-    for event in events {
-        let Some(kv) = event.kv else { continue };
-        let previous = event
-            .prev_kv
-            .as_ref()
-            .and_then(|prev| objects::from_stored(&prev.value, prev.mod_revision));
-        if event.r#type == EventType::Delete as i32 {
-            let Some(mut object) = previous else { continue };
-            if !filter.matches(resource, &object) {
-                continue;
-            }
-            objects::metadata_mut(&mut object).insert(
-                "resourceVersion".to_string(),
-                Value::String(kv.mod_revision.to_string()),
-            );
-            lines.push(encoder.line("DELETED", object));
-            continue;
-        }
-        let Some(object) = objects::from_stored(&kv.value, kv.mod_revision) else {
-            continue;
-        };
-        let now_matches = filter.matches(resource, &object);
-        let before_matched = previous
-            .as_ref()
-            .is_some_and(|previous| filter.matches(resource, previous));
-        let event_type = match (
-            kv.create_revision == kv.mod_revision,
-            before_matched,
-            now_matches,
-        ) {
-            (true, _, true) => "ADDED",
-            (false, true, true) => "MODIFIED",
-            (false, false, true) => "ADDED",
-            (false, true, false) => "DELETED",
-            _ => continue,
-        };
-        lines.push(encoder.line(event_type, object));
+    prefix: &str,
+    change: &Change,
+) -> Option<Bytes> {
+    if !change.key.starts_with(prefix) {
+        return None;
     }
-    lines
+    let now_matches = filter.matches(resource, &change.object);
+    let event_type = match change.kind {
+        ChangeKind::Deleted if now_matches => "DELETED",
+        ChangeKind::Added if now_matches => "ADDED",
+        ChangeKind::Modified => {
+            let before = change
+                .previous
+                .as_ref()
+                .is_some_and(|previous| filter.matches(resource, previous));
+            match (before, now_matches) {
+                (true, true) => "MODIFIED",
+                (false, true) => "ADDED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
+            }
+        }
+        _ => return None,
+    };
+    if encoder.table_version.is_none() {
+        // The plain form: the object's JSON, encoded once for every watcher.
+        let mut line = Vec::with_capacity(change.object_json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(event_type.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&change.object_json);
+        line.extend_from_slice(b"}\n");
+        return Some(Bytes::from(line));
+    }
+    Some(encoder.line(event_type, (*change.object).clone()))
 }
