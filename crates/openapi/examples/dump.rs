@@ -1,5 +1,6 @@
 //! Writes the `/openapi/v3` index and every group-version document for the
-//! resources of `tests/served` into a folder, for `tools/kubectl_check.py`.
+//! resources of `tests/served` into a folder (with `resources.json`, the list
+//! itself), for `tools/kubectl_check.py`.
 //! `cargo run -p openapi --example dump -- DIR`
 
 #[path = "../tests/served/mod.rs"]
@@ -15,6 +16,21 @@ fn main() -> std::io::Result<()> {
     );
     let resources = served::resources();
     std::fs::create_dir_all(&folder)?;
+    // The served resources, for the test server's discovery answers.
+    let listed: Vec<serde_json::Value> = resources
+        .iter()
+        .map(|resource| {
+            serde_json::json!({
+                "group": resource.group,
+                "version": resource.version,
+                "kind": resource.kind,
+                "plural": resource.plural,
+                "namespaced": resource.namespaced,
+                "subresources": resource.subresources,
+            })
+        })
+        .collect();
+    std::fs::write(folder.join("resources.json"), serde_json::to_vec(&listed)?)?;
     let index = openapi::v3_index(&resources);
     std::fs::write(folder.join("index.json"), serde_json::to_vec(&index)?)?;
     let mut group_versions: Vec<(String, String)> = resources
