@@ -23,12 +23,11 @@ pub(crate) fn schema_ref(name: &str) -> Value {
 /// `v1`, `CronTab` is `com.example.stable.v1.CronTab`, as the apiextensions
 /// server names them).
 pub(crate) fn kind_schema_name(resource: &Resource) -> String {
-    if resource.custom_schema.is_none() {
-        if let Some(builtin) =
+    if resource.custom_schema.is_none()
+        && let Some(builtin) =
             registry::builtin_kind(&resource.group, &resource.version, &resource.kind)
-        {
-            return (builtin.schema_name)().into_owned();
-        }
+    {
+        return (builtin.schema_name)().into_owned();
     }
     custom_schema_name(&resource.group, &resource.version, &resource.kind)
 }
@@ -185,13 +184,13 @@ pub(crate) fn components(resources: &[&Resource]) -> Map<String, Value> {
     let mut schemas = generator.take_definitions(true);
 
     for (name, schema) in schemas.iter_mut() {
-        if let Some(builtin) = registry::kind_of_schema(name) {
-            if let Some(object) = schema.as_object_mut() {
-                object.insert(
-                    "x-kubernetes-group-version-kind".to_string(),
-                    gvk_list(builtin.group, builtin.version, builtin.kind),
-                );
-            }
+        if let Some(builtin) = registry::kind_of_schema(name)
+            && let Some(object) = schema.as_object_mut()
+        {
+            object.insert(
+                "x-kubernetes-group-version-kind".to_string(),
+                gvk_list(builtin.group, builtin.version, builtin.kind),
+            );
         }
         extensions::add_list_and_patch_extensions(name, schema);
     }
