@@ -6,7 +6,9 @@ legacy discovery for the served resources) and serves the dumped documents at
 /openapi/v3; /openapi/v2 is a 404, as on a server that has only v3. Then each
 kubectl runs `explain` on built-in and custom kinds and `create -f
 --dry-run=server --validate=strict`, which must pass validation and reach the
-server as a POST with fieldValidation=Strict.
+server as a POST with fieldValidation=Strict, and `apply -f` over a live
+Deployment, which must send a strategic merge patch without asking for
+/openapi/v2.
 
 Run from the workspace root:
 
@@ -93,6 +95,8 @@ class Served:
             with open(os.path.join(folder, path.replace("/", "__") + ".json"), "rb") as file:
                 self.documents[path] = file.read()
         self.requests = []
+        # Objects a GET finds, by URL path (the apply check seeds one).
+        self.live = {}
         self.lock = threading.Lock()
 
     def group_versions(self):
@@ -187,6 +191,10 @@ def make_handler(served):
                 return self.answer(200, listing) if listing else self.not_found()
             if path == "/openapi/v3":
                 return self.answer(200, served.index_bytes)
+            with served.lock:
+                live = served.live.get(path)
+            if live is not None:
+                return self.answer(200, live)
             if path.startswith("/openapi/v3/"):
                 document_path = path[len("/openapi/v3/"):]
                 document = served.documents.get(document_path)
@@ -204,8 +212,13 @@ def make_handler(served):
             return self.answer(201, body)
 
         def do_PATCH(self):
-            self.record()
-            return self.not_found()
+            length = int(self.headers.get("Content-Length", "0"))
+            body = {"contentType": self.headers.get("Content-Type"),
+                    "patch": self.rfile.read(length).decode(errors="replace")}
+            url = self.record(body)
+            with served.lock:
+                live = served.live.get(url.path)
+            return self.answer(200, live) if live is not None else self.not_found()
 
     return Handler
 
@@ -298,6 +311,37 @@ current-context: test
                "create -f (Deployment, Service, Widget) --dry-run=server --validate=strict",
                f"rc={code}, {len(strict)}/{len(posts)} POSTs with fieldValidation=Strict&dryRun=All, "
                f"/openapi/v2 asked: {v2_asked}\n{output}")
+
+        # Client-side apply over a live object: kubectl computes a strategic merge
+        # patch, from the v3 documents' patch extensions when they have them (and
+        # then does not ask for /openapi/v2).
+        deployment_path = "/apis/apps/v1/namespaces/default/deployments/web"
+        applied = DEPLOYMENT_YAML.split("---")[0]
+        code, output = kubectl_run(kubectl, kubeconfig, "create", "-f", "-", "--dry-run=client",
+                                   "-o", "json", stdin=applied)
+        live = json.loads(output) if code == 0 else {}
+        # The live object and its last-applied configuration run an older image.
+        for container in live.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            container["image"] = "nginx:1.26"
+        old = json.loads(json.dumps(live))
+        live.setdefault("metadata", {})["annotations"] = {
+            "kubectl.kubernetes.io/last-applied-configuration": json.dumps(old)}
+        live["metadata"]["uid"] = "d0f5e3c2-0000-4000-8000-000000000001"
+        with served.lock:
+            served.requests.clear()
+            served.live = {deployment_path: live}
+        code, output = kubectl_run(kubectl, kubeconfig, "apply", "-f", "-", stdin=applied)
+        with served.lock:
+            patches = [request for request in served.requests if request["method"] == "PATCH"]
+            v2_asked = any(request["path"] == "/openapi/v2" for request in served.requests)
+            served.live = {}
+        strategic = [request for request in patches
+                     if request["body"]["contentType"] == "application/strategic-merge-patch+json"
+                     and request["query"].get("fieldValidation") == ["Strict"]]
+        patch_text = strategic[0]["body"]["patch"] if strategic else ""
+        report(code == 0 and len(strategic) == 1 and "$setElementOrder/containers" in patch_text
+               and not v2_asked, kubectl, "apply -f over a live Deployment (strategic merge patch)",
+               f"rc={code}, /openapi/v2 asked: {v2_asked}, patch: {patch_text}\n{output}")
 
     server.shutdown()
     print(f"{passed} passed, {failed} failed")
