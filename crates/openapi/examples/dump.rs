@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
         })
         .collect();
     std::fs::write(folder.join("resources.json"), serde_json::to_vec(&listed)?)?;
+    std::fs::write(folder.join("v2.pb"), openapi::v2_protobuf(&resources))?;
     let index = openapi::v3_index(&resources);
     std::fs::write(folder.join("index.json"), serde_json::to_vec(&index)?)?;
     let mut group_versions: Vec<(String, String)> = resources

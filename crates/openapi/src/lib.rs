@@ -21,9 +21,12 @@ mod extensions;
 mod paths;
 mod registry;
 mod schemas;
+mod v2;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha512};
+
+pub use v2::{V2_PROTOBUF_MEDIA_TYPE, v2_protobuf};
 
 /// One resource the API server serves.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +60,7 @@ pub fn group_version_path(group: &str, version: &str) -> String {
 }
 
 /// The group-versions served, each once, in the order first seen.
-fn group_versions(resources: &[Resource]) -> Vec<(&str, &str)> {
+pub(crate) fn group_versions(resources: &[Resource]) -> Vec<(&str, &str)> {
     let mut group_versions: Vec<(&str, &str)> = Vec::new();
     for resource in resources {
         let group_version = (resource.group.as_str(), resource.version.as_str());
