@@ -24,6 +24,7 @@ mod gc;
 mod handlers;
 mod kinds;
 mod objects;
+mod openapi_docs;
 pub mod pki;
 mod query;
 mod registry;
@@ -59,6 +60,7 @@ pub struct Api {
     kv: client::SharedKv,
     registry: Registry,
     caches: cache::Caches,
+    openapi: openapi_docs::OpenApi,
     config: ApiConfig,
     /// Work for the garbage collector (`gc`), run by `run_collector`.
     collector: tokio::sync::mpsc::UnboundedSender<gc::Work>,
@@ -83,6 +85,7 @@ impl Api {
             caches: cache::Caches::new(Arc::clone(&kv)),
             kv,
             registry: Registry::new(),
+            openapi: openapi_docs::OpenApi::default(),
             config,
             collector,
             collector_queue: parking_lot::Mutex::new(Some(queue)),
@@ -214,7 +217,7 @@ impl Api {
                 None => respond::error(&ApiError::not_found_path()),
             },
             ["apis", group, version] if is_get => self.resource_list(group, version),
-            ["openapi", ..] => respond::error(&ApiError::not_found_path()),
+            ["openapi", rest @ ..] if is_get => self.openapi.serve(&self.registry, rest, &accept),
             ["api", "v1", rest @ ..] => {
                 self.resource_request(user, "", "v1", rest, parts, query, body)
                     .await

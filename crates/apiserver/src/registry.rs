@@ -368,6 +368,8 @@ const BUILT_IN: &[BuiltIn] = &[
 /// Every resource served now; custom resources come and go with their CRDs.
 pub struct Registry {
     resources: RwLock<Vec<Arc<ResourceType>>>,
+    /// Raised whenever the set of resources changes (OpenAPI is rebuilt then).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A group with its versions in preference order.
@@ -404,6 +406,7 @@ impl Registry {
             .collect();
         Registry {
             resources: RwLock::new(resources),
+            generation: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -468,6 +471,13 @@ impl Registry {
                 && format!("{}.{}", resource.plural, resource.group) == crd_name)
         });
         all.extend(resources.into_iter().map(Arc::new));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Changes whenever a resource is added or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn remove_custom(&self, crd_name: &str) {
