@@ -346,6 +346,46 @@ fn decode_typed(
     validation: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Value, ApiError> {
+    if resource.shape == crate::registry::Shape::Custom {
+        let mut object = object;
+        let checked = match &resource.schema {
+            Some(schema) => crate::crd_schema::check_object(&mut object, schema),
+            None => Default::default(),
+        };
+        if !checked.causes.is_empty() {
+            return Err(ApiError::invalid(
+                resource,
+                name_of(&object),
+                checked.causes,
+            ));
+        }
+        if !checked.unknown_fields.is_empty() {
+            match validation {
+                "Strict" => {
+                    let listed: Vec<String> = checked
+                        .unknown_fields
+                        .iter()
+                        .map(|field| format!("unknown field \"{field}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        resource.kind,
+                        resource.version,
+                        resource.kind,
+                        listed.join(", ")
+                    )));
+                }
+                "Warn" => warnings.extend(
+                    checked
+                        .unknown_fields
+                        .iter()
+                        .map(|field| format!("unknown field \"{field}\"")),
+                ),
+                _ => {}
+            }
+        }
+        return Ok(object);
+    }
     let decoded = kinds::decode(resource, object).map_err(|reason| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {reason}",

@@ -251,6 +251,35 @@ pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
             }
         }
         ("", "Secret") => set_default(object, "type", json!("Opaque")),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            // shoal serves a CRD's resources as soon as it is stored: its
+            // names are accepted and it is established at once.
+            let names = object.pointer("/spec/names").cloned().unwrap_or(json!({}));
+            let stored: Vec<Value> = object
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .map(|versions| {
+                    versions
+                        .iter()
+                        .filter(|version| version.get("storage") == Some(&json!(true)))
+                        .filter_map(|version| version.get("name").cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = crate::objects::now();
+            if let Some(status) = ensure_object(object, "status")
+                && status.get("conditions").is_none()
+            {
+                status["acceptedNames"] = names;
+                status["storedVersions"] = json!(stored);
+                status["conditions"] = json!([
+                    {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
+                     "reason": "NoConflicts", "message": "no conflicts found"},
+                    {"type": "Established", "status": "True", "lastTransitionTime": now,
+                     "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}
+                ]);
+            }
+        }
         ("", "Service") => {
             if let Some(spec) = ensure_object(object, "spec") {
                 set_default(spec, "type", json!("ClusterIP"));
