@@ -197,58 +197,23 @@ impl Cache {
     }
 
     fn apply(&self, revision: i64, events: Vec<proto::mvccpb::Event>) {
-        use proto::mvccpb::event::EventType;
         let mut state = self.state.write();
-        for event in events {
-            let Some(kv) = event.kv else { continue };
-            let key = String::from_utf8_lossy(&kv.key).into_owned();
-            let previous = event
-                .prev_kv
-                .as_ref()
-                .and_then(|prev| objects::from_stored(&prev.value, prev.mod_revision))
-                .map(Arc::new);
-            let change = if event.r#type == EventType::Delete as i32 {
-                state.objects.remove(&key);
-                let Some(previous) = previous else { continue };
-                let mut object = (*previous).clone();
-                objects::metadata_mut(&mut object).insert(
-                    "resourceVersion".to_string(),
-                    Value::String(kv.mod_revision.to_string()),
-                );
-                Change {
-                    revision: kv.mod_revision,
-                    key,
-                    kind: ChangeKind::Deleted,
-                    object_json: Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
-                    object: Arc::new(object),
-                    previous: None,
+        for change in changes_from(events) {
+            match change.kind {
+                ChangeKind::Deleted => {
+                    state.objects.remove(&change.key);
                 }
-            } else {
-                let Some(object) = objects::from_stored(&kv.value, kv.mod_revision) else {
-                    continue;
-                };
-                let json = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
-                state.objects.insert(
-                    key.clone(),
-                    Entry {
-                        json: json.clone(),
-                        mod_revision: kv.mod_revision,
-                        labels: Arc::new(objects::labels_of(&object)),
-                    },
-                );
-                Change {
-                    revision: kv.mod_revision,
-                    key,
-                    kind: if kv.create_revision == kv.mod_revision {
-                        ChangeKind::Added
-                    } else {
-                        ChangeKind::Modified
-                    },
-                    object: Arc::new(object),
-                    object_json: json,
-                    previous,
+                _ => {
+                    state.objects.insert(
+                        change.key.clone(),
+                        Entry {
+                            json: change.object_json.clone(),
+                            mod_revision: change.revision,
+                            labels: Arc::new(objects::labels_of(&change.object)),
+                        },
+                    );
                 }
-            };
+            }
             let change = Arc::new(change);
             if state.history.len() == HISTORY
                 && let Some(dropped) = state.history.pop_front()
@@ -261,6 +226,54 @@ impl Cache {
         }
         state.revision = state.revision.max(revision);
     }
+}
+
+/// Store events as changes, each object parsed and encoded once.
+pub fn changes_from(events: Vec<proto::mvccpb::Event>) -> Vec<Change> {
+    use proto::mvccpb::event::EventType;
+    let mut changes = Vec::with_capacity(events.len());
+    for event in events {
+        let Some(kv) = event.kv else { continue };
+        let key = String::from_utf8_lossy(&kv.key).into_owned();
+        let previous = event
+            .prev_kv
+            .as_ref()
+            .and_then(|prev| objects::from_stored(&prev.value, prev.mod_revision))
+            .map(Arc::new);
+        if event.r#type == EventType::Delete as i32 {
+            let Some(previous) = previous else { continue };
+            let mut object = (*previous).clone();
+            objects::metadata_mut(&mut object).insert(
+                "resourceVersion".to_string(),
+                Value::String(kv.mod_revision.to_string()),
+            );
+            changes.push(Change {
+                revision: kv.mod_revision,
+                key,
+                kind: ChangeKind::Deleted,
+                object_json: Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+                object: Arc::new(object),
+                previous: None,
+            });
+        } else {
+            let Some(object) = objects::from_stored(&kv.value, kv.mod_revision) else {
+                continue;
+            };
+            changes.push(Change {
+                revision: kv.mod_revision,
+                key,
+                kind: if kv.create_revision == kv.mod_revision {
+                    ChangeKind::Added
+                } else {
+                    ChangeKind::Modified
+                },
+                object_json: Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+                object: Arc::new(object),
+                previous,
+            });
+        }
+    }
+    changes
 }
 
 /// Every resource's cache, started on first use.

@@ -325,17 +325,39 @@ pub struct WriteOptions {
     pub field_validation: String,
     /// How the manager's write is recorded: `Update`, or `Apply`.
     pub operation: &'static str,
+    /// For an apply: the applied configuration, and whether it takes fields
+    /// other managers own.
+    pub applied: Option<Value>,
+    pub force: bool,
 }
 
 impl WriteOptions {
-    fn from_query(query: &Query) -> WriteOptions {
+    fn from_request(request: &Request<'_>) -> WriteOptions {
+        let query = request.query;
+        // Without a fieldManager, kube-apiserver names the manager after the
+        // client's User-Agent (its part before the first '/').
+        let field_manager = query.field_manager.clone().or_else(|| {
+            let agent = header(request.parts, http::header::USER_AGENT);
+            let name = agent.split('/').next().unwrap_or("").trim();
+            (!name.is_empty()).then(|| name.chars().take(128).collect())
+        });
         WriteOptions {
             dry_run: query.dry_run,
-            field_manager: query.field_manager.clone(),
+            field_manager,
             field_validation: query.field_validation().to_string(),
             operation: "Update",
+            applied: None,
+            force: query.force,
         }
     }
+}
+
+/// The strategic merge patch schema of `resource`'s kind (schemaless for
+/// custom resources), which also says how field ownership names list items.
+fn object_schema(resource: &ResourceType) -> apimachinery::patch::ObjectSchema<'static> {
+    crate::patch_schema()
+        .for_kind(&resource.api_version(), &resource.kind)
+        .unwrap_or_else(apimachinery::patch::ObjectSchema::schemaless)
 }
 
 /// Decodes with the kind's schema: a type error is a 400, unknown fields a
@@ -476,7 +498,7 @@ fn with_warnings(
 async fn create(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>, ApiError> {
     let content_type = header(request.parts, http::header::CONTENT_TYPE);
     let object = body::decode_object(&content_type, request.body)?;
-    let options = WriteOptions::from_query(request.query);
+    let options = WriteOptions::from_request(request);
     let (created, warnings) =
         create_object_with_warnings(api, request.resource, request.namespace, object, &options)
             .await?;
@@ -571,20 +593,41 @@ async fn create_object_with_warnings(
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
             "selfLink",
+            "managedFields",
         ] {
             metadata.remove(owned);
-        }
-        if let Some(manager) = &options.field_manager {
-            set_managed_fields(
-                metadata,
-                manager,
-                options.operation,
-                &resource.api_version(),
-            );
         }
     }
     kinds::apply_defaults(resource, &mut object);
     kinds::on_create(resource, &mut object);
+    objects::drop_empty_metadata(&mut object);
+    // Ownership covers the defaults too: kube-apiserver defaults while
+    // decoding, before its field manager runs.
+    if let Some(manager) = &options.field_manager {
+        match &options.applied {
+            Some(applied) => {
+                let empty = json!({});
+                object = crate::managed::apply(
+                    &empty,
+                    object.clone(),
+                    applied,
+                    manager,
+                    &resource.api_version(),
+                    true,
+                    object_schema(resource),
+                )
+                .unwrap_or(object);
+            }
+            None => crate::managed::record_update(
+                None,
+                &mut object,
+                manager,
+                &resource.api_version(),
+                None,
+                object_schema(resource),
+            ),
+        }
+    }
     let name = name_of(&object).to_string();
     let causes = validation::validate(resource, &object);
     if !causes.is_empty() {
@@ -612,36 +655,6 @@ async fn create_object_with_warnings(
             Err(ApiError::already_exists(resource, &name))
         }
     }
-}
-
-/// Records a manager's write in managedFields (the operation and time; the
-/// field set is not tracked for Update).
-pub fn set_managed_fields(
-    metadata: &mut serde_json::Map<String, Value>,
-    manager: &str,
-    operation: &str,
-    api_version: &str,
-) {
-    let entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": objects::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    let managed = metadata
-        .entry("managedFields".to_string())
-        .or_insert_with(|| json!([]));
-    if !managed.is_array() {
-        *managed = json!([]);
-    }
-    let list = managed.as_array_mut().expect("made an array above");
-    list.retain(|existing| {
-        existing.get("manager").and_then(Value::as_str) != Some(manager)
-            || existing.get("operation").and_then(Value::as_str) != Some(operation)
-    });
-    list.push(entry);
 }
 
 /// The object an update would store: `new` with the server-owned metadata
@@ -704,17 +717,14 @@ fn merge_update(
             }
         }
     }
-    if metadata.get("managedFields").is_none()
-        && let Some(managed) = old_metadata.get("managedFields")
-    {
-        metadata.insert("managedFields".to_string(), managed.clone());
-    }
-    if objects::spec_part(old) != objects::spec_part(&new) {
-        let generation = old
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        objects::metadata_mut(&mut new).insert("generation".to_string(), json!(generation + 1));
+    // Field ownership is the server's to keep: what the client sent is ignored.
+    match old_metadata.get("managedFields") {
+        Some(managed) => {
+            metadata.insert("managedFields".to_string(), managed.clone());
+        }
+        None => {
+            metadata.remove("managedFields");
+        }
     }
     new
 }
@@ -747,15 +757,42 @@ async fn store_update(
     };
     let candidate = decode_typed(resource, candidate, validation, warnings)?;
     let mut merged = merge_update(resource, &current.object, candidate, subresource);
-    if let Some(manager) = &options.field_manager {
-        set_managed_fields(
-            objects::metadata_mut(&mut merged),
+    match (&options.field_manager, &options.applied) {
+        (Some(manager), Some(applied)) => {
+            merged = crate::managed::apply(
+                &current.object,
+                merged,
+                applied,
+                manager,
+                &resource.api_version(),
+                options.force,
+                object_schema(resource),
+            )
+            .map_err(|conflicts| crate::managed::conflict_error(&conflicts))?;
+        }
+        (Some(manager), None) => crate::managed::record_update(
+            Some(&current.object),
+            &mut merged,
             manager,
-            options.operation,
             &resource.api_version(),
-        );
+            subresource,
+            object_schema(resource),
+        ),
+        _ => {}
     }
     kinds::apply_defaults(resource, &mut merged);
+    objects::drop_empty_metadata(&mut merged);
+    // A change to anything but metadata and status is a new generation;
+    // compared after defaulting, so an update that only restates defaults
+    // (a repeated apply) changes nothing.
+    if objects::spec_part(&current.object) != objects::spec_part(&merged) {
+        let generation = current
+            .object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        objects::metadata_mut(&mut merged).insert("generation".to_string(), json!(generation + 1));
+    }
     let causes = validation::validate(resource, &merged);
     if !causes.is_empty() {
         return Err(ApiError::invalid(resource, &name, causes));
@@ -824,7 +861,7 @@ async fn update(
     if !given_version.is_empty() && given_version != current.mod_revision.to_string() {
         return Err(ApiError::conflict(request.resource, name));
     }
-    let options = WriteOptions::from_query(request.query);
+    let options = WriteOptions::from_request(request);
     let mut warnings = Vec::new();
     match store_update(
         api,
@@ -910,7 +947,7 @@ async fn patch(
     let content_type = header(request.parts, http::header::CONTENT_TYPE);
     let media = body::media_type(&content_type);
     let is_apply = media.starts_with("application/apply-patch");
-    let mut options = WriteOptions::from_query(request.query);
+    let mut options = WriteOptions::from_request(request);
     if is_apply {
         if options.field_manager.is_none() {
             return Err(ApiError::bad_request(
@@ -918,6 +955,7 @@ async fn patch(
             ));
         }
         options.operation = "Apply";
+        options.applied = Some(crate::apply::strip_nulls(body::decode_yaml(request.body)?));
     }
     let key = key(request, name);
     let mut warnings = Vec::new();
@@ -1083,7 +1121,7 @@ async fn update_scale(
         }
         let mut candidate = current.object.clone();
         candidate["spec"]["replicas"] = replicas;
-        let options = WriteOptions::from_query(request.query);
+        let options = WriteOptions::from_request(request);
         let mut warnings = Vec::new();
         if let Some(updated) = store_update(
             api,
@@ -1279,6 +1317,9 @@ async fn delete(
         )
         .await?
         {
+            crate::gc::Deleted::Gone if returns_deleted_object(request.resource) => {
+                return Ok(respond::json(200, &current.object));
+            }
             crate::gc::Deleted::Gone => {
                 return Ok(respond::json(
                     200,
@@ -1292,6 +1333,13 @@ async fn delete(
         }
     }
     Err(ApiError::conflict(request.resource, name))
+}
+
+/// The kinds whose delete answers with the deleted object rather than a
+/// `Status` (kube-apiserver's `ReturnDeletedObject` stores).
+fn returns_deleted_object(resource: &ResourceType) -> bool {
+    resource.group.is_empty()
+        && matches!(resource.kind.as_str(), "Pod" | "Service" | "ServiceAccount")
 }
 
 async fn delete_collection(

@@ -24,6 +24,7 @@ mod fields;
 mod gc;
 mod handlers;
 mod kinds;
+mod managed;
 mod objects;
 mod openapi_docs;
 pub mod pki;

@@ -10,6 +10,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+
 use crate::cache::{Change, ChangeKind};
 use crate::handlers::{Filter, Request, list_prefix};
 use crate::registry::ResourceType;
@@ -127,82 +131,105 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(EVENT_BUFFER);
     let after = if initial_state { None } else { Some(asked) };
-    match cache.subscribe(&prefix, after).await {
+    let (mut source, initial, backlog, revision) = match cache.subscribe(&prefix, after).await {
+        Ok(subscription) => (
+            Source::Cache(subscription.live),
+            subscription.initial,
+            subscription.backlog,
+            subscription.revision,
+        ),
+        // Older than the cache's window (a list read before the cache
+        // started, say): the store's history may still have it.
         Err(too_old) => {
-            // kube-apiserver answers 200 and says so in an ERROR event.
-            let _ = sender.try_send(encoder.line("ERROR", expired_event(asked, too_old.oldest)));
+            tracing::debug!(
+                asked,
+                oldest = too_old.oldest,
+                "watch older than the cache's window; watching the store"
+            );
+            let updates = api
+                .kv
+                .watch(client::WatchRequest {
+                    key: prefix.as_bytes().to_vec(),
+                    range_end: client::prefix_end(prefix.as_bytes()),
+                    start_revision: asked + 1,
+                    prev_kv: true,
+                })
+                .await?;
+            (Source::Store(updates), Vec::new(), Vec::new(), asked)
         }
-        Ok(subscription) => {
-            let timeout = query
-                .timeout_seconds
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_TIMEOUT);
-            let bookmarks = query.allow_watch_bookmarks;
-            tokio::spawn(async move {
-                let deadline = tokio::time::sleep(timeout);
-                tokio::pin!(deadline);
-                let mut subscription = subscription;
-                let mut last_revision = subscription.revision;
-                let mut lines = Vec::new();
-                for entry in std::mem::take(&mut subscription.initial) {
-                    let Some(object) = entry.object() else {
-                        continue;
-                    };
-                    if filter.matches(&resource, &object) {
-                        lines.push(encoder.line("ADDED", object));
-                    }
-                }
-                if watch_list {
-                    lines.push(encoder.bookmark(subscription.revision, true));
-                }
-                for change in std::mem::take(&mut subscription.backlog) {
-                    if let Some(line) =
-                        change_line(&resource, &filter, &mut encoder, &prefix, &change)
-                    {
-                        lines.push(line);
-                    }
-                }
-                for line in lines {
-                    if sender.send(line).await.is_err() {
+    };
+    let timeout = query
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = query.allow_watch_bookmarks;
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut last_revision = revision;
+        let mut lines = Vec::new();
+        for entry in initial {
+            let Some(object) = entry.object() else {
+                continue;
+            };
+            if filter.matches(&resource, &object) {
+                lines.push(encoder.line("ADDED", object));
+            }
+        }
+        if watch_list {
+            lines.push(encoder.bookmark(revision, true));
+        }
+        for change in backlog {
+            if let Some(line) = change_line(&resource, &filter, &mut encoder, &prefix, &change) {
+                lines.push(line);
+            }
+        }
+        for line in lines {
+            if sender.send(line).await.is_err() {
+                return;
+            }
+        }
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                () = sender.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if sender.send(encoder.bookmark(last_revision, false)).await.is_err() {
                         return;
                     }
                 }
-                let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        () = &mut deadline => return,
-                        () = sender.closed() => return,
-                        _ = ticker.tick(), if bookmarks => {
-                            if sender.send(encoder.bookmark(last_revision, false)).await.is_err() {
-                                return;
-                            }
+                next = source.next() => {
+                    let changes = match next {
+                        Next::Changes(changes) => changes,
+                        Next::Progress(progress) => {
+                            last_revision = last_revision.max(progress);
+                            continue;
                         }
-                        change = subscription.live.recv() => {
-                            let change = match change {
-                                Ok(change) => change,
-                                // Too slow, or the cache started over: the
-                                // client re-watches from what it has seen.
-                                Err(_) => return,
-                            };
-                            if change.kind == ChangeKind::Resync {
-                                return;
-                            }
-                            if change.revision <= subscription.revision {
-                                continue;
-                            }
-                            last_revision = last_revision.max(change.revision);
-                            if let Some(line) = change_line(&resource, &filter, &mut encoder, &prefix, &change)
-                                && sender.send(line).await.is_err()
-                            {
-                                return;
-                            }
+                        Next::Expired(compacted) => {
+                            let _ = sender
+                                .send(encoder.line("ERROR", expired_event(asked, compacted)))
+                                .await;
+                            return;
+                        }
+                        Next::End => return,
+                    };
+                    for change in changes {
+                        if change.revision <= revision {
+                            continue;
+                        }
+                        last_revision = last_revision.max(change.revision);
+                        if let Some(line) = change_line(&resource, &filter, &mut encoder, &prefix, &change)
+                            && sender.send(line).await.is_err()
+                        {
+                            return;
                         }
                     }
                 }
-            });
+            }
         }
-    }
+    });
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|bytes| {
             (
@@ -218,6 +245,48 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
         .header("Cache-Control", "no-cache, private")
         .body(body)
         .unwrap_or_else(|_| hyper::Response::new(respond::full(Bytes::new()))))
+}
+
+/// Where a watch's changes come from: the resource's cache, or (for a
+/// version older than the cache's window) a store watch of its own.
+enum Source {
+    Cache(tokio::sync::broadcast::Receiver<Arc<Change>>),
+    Store(client::WatchStream),
+}
+
+enum Next {
+    Changes(Vec<Arc<Change>>),
+    Progress(i64),
+    /// The version asked for was compacted away: 410.
+    Expired(i64),
+    /// The watch ends; the client re-watches.
+    End,
+}
+
+impl Source {
+    async fn next(&mut self) -> Next {
+        match self {
+            Source::Cache(live) => match live.recv().await {
+                Ok(change) if change.kind == ChangeKind::Resync => Next::End,
+                Ok(change) => Next::Changes(vec![change]),
+                // Too slow, or the cache is gone: the client re-watches.
+                Err(_) => Next::End,
+            },
+            Source::Store(updates) => match updates.next().await {
+                Some(Ok(client::WatchUpdate::Events { events, .. })) => Next::Changes(
+                    crate::cache::changes_from(events)
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                ),
+                Some(Ok(client::WatchUpdate::Progress { revision })) => Next::Progress(revision),
+                Some(Err(client::ClientError::Compacted { compact_revision })) => {
+                    Next::Expired(compact_revision)
+                }
+                _ => Next::End,
+            },
+        }
+    }
 }
 
 /// A cached change as this watcher sees it: selectors decide whether it is
