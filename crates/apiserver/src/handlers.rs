@@ -116,8 +116,32 @@ fn answer_object(request: &Request<'_>, code: u16, object: Value) -> hyper::Resp
     respond::json(code, &object)
 }
 
+/// An object as its resource shows it (converted when the resource is
+/// another version's objects).
+async fn read(api: &Api, resource: &ResourceType, key: &str) -> Result<Option<Stored>, ApiError> {
+    Ok(storage::get(api.kv.as_ref(), key).await?.map(|mut stored| {
+        stored.object = crate::convert::present(resource, stored.object);
+        stored
+    }))
+}
+
+/// Stores an object of `resource` if the key's revision is `expected`.
+async fn write_if(
+    api: &Api,
+    resource: &ResourceType,
+    key: &str,
+    object: &Value,
+    expected: i64,
+) -> Result<Written, ApiError> {
+    if crate::convert::converts(resource) {
+        let stored = crate::convert::to_storage(resource, object.clone());
+        return storage::put_if(api.kv.as_ref(), key, &stored, expected).await;
+    }
+    storage::put_if(api.kv.as_ref(), key, object, expected).await
+}
+
 async fn get(api: &Api, request: &Request<'_>, name: &str) -> Result<Value, ApiError> {
-    match storage::get(api.kv.as_ref(), &key(request, name)).await? {
+    match read(api, request.resource, &key(request, name)).await? {
         Some(stored) => Ok(stored.object),
         None => Err(ApiError::not_found(request.resource, name)),
     }
@@ -235,6 +259,10 @@ pub async fn read_list(
                     mod_revision: entry.mod_revision,
                 })
             })
+            .map(|mut item: Stored| {
+                item.object = crate::convert::present(resource, item.object);
+                item
+            })
             .filter(|item| filter.matches(resource, &item.object))
             .collect();
         return Ok((items, revision, None));
@@ -267,6 +295,11 @@ pub async fn read_list(
         other => other?,
     };
     let read_at = if revision > 0 { revision } else { read_at };
+    if crate::convert::converts(resource) {
+        for item in &mut items {
+            item.object = crate::convert::present(resource, std::mem::take(&mut item.object));
+        }
+    }
     if let Some(start) = start {
         items.retain(|item| item.key.as_str() >= start.as_str());
     }
@@ -641,7 +674,7 @@ async fn create_object_with_warnings(
         }
         return Ok((object, warnings));
     }
-    match storage::put_if(api.kv.as_ref(), &key, &object, 0).await? {
+    match write_if(api, resource, &key, &object, 0).await? {
         Written::Done(revision) => {
             objects::metadata_mut(&mut object)
                 .insert("resourceVersion".to_string(), json!(revision.to_string()));
@@ -831,7 +864,7 @@ async fn store_update(
         // kube-apiserver writes nothing for a no-op update.
         return Ok(Some(current.object.clone()));
     }
-    match storage::put_if(api.kv.as_ref(), key, &merged, current.mod_revision).await? {
+    match write_if(api, resource, key, &merged, current.mod_revision).await? {
         Written::Done(revision) => {
             objects::metadata_mut(&mut merged)
                 .insert("resourceVersion".to_string(), json!(revision.to_string()));
@@ -850,7 +883,7 @@ async fn update(
     let content_type = header(request.parts, http::header::CONTENT_TYPE);
     let candidate = body::decode_object(&content_type, request.body)?;
     let key = key(request, name);
-    let Some(current) = storage::get(api.kv.as_ref(), &key).await? else {
+    let Some(current) = read(api, request.resource, &key).await? else {
         return Err(ApiError::not_found(request.resource, name));
     };
     let given_version = candidate
@@ -960,7 +993,7 @@ async fn patch(
     let key = key(request, name);
     let mut warnings = Vec::new();
     for _ in 0..WRITE_ATTEMPTS {
-        let Some(current) = storage::get(api.kv.as_ref(), &key).await? else {
+        let Some(current) = read(api, request.resource, &key).await? else {
             if is_apply && request.subresource.is_none() {
                 // Server-side apply creates what does not exist.
                 let object = body::decode_yaml(request.body)?;
@@ -1069,7 +1102,7 @@ async fn update_scale(
     let key = key(request, name);
     let content_type = header(request.parts, http::header::CONTENT_TYPE);
     for _ in 0..WRITE_ATTEMPTS {
-        let Some(current) = storage::get(api.kv.as_ref(), &key).await? else {
+        let Some(current) = read(api, request.resource, &key).await? else {
             return Err(ApiError::not_found(request.resource, name));
         };
         let scale = scale_of(request.resource, &current.object)?;
@@ -1180,7 +1213,15 @@ async fn bind(
     let mut candidate = current.object.clone();
     candidate["spec"]["nodeName"] = json!(node);
     if !request.query.dry_run {
-        match storage::put_if(api.kv.as_ref(), &key, &candidate, current.mod_revision).await? {
+        match write_if(
+            api,
+            request.resource,
+            &key,
+            &candidate,
+            current.mod_revision,
+        )
+        .await?
+        {
             Written::Done(_) => {}
             Written::Lost => return Err(ApiError::conflict(request.resource, name)),
         }
@@ -1318,7 +1359,10 @@ async fn delete(
         .await?
         {
             crate::gc::Deleted::Gone if returns_deleted_object(request.resource) => {
-                return Ok(respond::json(200, &current.object));
+                return Ok(respond::json(
+                    200,
+                    &crate::convert::present(request.resource, current.object),
+                ));
             }
             crate::gc::Deleted::Gone => {
                 return Ok(respond::json(
@@ -1327,7 +1371,10 @@ async fn delete(
                 ));
             }
             crate::gc::Deleted::Pending(object) => {
-                return Ok(respond::json(200, &object));
+                return Ok(respond::json(
+                    200,
+                    &crate::convert::present(request.resource, object),
+                ));
             }
             crate::gc::Deleted::Raced => continue,
         }

@@ -69,6 +69,7 @@ pub fn decode(resource: &ResourceType, value: Value) -> Result<Decoded, String> 
         ("batch", "Job") => round_trip::<batch::Job>(value),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::Lease>(value),
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(value),
+        ("events.k8s.io", "Event") => round_trip::<k8s_openapi::api::events::v1::Event>(value),
         ("policy", "PodDisruptionBudget") => round_trip::<policy::PodDisruptionBudget>(value),
         _ => Ok(value),
     }?;

@@ -18,6 +18,7 @@ mod allocate;
 mod apply;
 mod body;
 mod cache;
+mod convert;
 mod crd_schema;
 mod discovery;
 mod fields;

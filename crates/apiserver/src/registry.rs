@@ -353,6 +353,17 @@ const BUILT_IN: &[BuiltIn] = &[
         storage: "endpointslices",
     },
     BuiltIn {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        subresources: &[],
+        storage: "events",
+    },
+    BuiltIn {
         group: "policy",
         version: "v1",
         kind: "PodDisruptionBudget",

@@ -301,6 +301,32 @@ fn change_line(
     if !change.key.starts_with(prefix) {
         return None;
     }
+    if crate::convert::converts(resource) {
+        let object = crate::convert::present(resource, (*change.object).clone());
+        let previous = change
+            .previous
+            .as_ref()
+            .map(|previous| Arc::new(crate::convert::present(resource, (**previous).clone())));
+        let converted = Change {
+            revision: change.revision,
+            key: change.key.clone(),
+            kind: change.kind,
+            object_json: bytes::Bytes::new(),
+            object: Arc::new(object),
+            previous,
+        };
+        return event_line(resource, filter, encoder, &converted, false);
+    }
+    event_line(resource, filter, encoder, change, true)
+}
+
+fn event_line(
+    resource: &ResourceType,
+    filter: &Filter,
+    encoder: &mut Encoder,
+    change: &Change,
+    encoded: bool,
+) -> Option<Bytes> {
     let now_matches = filter.matches(resource, &change.object);
     let event_type = match change.kind {
         ChangeKind::Deleted if now_matches => "DELETED",
@@ -319,7 +345,7 @@ fn change_line(
         }
         _ => return None,
     };
-    if encoder.table_version.is_none() {
+    if encoded && encoder.table_version.is_none() {
         // The plain form: the object's JSON, encoded once for every watcher.
         let mut line = Vec::with_capacity(change.object_json.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
