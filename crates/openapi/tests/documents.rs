@@ -471,3 +471,28 @@ fn document_paths_parse_back_to_their_group_version() {
         assert_eq!(parse_group_version_path(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn events_group_event_is_its_own_kind() {
+    let event = Resource {
+        group: "events.k8s.io".to_string(),
+        version: "v1".to_string(),
+        kind: "Event".to_string(),
+        plural: "events".to_string(),
+        namespaced: true,
+        subresources: Vec::new(),
+        custom_schema: None,
+    };
+    let document = v3_document(&[event], "events.k8s.io", "v1").expect("events.k8s.io/v1");
+    let schema = schema(&document, "io.k8s.api.events.v1.Event");
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": "events.k8s.io", "kind": "Event", "version": "v1"}])
+    );
+    assert!(schema["properties"]["eventTime"].is_object());
+    assert!(
+        document["components"]["schemas"]
+            .get("io.k8s.api.core.v1.Event")
+            .is_none()
+    );
+}
