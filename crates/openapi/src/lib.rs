@@ -13,9 +13,22 @@
 //! extensions come from `apimachinery`'s patch table; custom resources' from
 //! their CRD's `openAPIV3Schema`.
 //!
+//! `/openapi/v2` ([`v2_protobuf`]) is for kubectl 1.27 and 1.28 only, which fetch
+//! it before validating; it carries operations but no schemas.
+//!
+//! How a server answers, as kube-apiserver (kube-openapi's `handler3`) does:
+//! - `GET /openapi/v3`: [`v3_index`] as JSON.
+//! - `GET /openapi/v3/{path}` ([`parse_group_version_path`]): the bytes of
+//!   `serde_json::to_vec(&v3_document(..))`, `ETag` the quoted [`v3_hash`]. With a
+//!   `hash` query parameter that differs from the current hash, a 301 to the
+//!   current `serverRelativeURL`; with one that matches, also
+//!   `Cache-Control: public, immutable` (clients then keep the document).
+//! - `GET /openapi/v2` with an `Accept` naming protobuf: [`v2_protobuf`] with
+//!   `Content-Type` [`V2_PROTOBUF_MEDIA_TYPE`].
+//!
 //! The crate is pure: no I/O, no global mutable state, no panics. Documents are
-//! rebuilt on every call, so a server should keep them (and their hashes) until
-//! the set of served resources changes.
+//! rebuilt on every call (tens of milliseconds for `api/v1`), so a server should
+//! keep them and their hashes until the set of served resources changes.
 
 mod extensions;
 mod paths;
@@ -57,6 +70,19 @@ pub fn group_version_path(group: &str, version: &str) -> String {
     } else {
         format!("apis/{group}/{version}")
     }
+}
+
+/// The group and version of a document path below `/openapi/v3/` (`api/v1`,
+/// `apis/apps/v1`), or `None` for any other path.
+pub fn parse_group_version_path(path: &str) -> Option<(&str, &str)> {
+    let is_segment = |segment: &str| !segment.is_empty() && !segment.contains('/');
+    let (group, version) = match path.strip_prefix("apis/") {
+        Some(rest) => rest
+            .split_once('/')
+            .filter(|(group, _)| is_segment(group))?,
+        None => ("", path.strip_prefix("api/")?),
+    };
+    is_segment(version).then_some((group, version))
 }
 
 /// The group-versions served, each once, in the order first seen.

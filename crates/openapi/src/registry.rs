@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
@@ -70,6 +71,7 @@ static BUILTIN_KINDS: &[BuiltinKind] = &[
     kind::<batch::Job>("batch", "v1", "Job"),
     kind::<coordination::Lease>("coordination.k8s.io", "v1", "Lease"),
     kind::<discovery::EndpointSlice>("discovery.k8s.io", "v1", "EndpointSlice"),
+    kind::<events::Event>("events.k8s.io", "v1", "Event"),
     kind::<policy::PodDisruptionBudget>("policy", "v1", "PodDisruptionBudget"),
     kind::<policy::Eviction>("policy", "v1", "Eviction"),
 ];

@@ -3,7 +3,9 @@
 
 mod served;
 
-use openapi::{Resource, group_version_path, v3_document, v3_hash, v3_index};
+use openapi::{
+    Resource, group_version_path, parse_group_version_path, v3_document, v3_hash, v3_index,
+};
 use serde_json::{Value, json};
 
 fn document(group: &str, version: &str) -> Value {
@@ -135,10 +137,7 @@ fn every_reference_resolves_within_its_document() {
         .expect("paths")
         .keys()
     {
-        let (group, version) = match path.strip_prefix("apis/") {
-            Some(rest) => rest.split_once('/').expect("group/version"),
-            None => ("", path.strip_prefix("api/").expect("api/")),
-        };
+        let (group, version) = parse_group_version_path(path).expect("document path");
         let document = document(group, version);
         let mut refs = Vec::new();
         collect_refs(&document, &mut refs);
@@ -449,5 +448,51 @@ fn kinds_without_a_schema_are_served_as_open_objects() {
     assert_eq!(
         schema(&document, "apps.v1.Gadget")["x-kubernetes-preserve-unknown-fields"],
         true
+    );
+}
+
+#[test]
+fn document_paths_parse_back_to_their_group_version() {
+    for (group, version) in [("", "v1"), ("apps", "v1"), ("coordination.k8s.io", "v1")] {
+        let path = group_version_path(group, version);
+        assert_eq!(parse_group_version_path(&path), Some((group, version)));
+    }
+    for bad in [
+        "",
+        "api",
+        "api/",
+        "apis/apps",
+        "apis/apps/",
+        "apis//v1",
+        "api/v1/x",
+        "apis/a/v1/x",
+        "v1",
+    ] {
+        assert_eq!(parse_group_version_path(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn events_group_event_is_its_own_kind() {
+    let event = Resource {
+        group: "events.k8s.io".to_string(),
+        version: "v1".to_string(),
+        kind: "Event".to_string(),
+        plural: "events".to_string(),
+        namespaced: true,
+        subresources: Vec::new(),
+        custom_schema: None,
+    };
+    let document = v3_document(&[event], "events.k8s.io", "v1").expect("events.k8s.io/v1");
+    let schema = schema(&document, "io.k8s.api.events.v1.Event");
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": "events.k8s.io", "kind": "Event", "version": "v1"}])
+    );
+    assert!(schema["properties"]["eventTime"].is_object());
+    assert!(
+        document["components"]["schemas"]
+            .get("io.k8s.api.core.v1.Event")
+            .is_none()
     );
 }
