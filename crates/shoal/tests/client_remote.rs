@@ -41,7 +41,7 @@ fn create(key: &str, value: &str) -> TxnRequest {
 
 /// What the client saw, with revisions made relative to the first write.
 async fn observe(endpoint: String) -> Vec<String> {
-    let remote = Remote::new(&[endpoint.clone()]).expect("a valid endpoint");
+    let remote = Remote::new(std::slice::from_ref(&endpoint)).expect("a valid endpoint");
     let mut seen = Vec::new();
     let first = remote
         .txn(create("/registry/a/one", "1"))
