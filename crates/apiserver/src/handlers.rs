@@ -1424,3 +1424,63 @@ async fn delete_collection(
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continue_token_names_the_revision_and_the_key_to_go_on_after() {
+        let token = encode_continue(42, "/registry/pods/default/p");
+        let (revision, start) = decode_continue(&token).unwrap();
+        assert_eq!(revision, 42);
+        // The next page starts just after the last key given.
+        assert_eq!(start, "/registry/pods/default/p\u{0}");
+        assert!(start.as_str() > "/registry/pods/default/p");
+        let refused = decode_continue("not a token").unwrap_err();
+        assert_eq!(refused.code, 400);
+    }
+
+    #[test]
+    fn unsupported_field_selectors_are_refused_with_kube_apiservers_text() {
+        let registry = crate::registry::Registry::new();
+        let pods = registry.find("", "v1", "pods").unwrap();
+        let supported =
+            Query::parse("fieldSelector=spec.nodeName%3Dn1,status.phase!%3DRunning").unwrap();
+        assert!(Filter::from_query(&pods, &supported).is_ok());
+        let unsupported = Query::parse("fieldSelector=spec.bogus%3Dx").unwrap();
+        let error = Filter::from_query(&pods, &unsupported).err().unwrap();
+        assert_eq!(error.message, "field label not supported: spec.bogus");
+        let bad_label = Query::parse("labelSelector=a%20in%20b").unwrap();
+        let error = Filter::from_query(&pods, &bad_label).err().unwrap();
+        assert_eq!(
+            error.message,
+            "unable to parse requirement: found 'b' expected: '('"
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_the_servers_metadata_and_the_status_subresources_status() {
+        let registry = crate::registry::Registry::new();
+        let deployments = registry.find("apps", "v1", "deployments").unwrap();
+        let old = json!({"metadata": {"name": "d", "uid": "u1", "creationTimestamp": "t", "generation": 4},
+            "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let new = json!({"metadata": {"name": "d", "uid": "forged", "generation": 99},
+            "spec": {"replicas": 2}, "status": {"replicas": 50}});
+        let merged = merge_update(&deployments, &old, new.clone(), None);
+        assert_eq!(merged["metadata"]["uid"], "u1");
+        assert_eq!(merged["metadata"]["generation"], 4);
+        assert_eq!(merged["metadata"]["creationTimestamp"], "t");
+        assert_eq!(
+            merged["status"]["replicas"], 1,
+            "status is the status subresource's"
+        );
+        assert_eq!(merged["spec"]["replicas"], 2);
+        let status_only = merge_update(&deployments, &old, new, Some("status"));
+        assert_eq!(status_only["status"]["replicas"], 50);
+        assert_eq!(
+            status_only["spec"]["replicas"], 1,
+            "a status update changes only status"
+        );
+    }
+}

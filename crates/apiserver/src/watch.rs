@@ -357,3 +357,96 @@ fn event_line(
     }
     Some(encoder.line(event_type, (*change.object).clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Query;
+    use serde_json::json;
+
+    fn pod(labels: Value, revision: i64) -> Arc<Value> {
+        Arc::new(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "labels": labels, "resourceVersion": revision.to_string()}}))
+    }
+
+    fn change(kind: ChangeKind, now: Arc<Value>, before: Option<Arc<Value>>) -> Change {
+        Change {
+            revision: 7,
+            key: "/registry/pods/default/p".into(),
+            kind,
+            object_json: Bytes::from(serde_json::to_vec(&*now).unwrap()),
+            object: now,
+            previous: before,
+        }
+    }
+
+    /// The event type each line carries, or None when the watcher sees nothing.
+    fn seen(selector: &str, change: &Change) -> Option<String> {
+        let registry = crate::registry::Registry::new();
+        let resource = registry.find("", "v1", "pods").unwrap();
+        let query = Query::parse(&format!("labelSelector={selector}")).unwrap();
+        let filter = Filter::from_query(&resource, &query).unwrap();
+        let mut encoder = Encoder {
+            resource: Arc::clone(&resource),
+            table_version: None,
+            include_object: None,
+            headers_sent: false,
+        };
+        let line = change_line(
+            &resource,
+            &filter,
+            &mut encoder,
+            "/registry/pods/default/",
+            change,
+        )?;
+        assert!(line.ends_with(b"\n"), "every event is one line");
+        let event: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(event["object"]["metadata"]["name"], "p");
+        Some(event["type"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_modification_is_seen_through_the_watchers_selector() {
+        let web = pod(json!({"app": "web"}), 7);
+        let db = pod(json!({"app": "db"}), 6);
+        let stays = change(
+            ChangeKind::Modified,
+            web.clone(),
+            Some(pod(json!({"app": "web"}), 6)),
+        );
+        let arrives = change(ChangeKind::Modified, web.clone(), Some(db.clone()));
+        let leaves = change(
+            ChangeKind::Modified,
+            pod(json!({"app": "db"}), 7),
+            Some(pod(json!({"app": "web"}), 6)),
+        );
+        let elsewhere = change(ChangeKind::Modified, pod(json!({"app": "db"}), 7), Some(db));
+        assert_eq!(seen("app=web", &stays).as_deref(), Some("MODIFIED"));
+        assert_eq!(seen("app=web", &arrives).as_deref(), Some("ADDED"));
+        assert_eq!(seen("app=web", &leaves).as_deref(), Some("DELETED"));
+        assert_eq!(seen("app=web", &elsewhere), None);
+        assert_eq!(
+            seen("", &change(ChangeKind::Deleted, web.clone(), None)).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            seen("app!=web", &change(ChangeKind::Added, web, None)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_change_outside_the_watched_namespace_is_not_seen() {
+        let mut other = change(ChangeKind::Added, pod(json!({}), 7), None);
+        other.key = "/registry/pods/other/p".into();
+        assert_eq!(seen("", &other), None);
+    }
+
+    #[test]
+    fn expired_events_carry_kube_apiservers_status() {
+        let status = expired_event(5, 10);
+        assert_eq!(status["code"], 410);
+        assert_eq!(status["reason"], "Expired");
+        assert_eq!(status["message"], "too old resource version: 5 (10)");
+    }
+}
