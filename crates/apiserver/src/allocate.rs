@@ -44,22 +44,18 @@ async fn claim(api: &Api, key: &str, owner: &str) -> Result<bool, ApiError> {
     ))
 }
 
-fn invalid(object: &Value, field: &str, value: &Value, detail: &str) -> ApiError {
-    let resource_name = object
+fn invalid(
+    resource: &ResourceType,
+    object: &Value,
+    field: &str,
+    value: &Value,
+    detail: &str,
+) -> ApiError {
+    let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    ApiError {
-        code: 422,
-        reason: "Invalid",
-        message: format!(
-            "Service \"{resource_name}\" is invalid: {field}: Invalid value: {value}: {detail}"
-        ),
-        details: Some(json!({
-            "name": resource_name, "kind": "Service",
-            "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {detail}"), "field": field}]
-        })),
-    }
+    ApiError::invalid(resource, name, vec![Cause::invalid(field, value, detail)])
 }
 
 /// Allocates a new Service's ClusterIP and node ports (claims nothing on a
@@ -73,6 +69,11 @@ pub async fn on_create(
     if !is_service(resource) {
         return Ok(());
     }
+    let object_name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let owner = format!(
         "{}/{}",
         object
@@ -100,6 +101,7 @@ pub async fn on_create(
         } else if !given.is_empty() {
             let Ok(ip) = given.parse::<Ipv4Addr>() else {
                 return Err(invalid(
+                    resource,
                     object,
                     "spec.clusterIP",
                     &json!(given),
@@ -108,6 +110,7 @@ pub async fn on_create(
             };
             if !in_range(ip) {
                 return Err(invalid(
+                    resource,
                     object,
                     "spec.clusterIPs",
                     &json!([given]),
@@ -116,6 +119,7 @@ pub async fn on_create(
             }
             if !dry_run && !claim(api, &ip_key(ip), &owner).await? {
                 return Err(invalid(
+                    resource,
                     object,
                     "spec.clusterIPs",
                     &json!([given]),
@@ -160,39 +164,26 @@ pub async fn on_create(
     {
         for (index, port) in ports.iter_mut().enumerate() {
             let wanted = port.get("nodePort").and_then(Value::as_u64).unwrap_or(0);
+            let name = object_name.clone();
+            let port_error = |detail: &str| {
+                ApiError::invalid(
+                    resource,
+                    &name,
+                    vec![Cause::invalid(
+                        format!("spec.ports[{index}].nodePort"),
+                        &json!(wanted),
+                        detail,
+                    )],
+                )
+            };
             let chosen = if wanted != 0 {
-                let Ok(wanted) = u16::try_from(wanted) else {
-                    return Err(ApiError::invalid(
-                        resource,
-                        &owner,
-                        vec![Cause::invalid(
-                            format!("spec.ports[{index}].nodePort"),
-                            &json!(wanted),
-                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                        )],
-                    ));
-                };
-                if !NODE_PORTS.contains(&wanted) {
-                    return Err(ApiError::invalid(
-                        resource,
-                        &owner,
-                        vec![Cause::invalid(
-                            format!("spec.ports[{index}].nodePort"),
-                            &json!(wanted),
-                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                        )],
-                    ));
-                }
+                let out_of_range = "provided port is not in the valid range. The range of valid ports is 30000-32767";
+                let wanted = u16::try_from(wanted)
+                    .ok()
+                    .filter(|port| NODE_PORTS.contains(port))
+                    .ok_or_else(|| port_error(out_of_range))?;
                 if !dry_run && !claim(api, &port_key(wanted), &owner).await? {
-                    return Err(ApiError::invalid(
-                        resource,
-                        &owner,
-                        vec![Cause::invalid(
-                            format!("spec.ports[{index}].nodePort"),
-                            &json!(wanted),
-                            "provided port is already allocated",
-                        )],
-                    ));
+                    return Err(port_error("provided port is already allocated"));
                 }
                 wanted
             } else {
@@ -231,6 +222,7 @@ pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Resul
         }
         (Some(old_ip), Some(new_ip)) if old_ip != new_ip && new_ip != json!("") => {
             return Err(invalid(
+                resource,
                 new,
                 "spec.clusterIPs[0]",
                 &new_ip,

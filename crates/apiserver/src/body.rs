@@ -46,3 +46,32 @@ fn decode_protobuf(body: &[u8]) -> Result<Value, ApiError> {
         .map(|decoded| decoded.object)
         .map_err(|error| ApiError::bad_request(error.to_string()))
 }
+
+/// The `g`, `v` and `as` parameters of one media type in an Accept header
+/// (`application/json;as=Table;v=v1;g=meta.k8s.io`), in any order.
+pub struct MediaParameters<'a> {
+    pub group: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub shape: Option<&'a str>,
+}
+
+/// Each media type of an Accept header, with its parameters.
+pub fn accepted(accept: &str) -> impl Iterator<Item = MediaParameters<'_>> {
+    accept.split(',').map(|media| {
+        let mut parameters = MediaParameters {
+            group: None,
+            version: None,
+            shape: None,
+        };
+        for parameter in media.split(';').skip(1) {
+            let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            match key.trim() {
+                "g" => parameters.group = Some(value.trim()),
+                "v" => parameters.version = Some(value.trim()),
+                "as" => parameters.shape = Some(value.trim()),
+                _ => {}
+            }
+        }
+        parameters
+    })
+}

@@ -51,21 +51,11 @@ pub enum Form {
 /// naming `g=apidiscovery.k8s.io;as=APIGroupDiscoveryList` with a version
 /// shoal serves decides; otherwise the legacy documents.
 pub fn negotiate(accept: &str) -> Form {
-    for media in accept.split(',') {
-        let mut group = None;
-        let mut version = None;
-        let mut shape = None;
-        for parameter in media.split(';').skip(1) {
-            let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
-            match key.trim() {
-                "g" => group = Some(value.trim()),
-                "v" => version = Some(value.trim()),
-                "as" => shape = Some(value.trim()),
-                _ => {}
-            }
-        }
-        if group == Some("apidiscovery.k8s.io") && shape == Some("APIGroupDiscoveryList") {
-            match version {
+    for media in crate::body::accepted(accept) {
+        if media.group == Some("apidiscovery.k8s.io")
+            && media.shape == Some("APIGroupDiscoveryList")
+        {
+            match media.version {
                 Some("v2") => return Form::Aggregated("v2"),
                 Some("v2beta1") => return Form::Aggregated("v2beta1"),
                 _ => {}

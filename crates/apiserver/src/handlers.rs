@@ -414,31 +414,7 @@ fn decode_typed(
                 checked.causes,
             ));
         }
-        if !checked.unknown_fields.is_empty() {
-            match validation {
-                "Strict" => {
-                    let listed: Vec<String> = checked
-                        .unknown_fields
-                        .iter()
-                        .map(|field| format!("unknown field \"{field}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        resource.kind,
-                        resource.version,
-                        resource.kind,
-                        listed.join(", ")
-                    )));
-                }
-                "Warn" => warnings.extend(
-                    checked
-                        .unknown_fields
-                        .iter()
-                        .map(|field| format!("unknown field \"{field}\"")),
-                ),
-                _ => {}
-            }
-        }
+        unknown_fields(resource, &checked.unknown_fields, validation, warnings)?;
         return Ok(object);
     }
     let decoded = kinds::decode(resource, object).map_err(|reason| {
@@ -447,32 +423,35 @@ fn decode_typed(
             resource.kind, resource.version, resource.kind
         ))
     })?;
-    if !decoded.unknown_fields.is_empty() {
-        match validation {
-            "Strict" => {
-                let listed: Vec<String> = decoded
-                    .unknown_fields
-                    .iter()
-                    .map(|field| format!("unknown field \"{field}\""))
-                    .collect();
-                return Err(ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                    resource.kind,
-                    resource.version,
-                    resource.kind,
-                    listed.join(", ")
-                )));
-            }
-            "Warn" => warnings.extend(
-                decoded
-                    .unknown_fields
-                    .iter()
-                    .map(|field| format!("unknown field \"{field}\"")),
-            ),
-            _ => {}
-        }
-    }
+    unknown_fields(resource, &decoded.unknown_fields, validation, warnings)?;
     Ok(decoded.object)
+}
+
+/// Unknown fields, as `fieldValidation` says: a 400 naming them under
+/// Strict, warnings under Warn, nothing under Ignore.
+fn unknown_fields(
+    resource: &ResourceType,
+    fields: &[String],
+    validation: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let listed = fields
+        .iter()
+        .map(|field| format!("unknown field \"{field}\""));
+    match validation {
+        "Strict" if !fields.is_empty() => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            resource.kind,
+            resource.version,
+            resource.kind,
+            listed.collect::<Vec<_>>().join(", ")
+        ))),
+        "Warn" => {
+            warnings.extend(listed);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks the body's apiVersion and kind against the URL's, filling them in

@@ -87,23 +87,18 @@ fn compare_mod_revision(key: &str, revision: i64) -> Compare {
     }
 }
 
-/// Writes `object` at `key` if the key's mod_revision is `expected` (0: the
-/// key must not exist).
-pub async fn put_if(
+/// Runs `operation` on `key` if the key's mod_revision is `expected`.
+async fn if_unchanged(
     kv: &dyn client::Kv,
     key: &str,
-    object: &Value,
     expected: i64,
+    operation: Op,
 ) -> Result<Written, ApiError> {
     let response = kv
         .txn(TxnRequest {
             compare: vec![compare_mod_revision(key, expected)],
             success: vec![RequestOp {
-                request: Some(Op::RequestPut(PutRequest {
-                    key: key.as_bytes().to_vec().into(),
-                    value: objects::to_stored(object).into(),
-                    ..Default::default()
-                })),
+                request: Some(operation),
             }],
             failure: vec![],
         })
@@ -116,24 +111,27 @@ pub async fn put_if(
     })
 }
 
+/// Writes `object` at `key` if the key's mod_revision is `expected` (0: the
+/// key must not exist).
+pub async fn put_if(
+    kv: &dyn client::Kv,
+    key: &str,
+    object: &Value,
+    expected: i64,
+) -> Result<Written, ApiError> {
+    let put = Op::RequestPut(PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: objects::to_stored(object).into(),
+        ..Default::default()
+    });
+    if_unchanged(kv, key, expected, put).await
+}
+
 /// Deletes `key` if its mod_revision is still `expected`.
 pub async fn delete_if(kv: &dyn client::Kv, key: &str, expected: i64) -> Result<Written, ApiError> {
-    let response = kv
-        .txn(TxnRequest {
-            compare: vec![compare_mod_revision(key, expected)],
-            success: vec![RequestOp {
-                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
-                    key: key.as_bytes().to_vec().into(),
-                    ..Default::default()
-                })),
-            }],
-            failure: vec![],
-        })
-        .await?;
-    let revision = response.header.map_or(0, |header| header.revision);
-    Ok(if response.succeeded {
-        Written::Done(revision)
-    } else {
-        Written::Lost
-    })
+    let delete = Op::RequestDeleteRange(DeleteRangeRequest {
+        key: key.as_bytes().to_vec().into(),
+        ..Default::default()
+    });
+    if_unchanged(kv, key, expected, delete).await
 }

@@ -9,21 +9,9 @@ use crate::registry::ResourceType;
 
 /// The Table version an Accept header asks for, if it asks for a Table.
 pub fn wants_table(accept: &str) -> Option<&'static str> {
-    for media in accept.split(',') {
-        let mut shape = None;
-        let mut group = None;
-        let mut version = None;
-        for parameter in media.split(';').skip(1) {
-            let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
-            match key.trim() {
-                "as" => shape = Some(value.trim()),
-                "g" => group = Some(value.trim()),
-                "v" => version = Some(value.trim()),
-                _ => {}
-            }
-        }
-        if shape == Some("Table") && group == Some("meta.k8s.io") {
-            match version {
+    for media in crate::body::accepted(accept) {
+        if media.shape == Some("Table") && media.group == Some("meta.k8s.io") {
+            match media.version {
                 Some("v1") => return Some("v1"),
                 Some("v1beta1") => return Some("v1beta1"),
                 _ => {}
