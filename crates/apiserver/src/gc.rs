@@ -42,15 +42,7 @@ pub enum Work {
 }
 
 fn finalizers(object: &Value) -> Vec<String> {
-    object
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|item| item.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    objects::strings_at(object, "/metadata/finalizers")
 }
 
 /// Marks `object` deleted at `deletion_time` and stores it.

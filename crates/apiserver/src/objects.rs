@@ -118,3 +118,16 @@ pub fn drop_empty_metadata(object: &mut Value) {
         }
     }
 }
+
+/// The strings of the array at `pointer` (items that are not strings left out).
+pub fn strings_at(value: &Value, pointer: &str) -> Vec<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

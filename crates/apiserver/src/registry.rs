@@ -51,31 +51,31 @@ pub struct PrinterColumn {
 }
 
 impl ResourceType {
+    /// `name` qualified by the group: `apps/v1` (joined by `/`), or
+    /// `deployments.apps` (by `.`); the core group's names stand alone.
+    fn qualified(&self, name: &str, separator: char) -> String {
+        if self.group.is_empty() {
+            name.to_string()
+        } else if separator == '/' {
+            format!("{}/{name}", self.group)
+        } else {
+            format!("{name}.{}", self.group)
+        }
+    }
+
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        self.qualified(&self.version, '/')
     }
 
     /// `deployments.apps`, or `pods`: the name errors use.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        self.qualified(&self.plural, '.')
     }
 
     /// `Deployment.apps`, or `Pod`: the name validation errors use.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
+        self.qualified(&self.kind, '.')
     }
 
     pub fn list_kind(&self) -> String {

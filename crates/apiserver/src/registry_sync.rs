@@ -21,16 +21,7 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceType> {
             .unwrap_or("")
             .to_string()
     };
-    let strings = |pointer: &str| -> Vec<String> {
-        spec.pointer(pointer)
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|item| item.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = |pointer: &str| crate::objects::strings_at(&spec, pointer);
     let group = text("/group");
     let kind = text("/names/kind");
     let plural = text("/names/plural");
