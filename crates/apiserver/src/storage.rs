@@ -52,11 +52,36 @@ pub async fn list(
     revision: i64,
     serializable: bool,
 ) -> Result<(Vec<Stored>, i64), ApiError> {
+    let end = client::prefix_end(prefix.as_bytes());
+    let page = page(kv, prefix.as_bytes(), &end, revision, 0, serializable).await?;
+    Ok((page.objects, page.revision))
+}
+
+/// One read of a key range.
+pub struct Page {
+    pub objects: Vec<Stored>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// Keys were left out by the limit.
+    pub more: bool,
+}
+
+/// The objects in `[start, end)` at `revision` (0: now), at most `limit`
+/// of them (0: all).
+pub async fn page(
+    kv: &dyn client::Kv,
+    start: &[u8],
+    end: &[u8],
+    revision: i64,
+    limit: i64,
+    serializable: bool,
+) -> Result<Page, ApiError> {
     let response = kv
         .range(RangeRequest {
-            key: prefix.as_bytes().to_vec().into(),
-            range_end: client::prefix_end(prefix.as_bytes()).into(),
+            key: start.to_vec().into(),
+            range_end: end.to_vec().into(),
             revision,
+            limit,
             serializable,
             ..Default::default()
         })
@@ -74,7 +99,15 @@ pub async fn list(
             })
         })
         .collect();
-    Ok((objects, header_revision))
+    Ok(Page {
+        objects,
+        revision: if revision > 0 {
+            revision
+        } else {
+            header_revision
+        },
+        more: response.more,
+    })
 }
 
 fn compare_mod_revision(key: &str, revision: i64) -> Compare {

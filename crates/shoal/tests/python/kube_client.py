@@ -206,6 +206,27 @@ def main(kubeconfig):
     check(deployments.get(namespace=NAMESPACE).items is not None, "dynamic list")
     configmaps.delete(name="dynamic", namespace=NAMESPACE)
 
+    step("configmaps: pages with limit and continue, at one resourceVersion")
+    for index in range(25):
+        core.create_namespaced_config_map(NAMESPACE, {
+            "metadata": {"name": f"page-{index:02}", "labels": {"paged": "yes" if index % 2 else "no"}}})
+    names, token, versions = [], None, set()
+    while True:
+        page = core.list_namespaced_config_map(NAMESPACE, label_selector="paged=yes", limit=4,
+                                               _continue=token)
+        check(len(page.items) <= 4, f"a page holds at most the limit, got {len(page.items)}")
+        names += [item.metadata.name for item in page.items]
+        versions.add(page.metadata.resource_version)
+        token = page.metadata._continue
+        if not token:
+            break
+    expected = [f"page-{index:02}" for index in range(25) if index % 2]
+    check(names == expected, f"paged names {names}")
+    check(len(versions) == 1, f"every page is read at one resourceVersion, got {versions}")
+    core.delete_collection_namespaced_config_map(NAMESPACE, label_selector="paged")
+    left = core.list_namespaced_config_map(NAMESPACE, label_selector="paged")
+    check(left.items == [], f"deletecollection left {[item.metadata.name for item in left.items]}")
+
     step("namespaces: delete")
     core.delete_namespace(NAMESPACE)
     print("ok", flush=True)
