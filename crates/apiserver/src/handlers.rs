@@ -84,7 +84,7 @@ pub async fn dispatch(api: &Api, request: Request<'_>) -> hyper::Response<Body> 
 
 fn node_not_serving(request: &Request<'_>) -> ApiError {
     ApiError::bad_request(format!(
-        "pod {} has no node agent serving {} yet: shoal's node agents are not part of this release",
+        "pod {} has no node agent to serve its {}: shoal does not run pods on nodes yet",
         request.name.unwrap_or(""),
         request.subresource.unwrap_or("")
     ))

@@ -185,6 +185,54 @@ impl Api {
                 Err(error) => return Err(format!("creating namespace {name}: {}", error.message)),
             }
         }
+        self.bootstrap_kubernetes_service().await
+    }
+
+    /// The `kubernetes` Service in `default` (the service range's first
+    /// address, port 443) and its Endpoints, the API's own address: how
+    /// pods find the API, as kube-apiserver publishes it.
+    async fn bootstrap_kubernetes_service(&self) -> Result<(), String> {
+        let (host, port) = self
+            .config
+            .advertise_address
+            .rsplit_once(':')
+            .ok_or("the advertise address has no port")?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| "the advertise address has a bad port")?;
+        let service = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [
+                {"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}
+            ]}
+        });
+        let endpoints = serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
+        });
+        for (plural, object) in [("services", service), ("endpoints", endpoints)] {
+            let resource = self
+                .registry
+                .find("", "v1", plural)
+                .ok_or("a core resource is not registered")?;
+            let options = handlers::WriteOptions {
+                field_manager: Some("kube-apiserver".to_string()),
+                ..Default::default()
+            };
+            match handlers::create_object(self, &resource, Some("default"), object, &options).await
+            {
+                Ok(_) => {}
+                Err(error) if error.reason == "AlreadyExists" => {}
+                Err(error) => {
+                    return Err(format!(
+                        "creating the kubernetes {plural}: {}",
+                        error.message
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
