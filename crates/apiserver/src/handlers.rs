@@ -43,7 +43,10 @@ pub async fn dispatch(api: &Api, request: Request<'_>) -> hyper::Response<Body> 
     tracing::trace!(user = %request.user.name, resource = %request.resource.plural, "authorized");
     let outcome = match (&method, request.name, request.subresource) {
         (&http::Method::GET, None, None) if request.query.watch => {
-            return crate::watch::serve(api, &request).await;
+            return with_warnings(
+                crate::watch::serve(api, &request).await,
+                &deprecation_warnings(request.resource),
+            );
         }
         (&http::Method::GET, None, None) => list(api, &request).await,
         (&http::Method::GET, Some(name), None | Some("status")) => get(api, &request, name)
@@ -79,7 +82,20 @@ pub async fn dispatch(api: &Api, request: Request<'_>) -> hyper::Response<Body> 
             request.parts.uri.path()
         ))),
     };
-    outcome.unwrap_or_else(|error| respond::error(&error))
+    let response = outcome.unwrap_or_else(|error| respond::error(&error));
+    with_warnings(response, &deprecation_warnings(request.resource))
+}
+
+/// The warnings kube-apiserver 1.33 adds to every request on a deprecated
+/// resource (kubectl prints them as `Warning: …`).
+fn deprecation_warnings(resource: &ResourceType) -> Vec<String> {
+    if resource.group.is_empty() && resource.plural == "endpoints" {
+        return vec![
+            "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"
+                .to_string(),
+        ];
+    }
+    Vec::new()
 }
 
 fn node_not_serving(request: &Request<'_>) -> ApiError {
@@ -663,12 +679,14 @@ async fn create_object_with_warnings(
     if !causes.is_empty() {
         return Err(ApiError::invalid(resource, &name, causes));
     }
-    crate::allocate::on_create(api, resource, &mut object, options.dry_run).await?;
     let key = resource.key(namespace, &name);
+    // An existing object is reported as such before any address is claimed
+    // for the new one (the write below still checks, against races).
+    if storage::get(api.kv.as_ref(), &key).await?.is_some() {
+        return Err(ApiError::already_exists(resource, &name));
+    }
+    crate::allocate::on_create(api, resource, &mut object, options.dry_run).await?;
     if options.dry_run {
-        if storage::get(api.kv.as_ref(), &key).await?.is_some() {
-            return Err(ApiError::already_exists(resource, &name));
-        }
         return Ok((object, warnings));
     }
     match write_if(api, resource, &key, &object, 0).await? {

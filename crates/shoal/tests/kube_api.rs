@@ -505,6 +505,38 @@ fn is_duration(cell: &str) -> bool {
         && cell.chars().last().is_some_and(|ch| "smhdy".contains(ch))
 }
 
+/// `shoal up` again on its data directory: the objects, the certificates
+/// and so the admin kubeconfig, and the `kubernetes` Service survive, and a
+/// second start does not trip over what the first one made.
+#[test]
+fn a_restart_keeps_the_objects_and_the_credentials() {
+    let mut shoal = Shoal::start();
+    let kubectl = Kubectl::new(KubectlRelease::Newest, &shoal);
+    let cwd = transcripts_dir();
+    kubectl.ok("kubectl create configmap kept --from-literal=a=b", &cwd);
+    let before = kubectl.ok(
+        "kubectl get service kubernetes -o jsonpath={.spec.clusterIP}",
+        &cwd,
+    );
+    assert_eq!(before, "10.96.0.1");
+    shoal.restart();
+    assert_eq!(
+        kubectl.ok("kubectl get configmap kept -o jsonpath={.data.a}", &cwd),
+        "b"
+    );
+    assert_eq!(
+        kubectl.ok(
+            "kubectl get service kubernetes -o jsonpath={.spec.clusterIP}",
+            &cwd
+        ),
+        before
+    );
+    assert_eq!(
+        kubectl.ok("kubectl get namespaces -o name", &cwd),
+        "namespace/default\nnamespace/kube-node-lease\nnamespace/kube-public\nnamespace/kube-system\n"
+    );
+}
+
 #[test]
 fn the_normaliser_replaces_only_what_varies() {
     let table = "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\ndex    0/3     0            0           12s\n";

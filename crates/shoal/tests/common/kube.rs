@@ -80,6 +80,9 @@ pub struct Shoal {
     pub kubeconfig: PathBuf,
     /// The Kubernetes API's port.
     pub api_port: u16,
+    /// The store's client and peer ports and the API's: kept for restarts.
+    ports: Vec<u16>,
+    launches: usize,
     log_path: PathBuf,
     /// Declared last so it is deleted after shoal has stopped.
     pub dir: tempfile::TempDir,
@@ -95,46 +98,65 @@ impl Shoal {
             .expect("create a temporary directory");
         let ports = free_ports(3);
         let data_dir = dir.path().join("data");
-        let log_path = dir.path().join("shoal.log");
-        let log = fs::File::create(&log_path).expect("create shoal's log");
+        let mut shoal = Shoal {
+            process: None,
+            kubeconfig: data_dir.join("admin.kubeconfig"),
+            api_port: ports[2],
+            ports,
+            launches: 0,
+            log_path: dir.path().join("shoal.log"),
+            dir,
+        };
+        shoal.launch();
+        shoal
+    }
+
+    /// Stops shoal and starts it again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Starts `shoal up` (with a log file of its own) and waits for its banner.
+    fn launch(&mut self) {
+        self.launches += 1;
+        let data_dir = self.dir.path().join("data");
+        self.log_path = self.dir.path().join(format!("shoal-{}.log", self.launches));
+        let log = fs::File::create(&self.log_path).expect("create shoal's log");
         let process = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("up")
             .arg(format!("--data-dir={}", data_dir.display()))
             .arg(format!(
                 "--listen-client-urls=http://127.0.0.1:{}",
-                ports[0]
+                self.ports[0]
             ))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", ports[1]))
-            .arg(format!("--api-listen=127.0.0.1:{}", ports[2]))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                self.ports[1]
+            ))
+            .arg(format!("--api-listen=127.0.0.1:{}", self.ports[2]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
             .stderr(log)
             .spawn()
             .expect("start shoal up");
-        let mut shoal = Shoal {
-            process: Some(process),
-            kubeconfig: data_dir.join("admin.kubeconfig"),
-            api_port: ports[2],
-            log_path,
-            dir,
-        };
+        self.process = Some(process);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let expected_line = format!("export KUBECONFIG={}", shoal.kubeconfig.display());
+        let expected_line = format!("export KUBECONFIG={}", self.kubeconfig.display());
         loop {
-            if shoal.log().contains(&expected_line) && shoal.kubeconfig.is_file() {
+            if self.log().contains(&expected_line) && self.kubeconfig.is_file() {
                 break;
             }
-            if let Some(status) = shoal.process.as_mut().and_then(|p| p.try_wait().ok()?) {
-                panic!("shoal up exited early ({status}):\n{}", shoal.log());
+            if let Some(status) = self.process.as_mut().and_then(|p| p.try_wait().ok()?) {
+                panic!("shoal up exited early ({status}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "shoal up did not print {expected_line:?} within {STARTUP_TIMEOUT:?}:\n{}",
-                shoal.log()
+                self.log()
             );
             thread::sleep(Duration::from_millis(50));
         }
-        shoal
     }
 
     pub fn log(&self) -> String {
