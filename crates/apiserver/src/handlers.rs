@@ -519,13 +519,17 @@ fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
     Ok(())
 }
 
+/// The namespace, read as kube-apiserver's lifecycle check reads it: from
+/// local state first (no quorum round per create), and from the cluster
+/// when that has not seen it yet.
 async fn namespace_exists(api: &Api, namespace: &str) -> Result<Option<Value>, ApiError> {
-    Ok(storage::get(
-        api.kv.as_ref(),
-        &format!("/registry/namespaces/{namespace}"),
-    )
-    .await?
-    .map(|stored| stored.object))
+    let key = format!("/registry/namespaces/{namespace}");
+    if let Some(found) = storage::get_as(api.kv.as_ref(), &key, true).await? {
+        return Ok(Some(found.object));
+    }
+    Ok(storage::get(api.kv.as_ref(), &key)
+        .await?
+        .map(|stored| stored.object))
 }
 
 fn with_warnings(
@@ -680,9 +684,11 @@ async fn create_object_with_warnings(
         return Err(ApiError::invalid(resource, &name, causes));
     }
     let key = resource.key(namespace, &name);
-    // An existing object is reported as such before any address is claimed
-    // for the new one (the write below still checks, against races).
-    if storage::get(api.kv.as_ref(), &key).await?.is_some() {
+    // An existing Service is reported as such before any address is
+    // claimed for the new one (the write below checks every kind, against
+    // races too).
+    let allocates = resource.group.is_empty() && resource.kind == "Service";
+    if (allocates || options.dry_run) && storage::get(api.kv.as_ref(), &key).await?.is_some() {
         return Err(ApiError::already_exists(resource, &name));
     }
     crate::allocate::on_create(api, resource, &mut object, options.dry_run).await?;
