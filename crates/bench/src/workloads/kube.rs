@@ -75,7 +75,7 @@ pub struct KubeCreateArgs {
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// The server's process id (shoal up): reports its CPU time per request
-    /// in each phase, read from /proc.
+    /// in each phase, read from /proc, beside this client's own.
     #[arg(long)]
     pub server_pid: Option<u32>,
 }
@@ -235,6 +235,7 @@ pub async fn create(args: &BenchArgs, workload: &KubeCreateArgs) -> anyhow::Resu
         let value = Arc::clone(&value);
         let name = name.clone();
         let cpu_before = process_cpu(workload.server_pid);
+        let client_cpu_before = process_cpu(Some(std::process::id()));
         let (recorders, duration) = runner::run(
             plan,
             per_client(&connections, args.clients),
@@ -257,6 +258,13 @@ pub async fn create(args: &BenchArgs, workload: &KubeCreateArgs) -> anyhow::Resu
             section.recorder.n_ok(),
         ) {
             summary = summary.detail("server_cpu_us_per_create", micros);
+        }
+        if let Some(micros) = cpu_micros_per_request(
+            client_cpu_before,
+            process_cpu(Some(std::process::id())),
+            section.recorder.n_ok(),
+        ) {
+            summary = summary.detail("client_cpu_us_per_create", micros);
         }
         summary = summary.section(section);
         Some(rate)
@@ -309,6 +317,7 @@ pub async fn create(args: &BenchArgs, workload: &KubeCreateArgs) -> anyhow::Resu
         .collect();
     let stored_value_bytes = stored_value.len() as u64;
     let cpu_before = process_cpu(workload.server_pid);
+    let client_cpu_before = process_cpu(Some(std::process::id()));
     let (recorders, duration) = runner::run(plan, kv_clients, move |kv, request_idx| {
         let request = PutRequest {
             key: Bytes::from(format!("{store_prefix}{}", name(request_idx)).into_bytes()),
@@ -326,6 +335,13 @@ pub async fn create(args: &BenchArgs, workload: &KubeCreateArgs) -> anyhow::Resu
         recorder.n_ok(),
     ) {
         summary = summary.detail("server_cpu_us_per_put", micros);
+    }
+    if let Some(micros) = cpu_micros_per_request(
+        client_cpu_before,
+        process_cpu(Some(std::process::id())),
+        recorder.n_ok(),
+    ) {
+        summary = summary.detail("client_cpu_us_per_put", micros);
     }
     summary = summary
         .section(Section::new("store put", recorder, duration))
