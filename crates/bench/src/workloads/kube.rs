@@ -594,7 +594,19 @@ pub async fn watch_latency(
                 (response, started.elapsed())
             }
         });
-    for (response, latency) in futures::future::join_all(opens).await {
+    // A server that limits streams per connection (hyper: 200 by default)
+    // holds the watches over its limit back for good: say so, not hang.
+    let open_timeout = Duration::from_secs(args.dial_timeout.max(1) * 6);
+    let opened = tokio::time::timeout(open_timeout, futures::future::join_all(opens))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} watches not open after {} s: over the server's concurrent streams per connection? (more --conns)",
+                args.clients,
+                open_timeout.as_secs()
+            )
+        })?;
+    for (response, latency) in opened {
         let response = response?;
         anyhow::ensure!(
             response.status().is_success(),
