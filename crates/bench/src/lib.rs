@@ -1,12 +1,15 @@
 //! `shoal bench`: a load generator for the etcd v3 API with the etcd benchmark
-//! tool's subcommands and flags, so the same command measures etcd and shoal.
+//! tool's subcommands and flags, so the same command measures etcd and shoal;
+//! and for the Kubernetes API (the `kube-*` workloads).
 //!
-//! The command line is here; `connect` opens the gRPC connections, `runner`
+//! The command line is here; `connect` opens the gRPC connections, `kube`
+//! the Kubernetes API's (HTTP/2 over TLS, from a kubeconfig), `runner`
 //! drives closed-loop clients, `report` keeps the HDR histograms and prints the
 //! summary, and `workloads` holds one module per family of subcommands.
 
 mod connect;
 mod keys;
+mod kube;
 mod progress;
 mod report;
 mod runner;
@@ -85,6 +88,14 @@ pub enum Workload {
     WatchLatency(workloads::watch::WatchLatencyArgs),
     /// Lease keep-alives over one keep-alive stream per client.
     LeaseKeepalive(workloads::lease::LeaseKeepaliveArgs),
+    /// Create objects through the Kubernetes API (`--conns` connections of the
+    /// kubeconfig's server); `--compare-store` then puts the same bytes
+    /// straight into the store at `--endpoints`.
+    KubeCreate(workloads::kube::KubeCreateArgs),
+    /// List a collection through the Kubernetes API as `kubectl get` does.
+    KubeList(workloads::kube::KubeListArgs),
+    /// Latency from a change of one ConfigMap to each of `--clients` watchers.
+    KubeWatchLatency(workloads::kube::KubeWatchLatencyArgs),
 }
 
 /// Runs one benchmark and prints its summary on stdout (progress goes to
@@ -101,6 +112,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     anyhow::ensure!(args.conns >= 1, "--conns must be at least 1");
+    let summary = match &args.workload {
+        Workload::KubeCreate(workload) => workloads::kube::create(&args, workload).await?,
+        Workload::KubeList(workload) => workloads::kube::list(&args, workload).await?,
+        Workload::KubeWatchLatency(workload) => {
+            workloads::kube::watch_latency(&args, workload).await?
+        }
+        _ => run_etcd_workload(&args).await?,
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", summary.to_text()),
+        OutputFormat::Json => println!("{}", summary.to_json()),
+    }
+    summary.check_failures()
+}
+
+/// The etcd v3 workloads, over tonic channels or unary KV connections.
+async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> {
     let dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
     let targets = connect::targets(
         &args.endpoints,
@@ -141,12 +169,11 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         Workload::LeaseKeepalive(workload) => {
             workloads::lease::lease_keepalive(&connections, workload).await?
         }
+        Workload::KubeCreate(_) | Workload::KubeList(_) | Workload::KubeWatchLatency(_) => {
+            unreachable!("the Kubernetes API workloads are run by run_async")
+        }
     };
-    match args.output {
-        OutputFormat::Text => print!("{}", summary.to_text()),
-        OutputFormat::Json => println!("{}", summary.to_json()),
-    }
-    summary.check_failures()
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -202,5 +229,68 @@ mod tests {
         };
         assert_eq!(range.consistency, Consistency::Serializable);
         assert_eq!(args.endpoints, ["127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn kube_workloads_take_a_kubeconfig() {
+        let Cli {
+            command: Command::Bench(args),
+        } = Cli::try_parse_from([
+            "shoal",
+            "bench",
+            "--conns",
+            "8",
+            "--clients",
+            "64",
+            "kube-create",
+            "--kubeconfig",
+            "/data/admin.kubeconfig",
+            "--total",
+            "20000",
+            "--compare-store",
+        ])
+        .unwrap();
+        let Workload::KubeCreate(create) = &args.workload else {
+            panic!("not a kube-create: {:?}", args.workload)
+        };
+        assert_eq!(
+            create.api.kubeconfig.to_str(),
+            Some("/data/admin.kubeconfig")
+        );
+        assert_eq!((create.total, create.val_size), (20_000, 1024));
+        assert!(create.compare_store && !create.store_only);
+        assert!(
+            Cli::try_parse_from([
+                "shoal",
+                "bench",
+                "kube-create",
+                "--kubeconfig",
+                "k",
+                "--compare-store",
+                "--store-only",
+            ])
+            .is_err()
+        );
+        let Cli {
+            command: Command::Bench(args),
+        } = Cli::try_parse_from([
+            "shoal",
+            "bench",
+            "kube-list",
+            "--kubeconfig",
+            "k",
+            "--as",
+            "json",
+            "--limit",
+            "0",
+        ])
+        .unwrap();
+        let Workload::KubeList(list) = &args.workload else {
+            panic!("not a kube-list: {:?}", args.workload)
+        };
+        assert_eq!(
+            (list.list_as, list.limit),
+            (workloads::kube::ListAs::Json, 0)
+        );
     }
 }
