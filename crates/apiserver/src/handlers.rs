@@ -121,7 +121,7 @@ fn answer_object(request: &Request<'_>, code: u16, object: Value) -> hyper::Resp
             .unwrap_or(Value::Null);
         let table = table::table(
             request.resource,
-            &[object],
+            vec![object],
             request.query.include_object.as_deref(),
             table_version,
             true,
@@ -364,7 +364,7 @@ async fn list(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>,
     if let Some(table_version) = table::wants_table(&accept) {
         let table = table::table(
             resource,
-            &objects,
+            objects,
             request.query.include_object.as_deref(),
             table_version,
             true,
@@ -374,13 +374,21 @@ async fn list(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>,
     }
     Ok(respond::json(
         200,
-        &json!({
-            "kind": resource.list_kind(),
-            "apiVersion": resource.api_version(),
-            "metadata": metadata,
-            "items": objects,
-        }),
+        &list_object(resource, metadata, objects),
     ))
+}
+
+/// A `<Kind>List` of `items` (moved in, not copied: `json!` would copy them).
+fn list_object(resource: &ResourceType, metadata: Value, items: Vec<Value>) -> Value {
+    let mut list = serde_json::Map::new();
+    list.insert("kind".to_string(), Value::String(resource.list_kind()));
+    list.insert(
+        "apiVersion".to_string(),
+        Value::String(resource.api_version()),
+    );
+    list.insert("metadata".to_string(), metadata);
+    list.insert("items".to_string(), Value::Array(items));
+    Value::Object(list)
 }
 
 /// Options a request's body carries beside the object (dry run and the like
@@ -1437,12 +1445,11 @@ async fn delete_collection(
     }
     Ok(respond::json(
         200,
-        &json!({
-            "kind": request.resource.list_kind(),
-            "apiVersion": request.resource.api_version(),
-            "metadata": {"resourceVersion": revision.to_string()},
-            "items": deleted,
-        }),
+        &list_object(
+            request.resource,
+            json!({"resourceVersion": revision.to_string()}),
+            deleted,
+        ),
     ))
 }
 

@@ -65,7 +65,7 @@ fn printer(resource: &ResourceType) -> (Vec<printers::Column>, Cells<'_>) {
 /// definitions out (watch events after the first).
 pub fn table(
     resource: &ResourceType,
-    objects: &[Value],
+    objects: Vec<Value>,
     include_object: Option<&str>,
     version: &str,
     headers: bool,
@@ -84,35 +84,57 @@ pub fn table(
             })
         })
         .collect();
+    // The objects are taken, not copied: a row keeps its object (or just
+    // its metadata) as it is.
     let rows: Vec<Value> = objects
-        .iter()
-        .map(|object| {
-            let mut row = json!({"cells": cells(object)});
-            let conditions = printers::row_conditions(&resource.group, &resource.kind, object);
+        .into_iter()
+        .map(|mut object| {
+            let mut row = serde_json::Map::new();
+            row.insert("cells".to_string(), Value::Array(cells(&object)));
+            let conditions = printers::row_conditions(&resource.group, &resource.kind, &object);
             if !conditions.is_empty() {
-                row["conditions"] = Value::Array(conditions);
+                row.insert("conditions".to_string(), Value::Array(conditions));
             }
             match include_object.unwrap_or("Metadata") {
                 "None" => {}
-                "Object" => row["object"] = object.clone(),
+                "Object" => {
+                    row.insert("object".to_string(), object);
+                }
                 _ => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": format!("meta.k8s.io/{version}"),
-                        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                    })
+                    let metadata = object
+                        .get_mut("metadata")
+                        .map(Value::take)
+                        .unwrap_or_else(|| json!({}));
+                    let mut partial = serde_json::Map::new();
+                    partial.insert("kind".to_string(), json!("PartialObjectMetadata"));
+                    partial.insert(
+                        "apiVersion".to_string(),
+                        Value::String(format!("meta.k8s.io/{version}")),
+                    );
+                    partial.insert("metadata".to_string(), metadata);
+                    row.insert("object".to_string(), Value::Object(partial));
                 }
             }
-            row
+            Value::Object(row)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": format!("meta.k8s.io/{version}"),
-        "metadata": list_metadata,
-        "columnDefinitions": if headers { Value::Array(column_definitions) } else { Value::Null },
-        "rows": rows,
-    })
+    let mut table = serde_json::Map::new();
+    table.insert("kind".to_string(), json!("Table"));
+    table.insert(
+        "apiVersion".to_string(),
+        Value::String(format!("meta.k8s.io/{version}")),
+    );
+    table.insert("metadata".to_string(), list_metadata.clone());
+    table.insert(
+        "columnDefinitions".to_string(),
+        if headers {
+            Value::Array(column_definitions)
+        } else {
+            Value::Null
+        },
+    );
+    table.insert("rows".to_string(), Value::Array(rows));
+    Value::Object(table)
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl Encoder {
                     .unwrap_or(Value::Null);
                 let rendered = table::table(
                     &self.resource,
-                    &[object],
+                    vec![object],
                     self.include_object.as_deref(),
                     version,
                     !self.headers_sent,
