@@ -37,18 +37,92 @@ pub enum ChangeKind {
     Resync,
 }
 
-/// One change of one object, parsed and encoded once.
+/// One change of one object, encoded once for every watcher: its JSON and
+/// its labels (what a plain watch with a label selector needs); the object
+/// is decoded only when a watcher needs more (field selectors, Tables).
 #[derive(Debug)]
 pub struct Change {
     pub revision: i64,
     pub key: String,
     pub kind: ChangeKind,
-    /// The object now (for a delete: as it was, at the delete's revision).
-    pub object: Arc<Value>,
-    /// `object` as JSON.
+    /// The object now (for a delete: as it was, at the delete's revision),
+    /// as JSON with its resourceVersion.
     pub object_json: Bytes,
-    /// The object before the change (modifications), for selectors.
-    pub previous: Option<Arc<Value>>,
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// The object before a modification, for selectors.
+    pub previous_json: Option<Bytes>,
+    pub previous_labels: Option<Arc<BTreeMap<String, String>>>,
+    object: std::sync::OnceLock<Option<Arc<Value>>>,
+    previous: std::sync::OnceLock<Option<Arc<Value>>>,
+}
+
+impl Change {
+    pub fn new(
+        revision: i64,
+        key: String,
+        kind: ChangeKind,
+        (object_json, labels): (Bytes, BTreeMap<String, String>),
+        previous: Option<(Bytes, BTreeMap<String, String>)>,
+    ) -> Change {
+        let (previous_json, previous_labels) = match previous {
+            Some((json, labels)) => (Some(json), Some(Arc::new(labels))),
+            None => (None, None),
+        };
+        Change {
+            revision,
+            key,
+            kind,
+            object_json,
+            labels: Arc::new(labels),
+            previous_json,
+            previous_labels,
+            object: std::sync::OnceLock::new(),
+            previous: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A change made from a decoded object (converted resources).
+    pub fn from_value(
+        revision: i64,
+        key: String,
+        kind: ChangeKind,
+        object: Value,
+        previous: Option<Value>,
+    ) -> Change {
+        let encode = |value: &Value| {
+            (
+                Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+                objects::labels_of(value),
+            )
+        };
+        let change = Change::new(
+            revision,
+            key,
+            kind,
+            encode(&object),
+            previous.as_ref().map(encode),
+        );
+        let _ = change.object.set(Some(Arc::new(object)));
+        let _ = change.previous.set(previous.map(Arc::new));
+        change
+    }
+
+    /// The object, decoded on first use.
+    pub fn object(&self) -> Option<Arc<Value>> {
+        self.object
+            .get_or_init(|| serde_json::from_slice(&self.object_json).ok().map(Arc::new))
+            .clone()
+    }
+
+    /// The object before a modification, decoded on first use.
+    pub fn previous(&self) -> Option<Arc<Value>> {
+        self.previous
+            .get_or_init(|| {
+                let json = self.previous_json.as_ref()?;
+                serde_json::from_slice(json).ok().map(Arc::new)
+            })
+            .clone()
+    }
 }
 
 /// A cached object.
@@ -132,6 +206,15 @@ impl Cache {
         (objects, state.revision)
     }
 
+    /// One cached object, if the cache is ready and holds it.
+    pub fn get(&self, key: &str) -> Option<Entry> {
+        let state = self.state.read();
+        if !state.ready {
+            return None;
+        }
+        state.objects.get(key).cloned()
+    }
+
     /// Joins the cache's watchers: from `after` (the changes after it), or
     /// with the current objects (`after` None).
     pub async fn subscribe(
@@ -178,14 +261,13 @@ impl Cache {
     fn reset(&self, objects: BTreeMap<String, Entry>, revision: i64) {
         let mut state = self.state.write();
         if state.ready {
-            let _ = self.changes.send(Arc::new(Change {
+            let _ = self.changes.send(Arc::new(Change::new(
                 revision,
-                key: String::new(),
-                kind: ChangeKind::Resync,
-                object: Arc::new(Value::Null),
-                object_json: Bytes::new(),
-                previous: None,
-            }));
+                String::new(),
+                ChangeKind::Resync,
+                (Bytes::new(), BTreeMap::new()),
+                None,
+            )));
         }
         state.objects = objects;
         state.revision = revision;
@@ -209,7 +291,7 @@ impl Cache {
                         Entry {
                             json: change.object_json.clone(),
                             mod_revision: change.revision,
-                            labels: Arc::new(objects::labels_of(&change.object)),
+                            labels: Arc::clone(&change.labels),
                         },
                     );
                 }
@@ -228,49 +310,43 @@ impl Cache {
     }
 }
 
-/// Store events as changes, each object parsed and encoded once.
+/// Store events as changes, each object encoded once.
 pub fn changes_from(events: Vec<proto::mvccpb::Event>) -> Vec<Change> {
     use proto::mvccpb::event::EventType;
     let mut changes = Vec::with_capacity(events.len());
     for event in events {
         let Some(kv) = event.kv else { continue };
         let key = String::from_utf8_lossy(&kv.key).into_owned();
-        let previous = event
-            .prev_kv
-            .as_ref()
-            .and_then(|prev| objects::from_stored(&prev.value, prev.mod_revision))
-            .map(Arc::new);
         if event.r#type == EventType::Delete as i32 {
-            let Some(previous) = previous else { continue };
-            let mut object = (*previous).clone();
-            objects::metadata_mut(&mut object).insert(
-                "resourceVersion".to_string(),
-                Value::String(kv.mod_revision.to_string()),
-            );
-            changes.push(Change {
-                revision: kv.mod_revision,
-                key,
-                kind: ChangeKind::Deleted,
-                object_json: Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
-                object: Arc::new(object),
-                previous: None,
-            });
-        } else {
-            let Some(object) = objects::from_stored(&kv.value, kv.mod_revision) else {
+            // A deleted object, as it was, at the delete's revision.
+            let Some(deleted) = event
+                .prev_kv
+                .as_ref()
+                .and_then(|prev| objects::stamp(&prev.value, kv.mod_revision))
+            else {
                 continue;
             };
-            changes.push(Change {
-                revision: kv.mod_revision,
+            changes.push(Change::new(
+                kv.mod_revision,
                 key,
-                kind: if kv.create_revision == kv.mod_revision {
-                    ChangeKind::Added
-                } else {
-                    ChangeKind::Modified
-                },
-                object_json: Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
-                object: Arc::new(object),
-                previous,
-            });
+                ChangeKind::Deleted,
+                deleted,
+                None,
+            ));
+        } else {
+            let Some(now) = objects::stamp(&kv.value, kv.mod_revision) else {
+                continue;
+            };
+            let previous = event
+                .prev_kv
+                .as_ref()
+                .and_then(|prev| objects::stamp(&prev.value, prev.mod_revision));
+            let kind = if kv.create_revision == kv.mod_revision {
+                ChangeKind::Added
+            } else {
+                ChangeKind::Modified
+            };
+            changes.push(Change::new(kv.mod_revision, key, kind, now, previous));
         }
     }
     changes
@@ -311,7 +387,9 @@ impl Caches {
 /// list's revision; a new list whenever the watch ends.
 async fn feed(kv: client::SharedKv, prefix: String, cache: std::sync::Weak<Cache>) {
     loop {
-        let (items, revision) = match storage::list(kv.as_ref(), &prefix, 0, false).await {
+        let end = client::prefix_end(prefix.as_bytes());
+        let (items, revision) = match storage::page_raw(kv.as_ref(), prefix.as_bytes(), &end).await
+        {
             Ok(listed) => listed,
             Err(error) => {
                 tracing::debug!(%prefix, message = %error.message, "watch cache list failed; retrying");
@@ -322,15 +400,17 @@ async fn feed(kv: client::SharedKv, prefix: String, cache: std::sync::Weak<Cache
         let Some(target) = cache.upgrade() else {
             return;
         };
+        // Kept as stamped JSON: the objects are not decoded to fill the cache.
         let objects = items
             .into_iter()
-            .map(|item| {
+            .filter_map(|(key, value, mod_revision)| {
+                let (json, labels) = objects::stamp(&value, mod_revision)?;
                 let entry = Entry {
-                    json: Bytes::from(serde_json::to_vec(&item.object).unwrap_or_default()),
-                    mod_revision: item.mod_revision,
-                    labels: Arc::new(objects::labels_of(&item.object)),
+                    json,
+                    mod_revision,
+                    labels: Arc::new(labels),
                 };
-                (item.key, entry)
+                Some((key, entry))
             })
             .collect();
         target.reset(objects, revision);

@@ -195,6 +195,25 @@ impl Filter {
         self.labels.matches(labels)
     }
 
+    /// `matches`, with the object decoded only if a field selector needs it.
+    pub fn matches_lazily(
+        &self,
+        resource: &ResourceType,
+        labels: &std::collections::BTreeMap<String, String>,
+        object: impl FnOnce() -> Option<std::sync::Arc<Value>>,
+    ) -> bool {
+        if !self.labels.matches(labels) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        object().is_some_and(|object| {
+            self.fields
+                .matches(&|field| crate::fields::value(resource, &object, field))
+        })
+    }
+
     pub fn matches(&self, resource: &ResourceType, object: &Value) -> bool {
         let labels = object
             .pointer("/metadata/labels")
@@ -528,10 +547,14 @@ fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
 }
 
 /// The namespace, read as kube-apiserver's lifecycle check reads it: from
-/// local state first (no quorum round per create), and from the cluster
-/// when that has not seen it yet.
+/// the watch cache first, then local state (no quorum round per create),
+/// and from the cluster when neither has seen it yet.
 async fn namespace_exists(api: &Api, namespace: &str) -> Result<Option<Value>, ApiError> {
     let key = format!("/registry/namespaces/{namespace}");
+    let cache = api.caches.get("/registry/namespaces/");
+    if let Some(object) = cache.get(&key).and_then(|entry| entry.object()) {
+        return Ok(Some(object));
+    }
     if let Some(found) = storage::get_as(api.kv.as_ref(), &key, true).await? {
         return Ok(Some(found.object));
     }

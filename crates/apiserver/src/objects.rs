@@ -53,6 +53,9 @@ pub fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
 /// The object as stored: without its resourceVersion (the store's
 /// mod_revision is the version; storing it would be stale at once).
 pub fn to_stored(object: &Value) -> Vec<u8> {
+    if object.pointer("/metadata/resourceVersion").is_none() {
+        return serde_json::to_vec(object).unwrap_or_default();
+    }
     let mut stored = object.clone();
     if let Some(metadata) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("resourceVersion");
@@ -130,4 +133,63 @@ pub fn strings_at(value: &Value, pointer: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A stored value with its resourceVersion set, and its labels, without
+/// decoding more than its top level and its metadata: what the watch cache
+/// keeps of each object and change.
+pub fn stamp(
+    stored: &[u8],
+    mod_revision: i64,
+) -> Option<(bytes::Bytes, std::collections::BTreeMap<String, String>)> {
+    use serde_json::value::RawValue;
+    let mut top: std::collections::BTreeMap<&str, &RawValue> =
+        serde_json::from_slice(stored).ok()?;
+    let mut metadata: serde_json::Map<String, Value> = match top.get("metadata") {
+        Some(raw) => serde_json::from_str(raw.get()).ok()?,
+        None => serde_json::Map::new(),
+    };
+    metadata.insert(
+        "resourceVersion".to_string(),
+        Value::String(mod_revision.to_string()),
+    );
+    let labels = metadata
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let metadata = serde_json::value::to_raw_value(&metadata).ok()?;
+    top.insert("metadata", &metadata);
+    let json = serde_json::to_vec(&top).ok()?;
+    Some((bytes::Bytes::from(json), labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stamped_object_is_the_stored_one_with_its_resource_version() {
+        let stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let (json, labels) = stamp(&serde_json::to_vec(&stored).unwrap(), 42).unwrap();
+        let stamped: Value = serde_json::from_slice(&json).unwrap();
+        let mut expected = stored.clone();
+        expected["metadata"]["resourceVersion"] = json!("42");
+        assert_eq!(stamped, expected);
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        // The same as decoding and setting it.
+        assert_eq!(
+            from_stored(&serde_json::to_vec(&stored).unwrap(), 42).unwrap(),
+            expected
+        );
+        assert!(stamp(b"not json", 1).is_none());
+    }
 }

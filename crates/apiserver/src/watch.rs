@@ -302,22 +302,20 @@ fn change_line(
         return None;
     }
     if crate::convert::converts(resource) {
-        let object = crate::convert::present(resource, (*change.object).clone());
+        let object = crate::convert::present(resource, (*change.object()?).clone());
         let previous = change
-            .previous
-            .as_ref()
-            .map(|previous| Arc::new(crate::convert::present(resource, (**previous).clone())));
-        let converted = Change {
-            revision: change.revision,
-            key: change.key.clone(),
-            kind: change.kind,
-            object_json: bytes::Bytes::new(),
-            object: Arc::new(object),
+            .previous()
+            .map(|previous| crate::convert::present(resource, (*previous).clone()));
+        let converted = Change::from_value(
+            change.revision,
+            change.key.clone(),
+            change.kind,
+            object,
             previous,
-        };
-        return event_line(resource, filter, encoder, &converted, false);
+        );
+        return event_line(resource, filter, encoder, &converted);
     }
-    event_line(resource, filter, encoder, change, true)
+    event_line(resource, filter, encoder, change)
 }
 
 fn event_line(
@@ -325,17 +323,15 @@ fn event_line(
     filter: &Filter,
     encoder: &mut Encoder,
     change: &Change,
-    encoded: bool,
 ) -> Option<Bytes> {
-    let now_matches = filter.matches(resource, &change.object);
+    let now_matches = filter.matches_lazily(resource, &change.labels, || change.object());
     let event_type = match change.kind {
         ChangeKind::Deleted if now_matches => "DELETED",
         ChangeKind::Added if now_matches => "ADDED",
         ChangeKind::Modified => {
-            let before = change
-                .previous
-                .as_ref()
-                .is_some_and(|previous| filter.matches(resource, previous));
+            let before = change.previous_labels.as_ref().is_some_and(|labels| {
+                filter.matches_lazily(resource, labels, || change.previous())
+            });
             match (before, now_matches) {
                 (true, true) => "MODIFIED",
                 (false, true) => "ADDED",
@@ -345,7 +341,7 @@ fn event_line(
         }
         _ => return None,
     };
-    if encoded && encoder.table_version.is_none() {
+    if encoder.table_version.is_none() {
         // The plain form: the object's JSON, encoded once for every watcher.
         let mut line = Vec::with_capacity(change.object_json.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
@@ -355,7 +351,7 @@ fn event_line(
         line.extend_from_slice(b"}\n");
         return Some(Bytes::from(line));
     }
-    Some(encoder.line(event_type, (*change.object).clone()))
+    Some(encoder.line(event_type, (*change.object()?).clone()))
 }
 
 #[cfg(test)]
@@ -370,14 +366,13 @@ mod tests {
     }
 
     fn change(kind: ChangeKind, now: Arc<Value>, before: Option<Arc<Value>>) -> Change {
-        Change {
-            revision: 7,
-            key: "/registry/pods/default/p".into(),
+        Change::from_value(
+            7,
+            "/registry/pods/default/p".into(),
             kind,
-            object_json: Bytes::from(serde_json::to_vec(&*now).unwrap()),
-            object: now,
-            previous: before,
-        }
+            (*now).clone(),
+            before.map(|before| (*before).clone()),
+        )
     }
 
     /// The event type each line carries, or None when the watcher sees nothing.
