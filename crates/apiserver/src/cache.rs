@@ -1,12 +1,14 @@
-//! The watch cache (kube-apiserver's): for each resource one store watch
-//! feeds an in-memory copy of its objects and a window of recent changes.
-//! Watches are served from it, so ten thousand watchers of one resource
-//! cost the store one watcher; lists that accept any recent state
-//! (`resourceVersion=0`) are answered from memory.
+//! The watch cache (kube-apiserver's, for what watches need): for each
+//! resource one store watch feeds a window of recent changes and every
+//! watcher of the resource. Ten thousand watchers of one resource cost the
+//! store one watcher, and each change is encoded once, whatever the number
+//! of watchers.
 //!
-//! Each change is parsed and encoded once, whatever the number of watchers.
-//! A cached object is kept as its JSON bytes and its labels: what lists
-//! and label selectors need without parsing it again.
+//! It holds changes, not objects: a watcher that starts with the current
+//! state reads it from the store at the cache's revision (the store keeps
+//! history, so that read and the changes after it meet exactly), and lists
+//! read the store. The objects' bodies then stay in one place, the store,
+//! and the API server costs nothing per stored object (BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::objects;
-use crate::storage;
 
 /// Changes kept for watchers that start from a past resourceVersion.
 const HISTORY: usize = 10_000;
@@ -125,23 +126,8 @@ impl Change {
     }
 }
 
-/// A cached object.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub json: Bytes,
-    pub mod_revision: i64,
-    pub labels: Arc<BTreeMap<String, String>>,
-}
-
-impl Entry {
-    pub fn object(&self) -> Option<Value> {
-        serde_json::from_slice(&self.json).ok()
-    }
-}
-
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, Entry>,
     /// Every change up to this revision is applied.
     revision: i64,
     history: VecDeque<Arc<Change>>,
@@ -159,12 +145,11 @@ pub struct Cache {
 
 /// What a watcher gets from the cache to start with.
 pub struct Subscription {
-    /// The cache's revision when the watcher joined.
+    /// The cache's revision when the watcher joined: a watcher that wants
+    /// the current state reads it from the store at this revision.
     pub revision: i64,
     /// Changes after the revision asked for, up to `revision`.
     pub backlog: Vec<Arc<Change>>,
-    /// The current objects, when the watcher asked for the initial state.
-    pub initial: Vec<Entry>,
     pub live: broadcast::Receiver<Arc<Change>>,
 }
 
@@ -193,35 +178,9 @@ impl Cache {
         }
     }
 
-    /// The objects under `prefix` and the revision they are as of.
-    pub async fn list(&self, prefix: &str) -> (Vec<(String, Entry)>, i64) {
-        self.wait_ready().await;
-        let state = self.state.read();
-        let objects = state
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, entry)| (key.clone(), entry.clone()))
-            .collect();
-        (objects, state.revision)
-    }
-
-    /// One cached object, if the cache is ready and holds it.
-    pub fn get(&self, key: &str) -> Option<Entry> {
-        let state = self.state.read();
-        if !state.ready {
-            return None;
-        }
-        state.objects.get(key).cloned()
-    }
-
     /// Joins the cache's watchers: from `after` (the changes after it), or
-    /// with the current objects (`after` None).
-    pub async fn subscribe(
-        &self,
-        prefix: &str,
-        after: Option<i64>,
-    ) -> Result<Subscription, TooOld> {
+    /// from now (`after` None).
+    pub async fn subscribe(&self, after: Option<i64>) -> Result<Subscription, TooOld> {
         self.wait_ready().await;
         // Subscribed before the snapshot: nothing falls between the two.
         let live = self.changes.subscribe();
@@ -229,18 +188,10 @@ impl Cache {
         let mut subscription = Subscription {
             revision: state.revision,
             backlog: Vec::new(),
-            initial: Vec::new(),
             live,
         };
         match after {
-            None => {
-                subscription.initial = state
-                    .objects
-                    .range(prefix.to_string()..)
-                    .take_while(|(key, _)| key.starts_with(prefix))
-                    .map(|(_, entry)| entry.clone())
-                    .collect();
-            }
+            None => {}
             Some(after) if after < state.complete_after => {
                 return Err(TooOld {
                     oldest: state.complete_after,
@@ -258,7 +209,7 @@ impl Cache {
         Ok(subscription)
     }
 
-    fn reset(&self, objects: BTreeMap<String, Entry>, revision: i64) {
+    fn reset(&self, revision: i64) {
         let mut state = self.state.write();
         if state.ready {
             let _ = self.changes.send(Arc::new(Change::new(
@@ -269,7 +220,6 @@ impl Cache {
                 None,
             )));
         }
-        state.objects = objects;
         state.revision = revision;
         state.history.clear();
         state.complete_after = revision;
@@ -281,21 +231,6 @@ impl Cache {
     fn apply(&self, revision: i64, events: Vec<proto::mvccpb::Event>) {
         let mut state = self.state.write();
         for change in changes_from(events) {
-            match change.kind {
-                ChangeKind::Deleted => {
-                    state.objects.remove(&change.key);
-                }
-                _ => {
-                    state.objects.insert(
-                        change.key.clone(),
-                        Entry {
-                            json: change.object_json.clone(),
-                            mod_revision: change.revision,
-                            labels: Arc::clone(&change.labels),
-                        },
-                    );
-                }
-            }
             let change = Arc::new(change);
             if state.history.len() == HISTORY
                 && let Some(dropped) = state.history.pop_front()
@@ -387,12 +322,19 @@ impl Caches {
 /// list's revision; a new list whenever the watch ends.
 async fn feed(kv: client::SharedKv, prefix: String, cache: std::sync::Weak<Cache>) {
     loop {
-        let end = client::prefix_end(prefix.as_bytes());
-        let (items, revision) = match storage::page_raw(kv.as_ref(), prefix.as_bytes(), &end).await
+        // Where the store is now: the watch starts right after it.
+        let revision = match kv
+            .range(proto::etcdserverpb::RangeRequest {
+                key: prefix.as_bytes().to_vec().into(),
+                range_end: client::prefix_end(prefix.as_bytes()).into(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
         {
-            Ok(listed) => listed,
+            Ok(response) => response.header.map_or(0, |header| header.revision),
             Err(error) => {
-                tracing::debug!(%prefix, message = %error.message, "watch cache list failed; retrying");
+                tracing::debug!(%prefix, %error, "watch cache could not read the revision; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -400,20 +342,7 @@ async fn feed(kv: client::SharedKv, prefix: String, cache: std::sync::Weak<Cache
         let Some(target) = cache.upgrade() else {
             return;
         };
-        // Kept as stamped JSON: the objects are not decoded to fill the cache.
-        let objects = items
-            .into_iter()
-            .filter_map(|(key, value, mod_revision)| {
-                let (json, labels) = objects::stamp(&value, mod_revision)?;
-                let entry = Entry {
-                    json,
-                    mod_revision,
-                    labels: Arc::new(labels),
-                };
-                Some((key, entry))
-            })
-            .collect();
-        target.reset(objects, revision);
+        target.reset(revision);
         drop(target);
         let request = client::WatchRequest {
             key: prefix.as_bytes().to_vec(),

@@ -190,11 +190,6 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
-    /// Whether the label selector admits these labels (the cheap first test).
-    pub fn labels_match(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        self.labels.matches(labels)
-    }
-
     /// `matches`, with the object decoded only if a field selector needs it.
     pub fn matches_lazily(
         &self,
@@ -279,29 +274,6 @@ pub async fn read_list(
 ) -> Result<(Vec<Stored>, i64, Option<String>), ApiError> {
     let filter = Filter::from_query(resource, query)?;
     let prefix = list_prefix(resource, namespace);
-    // resourceVersion=0 accepts any recent state: the watch cache's, whole
-    // (kube-apiserver ignores the limit there too).
-    if query.resource_version.as_deref() == Some("0") && query.continue_token.is_none() {
-        let cache = api.caches.get(&resource.key_prefix());
-        let (entries, revision) = cache.list(&prefix).await;
-        let items = entries
-            .into_iter()
-            .filter(|(_, entry)| filter.labels_match(&entry.labels))
-            .filter_map(|(key, entry)| {
-                Some(Stored {
-                    key,
-                    object: entry.object()?,
-                    mod_revision: entry.mod_revision,
-                })
-            })
-            .map(|mut item: Stored| {
-                item.object = crate::convert::present(resource, item.object);
-                item
-            })
-            .filter(|item| filter.matches(resource, &item.object))
-            .collect();
-        return Ok((items, revision, None));
-    }
     let (revision, start) = match &query.continue_token {
         Some(token) => {
             let (revision, start) = decode_continue(token)?;
@@ -331,9 +303,14 @@ pub async fn read_list(
     let mut from = start.map_or_else(|| prefix.as_bytes().to_vec(), String::into_bytes);
     let mut read_at = revision;
     let mut items: Vec<Stored> = Vec::new();
+    // resourceVersion=0 accepts any recent state: this member's own, with
+    // no quorum round.
+    let serializable = query.resource_version.as_deref() == Some("0");
     loop {
         let wanted = limit.map_or(0, |limit| (limit + 1 - items.len().min(limit)) as i64);
-        let page = match storage::page(api.kv.as_ref(), &from, &end, read_at, wanted, false).await {
+        let page = match storage::page(api.kv.as_ref(), &from, &end, read_at, wanted, serializable)
+            .await
+        {
             Err(error) if error.code == 410 && query.continue_token.is_some() => {
                 return Err(ApiError::expired(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -547,14 +524,10 @@ fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
 }
 
 /// The namespace, read as kube-apiserver's lifecycle check reads it: from
-/// the watch cache first, then local state (no quorum round per create),
-/// and from the cluster when neither has seen it yet.
+/// local state first (no quorum round per create), and from the cluster
+/// when that has not seen it yet.
 async fn namespace_exists(api: &Api, namespace: &str) -> Result<Option<Value>, ApiError> {
     let key = format!("/registry/namespaces/{namespace}");
-    let cache = api.caches.get("/registry/namespaces/");
-    if let Some(object) = cache.get(&key).and_then(|entry| entry.object()) {
-        return Ok(Some(object));
-    }
     if let Some(found) = storage::get_as(api.kv.as_ref(), &key, true).await? {
         return Ok(Some(found.object));
     }

@@ -68,35 +68,6 @@ pub async fn list(
     Ok((page.objects, page.revision))
 }
 
-/// Every key and value in `[start, end)` now, undecoded, with the
-/// revision read at.
-pub async fn page_raw(
-    kv: &dyn client::Kv,
-    start: &[u8],
-    end: &[u8],
-) -> Result<(Vec<(String, bytes::Bytes, i64)>, i64), ApiError> {
-    let response = kv
-        .range(RangeRequest {
-            key: start.to_vec().into(),
-            range_end: end.to_vec().into(),
-            ..Default::default()
-        })
-        .await?;
-    let revision = response.header.map_or(0, |header| header.revision);
-    let items = response
-        .kvs
-        .into_iter()
-        .map(|found| {
-            (
-                String::from_utf8_lossy(&found.key).into_owned(),
-                found.value,
-                found.mod_revision,
-            )
-        })
-        .collect();
-    Ok((items, revision))
-}
-
 /// One read of a key range.
 pub struct Page {
     pub objects: Vec<Stored>,

@@ -20,6 +20,7 @@ use crate::registry::ResourceType;
 use crate::respond;
 use crate::server::Body;
 use crate::status::ApiError;
+use crate::storage;
 use crate::table;
 use crate::{Api, header};
 
@@ -131,13 +132,32 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(EVENT_BUFFER);
     let after = if initial_state { None } else { Some(asked) };
-    let (mut source, initial, backlog, revision) = match cache.subscribe(&prefix, after).await {
-        Ok(subscription) => (
-            Source::Cache(subscription.live),
-            subscription.initial,
-            subscription.backlog,
-            subscription.revision,
-        ),
+    let (mut source, initial, backlog, revision) = match cache.subscribe(after).await {
+        Ok(subscription) => {
+            // The current state, read from the store at the very revision
+            // the cache's changes continue from.
+            let initial = if initial_state {
+                let end = client::prefix_end(prefix.as_bytes());
+                storage::page(
+                    api.kv.as_ref(),
+                    prefix.as_bytes(),
+                    &end,
+                    subscription.revision,
+                    0,
+                    true,
+                )
+                .await?
+                .objects
+            } else {
+                Vec::new()
+            };
+            (
+                Source::Cache(subscription.live),
+                initial,
+                subscription.backlog,
+                subscription.revision,
+            )
+        }
         // Older than the cache's window (a list read before the cache
         // started, say): the store's history may still have it.
         Err(too_old) => {
@@ -168,10 +188,8 @@ async fn start(api: &Api, request: &Request<'_>) -> Result<hyper::Response<Body>
         tokio::pin!(deadline);
         let mut last_revision = revision;
         let mut lines = Vec::new();
-        for entry in initial {
-            let Some(object) = entry.object() else {
-                continue;
-            };
+        for item in initial {
+            let object = crate::convert::present(&resource, item.object);
             if filter.matches(&resource, &object) {
                 lines.push(encoder.line("ADDED", object));
             }
