@@ -523,17 +523,28 @@ fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
     Ok(())
 }
 
-/// The namespace, read as kube-apiserver's lifecycle check reads it: from
-/// local state first (no quorum round per create), and from the cluster
-/// when that has not seen it yet.
-async fn namespace_exists(api: &Api, namespace: &str) -> Result<Option<Value>, ApiError> {
-    let key = format!("/registry/namespaces/{namespace}");
-    if let Some(found) = storage::get_as(api.kv.as_ref(), &key, true).await? {
-        return Ok(Some(found.object));
+/// Whether the namespace exists and is being deleted, read as
+/// kube-apiserver's lifecycle check reads it: from the in-memory index, and
+/// from the store when the index has not seen it yet.
+async fn namespace_state(
+    api: &Api,
+    namespace: &str,
+) -> Result<Option<crate::namespaces::Namespace>, ApiError> {
+    if let Some(known) = api.namespaces.get(namespace) {
+        return Ok(Some(known));
     }
-    Ok(storage::get(api.kv.as_ref(), &key)
-        .await?
-        .map(|stored| stored.object))
+    let key = format!("/registry/namespaces/{namespace}");
+    Ok(storage::get(api.kv.as_ref(), &key).await?.map(|stored| {
+        if stored
+            .object
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+        {
+            crate::namespaces::Namespace::Terminating
+        } else {
+            crate::namespaces::Namespace::Active
+        }
+    }))
 }
 
 fn with_warnings(
@@ -609,9 +620,9 @@ async fn create_object_with_warnings(
             _ => {}
         }
         objects::metadata_mut(&mut object).insert("namespace".to_string(), json!(namespace));
-        match namespace_exists(api, namespace).await? {
+        match namespace_state(api, namespace).await? {
             None => return Err(ApiError::namespace_not_found(namespace)),
-            Some(found) if found.pointer("/metadata/deletionTimestamp").is_some() => {
+            Some(crate::namespaces::Namespace::Terminating) => {
                 return Err(ApiError {
                     code: 403,
                     reason: "Forbidden",

@@ -26,6 +26,7 @@ mod gc;
 mod handlers;
 mod kinds;
 mod managed;
+mod namespaces;
 mod objects;
 mod openapi_docs;
 pub mod pki;
@@ -63,6 +64,7 @@ pub struct Api {
     kv: client::SharedKv,
     registry: Registry,
     caches: cache::Caches,
+    namespaces: Arc<namespaces::Namespaces>,
     openapi: openapi_docs::OpenApi,
     config: ApiConfig,
     /// Work for the garbage collector (`gc`), run by `run_collector`.
@@ -86,6 +88,7 @@ impl Api {
         let (collector, queue) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Api {
             caches: cache::Caches::new(Arc::clone(&kv)),
+            namespaces: Arc::default(),
             kv,
             registry: Registry::new(),
             openapi: openapi_docs::OpenApi::default(),
@@ -156,6 +159,7 @@ impl Api {
     /// Makes what must exist before the first request: the system
     /// namespaces; and serves the custom resources stored CRDs define.
     pub async fn bootstrap(&self) -> Result<(), String> {
+        tokio::spawn(Arc::clone(&self.namespaces).follow(Arc::clone(&self.kv)));
         let (crds, _) = storage::list(
             self.kv.as_ref(),
             "/registry/apiextensions.k8s.io/customresourcedefinitions/",

@@ -30,20 +30,9 @@ pub enum Written {
 }
 
 pub async fn get(kv: &dyn client::Kv, key: &str) -> Result<Option<Stored>, ApiError> {
-    get_as(kv, key, false).await
-}
-
-/// `get`, from the member's own applied state when `serializable` (no
-/// quorum round: it may lag the cluster by what is being applied).
-pub async fn get_as(
-    kv: &dyn client::Kv,
-    key: &str,
-    serializable: bool,
-) -> Result<Option<Stored>, ApiError> {
     let response = kv
         .range(RangeRequest {
             key: key.as_bytes().to_vec().into(),
-            serializable,
             ..Default::default()
         })
         .await?;
