@@ -353,7 +353,8 @@ impl Member {
             watch_hub: watch_hub.clone(),
             clock: Clock::system(),
         };
-        let node = Node::new(raw, db.clone(), state_machine.clone(), settings, wiring);
+        // A real member's loop: the simulation's fault switches compile away.
+        let node = Node::<false>::new(raw, db.clone(), state_machine.clone(), settings, wiring);
         let node_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || node.run())

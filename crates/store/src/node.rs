@@ -248,7 +248,7 @@ pub trait Network: Send {
 }
 
 /// Bugs the simulation can put back on purpose, to show that its checkers
-/// catch them. All off in a real member.
+/// catch them. All off in a real member, whose `Node<false>` never reads them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InjectedBugs {
     /// Never fsync: acknowledge writes whose log entries a crash can lose.
@@ -333,7 +333,9 @@ struct ReadBatch {
     waiters: Vec<ReadWaiter>,
 }
 
-pub struct Node {
+/// The raft loop. `FAULTS` is true only in the simulation: in a real member
+/// the injected bugs' checks are constants and compile away.
+pub struct Node<const FAULTS: bool = false> {
     raw: RawNode<RaftLog>,
     db: Arc<mvcc::Db>,
     state_machine: Arc<StateMachine>,
@@ -373,17 +375,27 @@ const MAX_INPUTS_PER_ROUND: usize = 8192;
 /// With 100 ms ticks, about a thousand revocations a second.
 const MAX_REVOKES_PER_TICK: usize = 100;
 
-impl Node {
+impl<const FAULTS: bool> Node<FAULTS> {
+    /// The bugs the simulation puts back; none, at compile time, in a member.
+    #[inline(always)]
+    fn bugs(&self) -> InjectedBugs {
+        if FAULTS {
+            self.settings.bugs
+        } else {
+            InjectedBugs::default()
+        }
+    }
+
     pub fn new(
         raw: RawNode<RaftLog>,
         db: Arc<mvcc::Db>,
         state_machine: Arc<StateMachine>,
         settings: NodeSettings,
         wiring: NodeWiring,
-    ) -> Node {
+    ) -> Self {
         let first_internal_id = settings.first_internal_id;
         let started = wiring.clock.now();
-        Node {
+        Self {
             raw,
             db,
             state_machine,
@@ -514,7 +526,7 @@ impl Node {
                 self.waiters.insert(id, respond);
                 self.propose(id, data, self.clock.now());
             }
-            NodeInput::ReadIndex { respond } if self.settings.bugs.read_without_quorum => {
+            NodeInput::ReadIndex { respond } if self.bugs().read_without_quorum => {
                 let _ = respond.send(Ok(()));
             }
             NodeInput::ReadIndex { respond } => self.reads_waiting.push(respond),
@@ -744,7 +756,7 @@ impl Node {
         // a follower forwards proposals to its leader: a revocation decided here
         // now would reach the new leader and end a lease it keeps alive (etcd
         // issues #12528 and #15247). Catch the lessor up with the role first.
-        if !self.settings.bugs.stale_lease_revoke {
+        if !self.bugs().stale_lease_revoke {
             self.on_role_change();
             if self.raw.raft.state != raft::StateRole::Leader {
                 return;
@@ -851,7 +863,7 @@ impl Node {
         }
         // Every ready, not only those with a new soft state: the role may have
         // changed while inputs were stepped, before a ready was taken.
-        if ready.ss().is_some() || !self.settings.bugs.stale_lease_revoke {
+        if ready.ss().is_some() || !self.bugs().stale_lease_revoke {
             self.on_role_change();
         }
         self.send(ready.take_messages());
@@ -887,12 +899,13 @@ impl Node {
         if self.raw.raft.state == raft::StateRole::Leader {
             self.apply_committed(&ready.take_committed_entries())?;
         }
+        let skip_fsync = self.bugs().skip_fsync;
         let log = self.raw.mut_store();
         log.append(ready.entries());
         if let Some(hard_state) = ready.hs() {
             log.set_hard_state(hard_state.clone());
         }
-        log.flush(ready.must_sync() && !self.settings.bugs.skip_fsync)?;
+        log.flush(ready.must_sync() && !skip_fsync)?;
         self.send(ready.take_persisted_messages());
 
         self.apply_committed(&ready.take_committed_entries())?;
@@ -950,7 +963,7 @@ impl Node {
                             .map_err(|error| format!("entry {}: {error}", entry.index))?;
                         if request.expiry_term != 0
                             && request.expiry_term != entry.term
-                            && !self.settings.bugs.stale_lease_revoke
+                            && !self.bugs().stale_lease_revoke
                         {
                             tracing::info!(
                                 index = entry.index,
@@ -1011,11 +1024,11 @@ impl Node {
     fn commit_applied(&mut self, mut wtx: WriteTransaction) -> Result<(), String> {
         let now = self.clock.now();
         if now.saturating_duration_since(self.last_durable) < DURABLE_EVERY
-            || self.settings.bugs.skip_fsync
+            || self.bugs().skip_fsync
         {
             wtx.set_durability(Durability::None)
                 .map_err(|error| error.to_string())?;
-            self.undurable_since = (!self.settings.bugs.skip_fsync).then_some(now);
+            self.undurable_since = (!self.bugs().skip_fsync).then_some(now);
         } else {
             self.made_durable();
         }
@@ -1174,7 +1187,7 @@ impl Node {
         // A durable commit also makes every earlier non-durable apply durable, so
         // the applied state on disk is at least at the compaction point.
         let mut wtx = self.db.begin_write().map_err(|error| error.to_string())?;
-        if self.settings.bugs.skip_fsync {
+        if self.bugs().skip_fsync {
             wtx.set_durability(Durability::None)
                 .map_err(|error| error.to_string())?;
         }

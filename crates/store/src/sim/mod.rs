@@ -241,7 +241,7 @@ impl Network for SimNetwork {
 
 /// A member while its process runs.
 struct Running {
-    node: Node,
+    node: Node<true>,
     status: Arc<NodeStatus>,
     outbox: Arc<Mutex<Vec<Message>>>,
     watch_hub: Arc<WatchHub>,
@@ -615,7 +615,7 @@ impl World {
             watch_hub: watch_hub.clone(),
             clock: self.clock.clone(),
         };
-        let mut node = Node::new(raw, db, state_machine.clone(), settings, wiring);
+        let mut node = Node::<true>::new(raw, db, state_machine.clone(), settings, wiring);
         // Every event from the first revision: the watcher replays the member's
         // whole history, then follows it live.
         let (queue, watch) = WatchQueue::new();
