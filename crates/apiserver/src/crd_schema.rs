@@ -77,10 +77,9 @@ pub fn apply_defaults(value: &mut Value, schema: &Value) {
 
 /// Checks `value` at `path` against `schema`, pruning undeclared fields.
 pub fn check(value: &mut Value, schema: &Value, path: &str, checked: &mut Checked) {
+    // A null is not checked: kube-apiserver drops nulls of non-nullable
+    // fields before validating, and a nullable one may be null.
     if value.is_null() {
-        if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !path.is_empty() {
-            // kube-apiserver drops nulls of non-nullable fields before validating.
-        }
         return;
     }
     let preserve = schema

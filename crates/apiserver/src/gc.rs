@@ -159,7 +159,7 @@ pub async fn delete_one(
         let outcome = mark_deleting(api, key, current, object, 0, dry_run).await?;
         if !dry_run && matches!(outcome, Deleted::Pending(_)) {
             api.collect(Work::Foreground {
-                resource: Arc::new(clone_resource(resource)),
+                resource: Arc::new(resource.clone()),
                 key: key.to_string(),
             });
         }
@@ -186,24 +186,6 @@ pub async fn delete_one(
             Ok(Deleted::Gone)
         }
         Written::Lost => Ok(Deleted::Raced),
-    }
-}
-
-fn clone_resource(resource: &ResourceType) -> ResourceType {
-    ResourceType {
-        group: resource.group.clone(),
-        version: resource.version.clone(),
-        kind: resource.kind.clone(),
-        plural: resource.plural.clone(),
-        singular: resource.singular.clone(),
-        namespaced: resource.namespaced,
-        short_names: resource.short_names.clone(),
-        categories: resource.categories.clone(),
-        subresources: resource.subresources.clone(),
-        storage: resource.storage.clone(),
-        shape: resource.shape,
-        printer_columns: resource.printer_columns.clone(),
-        schema: resource.schema.clone(),
     }
 }
 

@@ -54,7 +54,7 @@ pub async fn dispatch(api: &Api, request: Request<'_>) -> hyper::Response<Body> 
             .map(|object| answer_object(&request, 200, object)),
         (&http::Method::GET, Some(name), Some("scale")) => get(api, &request, name)
             .await
-            .and_then(|object| scale_of(request.resource, &object))
+            .and_then(|object| scale_of(&object))
             .map(|scale| respond::json(200, &scale)),
         (_, Some(_), Some("log" | "exec" | "attach" | "portforward" | "proxy")) => {
             Err(node_not_serving(&request))
@@ -1097,7 +1097,7 @@ async fn patch(
 }
 
 /// The autoscaling/v1 Scale of a Deployment, ReplicaSet or StatefulSet.
-fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> {
+fn scale_of(object: &Value) -> Result<Value, ApiError> {
     let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let selector = object
         .pointer("/spec/selector")
@@ -1116,7 +1116,6 @@ fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> 
             scale_metadata[field] = value.clone();
         }
     }
-    let _ = resource;
     Ok(json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1141,7 +1140,7 @@ async fn update_scale(
         let Some(current) = read(api, request.resource, &key).await? else {
             return Err(ApiError::not_found(request.resource, name));
         };
-        let scale = scale_of(request.resource, &current.object)?;
+        let scale = scale_of(&current.object)?;
         let wanted = if is_patch {
             let media = body::media_type(&content_type);
             let patch = body::decode_json(request.body)?;
@@ -1204,7 +1203,7 @@ async fn update_scale(
         )
         .await?
         {
-            return Ok(respond::json(200, &scale_of(request.resource, &updated)?));
+            return Ok(respond::json(200, &scale_of(&updated)?));
         }
     }
     Err(ApiError::conflict(request.resource, name))

@@ -18,7 +18,7 @@ pub enum Shape {
 }
 
 /// One resource of one group-version.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResourceType {
     pub group: String,
     pub version: String,
