@@ -24,6 +24,7 @@ mod discovery;
 mod fields;
 mod gc;
 mod handlers;
+pub mod join;
 mod kinds;
 mod managed;
 mod namespaces;
@@ -57,6 +58,12 @@ pub struct ApiConfig {
     /// The address clients reach the API at, as `host:port` (discovery's
     /// `serverAddressByClientCIDRs`).
     pub advertise_address: String,
+    /// Signs the certificates of machines that join with the cluster's
+    /// token (`POST /shoal/v1/join`); `None` refuses joins.
+    pub join: Option<Arc<join::JoinAuthority>>,
+    /// The range nodes' pod ranges (`spec.podCIDR`, a /24 each) come from;
+    /// `None` leaves them unset.
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
 }
 
 /// The API server's state: what it serves and the store it serves it from.

@@ -45,7 +45,8 @@ fn read(path: &Path) -> Result<String, PkiError> {
     })
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+/// Writes `text` to `path` atomically (mode 0600 when `secret`).
+pub fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| PkiError::Io {
@@ -80,8 +81,17 @@ fn leaf_params(
     organization: Option<&str>,
     years: i64,
 ) -> Result<CertificateParams, PkiError> {
+    leaf_params_for(name(common_name, organization), years)
+}
+
+/// A leaf certificate's settings for `subject`, valid from an hour ago for
+/// `years`.
+pub fn leaf_params_for(
+    subject: DistinguishedName,
+    years: i64,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = name(common_name, organization);
+    params.distinguished_name = subject;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -120,18 +130,10 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
         params.not_before = now - std::time::Duration::from_secs(3600);
         params.not_after = now + std::time::Duration::from_secs(10 * 365 * 86_400);
         let cert = params.self_signed(&key)?;
-        write(&ca_key_path, &key.serialize_pem(), true)?;
-        write(&ca_cert_path, &cert.pem(), false)?;
+        write_file(&ca_key_path, &key.serialize_pem(), true)?;
+        write_file(&ca_cert_path, &cert.pem(), false)?;
     }
-    let ca_cert_pem = read(&ca_cert_path)?;
-    let invalid = |path: &Path, error: rcgen::Error| PkiError::Invalid {
-        path: path.display().to_string(),
-        reason: error.to_string(),
-    };
-    let ca_key =
-        KeyPair::from_pem(&read(&ca_key_path)?).map_err(|error| invalid(&ca_key_path, error))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
-        .map_err(|error| invalid(&ca_cert_path, error))?;
+    let (ca_cert_pem, issuer) = load_issuer(dir)?;
 
     // The serving certificate, for every name the server is reached by.
     let serving_key = KeyPair::generate()?;
@@ -146,8 +148,8 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
     let serving_cert_pem = serving_cert.pem();
     let serving_key_pem = serving_key.serialize_pem();
-    write(&dir.join("apiserver.crt"), &serving_cert_pem, false)?;
-    write(&dir.join("apiserver.key"), &serving_key_pem, true)?;
+    write_file(&dir.join("apiserver.crt"), &serving_cert_pem, false)?;
+    write_file(&dir.join("apiserver.key"), &serving_key_pem, true)?;
 
     let admin_kubeconfig = dir.parent().map_or_else(
         || PathBuf::from("admin.kubeconfig"),
@@ -157,8 +159,8 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
     let admin_key_path = dir.join("admin.key");
     if !admin_cert_path.exists() || !admin_key_path.exists() {
         let (cert, key) = client_certificate(&issuer, ADMIN_USER, &[ADMIN_GROUP])?;
-        write(&admin_key_path, &key, true)?;
-        write(&admin_cert_path, &cert, false)?;
+        write_file(&admin_key_path, &key, true)?;
+        write_file(&admin_cert_path, &cert, false)?;
     }
     // Rewritten at every start: the server's address may have changed.
     let kubeconfig = kubeconfig(
@@ -167,7 +169,7 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
         &read(&admin_cert_path)?,
         &read(&admin_key_path)?,
     );
-    write(&admin_kubeconfig, &kubeconfig, true)?;
+    write_file(&admin_kubeconfig, &kubeconfig, true)?;
     Ok(Pki {
         dir: dir.to_path_buf(),
         ca_cert_pem,
@@ -175,6 +177,23 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
         serving_key_pem,
         admin_kubeconfig,
     })
+}
+
+/// The CA under `dir`: its certificate (PEM) and the issuer that signs with
+/// its key.
+pub fn load_issuer(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let ca_cert_path = dir.join("ca.crt");
+    let ca_key_path = dir.join("ca.key");
+    let ca_cert_pem = read(&ca_cert_path)?;
+    let invalid = |path: &Path, error: rcgen::Error| PkiError::Invalid {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    };
+    let ca_key =
+        KeyPair::from_pem(&read(&ca_key_path)?).map_err(|error| invalid(&ca_key_path, error))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
+        .map_err(|error| invalid(&ca_cert_path, error))?;
+    Ok((ca_cert_pem, issuer))
 }
 
 /// A client certificate for `user` in `groups` (the common name and

@@ -27,6 +27,16 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+impl User {
+    /// A request without credentials (only the join paths take one).
+    pub fn anonymous() -> User {
+        User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("invalid TLS material: {0}")]
@@ -79,7 +89,7 @@ pub fn tls_config(
 
 /// The user a verified client certificate names: its common name, and its
 /// organizations as groups (Kubernetes' reading of an X.509 subject).
-fn user_of(certificate: &CertificateDer<'_>) -> Option<User> {
+pub(crate) fn user_of(certificate: &CertificateDer<'_>) -> Option<User> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let subject = parsed.subject();
     let name = subject
@@ -184,10 +194,15 @@ async fn handle(
     user: Option<User>,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Body> {
-    let Some(user) = user else {
+    let (parts, body) = request.into_parts();
+    let joining = user.is_none()
+        && matches!(
+            (&parts.method, parts.uri.path()),
+            (&http::Method::GET, "/cacerts") | (&http::Method::POST, "/shoal/v1/join")
+        );
+    let Some(user) = user.or_else(|| joining.then(User::anonymous)) else {
         return crate::respond::error(&ApiError::unauthorized());
     };
-    let (parts, body) = request.into_parts();
     // Upgrades (exec, attach) keep the request whole; their body is the stream.
     let body = match http_body_util::Limited::new(body, MAX_BODY_BYTES)
         .collect()
@@ -206,5 +221,8 @@ async fn handle(
             )));
         }
     };
+    if joining {
+        return api.handle_join(&parts, &body);
+    }
     api.handle(&user, parts, body).await
 }

@@ -142,6 +142,8 @@ async fn start_api(
         kv,
         apiserver::ApiConfig {
             advertise_address: address,
+            join: None,
+            cluster_cidr: None,
         },
     );
     // The first start elects the member's leadership first: retry briefly.

@@ -1,0 +1,200 @@
+//! shoal's node agent, kubelet's role: one per machine. It registers the
+//! machine as a Node, renews the Node's Lease in `kube-node-lease` as its
+//! heartbeat, reports the Node's status when it changes (or once a minute),
+//! and converges the machine to the pods bound to it.
+//!
+//! The agent reaches the cluster only through the Kubernetes API (a
+//! `kube::Client`), never the store: a machine that joined with `--join`
+//! has no store of its own.
+
+pub mod join;
+pub mod lease;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How this machine's agent is set up (`shoal up`'s node flags).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name (`--node-name`; default the host name).
+    pub node_name: String,
+    /// The machine's data directory (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// The address other machines reach this one at (the Node's InternalIP).
+    pub node_ip: IpAddr,
+    /// `--node-label`s, beside the well-known ones the agent sets itself.
+    pub labels: BTreeMap<String, String>,
+    /// `--node-taint`s, set when the Node is registered.
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// Where the agent serves logs, exec and attach (kubelet's 10250).
+    pub agent_port: u16,
+    /// The most pods the machine takes (kubelet's `--max-pods`).
+    pub max_pods: u32,
+    /// Lets the machine run images without a trusted signature
+    /// (`--insecure-options=image`).
+    pub insecure_images: bool,
+    /// How often the Lease is renewed, and for how long it holds.
+    pub lease_renew: Duration,
+    pub lease_duration: Duration,
+    /// How often the Node's status is compared with what was last sent; it
+    /// is sent when it differs, or when `status_report` has passed.
+    pub status_check: Duration,
+    pub status_report: Duration,
+}
+
+impl AgentConfig {
+    /// kubelet's defaults for the timings: a 40 s lease renewed every 10 s,
+    /// status checked every 10 s and reported at least once a minute.
+    pub fn new(node_name: String, data_dir: PathBuf, node_ip: IpAddr) -> AgentConfig {
+        AgentConfig {
+            node_name,
+            data_dir,
+            node_ip,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            agent_port: 10250,
+            max_pods: 110,
+            insecure_images: false,
+            lease_renew: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+            status_check: Duration::from_secs(10),
+            status_report: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Join(String),
+    #[error("cannot register node {node}: {source}")]
+    Register {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Parses `--node-label key=value`.
+pub fn parse_label(text: &str) -> Result<(String, String), AgentError> {
+    let (key, value) = text.split_once('=').ok_or_else(|| AgentError::Flag {
+        flag: "--node-label",
+        value: text.to_string(),
+        reason: "expected key=value".into(),
+    })?;
+    if key.is_empty() {
+        return Err(AgentError::Flag {
+            flag: "--node-label",
+            value: text.to_string(),
+            reason: "the key is empty".into(),
+        });
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Parses `--node-taint key[=value]:Effect`.
+pub fn parse_taint(text: &str) -> Result<k8s_openapi::api::core::v1::Taint, AgentError> {
+    let flag_error = |reason: &str| AgentError::Flag {
+        flag: "--node-taint",
+        value: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let (pair, effect) = text
+        .rsplit_once(':')
+        .ok_or_else(|| flag_error("expected key[=value]:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(flag_error(
+            "the effect must be NoSchedule, PreferNoSchedule or NoExecute",
+        ));
+    }
+    let (key, value) = match pair.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_string())),
+        None => (pair, None),
+    };
+    if key.is_empty() {
+        return Err(flag_error("the key is empty"));
+    }
+    Ok(k8s_openapi::api::core::v1::Taint {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+        time_added: None,
+    })
+}
+
+/// The machine's host name, the default node name (lowercased: a node
+/// name is a DNS subdomain).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_ascii_lowercase())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// The local address this machine uses to reach `peer`: the Node's
+/// InternalIP when none is given (no packet is sent).
+pub fn local_address_towards(peer: IpAddr) -> std::io::Result<IpAddr> {
+    let socket = std::net::UdpSocket::bind((
+        if peer.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        },
+        0,
+    ))?;
+    socket.connect((peer, 9))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(
+            parse_label("disk=ssd").unwrap(),
+            ("disk".to_string(), "ssd".to_string())
+        );
+        assert!(parse_label("disk").is_err());
+        assert!(parse_label("=x").is_err());
+        let taint = parse_taint("dedicated=gpu:NoSchedule").unwrap();
+        assert_eq!(
+            (
+                taint.key.as_str(),
+                taint.value.as_deref(),
+                taint.effect.as_str()
+            ),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
+        let taint = parse_taint("maintenance:NoExecute").unwrap();
+        assert_eq!(taint.value, None);
+        for bad in ["x", "x=y", "x=y:Sometimes", ":NoSchedule"] {
+            assert!(parse_taint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_local_address_towards_loopback_is_loopback() {
+        assert_eq!(
+            local_address_towards(IpAddr::from([127, 0, 0, 1])).unwrap(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+    }
+}
