@@ -226,8 +226,11 @@ pub struct Client {
     host: String,
     repository: String,
     insecure: bool,
-    /// A bearer token, once the registry has asked for one.
+    /// The `Authorization` header, once the registry has asked for one
+    /// (`Bearer TOKEN`, or `Basic …` for a registry that takes a login).
     token: RefCell<Option<String>>,
+    /// A login (user name and password) for registries that ask for one.
+    credentials: Option<(String, String)>,
 }
 
 impl Client {
@@ -253,7 +256,24 @@ impl Client {
             repository: remote.repository.clone(),
             insecure,
             token: RefCell::new(None),
+            credentials: None,
         }
+    }
+
+    /// Logs in with `username` and `password` when the registry asks: HTTP
+    /// Basic, or a bearer token got from the realm with them.
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Client {
+        self.credentials = Some((username.to_string(), password.to_string()));
+        self
+    }
+
+    fn basic_authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        let (username, password) = self.credentials.as_ref()?;
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        ))
     }
 
     /// Fetches a manifest or index by tag or digest, verifying its digest:
@@ -342,18 +362,29 @@ impl Client {
             .get("www-authenticate")
             .and_then(|value| value.to_str().ok())
             .and_then(Challenge::parse);
-        let Some(challenge) =
-            challenge.filter(|challenge| challenge.scheme.eq_ignore_ascii_case("bearer"))
-        else {
-            bail!(
+        let basic = self.basic_authorization();
+        let authorization = match (challenge, &basic) {
+            (Some(challenge), _) if challenge.scheme.eq_ignore_ascii_case("bearer") => {
+                format!("Bearer {}", self.anonymous_token(&challenge)?)
+            }
+            (Some(challenge), Some(basic)) if challenge.scheme.eq_ignore_ascii_case("basic") => {
+                basic.clone()
+            }
+            _ => bail!(
                 "registry {} requires a login, which `shoal image fetch` does not support yet",
                 self.host
-            );
+            ),
         };
-        let token = self.anonymous_token(&challenge)?;
-        *self.token.borrow_mut() = Some(token);
+        *self.token.borrow_mut() = Some(authorization);
         let response = self.send(path, accept)?;
         if response.status().as_u16() == 401 {
+            if basic.is_some() {
+                bail!(
+                    "registry {} refused the login for {}: check the user name and password",
+                    self.host,
+                    self.repository
+                );
+            }
             bail!(
                 "registry {} refused anonymous access to {}: the image is private or does not exist",
                 self.host,
@@ -372,8 +403,8 @@ impl Client {
         if let Some(accept) = accept {
             request = request.header("Accept", accept);
         }
-        if let Some(token) = self.token.borrow().as_deref() {
-            request = request.header("Authorization", format!("Bearer {token}"));
+        if let Some(authorization) = self.token.borrow().as_deref() {
+            request = request.header("Authorization", authorization);
         }
         request.call().map_err(|error| self.transport_error(error))
     }
@@ -394,6 +425,9 @@ impl Client {
             .query("scope", challenge.param("scope").unwrap_or(&default_scope));
         if let Some(service) = challenge.param("service") {
             request = request.query("service", service);
+        }
+        if let Some(basic) = self.basic_authorization() {
+            request = request.header("Authorization", basic);
         }
         let mut response = request
             .call()
