@@ -226,6 +226,23 @@ fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the
         exec(&node, &client, &["hostname"]),
         (0, "web\n".to_string())
     );
+    // The same network, IPC and UTS namespaces; each its own pid and mount
+    // namespaces.
+    let namespace = |id: &ContainerId, kind: &str| {
+        exec(&node, id, &["readlink", &format!("/proc/self/ns/{kind}")]).1
+    };
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(namespace(&server, kind), namespace(&client, kind), "{kind}");
+        let host = fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert_ne!(
+            namespace(&client, kind).trim(),
+            host.to_str().unwrap(),
+            "{kind}"
+        );
+    }
+    for kind in ["pid", "mnt"] {
+        assert_ne!(namespace(&server, kind), namespace(&client, kind), "{kind}");
+    }
     // Own pid namespaces: each container's app is pid 1.
     assert_eq!(
         exec(
@@ -814,4 +831,46 @@ fn images_by_pull_policy_and_signature() {
         error.starts_with("cannot pull image 127.0.0.1:9/nothere:1: "),
         "{error}"
     );
+}
+
+#[test]
+fn a_host_network_pod_has_the_hosts_network_and_hostname_and_its_own_ipc() {
+    let node = Node::new(19);
+    let uid = "0a19aaaa-1111-4111-8111-000000000009";
+    let info = node
+        .runtime
+        .create_sandbox(&SandboxSpec {
+            uid: uid.to_string(),
+            name: "on-the-host".into(),
+            namespace: "kube-system".into(),
+            hostname: None,
+            host_network: true,
+            port_mappings: Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(info.ip, None);
+    let id = node.start(uid, &node.container("agent", "exec sleep 1000"));
+    let host_name = nix::unistd::gethostname().unwrap();
+    assert_eq!(
+        exec(&node, &id, &["hostname"]).1.trim(),
+        host_name.to_str().unwrap()
+    );
+    let namespace =
+        |kind: &str| exec(&node, &id, &["readlink", &format!("/proc/self/ns/{kind}")]).1;
+    let host = |kind: &str| {
+        fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert_eq!(namespace("net").trim(), host("net"));
+    assert_eq!(namespace("uts").trim(), host("uts"));
+    assert_ne!(namespace("ipc").trim(), host("ipc"));
+    let sandbox = node.runtime.list().unwrap().remove(0);
+    assert!(sandbox.host_network);
+    assert_eq!(sandbox.host_interface, None);
+    node.runtime.remove_sandbox(uid).unwrap();
+    assert!(!node.data_dir().join("runtime/pods").join(uid).exists());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&node.data_dir().display().to_string()));
 }

@@ -472,8 +472,11 @@ pub fn monitor_main(argument: &str) -> ExitCode {
             Output::Log
         };
         let outcome = supervise(&containers, &mut state, &mut spec, output, false, |_| {
-            println!("started");
-            let _ = io::stdout().flush();
+            // The reader may be gone by any later line: a write error is
+            // not the monitor's to die of (println! would panic).
+            let mut stdout = io::stdout();
+            let _ = writeln!(stdout, "started");
+            let _ = stdout.flush();
         });
         match outcome {
             Ok(_) => Ok(()),
@@ -481,7 +484,7 @@ pub fn monitor_main(argument: &str) -> ExitCode {
                 let code = error
                     .downcast_ref::<StartError>()
                     .map_or(EXIT_RUNTIME_FAILURE, |start| start.code);
-                println!("{code} {error:#}");
+                let _ = writeln!(io::stdout(), "{code} {error:#}");
                 Ok(())
             }
         }
@@ -489,7 +492,7 @@ pub fn monitor_main(argument: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            println!("{EXIT_RUNTIME_FAILURE} {error:#}");
+            let _ = writeln!(io::stdout(), "{EXIT_RUNTIME_FAILURE} {error:#}");
             ExitCode::from(EXIT_RUNTIME_FAILURE)
         }
     }

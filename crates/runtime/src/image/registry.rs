@@ -758,7 +758,10 @@ mod tests {
                     .push(format!("{target} [{authorization}]"));
                 let (status, headers, body) = if target.starts_with("/token?") {
                     ("200 OK", String::new(), r#"{"token":"t0k3n"}"#.to_string())
-                } else if authorization != "Bearer t0k3n" {
+                } else if authorization != "Bearer t0k3n"
+                    // user:pw, the one login this registry takes.
+                    && authorization != "Basic dXNlcjpwdw=="
+                {
                     let header = challenge.replace("REALM", &realm);
                     (
                         "401 Unauthorized",
@@ -814,5 +817,44 @@ mod tests {
                 "registry {address} requires a login, which `shoal image fetch` does not support yet"
             )
         );
+    }
+
+    #[test]
+    fn a_login_answers_a_basic_challenge_and_goes_with_a_token_request() {
+        let (address, log) = token_registry(r#"Basic realm="Registry Realm""#);
+        let remote = parse(&format!("{address}/app:1"));
+        let client = Client::new(&remote, true).with_credentials("user", "pw");
+        client.manifest("1").unwrap();
+        assert_eq!(
+            log.lock().unwrap().clone(),
+            [
+                "/v2/app/manifests/1 []",
+                "/v2/app/manifests/1 [Basic dXNlcjpwdw==]"
+            ]
+        );
+        let error = Client::new(&remote, true)
+            .with_credentials("user", "wrong")
+            .manifest("1")
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "registry {address} refused the login for app: check the user name and password"
+            )
+        );
+
+        let (address, log) = token_registry(r#"Bearer realm="REALM",service="s""#);
+        let remote = parse(&format!("{address}/app:1"));
+        Client::new(&remote, true)
+            .with_credentials("user", "pw")
+            .manifest("1")
+            .unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log[1],
+            "/token?scope=repository%3Aapp%3Apull&service=s [Basic dXNlcjpwdw==]"
+        );
+        assert_eq!(log[2], "/v2/app/manifests/1 [Bearer t0k3n]");
     }
 }
