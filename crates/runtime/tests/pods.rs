@@ -263,6 +263,35 @@ fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the
     let response = http_get(&format!("127.0.0.1:{host_port}")).unwrap();
     assert!(response.ends_with("hello-from-server\n"), "{response}");
 
+    // port-forward reaches a port bound to the pod's loopback only.
+    let _local = node.start(
+        uid,
+        &node.container(
+            "local",
+            "mkdir -p /local && echo only-on-loopback > /local/index.html && exec httpd -f -p 127.0.0.1:9090 -h /local",
+        ),
+    );
+    let mut forwarded = String::new();
+    eventually("the loopback server through port-forward", || {
+        let Ok(mut stream) = node.runtime.port_forward(uid, 9090) else {
+            return false;
+        };
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        forwarded.clear();
+        stream.read_to_string(&mut forwarded).is_ok() && !forwarded.is_empty()
+    });
+    assert!(forwarded.ends_with("only-on-loopback\n"), "{forwarded}");
+    assert!(
+        http_get(&format!("{ip}:9090")).is_err(),
+        "bound to loopback only"
+    );
+    let error = node.runtime.port_forward(uid, 9).unwrap_err().to_string();
+    assert!(
+        error.starts_with("cannot connect to port 9 of pod default/web: ")
+            && error.contains("refused"),
+        "{error}"
+    );
+
     // exec with a tty: the process's stdin is a terminal.
     let mut process = node
         .runtime
@@ -299,7 +328,7 @@ fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the
         .map(|container| container.name.as_str())
         .collect();
     names.sort();
-    assert_eq!(names, ["client", "server"]);
+    assert_eq!(names, ["client", "local", "server"]);
 }
 
 #[test]
@@ -669,6 +698,35 @@ fn remove_sandbox_leaves_nothing_behind() {
         "namespaces pinned"
     );
     assert!(iptables_rules().contains(&format!("--dport {host_port}")));
+    // The hostPort is taken: another pod asking for it is refused, and
+    // leaves nothing.
+    let error = node
+        .runtime
+        .create_sandbox(&SandboxSpec {
+            uid: "0a16bbbb-1111-4111-8111-000000000006".into(),
+            name: "rival".into(),
+            namespace: "default".into(),
+            hostname: None,
+            host_network: false,
+            port_mappings: vec![PortMapping {
+                host_port,
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+        })
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("pod network: host port {host_port}/tcp is already published on this node")
+    );
+    assert!(
+        !node
+            .data_dir()
+            .join("runtime/pods/0a16bbbb-1111-4111-8111-000000000006")
+            .exists()
+    );
+    assert_eq!(node.runtime.list().unwrap().len(), 1);
     let pids: Vec<i32> = ids
         .iter()
         .map(|id| match node.runtime.container_status(id).unwrap() {

@@ -55,7 +55,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -819,24 +819,24 @@ pub(crate) fn apply_rules(changes: &[RuleChange]) -> anyhow::Result<()> {
 }
 
 /// One line of `iptables -S`.
-struct Rule {
+pub(crate) struct Rule {
     tokens: Vec<String>,
     line: String,
 }
 
 impl Rule {
-    fn chain(&self) -> &str {
+    pub(crate) fn chain(&self) -> &str {
         self.tokens.get(1).map_or("", String::as_str)
     }
 
-    fn option(&self, name: &str) -> Option<&str> {
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
         let index = self.tokens.iter().position(|token| token == name)?;
         self.tokens.get(index + 1).map(String::as_str)
     }
 
     /// `shoal:BRIDGE[:ID]` split at ':' without the `shoal`, or `None` for a
     /// rule that is not shoal's.
-    fn tag(&self) -> Option<Vec<&str>> {
+    pub(crate) fn tag(&self) -> Option<Vec<&str>> {
         let comment = self.option("--comment")?.trim_matches('"');
         let mut parts = comment.split(':');
         (parts.next() == Some("shoal")).then(|| parts.collect())
@@ -844,7 +844,7 @@ impl Rule {
 }
 
 /// The rules of the `nat` and `filter` tables, from one `iptables-save`.
-fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
+pub(crate) fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
     let listing = tool("iptables-save", &[], None)?;
     let mut rules = Vec::new();
     let mut table = None;

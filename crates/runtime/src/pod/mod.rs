@@ -66,6 +66,12 @@ pub enum PodError {
     ContainerNotFound { id: ContainerId },
     #[error("container {id} is not running")]
     ContainerNotRunning { id: ContainerId },
+    #[error("cannot connect to port {port} of pod {pod}: {message}")]
+    PortForward {
+        pod: String,
+        port: u16,
+        message: String,
+    },
     #[error("invalid {what}: {message}")]
     Invalid { what: String, message: String },
     #[error("pod network: {message}")]

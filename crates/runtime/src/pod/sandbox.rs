@@ -11,7 +11,7 @@
 //! ends.
 
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -162,6 +162,7 @@ impl PodRuntime {
         if let Some(attachment) = &attachment
             && !attachment.ports.is_empty()
         {
+            check_host_ports_free(&attachment.ports)?;
             network::publish(attachment, &super::pod_short_id(&state.uid))
                 .map_err(PodError::network)?;
         }
@@ -226,6 +227,43 @@ impl PodRuntime {
         remove_pod_dir(&self.pod_dir(&state.uid))
     }
 
+    /// A connection to `port` on the pod's loopback (`kubectl
+    /// port-forward`): made from inside the pod's network namespace, so it
+    /// reaches ports bound to 127.0.0.1 too.
+    pub fn port_forward(&self, pod_uid: &str, port: u16) -> Result<TcpStream, PodError> {
+        check_uid(pod_uid)?;
+        let sandbox = self.load_sandbox(pod_uid)?;
+        let namespace = self
+            .pod_namespaces(&sandbox)
+            .net
+            .map(|path| {
+                File::open(&path).with_context(|| {
+                    format!("the pod's network namespace {} is gone", path.display())
+                })
+            })
+            .transpose()?;
+        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let connected = std::thread::Builder::new()
+            .name("pod-port-forward".into())
+            .spawn(move || -> anyhow::Result<TcpStream> {
+                // The socket keeps the namespace it was made in; the thread
+                // that entered it ends here.
+                if let Some(namespace) = &namespace {
+                    nix::sched::setns(namespace, CloneFlags::CLONE_NEWNET)
+                        .context("cannot enter the pod's network namespace")?;
+                }
+                Ok(TcpStream::connect_timeout(&target, Duration::from_secs(5))?)
+            })
+            .context("cannot start a thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the port-forward thread panicked"))?;
+        connected.map_err(|error| PodError::PortForward {
+            pod: format!("{}/{}", sandbox.namespace, sandbox.name),
+            port,
+            message: format!("{error:#}"),
+        })
+    }
+
     /// Every sandbox on the machine with its containers.
     pub fn list(&self) -> Result<Vec<SandboxRecord>, PodError> {
         let mut records = Vec::new();
@@ -261,6 +299,46 @@ impl PodRuntime {
         records.sort_by_key(|record| record.created_at);
         Ok(records)
     }
+}
+
+/// A hostPort is published once on the machine: not twice by one pod, and
+/// not by two pods or `shoal run` containers (whose DNAT rules would race).
+fn check_host_ports_free(ports: &[PortMapping]) -> Result<(), PodError> {
+    for (index, port) in ports.iter().enumerate() {
+        if ports[..index]
+            .iter()
+            .any(|earlier| earlier.host_port == port.host_port && earlier.protocol == port.protocol)
+        {
+            return Err(PodError::invalid(
+                "hostPort",
+                format!(
+                    "{}/{} is mapped twice",
+                    port.host_port,
+                    port.protocol.as_str()
+                ),
+            ));
+        }
+    }
+    let rules = network::list_rules().map_err(PodError::network)?;
+    for port in ports {
+        let taken = rules.iter().any(|(table, rule)| {
+            *table == "nat"
+                && rule.chain() == "PREROUTING"
+                && rule.tag().is_some_and(|tag| tag.len() == 2)
+                && rule.option("-p") == Some(port.protocol.as_str())
+                && rule.option("--dport") == Some(port.host_port.to_string().as_str())
+        });
+        if taken {
+            return Err(PodError::Network {
+                message: format!(
+                    "host port {}/{} is already published on this node",
+                    port.host_port,
+                    port.protocol.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Run on a thread of its own: unshares the namespaces, wires the network,
