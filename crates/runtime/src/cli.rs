@@ -144,6 +144,7 @@ pub fn run_image(args: ImageArgs) -> anyhow::Result<ExitCode> {
                 insecure_registry,
                 name: name.as_deref().map(ImageRef::parse).transpose()?,
                 progress: true,
+                credentials: None,
             };
             let (reference, digest) = fetch::fetch(&store, &reference, &options)?;
             println!("fetched {reference} {digest}");
@@ -594,6 +595,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         cpu_millis: args.cpu,
         memory_bytes: args.memory,
+        cpu_shares: None,
     };
 
     let containers = Containers::open(store.root())?;
@@ -620,6 +622,13 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         memory_limit_bytes: args.memory,
         detached: args.detach,
         network: None,
+        started_unix_ms: None,
+        finished_unix_ms: None,
+        exit_signal: None,
+        start_error: None,
+        pod: None,
+        supervisor_pid: None,
+        supervisor_start_ticks: None,
     };
     {
         // The lock keeps names unique and keeps `image gc` from deleting
@@ -679,6 +688,11 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .or_else(|| config.user.clone())
             .unwrap_or_default(),
         status_fd: -1,
+        pod: None,
+        privileged: false,
+        capabilities_add: Vec::new(),
+        capabilities_drop: Vec::new(),
+        supplemental_groups: Vec::new(),
     };
     let outcome = if args.detach {
         launcher::run_detached(&args.data.data_dir, &containers, &state, &spec).map(|()| {
@@ -704,7 +718,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Checks the image carries a valid signature, from a trusted key, for the
 /// name it is run by (any of its names when run by digest).
-fn verify_trust(
+pub(crate) fn verify_trust(
     store: &Store,
     image_text: &str,
     image: &crate::image::store::Image,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod digest;
 pub mod image;
+pub mod pod;
 pub mod quantity;
 pub mod trust;
 
@@ -19,8 +20,9 @@ pub use cli::{
     run_image, run_logs, run_ps, run_rm, run_run, run_stop, run_trust,
 };
 
-/// When this process is a container's init or a detached container's
-/// monitor (shoal re-executed by `run`), does that job and returns the exit
+/// When this process is a container's init, a detached container's
+/// monitor (shoal re-executed by `run` or a pod's start) or a pod's exec
+/// helper, does that job and returns the exit
 /// code; otherwise returns `None` at once.
 pub fn reexec_dispatch() -> Option<ExitCode> {
     if let Ok(spec) = std::env::var(container::run::INIT_ENV) {
@@ -28,6 +30,9 @@ pub fn reexec_dispatch() -> Option<ExitCode> {
     }
     if let Ok(argument) = std::env::var(container::run::MONITOR_ENV) {
         return Some(container::run::monitor_main(&argument));
+    }
+    if let Ok(spec) = std::env::var(pod::EXEC_ENV) {
+        return Some(ExitCode::from(pod::exec_main(&spec)));
     }
     None
 }

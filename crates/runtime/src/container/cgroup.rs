@@ -26,12 +26,28 @@ const CPU_PERIOD_US: u64 = 100_000;
 pub struct Limits {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// The relative CPU weight under contention, as cgroup v1 `cpu.shares`
+    /// (1024 a core; Kubernetes gives a container `requests.cpu * 1024`,
+    /// at least 2). Written as the matching `cpu.weight` under v2.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.cpu_millis.is_none() && self.memory_bytes.is_none()
+        self.cpu_millis.is_none() && self.memory_bytes.is_none() && self.cpu_shares.is_none()
     }
+
+    fn needs_cpu(&self) -> bool {
+        self.cpu_millis.is_some() || self.cpu_shares.is_some()
+    }
+}
+
+/// cgroup v2 `cpu.weight` (1-10000) for v1 `cpu.shares` (2-262144), as
+/// runc and the kubelet convert it.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
 }
 
 fn is_pure_v2() -> bool {
@@ -122,6 +138,12 @@ fn create_into(
                 &format!("{} {CPU_PERIOD_US}", millis * CPU_PERIOD_US / 1000),
             )?;
         }
+        if let Some(shares) = limits.cpu_shares {
+            write(
+                &dir.join("cpu.weight"),
+                &shares_to_weight(shares).to_string(),
+            )?;
+        }
         if let Some(bytes) = limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string())?;
             // Without this, the limit would push the container into swap
@@ -130,15 +152,23 @@ fn create_into(
         }
         return Ok(());
     }
-    if let Some(millis) = limits.cpu_millis {
+    if limits.needs_cpu() {
         let dir = v1_dir("cpu", container_id)?;
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         created.push(dir.clone());
-        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-        write(
-            &dir.join("cpu.cfs_quota_us"),
-            &(millis * CPU_PERIOD_US / 1000).to_string(),
-        )?;
+        if let Some(millis) = limits.cpu_millis {
+            write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write(
+                &dir.join("cpu.cfs_quota_us"),
+                &(millis * CPU_PERIOD_US / 1000).to_string(),
+            )?;
+        }
+        if let Some(shares) = limits.cpu_shares {
+            write(
+                &dir.join("cpu.shares"),
+                &shares.clamp(2, 262_144).to_string(),
+            )?;
+        }
     }
     if let Some(bytes) = limits.memory_bytes {
         let dir = v1_dir("memory", container_id)?;

@@ -14,13 +14,13 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use caps::{CapSet, Capability};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod, umask};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, setgid, setgroups, sethostname, setuid};
 
 use crate::container::cgroup;
 use crate::container::netlink;
-use crate::container::spec::{InitSpec, NetMode};
+use crate::container::spec::{InitSpec, NetMode, PodNamespaces};
 
 /// Exit code (and status-pipe code) for a failure of shoal itself, as docker
 /// and podman use 125.
@@ -109,24 +109,35 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
         .thread_unblock()
         .context("cannot unblock signals")?;
     cgroup::join(&spec.cgroups)?;
-    let mut namespaces =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    // With --net=default the parent started this process in the network
-    // namespace it has wired up already.
-    if spec.net != NetMode::Host && spec.network.is_none() {
-        namespaces |= CloneFlags::CLONE_NEWNET;
+    let mut namespaces = CloneFlags::CLONE_NEWNS;
+    match &spec.pod {
+        // A pod's containers share its network, IPC and hostname: the init
+        // joins the namespaces the sandbox pinned.
+        Some(pod) => join_pod_namespaces(pod)?,
+        None => {
+            namespaces |= CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+            // With --net=default the parent started this process in the
+            // network namespace it has wired up already.
+            if spec.net != NetMode::Host && spec.network.is_none() {
+                namespaces |= CloneFlags::CLONE_NEWNET;
+            }
+        }
     }
     unshare(namespaces).context("cannot create the container's namespaces")?;
     // Modes are set explicitly below; a umask would only get in the way.
     umask(Mode::empty());
     let rootfs = spec.container_dir.join("rootfs");
     mount_rootfs(spec, &rootfs).context("cannot set up the root filesystem")?;
-    sethostname(&spec.hostname).context("cannot set the hostname")?;
+    if spec.pod.is_none() {
+        sethostname(&spec.hostname).context("cannot set the hostname")?;
+    }
     enter_rootfs(&rootfs).context("cannot enter the root filesystem")?;
     if spec.net != NetMode::Host {
         netlink::loopback_up()?;
     }
-    mask_proc()?;
+    if !spec.privileged {
+        mask_proc()?;
+    }
     if spec.read_only_rootfs {
         mount(
             None::<&str>,
@@ -144,8 +155,12 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
     }
     chdir(spec.workdir.as_str())
         .with_context(|| format!("cannot enter working directory {}", spec.workdir))?;
-    let user = resolve_user(&spec.user)?;
-    drop_privileges(&user)?;
+    let mut user = resolve_user(&spec.user)?;
+    user.groups.extend(&spec.supplemental_groups);
+    user.groups.sort_unstable();
+    user.groups.dedup();
+    let keep = capabilities_to_keep(spec)?;
+    drop_privileges(&user, &keep, !spec.privileged)?;
     let mut env = spec.env.clone();
     if !env.iter().any(|(key, _)| key == "HOME") {
         env.push(("HOME".to_string(), user.home.clone()));
@@ -174,6 +189,64 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
         )
     };
     Err(Failure { code, error })
+}
+
+/// Joins a pod's pinned network, IPC and UTS namespaces (those it has; a
+/// host-network pod keeps the host's network and hostname).
+fn join_pod_namespaces(pod: &PodNamespaces) -> anyhow::Result<()> {
+    for (path, kind, name) in [
+        (&pod.net, CloneFlags::CLONE_NEWNET, "network"),
+        (&pod.ipc, CloneFlags::CLONE_NEWIPC, "IPC"),
+        (&pod.uts, CloneFlags::CLONE_NEWUTS, "UTS"),
+    ] {
+        let Some(path) = path else { continue };
+        let file = File::open(path)
+            .with_context(|| format!("the pod's {name} namespace {} is gone", path.display()))?;
+        setns(&file, kind).with_context(|| format!("cannot join the pod's {name} namespace"))?;
+    }
+    Ok(())
+}
+
+/// The capability set the app keeps: all of them when privileged, else the
+/// default set with the spec's additions and removals (`ALL` in either).
+pub(crate) fn capabilities_to_keep(spec: &InitSpec) -> anyhow::Result<caps::CapsHashSet> {
+    if spec.privileged {
+        return Ok(caps::all());
+    }
+    let mut keep: caps::CapsHashSet = DEFAULT_CAPABILITIES.iter().copied().collect();
+    for name in &spec.capabilities_drop {
+        match parse_capability(name)? {
+            None => keep.clear(),
+            Some(capability) => {
+                keep.remove(&capability);
+            }
+        }
+    }
+    for name in &spec.capabilities_add {
+        match parse_capability(name)? {
+            None => keep = caps::all(),
+            Some(capability) => {
+                keep.insert(capability);
+            }
+        }
+    }
+    Ok(keep)
+}
+
+/// `NET_ADMIN` or `CAP_NET_ADMIN`; `None` for `ALL`.
+pub fn parse_capability(name: &str) -> anyhow::Result<Option<Capability>> {
+    let upper = name.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(None);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse::<Capability>()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))
 }
 
 fn mount_rootfs(spec: &InitSpec, rootfs: &Path) -> anyhow::Result<()> {
@@ -264,6 +337,9 @@ fn mount_rootfs(spec: &InitSpec, rootfs: &Path) -> anyhow::Result<()> {
     ] {
         std::os::unix::fs::symlink(target, dev.join(link))?;
     }
+    if spec.privileged {
+        bind_host_devices(&dev)?;
+    }
     let pts = dev.join("pts");
     fs::create_dir(&pts)?;
     mount(
@@ -296,7 +372,11 @@ fn mount_rootfs(spec: &InitSpec, rootfs: &Path) -> anyhow::Result<()> {
     .context("cannot mount /dev/mqueue")?;
 
     let sys = mount_point(rootfs, "/sys", true)?;
-    let sys_flags = nosuid_nodev_noexec | MsFlags::MS_RDONLY;
+    let sys_flags = if spec.privileged {
+        nosuid_nodev_noexec
+    } else {
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY
+    };
     if spec.net == NetMode::Host {
         // sysfs shows the network namespace of whoever mounts it; with the
         // host's network the host's view is the right one, read-only.
@@ -358,6 +438,33 @@ fn mount_rootfs(spec: &InitSpec, rootfs: &Path) -> anyhow::Result<()> {
                 )
             })?;
         }
+    }
+    Ok(())
+}
+
+/// A privileged container's device access: every device node at the top of
+/// the host's /dev bound into the container's (those made above aside).
+fn bind_host_devices(dev: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    for entry in fs::read_dir("/dev").context("cannot list the host's /dev")? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if !(kind.is_char_device() || kind.is_block_device()) {
+            continue;
+        }
+        let target = dev.join(entry.file_name());
+        if target.exists() {
+            continue;
+        }
+        File::create(&target).with_context(|| format!("cannot create {}", target.display()))?;
+        mount(
+            Some(&entry.path()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot bind {}", entry.path().display()))?;
     }
     Ok(())
 }
@@ -486,16 +593,16 @@ fn mask_proc() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct User {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    home: String,
+pub(crate) struct User {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+    pub(crate) home: String,
 }
 
 /// Resolves `uid[:gid]` or `name[:group]` against the container's own
 /// /etc/passwd and /etc/group.
-fn resolve_user(text: &str) -> anyhow::Result<User> {
+pub(crate) fn resolve_user(text: &str) -> anyhow::Result<User> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_file = fs::read_to_string("/etc/group").unwrap_or_default();
     let (user_part, group_part) = match text.split_once(':') {
@@ -555,8 +662,11 @@ fn resolve_user(text: &str) -> anyhow::Result<User> {
     })
 }
 
-fn drop_privileges(user: &User) -> anyhow::Result<()> {
-    let keep: caps::CapsHashSet = DEFAULT_CAPABILITIES.iter().copied().collect();
+pub(crate) fn drop_privileges(
+    user: &User,
+    keep: &caps::CapsHashSet,
+    no_new_privileges: bool,
+) -> anyhow::Result<()> {
     for capability in caps::all() {
         if !keep.contains(&capability) {
             caps::drop(None, CapSet::Bounding, capability)
@@ -569,7 +679,7 @@ fn drop_privileges(user: &User) -> anyhow::Result<()> {
     // For a non-root user this also empties the permitted and effective sets.
     setuid(Uid::from_raw(user.uid)).context("cannot set the user id")?;
     let retained = if user.uid == 0 {
-        keep
+        keep.clone()
     } else {
         caps::CapsHashSet::new()
     };
@@ -578,7 +688,9 @@ fn drop_privileges(user: &User) -> anyhow::Result<()> {
     caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new())
         .context("cannot set inheritable capabilities")?;
     caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
-    nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    if no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    }
     // The container dies with `shoal run` (or its monitor). Set last: a
     // change of credentials clears it.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)

@@ -55,7 +55,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -517,7 +517,7 @@ pub fn release(runtime_root: &Path, id: &str) -> anyhow::Result<()> {
     network.destroy_if_unused()
 }
 
-fn publish(attachment: &Attachment, id: &str) -> anyhow::Result<()> {
+pub(crate) fn publish(attachment: &Attachment, id: &str) -> anyhow::Result<()> {
     let tag = format!("shoal:{}:{}", attachment.bridge, short_id(id));
     let mut changes = Vec::new();
     for port in &attachment.ports {
@@ -704,7 +704,7 @@ fn overlaps(left: Ipv4Addr, left_len: u8, right: Ipv4Addr, right_len: u8) -> boo
 
 /// The MTU of the interface the default route leaves by (1500 without
 /// one): containers' packets then fit the host's path out.
-fn default_route_mtu() -> u32 {
+pub(crate) fn default_route_mtu() -> u32 {
     let device = fs::read_to_string("/proc/net/route")
         .ok()
         .and_then(|table| {
@@ -730,7 +730,7 @@ fn remove_bridge(bridge: &str, veths: &[&str]) {
 }
 
 /// Deletes those of `links` that exist, with one `ip`.
-fn remove_links(links: &[&str]) {
+pub(crate) fn remove_links(links: &[&str]) {
     let batch: String = links
         .iter()
         .filter(|link| Path::new("/sys/class/net").join(link).exists())
@@ -741,13 +741,13 @@ fn remove_links(links: &[&str]) {
     }
 }
 
-fn write_sysfs(path: &str, value: &str) -> anyhow::Result<()> {
+pub(crate) fn write_sysfs(path: &str, value: &str) -> anyhow::Result<()> {
     fs::write(path, value).with_context(|| format!("cannot write {value} to {path}"))
 }
 
 /// Runs a networking tool; its error (first lines of stderr) becomes one
 /// line.
-fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -787,20 +787,20 @@ fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Str
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-struct RuleChange {
-    table: &'static str,
-    line: String,
+pub(crate) struct RuleChange {
+    pub(crate) table: &'static str,
+    pub(crate) line: String,
 }
 
 impl RuleChange {
-    fn add(table: &'static str, line: String) -> RuleChange {
+    pub(crate) fn add(table: &'static str, line: String) -> RuleChange {
         RuleChange { table, line }
     }
 }
 
 /// Applies rule changes as one `iptables-restore --noflush` batch: all or
 /// none.
-fn apply_rules(changes: &[RuleChange]) -> anyhow::Result<()> {
+pub(crate) fn apply_rules(changes: &[RuleChange]) -> anyhow::Result<()> {
     let mut batch = String::new();
     for table in ["nat", "filter"] {
         let lines: Vec<&str> = changes
@@ -819,24 +819,24 @@ fn apply_rules(changes: &[RuleChange]) -> anyhow::Result<()> {
 }
 
 /// One line of `iptables -S`.
-struct Rule {
+pub(crate) struct Rule {
     tokens: Vec<String>,
     line: String,
 }
 
 impl Rule {
-    fn chain(&self) -> &str {
+    pub(crate) fn chain(&self) -> &str {
         self.tokens.get(1).map_or("", String::as_str)
     }
 
-    fn option(&self, name: &str) -> Option<&str> {
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
         let index = self.tokens.iter().position(|token| token == name)?;
         self.tokens.get(index + 1).map(String::as_str)
     }
 
     /// `shoal:BRIDGE[:ID]` split at ':' without the `shoal`, or `None` for a
     /// rule that is not shoal's.
-    fn tag(&self) -> Option<Vec<&str>> {
+    pub(crate) fn tag(&self) -> Option<Vec<&str>> {
         let comment = self.option("--comment")?.trim_matches('"');
         let mut parts = comment.split(':');
         (parts.next() == Some("shoal")).then(|| parts.collect())
@@ -844,7 +844,7 @@ impl Rule {
 }
 
 /// The rules of the `nat` and `filter` tables, from one `iptables-save`.
-fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
+pub(crate) fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
     let listing = tool("iptables-save", &[], None)?;
     let mut rules = Vec::new();
     let mut table = None;
@@ -868,7 +868,7 @@ fn list_rules() -> anyhow::Result<Vec<(&'static str, Rule)>> {
 
 /// Deletes every shoal rule whose tag (`[BRIDGE]` or `[BRIDGE, ID]`)
 /// satisfies `doomed`.
-fn delete_rules(doomed: impl Fn(&[&str]) -> bool) -> anyhow::Result<()> {
+pub(crate) fn delete_rules(doomed: impl Fn(&[&str]) -> bool) -> anyhow::Result<()> {
     let changes: Vec<RuleChange> = list_rules()?
         .into_iter()
         .filter(|(_, rule)| rule.tag().is_some_and(|tag| doomed(&tag)))

@@ -29,7 +29,8 @@ use crate::container::init::EXIT_RUNTIME_FAILURE;
 use crate::container::network::{self, Attachment};
 use crate::container::spec::InitSpec;
 use crate::container::state::{
-    ContainerState, Containers, Status, now_unix_seconds, process_is_alive, process_start_ticks,
+    ContainerState, Containers, Status, now_unix_ms, now_unix_seconds, process_is_alive,
+    process_start_ticks,
 };
 
 /// The environment variable that makes shoal act as a container's init.
@@ -57,6 +58,9 @@ enum Output {
     Tee,
     /// Straight into the log file (detached containers).
     Log,
+    /// Pipes copied line by line into the log in the CRI format, with a
+    /// timestamp and the stream's name (pods' containers).
+    Cri,
 }
 
 fn start(
@@ -71,7 +75,7 @@ fn start(
     spec.status_fd = status_write.as_raw_fd();
     let spec_json = serde_json::to_string(spec)?;
     let (stdin, stdout, stderr, pipes) = match output {
-        Output::Tee => {
+        Output::Tee | Output::Cri => {
             let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC)?;
             let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC)?;
             (
@@ -246,10 +250,29 @@ fn supervise(
     on_started: impl FnOnce(&ContainerState),
 ) -> anyhow::Result<i32> {
     let dir = containers.dir(&state.id);
-    let log_path = dir.join("log");
+    let log_path = match &state.pod {
+        Some(member) => member.log_path.clone(),
+        None => dir.join("log"),
+    };
     let started = start(spec, &log_path, &output);
     let (started, pipes) = match started {
         Ok(started) => started,
+        Err(error) if state.pod.is_some() => {
+            // A pod's container keeps its record, so the node agent can
+            // report why it could not run.
+            release_network(containers, state);
+            cgroup::remove(&state.cgroups);
+            let code = error
+                .downcast_ref::<StartError>()
+                .map_or(EXIT_RUNTIME_FAILURE, |start| start.code);
+            state.status = Status::Exited;
+            state.exit_code = Some(i32::from(code));
+            state.start_error = Some(format!("{error:#}"));
+            state.finished_unix_ms = Some(now_unix_ms());
+            state.finished_unix_seconds = Some(now_unix_seconds());
+            containers.save(state)?;
+            return Err(error);
+        }
         Err(error) => {
             // Nothing half-made is left: the init's mounts died with its
             // mount namespace; the network, cgroups and the directory go here.
@@ -262,13 +285,21 @@ fn supervise(
     state.status = Status::Running;
     state.pid = Some(started.pid);
     state.pid_start_ticks = process_start_ticks(started.pid);
+    state.started_unix_ms = Some(now_unix_ms());
+    let supervisor_pid = std::process::id() as i32;
+    state.supervisor_pid = Some(supervisor_pid);
+    state.supervisor_start_ticks = process_start_ticks(supervisor_pid);
     containers.save(state)?;
     on_started(state);
-    let copiers = pipes.map(|(out, err)| {
-        [
+    let copiers = pipes.map(|(out, err)| match output {
+        Output::Cri => [
+            crate::pod::log::copy_as_cri(out, log_path.clone(), crate::pod::log::Stream::Stdout),
+            crate::pod::log::copy_as_cri(err, log_path.clone(), crate::pod::log::Stream::Stderr),
+        ],
+        _ => [
             tee(out, log_path.clone(), false),
             tee(err, log_path.clone(), true),
-        ]
+        ],
     });
     let status = started
         .waiter
@@ -277,8 +308,8 @@ fn supervise(
     for copier in copiers.into_iter().flatten() {
         let _ = copier.join();
     }
-    let exit_code = match status {
-        Ok(status) => exit_code_of(status),
+    let (exit_code, exit_signal) = match status {
+        Ok(status) => (exit_code_of(status), status.signal()),
         Err(error) => bail!("lost track of container {}: {error}", state.name),
     };
     state.oom_killed = cgroup::oom_killed(&state.cgroups);
@@ -286,6 +317,8 @@ fn supervise(
     cgroup::remove(&state.cgroups);
     state.status = Status::Exited;
     state.exit_code = Some(exit_code);
+    state.exit_signal = exit_signal;
+    state.finished_unix_ms = Some(now_unix_ms());
     state.finished_unix_seconds = Some(now_unix_seconds());
     if remove_on_exit {
         containers.delete(&state.id)?;
@@ -359,9 +392,28 @@ pub fn run_detached(
     state: &ContainerState,
     spec: &InitSpec,
 ) -> anyhow::Result<()> {
+    run_detached_with(
+        Path::new("/proc/self/exe"),
+        data_dir,
+        containers,
+        state,
+        spec,
+    )
+}
+
+/// [`run_detached`] with the monitor started from `executable` (a binary
+/// whose `main` calls `reexec_dispatch` first). A pod's container that
+/// fails to start keeps its record (as exited, with the reason).
+pub fn run_detached_with(
+    executable: &Path,
+    data_dir: &Path,
+    containers: &Containers,
+    state: &ContainerState,
+    spec: &InitSpec,
+) -> anyhow::Result<()> {
     let dir = containers.dir(&state.id);
     fs::write(dir.join("spec.json"), serde_json::to_vec(spec)?)?;
-    let mut monitor = Command::new("/proc/self/exe")
+    let mut monitor = Command::new(executable)
         .arg0("shoal-monitor")
         .env(MONITOR_ENV, format!("{}\n{}", data_dir.display(), state.id))
         .env_remove(INIT_ENV)
@@ -381,12 +433,17 @@ pub fn run_detached(
         report.push(byte[0] as char);
     }
     if report == "started" {
+        // Reaped when it ends, so a long-lived caller (the node agent)
+        // collects no zombies.
+        std::thread::spawn(move || monitor.wait());
         return Ok(());
     }
     let _ = monitor.wait();
-    release_network(containers, state);
-    cgroup::remove(&state.cgroups);
-    let _ = containers.delete(&state.id);
+    if state.pod.is_none() {
+        release_network(containers, state);
+        cgroup::remove(&state.cgroups);
+        let _ = containers.delete(&state.id);
+    }
     match report.split_once(' ') {
         Some((code, message)) => Err(StartError {
             code: code.parse().unwrap_or(EXIT_RUNTIME_FAILURE),
@@ -409,24 +466,25 @@ pub fn monitor_main(argument: &str) -> ExitCode {
         let mut state = containers.load(id)?;
         let spec_bytes = fs::read(containers.dir(id).join("spec.json"))?;
         let mut spec: InitSpec = serde_json::from_slice(&spec_bytes)?;
-        let outcome = supervise(
-            &containers,
-            &mut state,
-            &mut spec,
-            Output::Log,
-            false,
-            |_| {
-                println!("started");
-                let _ = io::stdout().flush();
-            },
-        );
+        let output = if state.pod.is_some() {
+            Output::Cri
+        } else {
+            Output::Log
+        };
+        let outcome = supervise(&containers, &mut state, &mut spec, output, false, |_| {
+            // The reader may be gone by any later line: a write error is
+            // not the monitor's to die of (println! would panic).
+            let mut stdout = io::stdout();
+            let _ = writeln!(stdout, "started");
+            let _ = stdout.flush();
+        });
         match outcome {
             Ok(_) => Ok(()),
             Err(error) => {
                 let code = error
                     .downcast_ref::<StartError>()
                     .map_or(EXIT_RUNTIME_FAILURE, |start| start.code);
-                println!("{code} {error:#}");
+                let _ = writeln!(io::stdout(), "{code} {error:#}");
                 Ok(())
             }
         }
@@ -434,7 +492,7 @@ pub fn monitor_main(argument: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            println!("{EXIT_RUNTIME_FAILURE} {error:#}");
+            let _ = writeln!(io::stdout(), "{EXIT_RUNTIME_FAILURE} {error:#}");
             ExitCode::from(EXIT_RUNTIME_FAILURE)
         }
     }
@@ -447,13 +505,23 @@ pub fn stop(
     state: &ContainerState,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    stop_with(containers, state, Signal::SIGTERM, grace)
+}
+
+/// [`stop`], sending `signal` first instead of SIGTERM.
+pub fn stop_with(
+    containers: &Containers,
+    state: &ContainerState,
+    signal: Signal,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let (Some(pid), Some(start_ticks)) = (state.pid, state.pid_start_ticks) else {
         return Ok(());
     };
     if !process_is_alive(pid, start_ticks) {
         return Ok(());
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let _ = kill(Pid::from_raw(pid), signal);
     let deadline = Instant::now() + grace;
     while process_is_alive(pid, start_ticks) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -87,6 +87,32 @@ pub struct InitSpec {
     /// The inherited file descriptor the init reports failures on (closed on
     /// a successful exec).
     pub status_fd: i32,
+    /// A pod's container joins its pod's pinned namespaces instead of making
+    /// its own network, IPC and UTS namespaces.
+    #[serde(default)]
+    pub pod: Option<PodNamespaces>,
+    /// Every capability, the host's devices, /sys writable, /proc unmasked.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Capabilities (`CAP_NET_ADMIN`, or `ALL` to drop) on top of, or taken
+    /// from, the default set.
+    #[serde(default)]
+    pub capabilities_add: Vec<String>,
+    #[serde(default)]
+    pub capabilities_drop: Vec<String>,
+    /// Group ids the app gets besides those of its user.
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// The pinned namespace files of a pod (bind mounts of nsfs files) a
+/// container's init joins; `None` is the host's (a host-network pod shares
+/// the host's network and hostname).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
 }
 
 #[cfg(test)]

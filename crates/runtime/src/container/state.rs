@@ -48,6 +48,39 @@ pub struct ContainerState {
     /// Its address and published ports with `--net=default`.
     #[serde(default)]
     pub network: Option<Attachment>,
+    /// When the app started and ended, in milliseconds (pods report both).
+    #[serde(default)]
+    pub started_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub finished_unix_ms: Option<u64>,
+    /// The signal that killed the app, when one did.
+    #[serde(default)]
+    pub exit_signal: Option<i32>,
+    /// Why the app never ran (its command missing, the root filesystem
+    /// impossible to build): a pod's container keeps this record.
+    #[serde(default)]
+    pub start_error: Option<String>,
+    /// Set for a container of a pod (`runtime::pod`).
+    #[serde(default)]
+    pub pod: Option<PodMember>,
+    /// The process that waits for the app and records its exit (`shoal
+    /// run`, or a detached container's monitor), and its start time.
+    #[serde(default)]
+    pub supervisor_pid: Option<i32>,
+    #[serde(default)]
+    pub supervisor_start_ticks: Option<u64>,
+}
+
+/// A pod's container: which pod, which of its containers, which attempt,
+/// and where its CRI-format log goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMember {
+    pub pod_uid: String,
+    pub container_name: String,
+    pub attempt: u32,
+    pub log_path: PathBuf,
+    /// The signal `stop` sends first (the image's StopSignal, else SIGTERM).
+    pub stop_signal: i32,
 }
 
 impl ContainerState {
@@ -64,6 +97,17 @@ impl ContainerState {
 
     pub fn is_running(&self) -> bool {
         self.live_status() == Status::Running
+    }
+
+    /// Whether the app is gone but its supervisor, still alive, has yet to
+    /// record the exit (a moment's window after every exit).
+    pub fn exit_pending(&self) -> bool {
+        self.status == Status::Running
+            && !self.is_running()
+            && matches!(
+                (self.supervisor_pid, self.supervisor_start_ticks),
+                (Some(pid), Some(start)) if process_is_alive(pid, start)
+            )
     }
 
     pub fn status_text(&self) -> String {

@@ -26,6 +26,8 @@ pub struct FetchOptions {
     /// Draw a progress bar of the layers' bytes on stderr (only drawn when
     /// stderr is a terminal).
     pub progress: bool,
+    /// A login (user name, password) for a registry that asks for one.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Fetches `text` (`[HOST/]NAME[:TAG][@DIGEST]`) and names it; returns its
@@ -40,7 +42,10 @@ pub fn fetch(
         Some(name) => name.clone(),
         None => remote.local_name()?,
     };
-    let client = Client::new(&remote, options.insecure_registry);
+    let mut client = Client::new(&remote, options.insecure_registry);
+    if let Some((username, password)) = &options.credentials {
+        client = client.with_credentials(username, password);
+    }
     let _sweep_guard = store.sweep_guard(false)?;
 
     let mut fetched = client.manifest(&remote.manifest_reference())?;

@@ -152,6 +152,8 @@ pub struct ExecConfig {
     pub cmd: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

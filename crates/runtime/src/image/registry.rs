@@ -226,8 +226,11 @@ pub struct Client {
     host: String,
     repository: String,
     insecure: bool,
-    /// A bearer token, once the registry has asked for one.
+    /// The `Authorization` header, once the registry has asked for one
+    /// (`Bearer TOKEN`, or `Basic …` for a registry that takes a login).
     token: RefCell<Option<String>>,
+    /// A login (user name and password) for registries that ask for one.
+    credentials: Option<(String, String)>,
 }
 
 impl Client {
@@ -253,7 +256,24 @@ impl Client {
             repository: remote.repository.clone(),
             insecure,
             token: RefCell::new(None),
+            credentials: None,
         }
+    }
+
+    /// Logs in with `username` and `password` when the registry asks: HTTP
+    /// Basic, or a bearer token got from the realm with them.
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Client {
+        self.credentials = Some((username.to_string(), password.to_string()));
+        self
+    }
+
+    fn basic_authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        let (username, password) = self.credentials.as_ref()?;
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        ))
     }
 
     /// Fetches a manifest or index by tag or digest, verifying its digest:
@@ -342,18 +362,29 @@ impl Client {
             .get("www-authenticate")
             .and_then(|value| value.to_str().ok())
             .and_then(Challenge::parse);
-        let Some(challenge) =
-            challenge.filter(|challenge| challenge.scheme.eq_ignore_ascii_case("bearer"))
-        else {
-            bail!(
+        let basic = self.basic_authorization();
+        let authorization = match (challenge, &basic) {
+            (Some(challenge), _) if challenge.scheme.eq_ignore_ascii_case("bearer") => {
+                format!("Bearer {}", self.anonymous_token(&challenge)?)
+            }
+            (Some(challenge), Some(basic)) if challenge.scheme.eq_ignore_ascii_case("basic") => {
+                basic.clone()
+            }
+            _ => bail!(
                 "registry {} requires a login, which `shoal image fetch` does not support yet",
                 self.host
-            );
+            ),
         };
-        let token = self.anonymous_token(&challenge)?;
-        *self.token.borrow_mut() = Some(token);
+        *self.token.borrow_mut() = Some(authorization);
         let response = self.send(path, accept)?;
         if response.status().as_u16() == 401 {
+            if basic.is_some() {
+                bail!(
+                    "registry {} refused the login for {}: check the user name and password",
+                    self.host,
+                    self.repository
+                );
+            }
             bail!(
                 "registry {} refused anonymous access to {}: the image is private or does not exist",
                 self.host,
@@ -372,8 +403,8 @@ impl Client {
         if let Some(accept) = accept {
             request = request.header("Accept", accept);
         }
-        if let Some(token) = self.token.borrow().as_deref() {
-            request = request.header("Authorization", format!("Bearer {token}"));
+        if let Some(authorization) = self.token.borrow().as_deref() {
+            request = request.header("Authorization", authorization);
         }
         request.call().map_err(|error| self.transport_error(error))
     }
@@ -394,6 +425,9 @@ impl Client {
             .query("scope", challenge.param("scope").unwrap_or(&default_scope));
         if let Some(service) = challenge.param("service") {
             request = request.query("service", service);
+        }
+        if let Some(basic) = self.basic_authorization() {
+            request = request.header("Authorization", basic);
         }
         let mut response = request
             .call()
@@ -724,7 +758,10 @@ mod tests {
                     .push(format!("{target} [{authorization}]"));
                 let (status, headers, body) = if target.starts_with("/token?") {
                     ("200 OK", String::new(), r#"{"token":"t0k3n"}"#.to_string())
-                } else if authorization != "Bearer t0k3n" {
+                } else if authorization != "Bearer t0k3n"
+                    // user:pw, the one login this registry takes.
+                    && authorization != "Basic dXNlcjpwdw=="
+                {
                     let header = challenge.replace("REALM", &realm);
                     (
                         "401 Unauthorized",
@@ -780,5 +817,44 @@ mod tests {
                 "registry {address} requires a login, which `shoal image fetch` does not support yet"
             )
         );
+    }
+
+    #[test]
+    fn a_login_answers_a_basic_challenge_and_goes_with_a_token_request() {
+        let (address, log) = token_registry(r#"Basic realm="Registry Realm""#);
+        let remote = parse(&format!("{address}/app:1"));
+        let client = Client::new(&remote, true).with_credentials("user", "pw");
+        client.manifest("1").unwrap();
+        assert_eq!(
+            log.lock().unwrap().clone(),
+            [
+                "/v2/app/manifests/1 []",
+                "/v2/app/manifests/1 [Basic dXNlcjpwdw==]"
+            ]
+        );
+        let error = Client::new(&remote, true)
+            .with_credentials("user", "wrong")
+            .manifest("1")
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "registry {address} refused the login for app: check the user name and password"
+            )
+        );
+
+        let (address, log) = token_registry(r#"Bearer realm="REALM",service="s""#);
+        let remote = parse(&format!("{address}/app:1"));
+        Client::new(&remote, true)
+            .with_credentials("user", "pw")
+            .manifest("1")
+            .unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log[1],
+            "/token?scope=repository%3Aapp%3Apull&service=s [Basic dXNlcjpwdw==]"
+        );
+        assert_eq!(log[2], "/v2/app/manifests/1 [Bearer t0k3n]");
     }
 }

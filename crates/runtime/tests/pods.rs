@@ -1,0 +1,934 @@
+//! Pods through `runtime::pod`, as the node agent drives them, with real
+//! containers (busybox) as root: shared localhost and hostname, the pod's
+//! address and hostPorts from the host, exit codes and OOM kills, stop's
+//! grace period, exec (pipes and tty), cgroup limits, CRI logs, state that
+//! outlives the runtime object, and removal that leaves nothing behind.
+//!
+//! Each test has its own bridge and pod range (10.231.N.0/24), removed at
+//! the end, so the tests run in parallel.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Shoal, require_container_support};
+use runtime::pod::{
+    ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PodNetwork,
+    PodRuntime, PodRuntimeOptions, PortMapping, Protocol, PullPolicy, Resources, SandboxSpec,
+    log::{Stream, parse_line},
+};
+
+/// A runtime on a throwaway data directory with the busybox image, its own
+/// network, and cleanup of all of it (sandboxes, bridge, rules) on drop.
+struct Node {
+    shoal: Shoal,
+    runtime: PodRuntime,
+    image_id: String,
+}
+
+impl Node {
+    fn new(network_index: u8) -> Node {
+        require_container_support();
+        let shoal = Shoal::new();
+        shoal.import_busybox("busybox");
+        let runtime = open_runtime(&shoal, network_index);
+        runtime.ensure_network().unwrap();
+        let image = runtime
+            .ensure_image("busybox", PullPolicy::Never, None, true)
+            .unwrap();
+        Node {
+            shoal,
+            runtime,
+            image_id: image.id,
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.shoal.data_dir.path()
+    }
+
+    fn sandbox(&self, uid: &str, name: &str, ports: Vec<PortMapping>) -> Option<Ipv4Addr> {
+        self.runtime
+            .create_sandbox(&SandboxSpec {
+                uid: uid.to_string(),
+                name: name.to_string(),
+                namespace: "default".to_string(),
+                hostname: None,
+                host_network: false,
+                port_mappings: ports,
+            })
+            .unwrap()
+            .ip
+    }
+
+    fn container(&self, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.to_string(),
+            image: self.image_id.clone(),
+            args: vec!["sh".into(), "-c".into(), script.to_string()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    fn start(&self, uid: &str, spec: &ContainerSpec) -> ContainerId {
+        self.runtime.start_container(uid, spec).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(sandboxes) = self.runtime.list() {
+            for sandbox in sandboxes {
+                let _ = self.runtime.remove_sandbox(&sandbox.uid);
+            }
+        }
+        let _ = self.runtime.teardown_network();
+    }
+}
+
+fn open_runtime(shoal: &Shoal, network_index: u8) -> PodRuntime {
+    PodRuntime::open_with(
+        shoal.data_dir.path(),
+        PodNetwork {
+            bridge: format!("shpt{network_index}"),
+            pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 231, network_index, 0), 24).unwrap(),
+            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
+            mtu: None,
+        },
+        PodRuntimeOptions {
+            executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
+            insecure_registries: Vec::new(),
+        },
+    )
+    .unwrap()
+}
+
+/// Polls `check` every 20 ms for up to 10 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn exited(node: &Node, id: &ContainerId) -> ContainerStatus {
+    let mut status = None;
+    eventually("the container to exit", || {
+        let current = node.runtime.container_status(id).unwrap();
+        let done = matches!(current, ContainerStatus::Exited { .. });
+        status = Some(current);
+        done
+    });
+    status.unwrap()
+}
+
+fn http_get(address: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// Runs `argv` in the container with pipes; returns (exit code, stdout).
+fn exec(node: &Node, id: &ContainerId, argv: &[&str]) -> (i32, String) {
+    let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
+    let mut process = node.runtime.exec(id, &argv, false).unwrap();
+    drop(process.stdin.take());
+    let mut stdout = String::new();
+    process
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    process
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let code = process.wait().unwrap();
+    assert!(code != 125, "exec {argv:?} failed in shoal: {stderr}");
+    (code, stdout)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the_host() {
+    let node = Node::new(11);
+    let uid = "0a11aaaa-1111-4111-8111-000000000001";
+    let host_port = free_port();
+    let ip = node
+        .sandbox(
+            uid,
+            "web",
+            vec![PortMapping {
+                host_port,
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+        )
+        .expect("a pod on the pod network has an address");
+    assert!(
+        Ipv4Cidr::new(Ipv4Addr::new(10, 231, 11, 0), 24)
+            .unwrap()
+            .contains(ip)
+    );
+    assert_ne!(ip, Ipv4Addr::new(10, 231, 11, 1), "the bridge holds .1");
+    // Idempotent by uid: the same sandbox, the same address.
+    assert_eq!(node.sandbox(uid, "web", Vec::new()), Some(ip));
+
+    let server = node.start(
+        uid,
+        &node.container(
+            "server",
+            "mkdir -p /www && echo hello-from-server > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ),
+    );
+    let client = node.start(uid, &node.container("client", "exec sleep 1000"));
+
+    // The client reaches the server on localhost: one network namespace.
+    let mut answer = String::new();
+    eventually("the server to answer on the pod's localhost", || {
+        let (code, body) = exec(
+            &node,
+            &client,
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+        );
+        answer = body;
+        code == 0
+    });
+    assert_eq!(answer, "hello-from-server\n");
+    // One hostname, the pod's name.
+    assert_eq!(
+        exec(&node, &server, &["hostname"]),
+        (0, "web\n".to_string())
+    );
+    assert_eq!(
+        exec(&node, &client, &["hostname"]),
+        (0, "web\n".to_string())
+    );
+    // The same network, IPC and UTS namespaces; each its own pid and mount
+    // namespaces.
+    let namespace = |id: &ContainerId, kind: &str| {
+        exec(&node, id, &["readlink", &format!("/proc/self/ns/{kind}")]).1
+    };
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(namespace(&server, kind), namespace(&client, kind), "{kind}");
+        let host = fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert_ne!(
+            namespace(&client, kind).trim(),
+            host.to_str().unwrap(),
+            "{kind}"
+        );
+    }
+    for kind in ["pid", "mnt"] {
+        assert_ne!(namespace(&server, kind), namespace(&client, kind), "{kind}");
+    }
+    // Own pid namespaces: each container's app is pid 1.
+    assert_eq!(
+        exec(
+            &node,
+            &client,
+            &["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]
+        )
+        .1,
+        "sleep 1000 "
+    );
+    // exec's exit code.
+    assert_eq!(exec(&node, &client, &["sh", "-c", "exit 3"]).0, 3);
+    assert_eq!(exec(&node, &client, &["nosuch"]).0, 127);
+
+    // The pod's address answers from the host, and so does its hostPort.
+    let response = http_get(&format!("{ip}:8080")).unwrap();
+    assert!(response.ends_with("hello-from-server\n"), "{response}");
+    let response = http_get(&format!("127.0.0.1:{host_port}")).unwrap();
+    assert!(response.ends_with("hello-from-server\n"), "{response}");
+
+    // port-forward reaches a port bound to the pod's loopback only.
+    let _local = node.start(
+        uid,
+        &node.container(
+            "local",
+            "mkdir -p /local && echo only-on-loopback > /local/index.html && exec httpd -f -p 127.0.0.1:9090 -h /local",
+        ),
+    );
+    let mut forwarded = String::new();
+    eventually("the loopback server through port-forward", || {
+        let Ok(mut stream) = node.runtime.port_forward(uid, 9090) else {
+            return false;
+        };
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        forwarded.clear();
+        stream.read_to_string(&mut forwarded).is_ok() && !forwarded.is_empty()
+    });
+    assert!(forwarded.ends_with("only-on-loopback\n"), "{forwarded}");
+    assert!(
+        http_get(&format!("{ip}:9090")).is_err(),
+        "bound to loopback only"
+    );
+    let error = node.runtime.port_forward(uid, 9).unwrap_err().to_string();
+    assert!(
+        error.starts_with("cannot connect to port 9 of pod default/web: ")
+            && error.contains("refused"),
+        "{error}"
+    );
+
+    // exec with a tty: the process's stdin is a terminal.
+    let mut process = node
+        .runtime
+        .exec(
+            &client,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "test -t 0 && echo on-a-terminal".into(),
+            ],
+            true,
+        )
+        .unwrap();
+    process.resize(100, 40).unwrap();
+    let mut terminal = process.terminal.take().unwrap();
+    let mut output = Vec::new();
+    let mut buffer = [0u8; 256];
+    // The master reads EIO once the last slave holder has exited.
+    while let Ok(n_read) = terminal.read(&mut buffer) {
+        if n_read == 0 {
+            break;
+        }
+        output.extend_from_slice(&buffer[..n_read]);
+    }
+    assert_eq!(process.wait().unwrap(), 0);
+    assert!(String::from_utf8_lossy(&output).contains("on-a-terminal"));
+
+    let listed = node.runtime.list().unwrap();
+    let sandbox = listed.iter().find(|sandbox| sandbox.uid == uid).unwrap();
+    assert_eq!(sandbox.ip, Some(ip));
+    let mut names: Vec<&str> = sandbox
+        .containers
+        .iter()
+        .map(|container| container.name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["client", "local", "server"]);
+}
+
+#[test]
+fn exit_codes_oom_kills_and_commands_that_cannot_run_are_reported() {
+    let node = Node::new(12);
+    let uid = "0a12aaaa-1111-4111-8111-000000000002";
+    node.sandbox(uid, "jobs", Vec::new());
+
+    let done = node.start(uid, &node.container("done", "echo finished"));
+    match exited(&node, &done) {
+        ContainerStatus::Exited {
+            exit_code: 0,
+            reason: ExitReason::Completed,
+            started_at: Some(started_at),
+            finished_at,
+            ..
+        } => assert!(finished_at >= started_at),
+        other => panic!("{other:?}"),
+    }
+    let failed = node.start(uid, &node.container("failed", "exit 3"));
+    match exited(&node, &failed) {
+        ContainerStatus::Exited {
+            exit_code: 3,
+            signal: None,
+            reason,
+            ..
+        } => assert_eq!(reason.as_str(), "Error"),
+        other => panic!("{other:?}"),
+    }
+
+    let mut hungry = node.container(
+        "hungry",
+        "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+    );
+    hungry.resources.memory_limit_bytes = Some(32 << 20);
+    let hungry = node.start(uid, &hungry);
+    match exited(&node, &hungry) {
+        ContainerStatus::Exited {
+            exit_code: 137,
+            signal: Some(9),
+            reason,
+            ..
+        } => assert_eq!(reason.as_str(), "OOMKilled"),
+        other => panic!("{other:?}"),
+    }
+
+    let mut missing = node.container("missing", "");
+    missing.args = vec!["nosuch".into()];
+    let error = node.runtime.start_container(uid, &missing).unwrap_err();
+    let PodError::ContainerCannotRun {
+        ref id,
+        exit_code,
+        ref message,
+        ..
+    } = error
+    else {
+        panic!("{error}")
+    };
+    assert_eq!(exit_code, 127);
+    assert_eq!(
+        error.to_string(),
+        "container missing cannot run: command \"nosuch\" not found in image busybox:latest"
+    );
+    assert!(message.contains("nosuch"));
+    match node.runtime.container_status(id).unwrap() {
+        ContainerStatus::Exited {
+            exit_code: 127,
+            reason: ExitReason::ContainerCannotRun,
+            message,
+            ..
+        } => assert!(message.contains("not found in image"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stop_gives_a_trapping_process_its_grace_and_kills_one_that_ignores_it() {
+    let node = Node::new(13);
+    let uid = "0a13aaaa-1111-4111-8111-000000000003";
+    node.sandbox(uid, "stoppers", Vec::new());
+    let trapping = node.start(
+        uid,
+        &node.container(
+            "trapping",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ),
+    );
+    let ignoring = node.start(
+        uid,
+        &node.container("ignoring", "echo ready; exec sleep 1000"),
+    );
+    for id in [&trapping, &ignoring] {
+        let log = node.runtime.log_path(id);
+        eventually("the container to be ready", || {
+            fs::read_to_string(&log).is_ok_and(|text| text.contains("ready"))
+        });
+    }
+
+    let started = Instant::now();
+    node.runtime
+        .stop_container(&trapping, Duration::from_secs(20))
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the trap ran at once, took {took:?}"
+    );
+    match node.runtime.container_status(&trapping).unwrap() {
+        ContainerStatus::Exited {
+            exit_code: 7,
+            signal: None,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let log = fs::read_to_string(node.runtime.log_path(&trapping)).unwrap();
+    assert!(log.contains("stdout F got-term"), "{log}");
+
+    let started = Instant::now();
+    node.runtime
+        .stop_container(&ignoring, Duration::from_secs(1))
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
+        "killed after the grace period, took {took:?}"
+    );
+    match node.runtime.container_status(&ignoring).unwrap() {
+        ContainerStatus::Exited {
+            exit_code: 137,
+            signal: Some(9),
+            reason: ExitReason::Error,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The cgroup directories a container was given (its state.json).
+fn cgroups_of(node: &Node, id: &ContainerId) -> Vec<String> {
+    let state: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            node.data_dir()
+                .join("runtime/containers")
+                .join(&id.0)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    state["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dir| dir.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn read_cgroup_value(dirs: &[String], v1_file: &str, v2_file: &str) -> String {
+    for dir in dirs {
+        for file in [v1_file, v2_file] {
+            if let Ok(text) = fs::read_to_string(Path::new(dir).join(file)) {
+                return text.trim().to_string();
+            }
+        }
+    }
+    panic!("neither {v1_file} nor {v2_file} in {dirs:?}");
+}
+
+#[test]
+fn resource_limits_land_in_the_cgroup_and_logs_are_cri_records() {
+    let node = Node::new(14);
+    let uid = "0a14aaaa-1111-4111-8111-000000000004";
+    node.sandbox(uid, "limited", Vec::new());
+    let mut spec = node.container(
+        "limited",
+        "echo to-stdout; echo to-stderr >&2; exec sleep 1000",
+    );
+    spec.resources = Resources {
+        cpu_request_millis: Some(250),
+        cpu_limit_millis: Some(500),
+        memory_limit_bytes: Some(64 << 20),
+    };
+    let id = node.start(uid, &spec);
+    let dirs = cgroups_of(&node, &id);
+    assert!(!dirs.is_empty());
+    let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if pure_v2 {
+        assert_eq!(
+            read_cgroup_value(&dirs, "memory.max", "memory.max"),
+            "67108864"
+        );
+        assert_eq!(
+            read_cgroup_value(&dirs, "cpu.max", "cpu.max"),
+            "50000 100000"
+        );
+        // 256 shares as a weight.
+        assert_eq!(read_cgroup_value(&dirs, "cpu.weight", "cpu.weight"), "10");
+    } else {
+        assert_eq!(
+            read_cgroup_value(&dirs, "memory.limit_in_bytes", "memory.max"),
+            "67108864"
+        );
+        assert_eq!(
+            read_cgroup_value(&dirs, "cpu.cfs_quota_us", "cpu.max"),
+            "50000"
+        );
+        assert_eq!(read_cgroup_value(&dirs, "cpu.shares", "cpu.weight"), "256");
+    }
+    // The app runs in them.
+    let ContainerStatus::Running { pid, .. } = node.runtime.container_status(&id).unwrap() else {
+        panic!("not running");
+    };
+    for dir in &dirs {
+        let procs = fs::read_to_string(Path::new(dir).join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|line| line == pid.to_string()),
+            "{dir}: {procs}"
+        );
+    }
+
+    let log_path = node.runtime.log_path(&id);
+    eventually("both streams in the log", || {
+        fs::read_to_string(&log_path).is_ok_and(|text| text.lines().count() >= 2)
+    });
+    let log = fs::read(&log_path).unwrap();
+    let mut records: Vec<(Stream, String)> = log
+        .split_inclusive(|byte| *byte == b'\n')
+        .map(|line| {
+            let record = parse_line(line).unwrap_or_else(|| panic!("not a CRI record: {line:?}"));
+            assert!(record.complete);
+            assert!(record.timestamp_text.ends_with('Z'));
+            (record.stream, String::from_utf8(record.text).unwrap())
+        })
+        .collect();
+    records.sort_by_key(|(stream, _)| stream.as_str());
+    assert_eq!(
+        records,
+        [
+            (Stream::Stderr, "to-stderr".to_string()),
+            (Stream::Stdout, "to-stdout".to_string())
+        ]
+    );
+    assert!(log_path.ends_with(format!("pods/{uid}/logs/limited/0.log")));
+}
+
+#[test]
+fn containers_outlive_the_runtime_object_and_previous_logs_stay() {
+    let node = Node::new(15);
+    let uid = "0a15aaaa-1111-4111-8111-000000000005";
+    node.sandbox(uid, "durable", Vec::new());
+    let first = node.start(uid, &node.container("app", "echo first-instance"));
+    exited(&node, &first);
+    let mut second_spec = node.container("app", "echo second-instance; exec sleep 1000");
+    second_spec.attempt = 1;
+    let second = node.start(uid, &second_spec);
+    let ContainerStatus::Running { pid, started_at } =
+        node.runtime.container_status(&second).unwrap()
+    else {
+        panic!("not running");
+    };
+
+    // "Agent restart": a new runtime object on the same data directory.
+    let reopened = open_runtime(&node.shoal, 15);
+    reopened.ensure_network().unwrap();
+    let sandboxes = reopened.list().unwrap();
+    let sandbox = sandboxes.iter().find(|sandbox| sandbox.uid == uid).unwrap();
+    let record = sandbox
+        .containers
+        .iter()
+        .find(|container| container.id == second)
+        .unwrap();
+    assert_eq!(record.attempt, 1);
+    assert_eq!(
+        record.status,
+        ContainerStatus::Running { pid, started_at },
+        "the same process, still running"
+    );
+    assert!(
+        sandbox
+            .containers
+            .iter()
+            .any(|container| container.id == first
+                && matches!(
+                    container.status,
+                    ContainerStatus::Exited { exit_code: 0, .. }
+                ))
+    );
+    // The sandbox is found again, not made anew.
+    assert_eq!(
+        reopened
+            .create_sandbox(&SandboxSpec {
+                uid: uid.to_string(),
+                name: "durable".into(),
+                namespace: "default".into(),
+                hostname: None,
+                host_network: false,
+                port_mappings: Vec::new(),
+            })
+            .unwrap()
+            .ip,
+        sandbox.ip
+    );
+    let previous = reopened.previous_log_path(&second).unwrap().unwrap();
+    assert!(
+        fs::read_to_string(previous)
+            .unwrap()
+            .contains("stdout F first-instance")
+    );
+    assert_eq!(reopened.previous_log_path(&first).unwrap(), None);
+    reopened.stop_container(&second, Duration::ZERO).unwrap();
+    assert!(matches!(
+        reopened.container_status(&second).unwrap(),
+        ContainerStatus::Exited { .. }
+    ));
+}
+
+/// Every directory under `root` (to `depth`) named `name`.
+fn find_dir_named(dir: &Path, name: &str, depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry.file_type().is_ok_and(|kind| kind.is_dir())
+            && (entry.file_name() == name || find_dir_named(&entry.path(), name, depth - 1))
+    })
+}
+
+fn iptables_rules() -> String {
+    let output = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn remove_sandbox_leaves_nothing_behind() {
+    let node = Node::new(16);
+    let uid = "0a16aaaa-1111-4111-8111-000000000006";
+    let host_port = free_port();
+    node.sandbox(
+        uid,
+        "doomed",
+        vec![PortMapping {
+            host_port,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }],
+    );
+    let mut limited = node.container("limited", "exec sleep 1000");
+    limited.resources.memory_limit_bytes = Some(64 << 20);
+    limited.resources.cpu_limit_millis = Some(200);
+    let ids = [
+        node.start(uid, &limited),
+        node.start(uid, &node.container("plain", "exec sleep 1000")),
+    ];
+    let sandbox = node.runtime.list().unwrap().remove(0);
+    let veth = sandbox.host_interface.clone().unwrap();
+    assert!(Path::new("/sys/class/net").join(&veth).exists());
+    let pod_dir = node.data_dir().join("runtime/pods").join(uid);
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo.contains(&pod_dir.display().to_string()),
+        "namespaces pinned"
+    );
+    assert!(iptables_rules().contains(&format!("--dport {host_port}")));
+    // The hostPort is taken: another pod asking for it is refused, and
+    // leaves nothing.
+    let error = node
+        .runtime
+        .create_sandbox(&SandboxSpec {
+            uid: "0a16bbbb-1111-4111-8111-000000000006".into(),
+            name: "rival".into(),
+            namespace: "default".into(),
+            hostname: None,
+            host_network: false,
+            port_mappings: vec![PortMapping {
+                host_port,
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+        })
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("pod network: host port {host_port}/tcp is already published on this node")
+    );
+    assert!(
+        !node
+            .data_dir()
+            .join("runtime/pods/0a16bbbb-1111-4111-8111-000000000006")
+            .exists()
+    );
+    assert_eq!(node.runtime.list().unwrap().len(), 1);
+    let pids: Vec<i32> = ids
+        .iter()
+        .map(|id| match node.runtime.container_status(id).unwrap() {
+            ContainerStatus::Running { pid, .. } => pid,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+
+    node.runtime.remove_sandbox(uid).unwrap();
+
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left"
+        );
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(&node.data_dir().display().to_string()),
+        "a mount under the data directory was left"
+    );
+    assert!(!pod_dir.exists(), "the pod's directory was left");
+    assert!(
+        !Path::new("/sys/class/net").join(&veth).exists(),
+        "veth {veth} left"
+    );
+    for id in &ids {
+        assert!(
+            !node
+                .data_dir()
+                .join("runtime/containers")
+                .join(&id.0)
+                .exists()
+        );
+        for root in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup",
+        ] {
+            assert!(
+                !find_dir_named(Path::new(root), &id.0, 4),
+                "cgroup {id} left under {root}"
+            );
+        }
+    }
+    assert!(
+        !iptables_rules().contains(&format!("--dport {host_port}")),
+        "DNAT rules left"
+    );
+    let leases: Vec<_> = fs::read_dir(node.data_dir().join("runtime/pod-network/leases"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(leases.is_empty(), "address leases left: {leases:?}");
+    assert!(node.runtime.list().unwrap().is_empty());
+    // Removing again is fine.
+    node.runtime.remove_sandbox(uid).unwrap();
+}
+
+#[test]
+fn the_network_is_idempotent_and_peer_routes_are_replaced_as_a_set() {
+    let node = Node::new(17);
+    node.runtime.ensure_network().unwrap();
+    let rules = iptables_rules();
+    let tag = "\"shoal:shpt17\"";
+    let n_rules = rules.lines().filter(|line| line.contains(tag)).count();
+    assert_eq!(n_rules, 5, "{rules}");
+    let address = fs::read_to_string("/proc/net/fib_trie").unwrap();
+    assert!(address.contains("10.231.17.1"));
+    // A pod gives the bridge a carrier, so routes via its range are live.
+    node.sandbox("0a17aaaa-1111-4111-8111-000000000007", "router", Vec::new());
+    let via = Ipv4Addr::new(10, 231, 17, 250);
+    let routes = |filter: &str| {
+        let output = std::process::Command::new("ip")
+            .args(["-4", "route", "show", "proto", "90"])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(filter))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    node.runtime
+        .set_peer_routes(&[
+            ("10.231.117.0/24".parse().unwrap(), via),
+            ("10.231.118.0/24".parse().unwrap(), via),
+        ])
+        .unwrap();
+    assert_eq!(routes("10.231.11").len(), 2, "{:?}", routes(""));
+    node.runtime
+        .set_peer_routes(&[("10.231.118.0/24".parse().unwrap(), via)])
+        .unwrap();
+    let left = routes("10.231.11");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with("10.231.118.0/24 via 10.231.17.250 dev shpt17"),
+        "{left:?}"
+    );
+    node.runtime.set_peer_routes(&[]).unwrap();
+    assert!(routes("10.231.11").is_empty());
+    // Another interface of that name is refused, not taken over.
+    let other = PodRuntime::open(
+        node.data_dir(),
+        PodNetwork {
+            bridge: "lo".into(),
+            pod_cidr: "10.231.99.0/24".parse().unwrap(),
+            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
+            mtu: None,
+        },
+    )
+    .unwrap();
+    let error = other.ensure_network().unwrap_err().to_string();
+    assert!(
+        error.contains("interface lo exists and is not shoal's pod bridge"),
+        "{error}"
+    );
+}
+
+#[test]
+fn images_by_pull_policy_and_signature() {
+    require_container_support();
+    let shoal = Shoal::new();
+    shoal.import_busybox("busybox");
+    let runtime = open_runtime(&shoal, 18);
+    let image = runtime
+        .ensure_image("busybox", PullPolicy::IfNotPresent, None, true)
+        .unwrap();
+    assert!(image.id.starts_with("sha256:"));
+    assert_eq!(image.cmd, ["/bin/sh", "-c", "echo default command"]);
+    assert_eq!(image.working_dir.as_deref(), Some("/tmp"));
+    assert!(
+        image
+            .env
+            .contains(&"GREETING=hello from the image".to_string())
+    );
+    let error = runtime
+        .ensure_image("busybox", PullPolicy::Never, None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("image busybox: signature check failed: "),
+        "{error}"
+    );
+    let error = runtime
+        .ensure_image("nothere:1", PullPolicy::Never, None, true)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "image nothere:1 is not present on this node and its pull policy is Never"
+    );
+    // Nothing listens on port 9 of loopback: the pull fails, and says so.
+    let error = runtime
+        .ensure_image("127.0.0.1:9/nothere:1", PullPolicy::Always, None, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("cannot pull image 127.0.0.1:9/nothere:1: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_host_network_pod_has_the_hosts_network_and_hostname_and_its_own_ipc() {
+    let node = Node::new(19);
+    let uid = "0a19aaaa-1111-4111-8111-000000000009";
+    let info = node
+        .runtime
+        .create_sandbox(&SandboxSpec {
+            uid: uid.to_string(),
+            name: "on-the-host".into(),
+            namespace: "kube-system".into(),
+            hostname: None,
+            host_network: true,
+            port_mappings: Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(info.ip, None);
+    let id = node.start(uid, &node.container("agent", "exec sleep 1000"));
+    let host_name = nix::unistd::gethostname().unwrap();
+    assert_eq!(
+        exec(&node, &id, &["hostname"]).1.trim(),
+        host_name.to_str().unwrap()
+    );
+    let namespace =
+        |kind: &str| exec(&node, &id, &["readlink", &format!("/proc/self/ns/{kind}")]).1;
+    let host = |kind: &str| {
+        fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert_eq!(namespace("net").trim(), host("net"));
+    assert_eq!(namespace("uts").trim(), host("uts"));
+    assert_ne!(namespace("ipc").trim(), host("ipc"));
+    let sandbox = node.runtime.list().unwrap().remove(0);
+    assert!(sandbox.host_network);
+    assert_eq!(sandbox.host_interface, None);
+    node.runtime.remove_sandbox(uid).unwrap();
+    assert!(!node.data_dir().join("runtime/pods").join(uid).exists());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&node.data_dir().display().to_string()));
+}
