@@ -137,10 +137,10 @@ async fn post_join(
     request: &JoinRequest,
 ) -> Result<JoinResponse, AgentError> {
     let mut config = config_for(server)?;
-    config.root_cert = Some(
-        pem_certificates(ca_pem)
-            .ok_or_else(|| AgentError::Join("the cluster's CA certificate is unreadable".into()))?,
-    );
+    config.root_cert =
+        Some(pem_certificates(ca_pem).ok_or_else(|| {
+            AgentError::Join("the cluster's CA certificate is unreadable".into())
+        })?);
     config.auth_info.token = Some(token.secret.clone().into());
     let client = kube::Client::try_from(config).map_err(|error| unreachable(server, &error))?;
     let body = serde_json::to_vec(request).map_err(|error| AgentError::Join(error.to_string()))?;

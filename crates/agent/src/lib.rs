@@ -10,6 +10,8 @@
 pub mod join;
 pub mod lease;
 pub mod node;
+pub mod pods;
+pub mod routes;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -84,6 +86,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the pod network: {0}")]
+    Network(String),
     #[error("invalid {flag} {value:?}: {reason}")]
     Flag {
         flag: &'static str,
@@ -160,6 +164,104 @@ pub fn local_address_towards(peer: IpAddr) -> std::io::Result<IpAddr> {
     ))?;
     socket.connect((peer, 9))?;
     Ok(socket.local_addr()?.ip())
+}
+
+/// The bridge pods' veths join on every machine.
+pub const POD_BRIDGE: &str = "shoal0";
+
+/// Runs the agent until `shutdown`: registers the Node, then keeps its
+/// Lease and status, the routes to other machines' pods, and the pods
+/// bound to it. Returns an error only when the machine cannot be
+/// registered or its pod network cannot be set up.
+pub async fn run(
+    client: kube::Client,
+    config: AgentConfig,
+    cluster_cidr: ipnet::Ipv4Net,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let machine_dir = config.data_dir.clone();
+    let machine = tokio::task::spawn_blocking(move || node::Machine::read(&machine_dir))
+        .await
+        .map_err(|error| AgentError::Join(error.to_string()))?;
+    let registered = node::register(&nodes, &config, &machine).await?;
+    let pod_cidr = registered
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.pod_cidr.clone())
+        .and_then(|cidr| cidr.parse::<runtime::pod::Ipv4Cidr>().ok());
+    let cluster = format!("{cluster_cidr}")
+        .parse::<runtime::pod::Ipv4Cidr>()
+        .map_err(|error| AgentError::Flag {
+            flag: "--cluster-cidr",
+            value: cluster_cidr.to_string(),
+            reason: error.to_string(),
+        })?;
+    let problem: Option<String> = match pod_cidr {
+        None => Some(format!(
+            "node {} has no pod range (spec.podCIDR): only hostNetwork pods can run",
+            config.node_name
+        )),
+        Some(_) => None,
+    };
+    // A node without a range of its own still needs a runtime: hostNetwork
+    // pods run. Its bridge then has no addresses to hand out.
+    let network = runtime::pod::PodNetwork {
+        bridge: POD_BRIDGE.to_string(),
+        pod_cidr: pod_cidr.unwrap_or(cluster),
+        cluster_cidr: cluster,
+        mtu: None,
+    };
+    let data_dir = config.data_dir.clone();
+    let pod_runtime = tokio::task::spawn_blocking(move || {
+        let runtime = runtime::pod::PodRuntime::open(&data_dir, network)?;
+        if pod_cidr.is_some() {
+            runtime.ensure_network()?;
+        }
+        Ok::<_, runtime::pod::PodError>(runtime)
+    })
+    .await
+    .map_err(|error| AgentError::Join(error.to_string()))?
+    .map_err(|error| AgentError::Network(error.to_string()))?;
+    tracing::info!(node = %config.node_name, pod_cidr = ?pod_cidr.map(|c| c.to_string()), "the node agent is up");
+
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), lease::LEASE_NAMESPACE);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(lease::heartbeat(
+        leases,
+        config.clone(),
+        registered.clone(),
+        shutdown.clone(),
+    ));
+    let status_problem = problem.clone();
+    tasks.spawn(node::report_status(
+        nodes.clone(),
+        config.clone(),
+        machine,
+        move || status_problem.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(routes::follow(
+        nodes,
+        config.node_name.clone(),
+        pod_runtime.clone(),
+        shutdown.clone(),
+    ));
+    let context = std::sync::Arc::new(pods::worker::Context {
+        events: pods::events::Events::new(client.clone(), config.node_name.clone()),
+        client,
+        runtime: pod_runtime,
+        config,
+    });
+    tasks.spawn(pods::run(context, shutdown.clone()));
+    let mut shutdown = shutdown;
+    let _ = shutdown.wait_for(|stopped| *stopped).await;
+    // Containers keep running: an agent that stops is not a machine that
+    // stops, and the next start adopts them.
+    tasks.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -110,7 +110,10 @@ fn quantity(text: String) -> Quantity {
 /// The Node's labels: the well-known ones, then the `--node-label`s.
 pub fn labels(config: &AgentConfig) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
-        ("kubernetes.io/hostname".to_string(), config.node_name.clone()),
+        (
+            "kubernetes.io/hostname".to_string(),
+            config.node_name.clone(),
+        ),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), go_arch().to_string()),
         ("beta.kubernetes.io/os".to_string(), "linux".to_string()),

@@ -116,12 +116,14 @@ pub async fn delete_one(
         }
         return Ok(outcome);
     }
-    if already_deleting {
+    let is_pod = resource.group.is_empty() && resource.kind == "Pod";
+    // A pod already ending is deleted now by a delete with no grace left:
+    // its node agent's, once its containers stopped (or a forced one).
+    if already_deleting && !(is_pod && grace_period_seconds == Some(0)) {
         return Ok(Deleted::Pending(object));
     }
     // A pod on a node ends gracefully: the node's agent stops it and
     // finishes the delete.
-    let is_pod = resource.group.is_empty() && resource.kind == "Pod";
     let on_node = object
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)

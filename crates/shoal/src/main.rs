@@ -1,6 +1,7 @@
 //! The `shoal` binary: one program for every part of shoal. Each subcommand
 //! lives in its own module; this file only parses the command line.
 
+mod node;
 mod serve;
 mod sim;
 
@@ -105,6 +106,53 @@ struct UpArgs {
     advertise_address: Option<std::net::IpAddr>,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+    /// Join the cluster whose API server is at this URL
+    /// (https://SERVER:6443) as a machine that runs pods (an agent only:
+    /// no store, no API server). Needs --token.
+    #[arg(long, requires = "token", value_name = "URL")]
+    join: Option<String>,
+    /// The cluster's join token: the contents of DATA_DIR/join-token on the
+    /// first server.
+    #[arg(long, env = "SHOAL_TOKEN", requires = "join", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// How this machine appears as a Node and runs pods.
+#[derive(Args)]
+struct NodeArgs {
+    /// The Node's name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address other machines reach this one at (the Node's InternalIP)
+    /// [default: the local address used to reach the API server].
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// A label for the Node, key=value (repeatable).
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    node_labels: Vec<String>,
+    /// A taint for the Node, key[=value]:Effect (repeatable).
+    #[arg(long = "node-taint", value_name = "KEY[=VALUE]:EFFECT")]
+    node_taints: Vec<String>,
+    /// The cluster's pod range; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Where the node agent serves logs, exec and attach to the API server.
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// The most pods this machine runs.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// `image`: run images without a trusted signature on this machine.
+    #[arg(long = "insecure-options", value_name = "image")]
+    insecure_options: Option<String>,
+    /// Run no node agent on this server (it then runs no pods).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Run no scheduler on this server.
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
 #[derive(Args)]
@@ -341,6 +389,23 @@ fn main() -> ExitCode {
             };
         }
         Command::Up(args) => {
+            let node = match node::NodeSettings::from_args(&args) {
+                Ok(node) => node,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let (Some(server), Some(token)) = (&args.join, &args.token) {
+                init_logging(args.log_level);
+                return match node::run_joined(server, token, &args.data_dir, node) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let config = store::MemberConfig::single(
                 "default",
                 args.data_dir.join("store"),
@@ -358,6 +423,7 @@ fn main() -> ExitCode {
                 data_dir: args.data_dir,
                 api_listen: args.api_listen,
                 advertise_address: advertise,
+                node,
             };
             (config, args.log_level, Some(platform))
         }

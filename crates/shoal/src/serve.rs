@@ -10,6 +10,8 @@ pub struct Platform {
     pub data_dir: std::path::PathBuf,
     pub api_listen: std::net::SocketAddr,
     pub advertise_address: std::net::IpAddr,
+    /// This machine as a node: its agent's settings.
+    pub node: crate::node::NodeSettings,
 }
 
 /// Starts the member, serves clients on every `--listen-client-urls` address,
@@ -53,8 +55,9 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             }));
         }
         if let (Some(platform), Some(listener)) = (&platform, api_listener) {
-            let kubeconfig =
+            let started =
                 start_api(platform, listener, &member, &stop_receiver, &mut servers).await?;
+            let kubeconfig = started.kubeconfig;
             let url = store::config::url_text(&client_urls[0]).to_string();
             eprintln!(
                 "shoal is up: the store serves the etcd v3 API at {url} (data in {})",
@@ -65,7 +68,9 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 api_address(platform)
             );
             eprintln!("  export KUBECONFIG={}", kubeconfig.display());
-            eprintln!("  try: kubectl get namespaces");
+            eprintln!("  try: kubectl get nodes");
+            eprintln!("  another machine joins with:");
+            eprintln!("    {}", started.join_command);
             eprintln!("  stop with Ctrl-C");
         }
         let stopped = tokio::select! {
@@ -110,7 +115,7 @@ async fn start_api(
     member: &Arc<store::Member>,
     stop: &tokio::sync::watch::Receiver<bool>,
     servers: &mut Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-) -> anyhow::Result<std::path::PathBuf> {
+) -> anyhow::Result<ApiStarted> {
     let address = api_address(platform);
     let mut names = vec![
         "127.0.0.1".to_string(),
@@ -137,13 +142,19 @@ async fn start_api(
         &pki.serving_key_pem,
         &pki.ca_cert_pem,
     )?;
+    let token = apiserver::join::ensure_token(&platform.data_dir, &pki.ca_cert_pem)
+        .context("cannot make the join token")?;
+    let authority = Arc::new(
+        apiserver::join::JoinAuthority::load(&platform.data_dir.join("pki"), &token)
+            .context("cannot load the cluster CA")?,
+    );
     let kv: client::SharedKv = Arc::new(client::Local::new(Arc::clone(member)));
     let api = apiserver::Api::new(
         kv,
         apiserver::ApiConfig {
-            advertise_address: address,
-            join: None,
-            cluster_cidr: None,
+            advertise_address: address.clone(),
+            join: Some(Arc::clone(&authority)),
+            cluster_cidr: Some(platform.node.cluster_cidr),
         },
     );
     // The first start elects the member's leadership first: retry briefly.
@@ -172,7 +183,28 @@ async fn start_api(
     tokio::spawn(api.run_collector(async move {
         let _ = stop_collector.wait_for(|stopped| *stopped).await;
     }));
-    Ok(pki.admin_kubeconfig)
+    if !platform.node.disable_agent {
+        crate::node::start_local_agent(
+            &platform.data_dir,
+            &platform.node,
+            &authority,
+            &format!("https://{address}"),
+            platform.advertise_address,
+            stop.clone(),
+        )
+        .await
+        .context("cannot start the node agent")?;
+    }
+    Ok(ApiStarted {
+        kubeconfig: pki.admin_kubeconfig,
+        join_command: format!("shoal up --join https://{address} --token {}", token.text()),
+    })
+}
+
+/// What `start_api` made that the operator is told about.
+struct ApiStarted {
+    kubeconfig: std::path::PathBuf,
+    join_command: String,
 }
 
 async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {
@@ -182,7 +214,7 @@ async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind((host, port)).await
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;

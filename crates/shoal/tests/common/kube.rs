@@ -135,6 +135,10 @@ impl Shoal {
                 self.ports[1]
             ))
             .arg(format!("--api-listen=127.0.0.1:{}", self.ports[2]))
+            // The API's own tests: no node agent (it would register this
+            // machine and claim its pod bridge, which parallel tests share)
+            // and no scheduler (it would bind the pods they make).
+            .args(["--disable-agent", "--disable-scheduler"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
             .stderr(log)

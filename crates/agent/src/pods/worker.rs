@@ -1,0 +1,1255 @@
+//! One pod's worker: a task that converges the machine to the pod as the
+//! API has it (kubelet's pod worker and `syncPod`), and reports what it
+//! finds as the pod's status.
+//!
+//! Each round: a pod being deleted is stopped (its grace period, then
+//! SIGKILL), its sandbox removed, and its deletion finished; otherwise the
+//! sandbox is made, volumes prepared, init containers run one at a time to
+//! completion, the app containers started, restarted by the restart policy
+//! with kubelet's back-off, and probed; then the status is sent if it
+//! changed. A round runs when the pod changes and every second.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus, Secret,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use runtime::pod::{
+    ContainerId, ContainerSpec, ContainerStatus as RuntimeStatus, ImageInfo, Mount, PodError,
+    PodRuntime, PortMapping, Protocol, PullPolicy, RegistryAuth, SandboxSpec,
+};
+use tokio::sync::mpsc;
+
+use super::events::Events;
+use super::probe::{self, Outcome, ProbeState};
+use super::{spec, volumes};
+use crate::AgentConfig;
+
+/// What a worker shares with the agent.
+pub struct Context {
+    pub client: kube::Client,
+    pub runtime: PodRuntime,
+    pub config: AgentConfig,
+    pub events: Events,
+}
+
+/// What the worker is told.
+pub enum Update {
+    /// The pod as the API has it now.
+    Pod(Box<Pod>),
+    /// The pod is gone from the API.
+    Gone,
+}
+
+/// kubelet's restart back-off: 10 s doubling to 5 min, forgotten after a
+/// container ran 10 minutes.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+#[derive(Default)]
+struct Run {
+    /// The current instance, if one was made.
+    id: Option<ContainerId>,
+    /// The instance number of the current one (its restart count).
+    attempt: u32,
+    image: Option<ImageInfo>,
+    waiting: Option<(String, String)>,
+    last_terminated: Option<ContainerStateTerminated>,
+    backoff: Option<Duration>,
+    next_start: Option<Instant>,
+    liveness: Option<ProbeState>,
+    readiness: Option<ProbeState>,
+    startup: Option<ProbeState>,
+    /// The last status the runtime gave.
+    status: Option<RuntimeStatus>,
+    /// The exit of an instance already counted (so a restart happens once).
+    handled_exit: Option<ContainerId>,
+}
+
+pub struct Worker {
+    ctx: Arc<Context>,
+    pod: Pod,
+    uid: String,
+    gone: bool,
+    pod_ip: Option<IpAddr>,
+    sandbox_ready: bool,
+    mounts: Option<HashMap<String, PathBuf>>,
+    runs: HashMap<String, Run>,
+    last_sent: Option<serde_json::Value>,
+    started_at: Time,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn time_of(at: SystemTime) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::try_from(at)
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PodError> + Send + 'static,
+) -> Result<T, PodError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(PodError::Runtime(anyhow::anyhow!("{error}"))))
+}
+
+impl Worker {
+    /// A worker for `pod`, adopting what a previous run of the agent left
+    /// on the machine for it.
+    pub fn new(
+        ctx: Arc<Context>,
+        pod: Pod,
+        existing: Option<runtime::pod::SandboxRecord>,
+    ) -> Worker {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut worker = Worker {
+            ctx,
+            pod,
+            uid,
+            gone: false,
+            pod_ip: None,
+            sandbox_ready: false,
+            mounts: None,
+            runs: HashMap::new(),
+            last_sent: None,
+            started_at: now(),
+        };
+        if let Some(record) = existing {
+            worker.sandbox_ready = true;
+            worker.pod_ip = record.ip.map(IpAddr::V4);
+            for container in record.containers {
+                let run = worker.runs.entry(container.name.clone()).or_default();
+                if run.id.is_none() || container.attempt >= run.attempt {
+                    run.id = Some(container.id.clone());
+                    run.attempt = container.attempt;
+                    run.status = Some(container.status.clone());
+                    // An exit seen before the restart is already counted.
+                    if matches!(container.status, RuntimeStatus::Exited { .. }) {
+                        run.handled_exit = None;
+                    }
+                }
+            }
+        }
+        worker
+    }
+
+    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.pod.spec.clone().unwrap_or_default()
+    }
+
+    fn host_ip(&self) -> String {
+        self.ctx.config.node_ip.to_string()
+    }
+
+    fn host_network(&self) -> bool {
+        self.spec().host_network.unwrap_or(false)
+    }
+
+    fn pod_ip_text(&self) -> String {
+        if self.host_network() {
+            return self.host_ip();
+        }
+        self.pod_ip.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+
+    /// Runs until the pod is gone from the machine and the API.
+    pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
+        loop {
+            if self.sync().await {
+                return;
+            }
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(Update::Pod(pod)) => {
+                        self.pod = *pod;
+                        // Take every queued update: only the newest counts.
+                        while let Ok(next) = updates.try_recv() {
+                            match next {
+                                Update::Pod(pod) => self.pod = *pod,
+                                Update::Gone => self.gone = true,
+                            }
+                        }
+                    }
+                    Some(Update::Gone) | None => self.gone = true,
+                },
+                () = tick => {}
+            }
+        }
+    }
+
+    fn deleting(&self) -> bool {
+        self.gone || self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    /// One round; true when the worker is done.
+    async fn sync(&mut self) -> bool {
+        if self.deleting() {
+            self.terminate().await;
+            return true;
+        }
+        let phase = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            // Done: nothing runs again; its containers stay for logs until
+            // the pod is deleted.
+            return false;
+        }
+        if !self.sandbox_ready && !self.make_sandbox().await {
+            self.send_status().await;
+            return false;
+        }
+        if self.mounts.is_none() && !self.prepare_volumes().await {
+            self.send_status().await;
+            return false;
+        }
+        let spec = self.spec();
+        let mut init_done = true;
+        for container in spec.init_containers.iter().flatten() {
+            self.refresh(&container.name).await;
+            match self.init_state(&container.name) {
+                InitState::Succeeded => continue,
+                InitState::Running => {
+                    init_done = false;
+                    break;
+                }
+                InitState::Failed | InitState::NotStarted => {
+                    init_done = false;
+                    self.step_init(container).await;
+                    break;
+                }
+            }
+        }
+        if init_done {
+            for container in spec.containers.iter() {
+                self.refresh(&container.name).await;
+                self.step_container(container).await;
+            }
+        }
+        self.send_status().await;
+        false
+    }
+
+    async fn make_sandbox(&mut self) -> bool {
+        let spec = self.spec();
+        let mut port_mappings = Vec::new();
+        for container in spec.containers.iter() {
+            for port in container.ports.iter().flatten() {
+                if let Some(host_port) = port.host_port.filter(|port| *port > 0) {
+                    port_mappings.push(PortMapping {
+                        host_port: host_port as u16,
+                        container_port: port.container_port as u16,
+                        protocol: if port.protocol.as_deref() == Some("UDP") {
+                            Protocol::Udp
+                        } else {
+                            Protocol::Tcp
+                        },
+                    });
+                }
+            }
+        }
+        let sandbox = SandboxSpec {
+            uid: self.uid.clone(),
+            name: self.pod.metadata.name.clone().unwrap_or_default(),
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            hostname: spec.hostname.clone(),
+            host_network: spec.host_network.unwrap_or(false),
+            port_mappings,
+        };
+        let runtime = self.ctx.runtime.clone();
+        match blocking(move || runtime.create_sandbox(&sandbox)).await {
+            Ok(info) => {
+                self.pod_ip = info.ip.map(IpAddr::V4);
+                self.sandbox_ready = true;
+                true
+            }
+            Err(error) => {
+                self.ctx.events.pod(
+                    &self.pod,
+                    true,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {error}"),
+                );
+                false
+            }
+        }
+    }
+
+    async fn prepare_volumes(&mut self) -> bool {
+        let (config_map_names, secret_names) = volumes::references(&self.pod);
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let mut sources = volumes::Sources::default();
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        for name in config_map_names {
+            match config_maps.get_opt(&name).await {
+                Ok(found) => {
+                    sources.config_maps.insert(name, found);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read a ConfigMap for a volume");
+                    return false;
+                }
+            }
+        }
+        for name in secret_names {
+            match secrets.get_opt(&name).await {
+                Ok(found) => {
+                    sources.secrets.insert(name, found);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read a Secret for a volume");
+                    return false;
+                }
+            }
+        }
+        let dir = volumes::pod_dir(&self.ctx.config.data_dir, &self.uid).join("volumes");
+        let mut mounts = HashMap::new();
+        for volume in self.spec().volumes.iter().flatten() {
+            match volumes::prepare(volume, &self.pod, &dir, &sources, &self.host_ip()) {
+                Ok(path) => {
+                    mounts.insert(volume.name.clone(), path);
+                }
+                Err(error) => {
+                    self.ctx
+                        .events
+                        .pod(&self.pod, true, "FailedMount", error.to_string());
+                    return false;
+                }
+            }
+        }
+        self.mounts = Some(mounts);
+        true
+    }
+
+    /// Reads the current instance's status from the runtime.
+    async fn refresh(&mut self, name: &str) {
+        let Some(id) = self.runs.get(name).and_then(|run| run.id.clone()) else {
+            return;
+        };
+        let runtime = self.ctx.runtime.clone();
+        let status = blocking(move || runtime.container_status(&id)).await.ok();
+        if let Some(run) = self.runs.get_mut(name) {
+            run.status = status;
+        }
+    }
+
+    fn init_state(&self, name: &str) -> InitState {
+        match self.runs.get(name).and_then(|run| run.status.as_ref()) {
+            None => InitState::NotStarted,
+            Some(RuntimeStatus::Created) | Some(RuntimeStatus::Running { .. }) => {
+                InitState::Running
+            }
+            Some(RuntimeStatus::Exited { exit_code: 0, .. }) => InitState::Succeeded,
+            Some(RuntimeStatus::Exited { .. }) => InitState::Failed,
+        }
+    }
+
+    fn restart_policy(&self) -> String {
+        self.spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".to_string())
+    }
+
+    async fn step_init(&mut self, container: &Container) {
+        // A failed init container restarts unless the policy is Never, in
+        // which case the pod has failed (its status says so).
+        if matches!(self.init_state(&container.name), InitState::Failed)
+            && self.restart_policy() == "Never"
+        {
+            return;
+        }
+        self.start_when_due(container).await;
+    }
+
+    async fn step_container(&mut self, container: &Container) {
+        let name = container.name.clone();
+        let status = self.runs.get(&name).and_then(|run| run.status.clone());
+        match status {
+            None => self.start_when_due(container).await,
+            Some(RuntimeStatus::Created) => {}
+            Some(RuntimeStatus::Running { started_at, .. }) => {
+                self.probe(container, started_at).await;
+            }
+            Some(RuntimeStatus::Exited { exit_code, .. }) => {
+                let restart = match self.restart_policy().as_str() {
+                    "Never" => false,
+                    "OnFailure" => exit_code != 0,
+                    _ => true,
+                };
+                if restart {
+                    self.start_when_due(container).await;
+                }
+            }
+        }
+    }
+
+    /// Starts the container now, or when its back-off has passed.
+    async fn start_when_due(&mut self, container: &Container) {
+        let name = container.name.clone();
+        let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
+        let previous_exit = {
+            let run = self.runs.entry(name.clone()).or_default();
+            match (&run.id, &run.status) {
+                (Some(id), Some(RuntimeStatus::Exited { .. }))
+                    if run.handled_exit.as_ref() != Some(id) =>
+                {
+                    run.handled_exit = Some(id.clone());
+                    let ran_long = match &run.status {
+                        Some(RuntimeStatus::Exited {
+                            started_at: Some(started),
+                            finished_at,
+                            ..
+                        }) => finished_at
+                            .duration_since(*started)
+                            .is_ok_and(|ran| ran >= BACKOFF_RESET),
+                        _ => false,
+                    };
+                    let backoff = if ran_long {
+                        BACKOFF_START
+                    } else {
+                        run.backoff
+                            .map_or(BACKOFF_START, |backoff| (backoff * 2).min(BACKOFF_MAX))
+                    };
+                    run.backoff = Some(backoff);
+                    run.next_start = Some(Instant::now() + backoff);
+                    true
+                }
+                _ => false,
+            }
+        };
+        let _ = previous_exit;
+        let field = Some(format!("spec.containers{{{name}}}"));
+        if let Some(run) = self.runs.get_mut(&name)
+            && let Some(at) = run.next_start
+            && Instant::now() < at
+        {
+            let backoff = run.backoff.unwrap_or(BACKOFF_START);
+            let message = format!(
+                "back-off {} restarting failed container={name} pod={pod_name}_{}({})",
+                humanize(backoff),
+                self.pod.metadata.namespace.clone().unwrap_or_default(),
+                self.uid
+            );
+            if run.waiting.as_ref().map(|(reason, _)| reason.as_str()) != Some("CrashLoopBackOff") {
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    true,
+                    "BackOff",
+                    "Back-off restarting failed container".to_string(),
+                );
+            }
+            run.waiting = Some(("CrashLoopBackOff".into(), message));
+            return;
+        }
+        // The image.
+        let image = match self.ensure_image(container).await {
+            Some(image) => image,
+            None => return,
+        };
+        // The configuration.
+        let container_spec = match self.container_spec(container, &image).await {
+            Ok(spec) => spec,
+            Err(message) => {
+                if let Some(run) = self.runs.get_mut(&name) {
+                    run.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
+                }
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    true,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                return;
+            }
+        };
+        let uid = self.uid.clone();
+        let runtime = self.ctx.runtime.clone();
+        let started = blocking(move || runtime.start_container(&uid, &container_spec)).await;
+        let run = self.runs.entry(name.clone()).or_default();
+        run.waiting = None;
+        let new_attempt = if run.id.is_some() {
+            run.attempt + 1
+        } else {
+            run.attempt
+        };
+        match started {
+            Ok(id) => {
+                if let Some(previous) = run.id.take() {
+                    run.last_terminated = terminated_of(&previous, run.status.as_ref());
+                    let runtime = self.ctx.runtime.clone();
+                    let previous_id = previous.clone();
+                    // The previous instance's record goes; its log stays.
+                    let _ = blocking(move || runtime.remove_container(&previous_id)).await;
+                }
+                run.attempt = new_attempt;
+                run.id = Some(id);
+                run.status = None;
+                run.liveness = container.liveness_probe.as_ref().map(|_| ProbeState::new());
+                run.readiness = container
+                    .readiness_probe
+                    .as_ref()
+                    .map(|_| ProbeState::new());
+                run.startup = container.startup_probe.as_ref().map(|_| ProbeState::new());
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field.clone(),
+                    false,
+                    "Created",
+                    format!("Created container {name}"),
+                );
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    false,
+                    "Started",
+                    format!("Started container {name}"),
+                );
+            }
+            Err(PodError::ContainerCannotRun {
+                id,
+                message,
+                exit_code,
+                ..
+            }) => {
+                if let Some(previous) = run.id.replace(id) {
+                    run.last_terminated = terminated_of(&previous, run.status.as_ref());
+                }
+                run.attempt = new_attempt;
+                run.status = Some(RuntimeStatus::Exited {
+                    exit_code,
+                    signal: None,
+                    reason: runtime::pod::ExitReason::ContainerCannotRun,
+                    message: message.clone(),
+                    started_at: None,
+                    finished_at: SystemTime::now(),
+                });
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    true,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+            }
+            Err(error) => {
+                run.waiting = Some(("CreateContainerError".into(), error.to_string()));
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    true,
+                    "Failed",
+                    format!("Error: {error}"),
+                );
+            }
+        }
+    }
+
+    async fn ensure_image(&mut self, container: &Container) -> Option<ImageInfo> {
+        let name = container.name.clone();
+        let image_name = container.image.clone().unwrap_or_default();
+        let field = Some(format!("spec.containers{{{name}}}"));
+        let policy = match container.image_pull_policy.as_deref() {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            _ if image_name.ends_with(":latest")
+                || !image_name.rsplit('/').next().unwrap_or("").contains(':') =>
+            {
+                PullPolicy::Always
+            }
+            _ => PullPolicy::IfNotPresent,
+        };
+        let run = self.runs.entry(name.clone()).or_default();
+        if let Some(image) = &run.image
+            && policy != PullPolicy::Always
+        {
+            return Some(image.clone());
+        }
+        let credentials = self.registry_auth(&image_name).await;
+        let runtime = self.ctx.runtime.clone();
+        let insecure = self.ctx.config.insecure_images;
+        let wanted = image_name.clone();
+        let pulling = policy != PullPolicy::Never;
+        if pulling {
+            self.ctx.events.pod_field(
+                &self.pod,
+                field.clone(),
+                false,
+                "Pulling",
+                format!("Pulling image {image_name:?}"),
+            );
+        }
+        let begun = Instant::now();
+        let result =
+            blocking(move || runtime.ensure_image(&wanted, policy, credentials.as_ref(), insecure))
+                .await;
+        let run = self.runs.entry(name.clone()).or_default();
+        match result {
+            Ok(image) => {
+                if pulling {
+                    self.ctx.events.pod_field(
+                        &self.pod,
+                        field,
+                        false,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image {image_name:?} in {}ms",
+                            begun.elapsed().as_millis()
+                        ),
+                    );
+                }
+                run.image = Some(image.clone());
+                Some(image)
+            }
+            Err(error) => {
+                let reason = match error {
+                    PodError::ImageNotPresent { .. } => "ErrImageNeverPull",
+                    _ if run.waiting.as_ref().is_some_and(|(reason, _)| {
+                        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+                    }) =>
+                    {
+                        "ImagePullBackOff"
+                    }
+                    _ => "ErrImagePull",
+                };
+                run.waiting = Some((reason.to_string(), error.to_string()));
+                run.next_start = Some(Instant::now() + BACKOFF_START);
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field,
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {image_name:?}: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Registry credentials from the pod's `imagePullSecrets`.
+    async fn registry_auth(&self, image: &str) -> Option<RegistryAuth> {
+        let registry = image
+            .split('/')
+            .next()
+            .filter(|first| {
+                image.contains('/')
+                    && (first.contains('.') || first.contains(':') || *first == "localhost")
+            })
+            .unwrap_or("docker.io")
+            .to_string();
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        for reference in self.spec().image_pull_secrets.iter().flatten() {
+            let Ok(Some(secret)) = secrets.get_opt(&reference.name).await else {
+                continue;
+            };
+            for key in [".dockerconfigjson", ".dockercfg"] {
+                if let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key))
+                    && let Ok(Some(auth)) = RegistryAuth::from_docker_config(&bytes.0, &registry)
+                {
+                    return Some(auth);
+                }
+            }
+        }
+        None
+    }
+
+    async fn container_spec(
+        &self,
+        container: &Container,
+        image: &ImageInfo,
+    ) -> Result<ContainerSpec, String> {
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let (config_map_names, secret_names) = spec::env_references(container);
+        let mut referenced = spec::Referenced::default();
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        for name in config_map_names {
+            let found = config_maps
+                .get_opt(&name)
+                .await
+                .map_err(|error| error.to_string())?;
+            referenced.config_maps.insert(name, found);
+        }
+        for name in secret_names {
+            let found = secrets
+                .get_opt(&name)
+                .await
+                .map_err(|error| error.to_string())?;
+            referenced.secrets.insert(name, found);
+        }
+        let env = spec::environment(
+            &self.pod,
+            container,
+            &referenced,
+            &self.host_ip(),
+            &self.pod_ip_text(),
+        )
+        .map_err(|error| error.0)?;
+        let args = spec::argv(container, image, &env);
+        let security = container.security_context.clone().unwrap_or_default();
+        let pod_security = self.spec().security_context.unwrap_or_default();
+        let privileged = security.privileged.unwrap_or(false);
+        let mounts = self.mounts.clone().unwrap_or_default();
+        let mut container_mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some(host_path) = mounts.get(&mount.name) else {
+                return Err(format!(
+                    "volume {:?} of mount {:?} is not in the pod's volumes",
+                    mount.name, mount.mount_path
+                ));
+            };
+            let host_path = match &mount.sub_path {
+                Some(sub) if !sub.is_empty() => {
+                    if sub.split('/').any(|part| part == "..") || sub.starts_with('/') {
+                        return Err(format!("invalid subPath {sub:?}"));
+                    }
+                    host_path.join(sub)
+                }
+                _ => host_path.clone(),
+            };
+            container_mounts.push(Mount {
+                host_path,
+                container_path: PathBuf::from(&mount.mount_path),
+                read_only: mount.read_only.unwrap_or(false),
+            });
+        }
+        let capabilities = security.capabilities.clone().unwrap_or_default();
+        let attempt = self
+            .runs
+            .get(&container.name)
+            .map(|run| {
+                if run.id.is_some() {
+                    run.attempt + 1
+                } else {
+                    run.attempt
+                }
+            })
+            .unwrap_or(0);
+        Ok(ContainerSpec {
+            name: container.name.clone(),
+            image: image.id.clone(),
+            args,
+            env,
+            working_dir: container.working_dir.clone(),
+            user: security
+                .run_as_user
+                .or(pod_security.run_as_user)
+                .map(|uid| uid as u32),
+            group: security
+                .run_as_group
+                .or(pod_security.run_as_group)
+                .map(|gid| gid as u32),
+            supplemental_groups: pod_security
+                .supplemental_groups
+                .unwrap_or_default()
+                .into_iter()
+                .map(|gid| gid as u32)
+                .collect(),
+            read_only_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+            capabilities_add: capabilities.add.unwrap_or_default(),
+            capabilities_drop: capabilities.drop.unwrap_or_default(),
+            privileged,
+            mounts: container_mounts,
+            resources: spec::resources(container),
+            attempt,
+            tty: container.tty.unwrap_or(false),
+            stdin: container.stdin.unwrap_or(false),
+        })
+    }
+
+    async fn probe(&mut self, container: &Container, started_at: SystemTime) {
+        let name = container.name.clone();
+        let ip = if self.host_network() {
+            self.ctx.config.node_ip
+        } else {
+            match self.pod_ip {
+                Some(ip) => ip,
+                None => return,
+            }
+        };
+        let field = Some(format!("spec.containers{{{name}}}"));
+        let _ = started_at;
+        // Startup first: until it passes, the others wait.
+        let kinds: [(&str, Option<&k8s_openapi::api::core::v1::Probe>); 3] = [
+            ("Startup", container.startup_probe.as_ref()),
+            ("Liveness", container.liveness_probe.as_ref()),
+            ("Readiness", container.readiness_probe.as_ref()),
+        ];
+        for (kind, probe) in kinds {
+            let Some(probe) = probe else { continue };
+            let Some(run) = self.runs.get(&name) else {
+                return;
+            };
+            if kind != "Startup"
+                && run
+                    .startup
+                    .as_ref()
+                    .is_some_and(|s| s.verdict != Some(true))
+            {
+                return;
+            }
+            let state = match kind {
+                "Startup" => run.startup.as_ref(),
+                "Liveness" => run.liveness.as_ref(),
+                _ => run.readiness.as_ref(),
+            };
+            let Some(state) = state else { continue };
+            if kind == "Startup" && state.verdict == Some(true) {
+                continue;
+            }
+            if !state.due(probe) {
+                continue;
+            }
+            let outcome = match probe::run_network(probe, container, ip).await {
+                Some(outcome) => outcome,
+                None => self.exec_probe(&name, probe).await,
+            };
+            let Some(run) = self.runs.get_mut(&name) else {
+                return;
+            };
+            let state = match kind {
+                "Startup" => run.startup.as_mut(),
+                "Liveness" => run.liveness.as_mut(),
+                _ => run.readiness.as_mut(),
+            };
+            let Some(state) = state else { continue };
+            state.record(probe, &outcome);
+            if let Outcome::Failure(message) = &outcome {
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field.clone(),
+                    true,
+                    "Unhealthy",
+                    format!("{kind} probe failed: {message}"),
+                );
+            }
+            let failed = state.verdict == Some(false);
+            if failed && kind != "Readiness" {
+                // Liveness or startup failed: the container is restarted.
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    field.clone(),
+                    false,
+                    "Killing",
+                    format!(
+                        "Container {name} failed {} probe, will be restarted",
+                        kind.to_lowercase()
+                    ),
+                );
+                let grace = Duration::from_secs(
+                    self.spec()
+                        .termination_grace_period_seconds
+                        .unwrap_or(30)
+                        .max(0) as u64,
+                );
+                if let Some(id) = self.runs.get(&name).and_then(|run| run.id.clone()) {
+                    let runtime = self.ctx.runtime.clone();
+                    let _ = blocking(move || runtime.stop_container(&id, grace)).await;
+                }
+                return;
+            }
+        }
+    }
+
+    async fn exec_probe(&self, name: &str, probe: &k8s_openapi::api::core::v1::Probe) -> Outcome {
+        let Some(command) = probe.exec.as_ref().and_then(|exec| exec.command.clone()) else {
+            return Outcome::Failure("the probe has no handler".into());
+        };
+        let Some(id) = self.runs.get(name).and_then(|run| run.id.clone()) else {
+            return Outcome::Failure("the container is not running".into());
+        };
+        let runtime = self.ctx.runtime.clone();
+        let timeout = probe::exec_timeout(probe);
+        let work = blocking(move || {
+            let mut process = runtime.exec(&id, &command, false)?;
+            let output = process.stdout.take();
+            let code = process.wait()?;
+            let mut text = String::new();
+            if let Some(mut output) = output {
+                use std::io::Read as _;
+                let _ = (&mut output).take(1024).read_to_string(&mut text);
+            }
+            Ok((code, text))
+        });
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok((0, _))) => Outcome::Success,
+            Ok(Ok((code, text))) => Outcome::Failure(format!(
+                "command exited with {code}{}",
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", text.trim())
+                }
+            )),
+            Ok(Err(error)) => Outcome::Failure(error.to_string()),
+            Err(_) => Outcome::Failure(format!("command timed out after {}s", timeout.as_secs())),
+        }
+    }
+
+    /// Stops everything of the pod, removes it from the machine, and
+    /// finishes its deletion in the API.
+    async fn terminate(&mut self) {
+        let spec = self.spec();
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
+        let grace = Duration::from_secs(grace);
+        let mut stops = Vec::new();
+        for (name, run) in &self.runs {
+            if let (Some(id), Some(RuntimeStatus::Running { .. })) = (&run.id, &run.status) {
+                self.ctx.events.pod_field(
+                    &self.pod,
+                    Some(format!("spec.containers{{{name}}}")),
+                    false,
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
+                let runtime = self.ctx.runtime.clone();
+                let id = id.clone();
+                stops.push(blocking(move || runtime.stop_container(&id, grace)));
+            }
+        }
+        futures::future::join_all(stops).await;
+        let runtime = self.ctx.runtime.clone();
+        let uid = self.uid.clone();
+        if let Err(error) = blocking(move || runtime.remove_sandbox(&uid)).await {
+            tracing::warn!(%error, pod = %self.uid, "cannot remove a pod's sandbox");
+        }
+        let _ = std::fs::remove_dir_all(volumes::pod_dir(&self.ctx.config.data_dir, &self.uid));
+        if self.gone {
+            return;
+        }
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => tracing::warn!(%error, pod = %name, "cannot finish a pod's deletion"),
+        }
+    }
+
+    /// Sends the pod's status if it differs from what was sent last.
+    async fn send_status(&mut self) {
+        let status = self.status();
+        let value = serde_json::to_value(&status).unwrap_or_default();
+        if self.last_sent.as_ref() == Some(&value) {
+            return;
+        }
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({
+            "metadata": {"uid": self.uid},
+            "status": value,
+        });
+        match pods
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.last_sent = Some(value),
+            Err(error) => tracing::debug!(%error, pod = %name, "cannot send a pod's status"),
+        }
+    }
+
+    fn container_status(&self, container: &Container, init: bool) -> ContainerStatus {
+        let run = self.runs.get(&container.name);
+        let waiting = |reason: &str, message: Option<String>| ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.to_string()),
+                message,
+            }),
+            ..ContainerState::default()
+        };
+        let mut ready = false;
+        let mut started = false;
+        let state = match run {
+            None => waiting(
+                if init {
+                    "PodInitializing"
+                } else {
+                    "ContainerCreating"
+                },
+                None,
+            ),
+            Some(run) => match (&run.waiting, &run.status) {
+                (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
+                (None, Some(RuntimeStatus::Running { started_at, .. })) => {
+                    started = run.startup.as_ref().is_none_or(|s| s.verdict == Some(true));
+                    ready = !init
+                        && started
+                        && match &run.readiness {
+                            Some(state) => state.verdict == Some(true),
+                            None => true,
+                        };
+                    ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(time_of(*started_at)),
+                        }),
+                        ..ContainerState::default()
+                    }
+                }
+                (None, Some(exited @ RuntimeStatus::Exited { .. })) => ContainerState {
+                    terminated: run
+                        .id
+                        .as_ref()
+                        .and_then(|id| terminated_of(id, Some(exited))),
+                    ..ContainerState::default()
+                },
+                (None, Some(RuntimeStatus::Created)) | (None, None) => waiting(
+                    if init {
+                        "PodInitializing"
+                    } else {
+                        "ContainerCreating"
+                    },
+                    None,
+                ),
+            },
+        };
+        ContainerStatus {
+            name: container.name.clone(),
+            image: container.image.clone().unwrap_or_default(),
+            image_id: run
+                .and_then(|run| run.image.as_ref())
+                .map(|image| image.id.clone())
+                .unwrap_or_default(),
+            container_id: run
+                .and_then(|run| run.id.as_ref())
+                .map(|id| format!("shoal://{id}")),
+            ready,
+            started: Some(started),
+            restart_count: run.map(|run| run.attempt as i32).unwrap_or(0),
+            state: Some(state),
+            last_state: Some(ContainerState {
+                terminated: run.and_then(|run| run.last_terminated.clone()),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }
+    }
+
+    fn status(&self) -> PodStatus {
+        let spec = self.spec();
+        let init_statuses: Vec<ContainerStatus> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|container| self.container_status(container, true))
+            .collect();
+        let statuses: Vec<ContainerStatus> = spec
+            .containers
+            .iter()
+            .map(|container| self.container_status(container, false))
+            .collect();
+        let policy = self.restart_policy();
+        let init_done = init_statuses.iter().all(|status| {
+            status
+                .state
+                .as_ref()
+                .and_then(|state| state.terminated.as_ref())
+                .is_some_and(|terminated| terminated.exit_code == 0)
+        });
+        let init_failed = policy == "Never"
+            && init_statuses.iter().any(|status| {
+                status
+                    .state
+                    .as_ref()
+                    .and_then(|state| state.terminated.as_ref())
+                    .is_some_and(|terminated| terminated.exit_code != 0)
+            });
+        let terminated: Vec<&ContainerStateTerminated> = statuses
+            .iter()
+            .filter_map(|status| status.state.as_ref()?.terminated.as_ref())
+            .collect();
+        let running = statuses
+            .iter()
+            .any(|status| status.state.as_ref().is_some_and(|s| s.running.is_some()));
+        let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
+        let any_failed = terminated.iter().any(|t| t.exit_code != 0);
+        let phase = if init_failed {
+            "Failed"
+        } else if !init_done {
+            "Pending"
+        } else if all_terminated && policy != "Always" && !(policy == "OnFailure" && any_failed) {
+            if any_failed { "Failed" } else { "Succeeded" }
+        } else if running
+            || statuses.iter().any(|status| status.restart_count > 0)
+            || !terminated.is_empty()
+        {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let all_ready = !statuses.is_empty() && statuses.iter().all(|status| status.ready);
+        let now = now();
+        let previous = self.pod.status.as_ref();
+        let condition = |kind: &str, value: bool, reason: Option<&str>| {
+            let status = if value { "True" } else { "False" };
+            let transition = previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|conditions| conditions.iter().find(|c| c.type_ == kind))
+                .filter(|c| c.status == status)
+                .and_then(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            PodCondition {
+                type_: kind.to_string(),
+                status: status.to_string(),
+                reason: reason.map(str::to_string),
+                last_transition_time: Some(transition),
+                ..PodCondition::default()
+            }
+        };
+        let not_ready = |kind: &str| {
+            let names: Vec<String> = statuses
+                .iter()
+                .filter(|status| !status.ready)
+                .map(|status| status.name.clone())
+                .collect();
+            let _ = kind;
+            format!("containers with unready status: [{}]", names.join(" "))
+        };
+        let mut conditions = vec![
+            condition("PodReadyToStartContainers", self.sandbox_ready, None),
+            condition(
+                "Initialized",
+                init_done,
+                (!init_done).then_some("ContainersNotInitialized"),
+            ),
+            {
+                let mut c = condition(
+                    "Ready",
+                    all_ready,
+                    (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
+                        "PodCompleted"
+                    } else {
+                        "ContainersNotReady"
+                    }),
+                );
+                if !all_ready {
+                    c.message = Some(not_ready("Ready"));
+                }
+                c
+            },
+            {
+                let mut c = condition(
+                    "ContainersReady",
+                    all_ready,
+                    (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
+                        "PodCompleted"
+                    } else {
+                        "ContainersNotReady"
+                    }),
+                );
+                if !all_ready {
+                    c.message = Some(not_ready("ContainersReady"));
+                }
+                c
+            },
+            condition("PodScheduled", true, None),
+        ];
+        // The scheduler's own condition stays as it wrote it.
+        if let Some(scheduled) = previous
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "PodScheduled"))
+        {
+            conditions.pop();
+            conditions.push(scheduled.clone());
+        }
+        let pod_ip = self.pod_ip_text();
+        PodStatus {
+            phase: Some(phase.to_string()),
+            conditions: Some(conditions),
+            host_ip: Some(self.host_ip()),
+            host_ips: Some(vec![k8s_openapi::api::core::v1::HostIP {
+                ip: self.host_ip(),
+            }]),
+            pod_ip: (!pod_ip.is_empty()).then(|| pod_ip.clone()),
+            pod_ips: (!pod_ip.is_empty()).then(|| vec![PodIP { ip: pod_ip }]),
+            start_time: Some(
+                previous
+                    .and_then(|p| p.start_time.clone())
+                    .unwrap_or_else(|| self.started_at.clone()),
+            ),
+            container_statuses: Some(statuses),
+            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+            qos_class: previous.and_then(|p| p.qos_class.clone()),
+            ..PodStatus::default()
+        }
+    }
+}
+
+enum InitState {
+    NotStarted,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+fn terminated_of(
+    id: &ContainerId,
+    status: Option<&RuntimeStatus>,
+) -> Option<ContainerStateTerminated> {
+    match status? {
+        RuntimeStatus::Exited {
+            exit_code,
+            signal,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => Some(ContainerStateTerminated {
+            exit_code: *exit_code,
+            signal: *signal,
+            reason: Some(reason.as_str().to_string()),
+            message: (!message.is_empty()).then(|| message.clone()),
+            started_at: started_at.map(time_of),
+            finished_at: Some(time_of(*finished_at)),
+            container_id: Some(format!("shoal://{id}")),
+        }),
+        _ => None,
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds >= 60 && seconds.is_multiple_of(60) {
+        format!("{}m0s", seconds / 60)
+    } else if seconds >= 60 {
+        format!("{}m{}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
