@@ -1,0 +1,463 @@
+//! Several machines on one: network-namespace test hosts on a bridge, one
+//! running `shoal up` (the server, with its own agent) and the others
+//! `shoal up --join` (agents only), each with its own data directory.
+//! The test process reaches them through a veth of its own on the bridge,
+//! as an operator's laptop reaches a cluster.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::describe_output;
+
+/// One test host: a network namespace with `eth0` on the bridge.
+pub struct Machine {
+    pub name: String,
+    pub namespace: String,
+    pub ip: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    process: Option<Child>,
+}
+
+/// A running test cluster. Dropping it stops every shoal and removes the
+/// namespaces, veths and what the machines left in their data directories.
+pub struct Machines {
+    pub machines: Vec<Machine>,
+    pub kubeconfig: PathBuf,
+    switch: String,
+    client_veth: String,
+    pub dir: tempfile::TempDir,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        describe_output(&output)
+    );
+}
+
+fn in_namespace(namespace: &str, program: &str, args: &[&str]) {
+    let mut full = vec!["netns", "exec", namespace, program];
+    full.extend_from_slice(args);
+    run("ip", &full);
+}
+
+/// The busybox image archive the machines import (made once per test).
+fn busybox_archive(dir: &Path) -> PathBuf {
+    let archive = dir.join("busybox.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/busybox-image");
+    run(
+        "python3",
+        &[
+            &script.display().to_string(),
+            &archive.display().to_string(),
+        ],
+    );
+    archive
+}
+
+impl Machines {
+    /// A server and `agents` joined machines, all Ready, each holding the
+    /// image `busybox:1`.
+    pub fn start(agents: usize) -> Machines {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        assert!(
+            status
+                .lines()
+                .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0")),
+            "the multi-machine tests make network namespaces: run them as root"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-machines-")
+            .tempdir()
+            .expect("a temporary directory");
+        let pid = std::process::id();
+        // A /24 of its own per test process.
+        let subnet = format!("10.{}.{}", 100 + (pid / 250) % 100, pid % 250);
+        let switch = format!("shm{pid}sw");
+        let client_veth = format!("shm{pid}c");
+        run("ip", &["netns", "add", &switch]);
+        let mut machines = Machines {
+            machines: Vec::new(),
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            switch: switch.clone(),
+            client_veth: client_veth.clone(),
+            dir,
+        };
+        in_namespace(&switch, "ip", &["link", "add", "br0", "type", "bridge"]);
+        in_namespace(&switch, "ip", &["link", "set", "br0", "up"]);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &client_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "client",
+                "netns",
+                &switch,
+            ],
+        );
+        in_namespace(&switch, "ip", &["link", "set", "client", "master", "br0"]);
+        in_namespace(&switch, "ip", &["link", "set", "client", "up"]);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{subnet}.1/24"),
+                "dev",
+                &client_veth,
+            ],
+        );
+        run("ip", &["link", "set", &client_veth, "up"]);
+        let archive = busybox_archive(machines.dir.path());
+        for index in 0..=agents {
+            let name = if index == 0 {
+                "server".to_string()
+            } else {
+                format!("agent-{index}")
+            };
+            let namespace = format!("shm{pid}h{index}");
+            let ip = format!("{subnet}.{}", 10 + index);
+            run("ip", &["netns", "add", &namespace]);
+            let port = format!("shm{pid}p{index}");
+            run(
+                "ip",
+                &[
+                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &namespace,
+                ],
+            );
+            in_namespace(&switch, "ip", &["link", "set", &port, "master", "br0"]);
+            in_namespace(&switch, "ip", &["link", "set", &port, "up"]);
+            in_namespace(&namespace, "ip", &["link", "set", "lo", "up"]);
+            in_namespace(
+                &namespace,
+                "ip",
+                &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            );
+            in_namespace(&namespace, "ip", &["link", "set", "eth0", "up"]);
+            // The test veth is every host's way out, as a default gateway.
+            in_namespace(
+                &namespace,
+                "ip",
+                &["route", "add", "default", "via", &format!("{subnet}.1")],
+            );
+            let data_dir = machines.dir.path().join(&name);
+            std::fs::create_dir_all(&data_dir).expect("a data directory");
+            run(
+                env!("CARGO_BIN_EXE_shoal"),
+                &[
+                    "image",
+                    "--data-dir",
+                    &data_dir.display().to_string(),
+                    "import",
+                    "--name",
+                    "busybox:1",
+                    &format!("oci-archive:{}", archive.display()),
+                ],
+            );
+            machines.machines.push(Machine {
+                log: machines.dir.path().join(format!("{name}.log")),
+                name,
+                namespace,
+                ip,
+                data_dir,
+                process: None,
+            });
+        }
+        let server_ip = machines.machines[0].ip.clone();
+        machines.launch(
+            0,
+            &[
+                "--api-listen=0.0.0.0:6443",
+                &format!("--advertise-address={server_ip}"),
+            ],
+        );
+        let join_command = machines.wait_for_log(0, "shoal up --join ", Duration::from_secs(60));
+        let token = join_command
+            .split("--token ")
+            .nth(1)
+            .expect("the join command names a token")
+            .trim()
+            .to_string();
+        std::fs::copy(
+            machines.machines[0].data_dir.join("admin.kubeconfig"),
+            &machines.kubeconfig,
+        )
+        .expect("the admin kubeconfig");
+        for index in 1..=agents {
+            machines.launch(
+                index,
+                &[
+                    &format!("--join=https://{server_ip}:6443"),
+                    &format!("--token={token}"),
+                ],
+            );
+        }
+        machines.wait_ready(agents + 1, Duration::from_secs(60));
+        machines
+    }
+
+    fn launch(&mut self, index: usize, extra: &[&str]) {
+        let machine = &mut self.machines[index];
+        let log = std::fs::File::create(&machine.log).expect("a log file");
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &machine.namespace,
+                env!("CARGO_BIN_EXE_shoal"),
+                "up",
+            ])
+            .arg(format!("--data-dir={}", machine.data_dir.display()))
+            .arg(format!("--node-name={}", machine.name))
+            .arg("--insecure-options=image")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log file"))
+            .stderr(log);
+        machine.process = Some(command.spawn().expect("start shoal up"));
+    }
+
+    /// Waits for a line of machine `index`'s log containing `needle`.
+    pub fn wait_for_log(&self, index: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.machines[index].log).unwrap_or_default();
+            if let Some(line) = log.lines().find(|line| line.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "machine {} never logged {needle:?}:\n{log}",
+                self.machines[index].name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every machine's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.machines
+            .iter()
+            .map(|machine| {
+                format!(
+                    "--- {} ---\n{}",
+                    machine.name,
+                    std::fs::read_to_string(&machine.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every machine's routes and NAT rules, for failure messages about
+    /// the pod network.
+    pub fn network_state(&self) -> String {
+        let mut text = String::new();
+        for machine in &self.machines {
+            for args in [
+                vec!["-n", machine.namespace.as_str(), "route"],
+                vec!["-n", machine.namespace.as_str(), "addr"],
+            ] {
+                let output = Command::new("ip").args(&args).output();
+                if let Ok(output) = output {
+                    text.push_str(&format!(
+                        "--- {}: ip {} ---\n{}",
+                        machine.name,
+                        args[2],
+                        String::from_utf8_lossy(&output.stdout)
+                    ));
+                }
+            }
+            for probe in [
+                "cat /proc/sys/net/ipv4/ip_forward",
+                "for ip in $(ip -o -4 route | awk '/^10.42/ {print $1}'); do echo route $ip; done",
+            ] {
+                if let Ok(output) = Command::new("ip")
+                    .args(["netns", "exec", &machine.namespace, "sh", "-c", probe])
+                    .output()
+                {
+                    text.push_str(&format!(
+                        "--- {}: {probe} ---\n{}{}",
+                        machine.name,
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                }
+            }
+            if let Ok(output) = Command::new("ip")
+                .args(["netns", "exec", &machine.namespace, "iptables-save"])
+                .output()
+            {
+                text.push_str(&format!(
+                    "--- {}: iptables-save ---\n{}",
+                    machine.name,
+                    String::from_utf8_lossy(&output.stdout)
+                ));
+            }
+        }
+        text
+    }
+
+    /// Runs kubectl 1.32 with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let binary = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+        assert!(
+            Path::new(binary).is_file(),
+            "kubectl 1.32 is missing at {binary}: it comes with this machine image's Google Cloud SDK"
+        );
+        Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}\n{}",
+            args.join(" "),
+            describe_output(&output),
+            self.logs()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Applies a manifest given as text.
+    pub fn apply(&self, manifest: &str) {
+        let path = self.dir.path().join(format!(
+            "manifest-{}.yaml",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ));
+        std::fs::write(&path, manifest).expect("write a manifest");
+        self.kubectl_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+
+    /// Waits until `check` (on `kubectl get …` output) holds.
+    pub fn wait_until(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.kubectl(args);
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if output.status.success() && check(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {} never showed what was expected; last:\n{text}{}\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn wait_ready(&self, count: usize, timeout: Duration) {
+        self.wait_until(&["get", "nodes", "--no-headers"], timeout, |text| {
+            text.lines()
+                .filter(|line| line.split_whitespace().nth(1) == Some("Ready"))
+                .count()
+                == count
+        });
+    }
+
+    /// A pod's field by JSONPath.
+    pub fn pod_field(&self, name: &str, path: &str) -> String {
+        self.kubectl_ok(&["get", "pod", name, "-o", &format!("jsonpath={{{path}}}")])
+    }
+}
+
+impl Drop for Machines {
+    fn drop(&mut self) {
+        // The agents stop their pods when the pods go (bounded: a broken
+        // agent leaves them to the runtime below).
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--all-namespaces",
+            "--grace-period=0",
+            "--force",
+            "--timeout=20s",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline
+            && self.machines.iter().any(|machine| {
+                std::fs::read_dir(machine.data_dir.join("runtime/containers"))
+                    .is_ok_and(|mut entries| entries.next().is_some())
+            })
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for machine in &mut self.machines {
+            if let Some(mut process) = machine.process.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &process.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = process.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+        }
+        // Containers outlive an agent on purpose: stop the machines' pods
+        // with the runtime, then remove the namespaces.
+        for machine in &self.machines {
+            let runtime_pods = machine.data_dir.join("runtime/containers");
+            if let Ok(entries) = std::fs::read_dir(&runtime_pods) {
+                for entry in entries.flatten() {
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    let _ = Command::new(env!("CARGO_BIN_EXE_shoal"))
+                        .args(["rm", "--force", "--data-dir"])
+                        .arg(&machine.data_dir)
+                        .arg(&id)
+                        .output();
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &machine.namespace])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.client_veth])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.switch])
+            .status();
+    }
+}
