@@ -65,6 +65,8 @@ struct Run {
     last_terminated: Option<ContainerStateTerminated>,
     backoff: Option<Duration>,
     next_start: Option<Instant>,
+    /// When a failed image pull is tried again.
+    image_retry: Option<Instant>,
     liveness: Option<ProbeState>,
     readiness: Option<ProbeState>,
     startup: Option<ProbeState>,
@@ -128,8 +130,8 @@ impl Worker {
             started_at: now(),
         };
         if let Some(record) = existing {
-            worker.sandbox_ready = true;
-            worker.pod_ip = record.ip.map(IpAddr::V4);
+            // The sandbox is looked up again on the first round: after a
+            // reboot its namespaces are gone and it is made anew.
             for container in record.containers {
                 let run = worker.runs.entry(container.name.clone()).or_default();
                 if run.id.is_none() || container.attempt >= run.attempt {
@@ -184,7 +186,10 @@ impl Worker {
                             }
                         }
                     }
-                    Some(Update::Gone) | None => self.gone = true,
+                    Some(Update::Gone) => self.gone = true,
+                    // The agent is stopping: the pod stays as it is, for
+                    // the next start to adopt.
+                    None => return,
                 },
                 () = tick => {}
             }
@@ -437,6 +442,11 @@ impl Worker {
         };
         let _ = previous_exit;
         let field = Some(format!("spec.containers{{{name}}}"));
+        if let Some(run) = self.runs.get(&name)
+            && run.image_retry.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
         if let Some(run) = self.runs.get_mut(&name)
             && let Some(at) = run.next_start
             && Instant::now() < at
@@ -633,7 +643,7 @@ impl Worker {
                     _ => "ErrImagePull",
                 };
                 run.waiting = Some((reason.to_string(), error.to_string()));
-                run.next_start = Some(Instant::now() + BACKOFF_START);
+                run.image_retry = Some(Instant::now() + BACKOFF_START);
                 self.ctx.events.pod_field(
                     &self.pod,
                     field,
@@ -1054,7 +1064,14 @@ impl Worker {
             restart_count: run.map(|run| run.attempt as i32).unwrap_or(0),
             state: Some(state),
             last_state: Some(ContainerState {
-                terminated: run.and_then(|run| run.last_terminated.clone()),
+                // Waiting to restart: the instance that exited is the last
+                // state; once restarted, the one before.
+                terminated: run.and_then(|run| match (&run.waiting, &run.status, &run.id) {
+                    (Some(_), Some(exited @ RuntimeStatus::Exited { .. }), Some(id)) => {
+                        terminated_of(id, Some(exited))
+                    }
+                    _ => run.last_terminated.clone(),
+                }),
                 ..ContainerState::default()
             }),
             ..ContainerStatus::default()
@@ -1090,26 +1107,47 @@ impl Worker {
                     .and_then(|state| state.terminated.as_ref())
                     .is_some_and(|terminated| terminated.exit_code != 0)
             });
-        let terminated: Vec<&ContainerStateTerminated> = statuses
-            .iter()
-            .filter_map(|status| status.state.as_ref()?.terminated.as_ref())
-            .collect();
-        let running = statuses
-            .iter()
-            .any(|status| status.state.as_ref().is_some_and(|s| s.running.is_some()));
-        let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
-        let any_failed = terminated.iter().any(|t| t.exit_code != 0);
+        // kubelet's reading of the containers: a container waiting to
+        // restart counts as stopped.
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for status in &statuses {
+            let state = status.state.clone().unwrap_or_default();
+            if state.running.is_some() {
+                running += 1;
+            } else if let Some(terminated) = &state.terminated {
+                stopped += 1;
+                if terminated.exit_code == 0 {
+                    succeeded += 1;
+                }
+            } else if let Some(last) = status
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+            {
+                stopped += 1;
+                if last.exit_code == 0 {
+                    succeeded += 1;
+                }
+            } else {
+                waiting += 1;
+            }
+        }
         let phase = if init_failed {
             "Failed"
-        } else if !init_done {
+        } else if !init_done || waiting > 0 {
             "Pending"
-        } else if all_terminated && policy != "Always" && !(policy == "OnFailure" && any_failed) {
-            if any_failed { "Failed" } else { "Succeeded" }
-        } else if running
-            || statuses.iter().any(|status| status.restart_count > 0)
-            || !terminated.is_empty()
-        {
+        } else if running > 0 {
             "Running"
+        } else if stopped > 0 {
+            if policy == "Always" {
+                "Running"
+            } else if stopped == succeeded {
+                "Succeeded"
+            } else if policy == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
         } else {
             "Pending"
         };

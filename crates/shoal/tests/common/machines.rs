@@ -17,9 +17,15 @@ pub struct Machine {
     pub name: String,
     pub namespace: String,
     pub ip: String,
+    /// The host's mount namespace, kept in a file (its own /sys, and the
+    /// pods' pinned namespaces outlive one shoal process, as on a machine).
+    pub mount_namespace: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     process: Option<Child>,
+    /// The flags it was last started with, for a restart.
+    flags: Vec<String>,
+    launches: usize,
 }
 
 /// A running test cluster. Dropping it stops every shoal and removes the
@@ -29,6 +35,8 @@ pub struct Machines {
     pub kubeconfig: PathBuf,
     switch: String,
     client_veth: String,
+    /// A private mount holding the hosts' mount namespace files.
+    mount_dir: PathBuf,
     pub dir: tempfile::TempDir,
 }
 
@@ -86,11 +94,17 @@ impl Machines {
         let switch = format!("shm{pid}sw");
         let client_veth = format!("shm{pid}c");
         run("ip", &["netns", "add", &switch]);
+        let mount_dir = PathBuf::from(format!("/run/shoal-test-mnt-{pid}"));
+        std::fs::create_dir_all(&mount_dir).expect("a directory under /run");
+        let mount_text = mount_dir.display().to_string();
+        run("mount", &["--bind", &mount_text, &mount_text]);
+        run("mount", &["--make-private", &mount_text]);
         let mut machines = Machines {
             machines: Vec::new(),
             kubeconfig: dir.path().join("admin.kubeconfig"),
             switch: switch.clone(),
             client_veth: client_veth.clone(),
+            mount_dir: mount_dir.clone(),
             dir,
         };
         in_namespace(&switch, "ip", &["link", "add", "br0", "type", "bridge"]);
@@ -150,6 +164,35 @@ impl Machines {
                 &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
             );
             in_namespace(&namespace, "ip", &["link", "set", "eth0", "up"]);
+            let mount_namespace = mount_dir.join(&namespace);
+            std::fs::write(&mount_namespace, b"").expect("a mount namespace file");
+            let mount_namespace_text = mount_namespace.display().to_string();
+            run(
+                "unshare",
+                &[
+                    &format!("--mount={mount_namespace_text}"),
+                    "--propagation",
+                    "slave",
+                    "true",
+                ],
+            );
+            // The host's own /sys (its network devices), with the
+            // machine's cgroup hierarchies moved over from the old one.
+            let keep = mount_dir.join(format!("{namespace}-cgroup"));
+            std::fs::create_dir_all(&keep).expect("a mount point");
+            let keep = keep.display().to_string();
+            run(
+                "nsenter",
+                &[
+                    &format!("--mount={mount_namespace_text}"),
+                    &format!("--net=/run/netns/{namespace}"),
+                    "sh",
+                    "-c",
+                    &format!(
+                        "mount --rbind /sys/fs/cgroup {keep} && mount -t sysfs sysfs /sys && mount --move {keep} /sys/fs/cgroup"
+                    ),
+                ],
+            );
             // The test veth is every host's way out, as a default gateway.
             in_namespace(
                 &namespace,
@@ -175,8 +218,11 @@ impl Machines {
                 name,
                 namespace,
                 ip,
+                mount_namespace,
                 data_dir,
                 process: None,
+                flags: Vec::new(),
+                launches: 0,
             });
         }
         let server_ip = machines.machines[0].ip.clone();
@@ -212,18 +258,34 @@ impl Machines {
         machines
     }
 
+    /// Stops machine `index`'s shoal (SIGTERM) and starts it again with
+    /// the same flags; returns once its agent is up again.
+    pub fn restart(&mut self, index: usize) {
+        stop(&mut self.machines[index]);
+        let flags = self.machines[index].flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.launch(index, &flags);
+        self.wait_for_log(index, "the node agent is up", Duration::from_secs(60));
+    }
+
     fn launch(&mut self, index: usize, extra: &[&str]) {
         let machine = &mut self.machines[index];
+        machine.flags = extra.iter().map(|flag| flag.to_string()).collect();
+        machine.launches += 1;
+        if machine.launches > 1 {
+            machine.log = machine
+                .log
+                .with_file_name(format!("{}-{}.log", machine.name, machine.launches));
+        }
         let log = std::fs::File::create(&machine.log).expect("a log file");
-        let mut command = Command::new("ip");
+        // The host's namespaces, kept across starts (`ip netns exec` would
+        // make each start a mount namespace of its own, and the pods'
+        // pinned namespaces would not outlive the process).
+        let mut command = Command::new("nsenter");
         command
-            .args([
-                "netns",
-                "exec",
-                &machine.namespace,
-                env!("CARGO_BIN_EXE_shoal"),
-                "up",
-            ])
+            .arg(format!("--mount={}", machine.mount_namespace.display()))
+            .arg(format!("--net=/run/netns/{}", machine.namespace))
+            .args([env!("CARGO_BIN_EXE_shoal"), "up"])
             .arg(format!("--data-dir={}", machine.data_dir.display()))
             .arg(format!("--node-name={}", machine.name))
             .arg("--insecure-options=image")
@@ -397,6 +459,24 @@ impl Machines {
     }
 }
 
+/// Stops a machine's shoal: SIGTERM, then SIGKILL after 10 s.
+fn stop(machine: &mut Machine) {
+    if let Some(mut process) = machine.process.take() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &process.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = process.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
 impl Drop for Machines {
     fn drop(&mut self) {
         // The agents stop their pods when the pods go (bounded: a broken
@@ -420,20 +500,7 @@ impl Drop for Machines {
             std::thread::sleep(Duration::from_millis(200));
         }
         for machine in &mut self.machines {
-            if let Some(mut process) = machine.process.take() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &process.id().to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = process.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = process.kill();
-                let _ = process.wait();
-            }
+            stop(machine);
         }
         // Containers outlive an agent on purpose: stop the machines' pods
         // with the runtime, then remove the namespaces.
@@ -452,7 +519,12 @@ impl Drop for Machines {
             let _ = Command::new("ip")
                 .args(["netns", "delete", &machine.namespace])
                 .status();
+            let _ = Command::new("umount")
+                .arg(&machine.mount_namespace)
+                .status();
         }
+        let _ = Command::new("umount").arg(&self.mount_dir).status();
+        let _ = std::fs::remove_dir_all(&self.mount_dir);
         let _ = Command::new("ip")
             .args(["link", "delete", &self.client_veth])
             .status();
