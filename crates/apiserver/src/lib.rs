@@ -27,6 +27,7 @@ mod handlers;
 mod kinds;
 mod managed;
 mod namespaces;
+mod node_proxy;
 mod objects;
 mod openapi_docs;
 pub mod pki;
@@ -45,6 +46,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use node_proxy::agent_client_tls;
 pub use server::{ServeError, User, bind, serve, tls_config};
 
 use crate::registry::Registry;
@@ -57,6 +59,10 @@ pub struct ApiConfig {
     /// The address clients reach the API at, as `host:port` (discovery's
     /// `serverAddressByClientCIDRs`).
     pub advertise_address: String,
+    /// How the API server calls node agents (pods' logs, exec, attach):
+    /// the cluster CA and its kubelet client certificate
+    /// ([`agent_client_tls`]). Without it those requests are 503.
+    pub agent_client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The API server's state: what it serves and the store it serves it from.

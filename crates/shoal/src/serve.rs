@@ -142,6 +142,11 @@ async fn start_api(
         kv,
         apiserver::ApiConfig {
             advertise_address: address,
+            agent_client_tls: Some(apiserver::agent_client_tls(
+                &pki.ca_cert_pem,
+                &pki.kubelet_client_cert_pem,
+                &pki.kubelet_client_key_pem,
+            )?),
         },
     );
     // The first start elects the member's leadership first: retry briefly.

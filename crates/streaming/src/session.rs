@@ -9,6 +9,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::channel::{self, ClientMessage, Protocol};
 use crate::{Process, ProcessOutput, StreamOptions};
@@ -33,7 +35,13 @@ pub async fn run<S>(
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        // A normal closure: client-go takes any other (even one without a
+        // code) as the streams failing.
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = sink.close().await;
     });
 
