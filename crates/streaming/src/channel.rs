@@ -133,7 +133,14 @@ impl Protocol {
     /// Reads one message from the client.
     pub fn decode(self, message: &Message) -> Result<ClientMessage, FrameError> {
         let (channel, data): (u8, Bytes) = match message {
+            // Text messages count as binary ones: the Python client sends
+            // stdin given as a string in text messages, channel byte first.
             Message::Binary(bytes) if !self.is_base64() => {
+                let (&channel, _) = bytes.split_first().ok_or(FrameError::Empty)?;
+                (channel, bytes.slice(1..))
+            }
+            Message::Text(text) if !self.is_base64() => {
+                let bytes = Bytes::copy_from_slice(text.as_bytes());
                 let (&channel, _) = bytes.split_first().ok_or(FrameError::Empty)?;
                 (channel, bytes.slice(1..))
             }
@@ -254,6 +261,10 @@ mod tests {
         assert_eq!(
             Protocol::V4.decode(&stdin),
             Ok(ClientMessage::Stdin(Bytes::from_static(b"input")))
+        );
+        assert_eq!(
+            Protocol::V4.decode(&Message::text("\u{0}typed\n")),
+            Ok(ClientMessage::Stdin(Bytes::from_static(b"typed\n")))
         );
         assert_eq!(
             Protocol::V4.decode(&Message::binary(Vec::new())),

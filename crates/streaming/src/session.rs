@@ -146,3 +146,166 @@ pub async fn run<S>(
         () = &mut client => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::TerminalSize;
+
+    /// A process made of pipes the test holds the other ends of.
+    struct FakeProcess {
+        stdin: tokio::io::DuplexStream,
+        stdout: tokio::io::DuplexStream,
+        stderr: tokio::io::DuplexStream,
+        sizes: tokio::sync::mpsc::UnboundedReceiver<TerminalSize>,
+        exit: tokio::sync::oneshot::Sender<i32>,
+    }
+
+    fn fake_process() -> (Process, FakeProcess) {
+        let (stdin_ours, stdin_theirs) = tokio::io::duplex(1024);
+        let (stdout_ours, stdout_theirs) = tokio::io::duplex(1024);
+        let (stderr_ours, stderr_theirs) = tokio::io::duplex(1024);
+        let (resize, sizes) = tokio::sync::mpsc::unbounded_channel();
+        let (exit, exited) = tokio::sync::oneshot::channel::<i32>();
+        let process = Process {
+            stdin: Some(Box::pin(stdin_ours)),
+            stdout: Some(Box::pin(stdout_ours)),
+            stderr: Some(Box::pin(stderr_ours)),
+            resize: Some(resize),
+            exit: Box::pin(async move {
+                exited
+                    .await
+                    .map_err(|_| crate::StreamError::Internal("no exit code".into()))
+            }),
+        };
+        let fake = FakeProcess {
+            stdin: stdin_theirs,
+            stdout: stdout_theirs,
+            stderr: stderr_theirs,
+            sizes,
+            exit,
+        };
+        (process, fake)
+    }
+
+    async fn next_data(client: &mut WebSocketStream<tokio::io::DuplexStream>) -> Message {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), client.next())
+                .await
+                .expect("a message in time")
+                .expect("the socket is open")
+                .expect("a valid message");
+            if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                return message;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v5_session_carries_streams_resizes_close_and_the_exit_status() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (process, mut fake) = fake_process();
+        let options = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let server = tokio::spawn(async move {
+            let socket = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+            run(socket, Protocol::V5, options, process).await;
+        });
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+
+        // The empty first message on stdout says the streams are ready.
+        assert_eq!(next_data(&mut client).await, Message::binary(vec![1u8]));
+
+        fake.stdout.write_all(b"out").await.expect("write stdout");
+        assert_eq!(
+            next_data(&mut client).await,
+            Message::binary(b"\x01out".to_vec())
+        );
+        fake.stderr.write_all(b"err").await.expect("write stderr");
+        assert_eq!(
+            next_data(&mut client).await,
+            Message::binary(b"\x02err".to_vec())
+        );
+
+        client
+            .send(Message::binary(b"\x00typed".to_vec()))
+            .await
+            .expect("send stdin");
+        client
+            .send(Message::binary(
+                b"\x04{\"Width\":100,\"Height\":30}".to_vec(),
+            ))
+            .await
+            .expect("send a resize");
+        client
+            .send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+            .await
+            .expect("close stdin");
+        let mut input = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), fake.stdin.read_to_end(&mut input))
+            .await
+            .expect("stdin ends in time")
+            .expect("read stdin");
+        assert_eq!(input, b"typed");
+        assert_eq!(
+            fake.sizes.recv().await,
+            Some(TerminalSize {
+                width: 100,
+                height: 30
+            })
+        );
+
+        drop(fake.stdout);
+        drop(fake.stderr);
+        fake.exit.send(7).expect("the session waits for the exit");
+        let Message::Binary(status) = next_data(&mut client).await else {
+            panic!("the status is a binary message");
+        };
+        assert_eq!(status[0], channel::ERROR);
+        let status: serde_json::Value =
+            serde_json::from_slice(&status[1..]).expect("a JSON status");
+        assert_eq!(status["details"]["causes"][0]["message"], "7");
+        let Message::Close(Some(close)) = next_data(&mut client).await else {
+            panic!("the session closes the socket");
+        };
+        assert_eq!(close.code, CloseCode::Normal);
+        let _ = client.close(None).await;
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the session ends")
+            .expect("the session does not panic");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_drops_the_process() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (process, fake) = fake_process();
+        let options = StreamOptions {
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let server = tokio::spawn(async move {
+            let socket = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+            run(socket, Protocol::V4, options, process).await;
+        });
+        drop(client_io);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the session ends without its client")
+            .expect("the session does not panic");
+        // The session dropped the process: its exit future is gone.
+        assert!(fake.exit.is_closed());
+    }
+}
