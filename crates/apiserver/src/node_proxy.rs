@@ -118,19 +118,18 @@ fn choose_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<Stri
             [] => Err(ApiError::bad_request(format!(
                 "a container name must be specified for pod {name}"
             ))),
-            _ => {
-                let mut message = format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                );
-                if !init_containers.is_empty() {
-                    message.push_str(&format!(
-                        " or one of the init containers: [{}]",
-                        init_containers.join(" ")
-                    ));
-                }
-                Err(ApiError::bad_request(message))
-            }
+            // Every container, init and ephemeral ones too, in the order
+            // kube-apiserver visits them.
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                init_containers
+                    .iter()
+                    .chain(&containers)
+                    .chain(&ephemeral_containers)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))),
         },
     }
 }
@@ -437,7 +436,7 @@ mod tests {
         assert_eq!(missing.code, 400);
         assert_eq!(
             missing.message,
-            "a container name must be specified for pod web, choose one of: [app sidecar] or one of the init containers: [setup]"
+            "a container name must be specified for pod web, choose one of: [setup app sidecar]"
         );
         let unknown = choose_container(&pod(), "web", Some("db")).unwrap_err();
         assert_eq!(unknown.message, "container db is not valid for pod web");

@@ -528,6 +528,15 @@ fn check_kubectl(release: KubectlRelease) {
         "kubectl exec busy -c nope -- true",
         "container nope is not valid for pod busy",
     );
+    // kubectl checks a container's name itself; the API server's check
+    // shows through a raw request.
+    expect_error(
+        &kubectl,
+        cwd,
+        "kubectl get --raw '/api/v1/namespaces/default/pods/busy/log?container=nope'",
+        "Error from server (BadRequest): container nope is not valid for pod busy",
+    );
+    expect(&kubectl, cwd, "kubectl logs pending", "", 0);
     expect_error(
         &kubectl,
         cwd,
