@@ -405,6 +405,14 @@ fn check_kubectl(release: KubectlRelease) {
         0,
     );
     expect(&kubectl, cwd, "kubectl logs two -c b", "from b\n", 0);
+    // A container that is not running: follow stops at the end.
+    expect(&kubectl, cwd, "kubectl logs -f two -c a", "from a\n", 0);
+    expect_error(
+        &kubectl,
+        cwd,
+        "kubectl logs two -c a --previous",
+        "previous terminated container \"a\" in pod \"two\" not found",
+    );
 
     // logs -f shows new lines, and ends when the container exits.
     let follow = Background::spawn(kubectl.command("kubectl logs -f busy --tail=1", cwd));
@@ -598,6 +606,14 @@ fn the_python_client_streams_exec_and_logs() {
 
 /// curl to the agent directly, with the given client certificate (or none).
 fn curl_agent(cluster: &Cluster, certificate: Option<(&Path, &Path)>) -> Output {
+    curl_agent_path(
+        cluster,
+        certificate,
+        "/containerLogs/default/busy/app?tailLines=1",
+    )
+}
+
+fn curl_agent_path(cluster: &Cluster, certificate: Option<(&Path, &Path)>, path: &str) -> Output {
     let pki = pki_dir(&cluster.shoal);
     let mut command = Command::new("curl");
     command
@@ -610,10 +626,7 @@ fn curl_agent(cluster: &Cluster, certificate: Option<(&Path, &Path)>) -> Output 
     if let Some((cert, key)) = certificate {
         command.arg("--cert").arg(cert).arg("--key").arg(key);
     }
-    command.arg(format!(
-        "https://127.0.0.1:{}/containerLogs/default/busy/app?tailLines=1",
-        cluster.agent_port
-    ));
+    command.arg(format!("https://127.0.0.1:{}{path}", cluster.agent_port));
     common::run_with_watchdog(command, None, Duration::from_secs(20))
 }
 
@@ -635,6 +648,31 @@ fn the_agent_serves_only_the_api_servers_certificate() {
         "{}",
         common::describe_output(&allowed)
     );
+    // An exec without a WebSocket upgrade (SPDY's POST, or none) is
+    // refused with a Status; unknown paths are 404.
+    let api_server = (
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    );
+    let status_of = |output: &Output| -> serde_json::Value {
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("not a Status:\n{}", common::describe_output(output)))
+    };
+    let plain_exec = curl_agent_path(
+        &cluster,
+        Some((&api_server.0, &api_server.1)),
+        "/exec/default/busy/app?command=true&stdout=1",
+    );
+    let status = status_of(&plain_exec);
+    assert_eq!(status["code"], 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("Upgrade request required")),
+        "{status}"
+    );
+    let unknown = curl_agent_path(&cluster, Some((&api_server.0, &api_server.1)), "/configz");
+    assert_eq!(status_of(&unknown)["code"], 404);
     // Another user of the same CA is refused.
     let (cert, key) = apiserver::pki::issue_client_certificate(&pki, "someone", &["developers"])
         .expect("a client certificate");
