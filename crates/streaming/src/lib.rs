@@ -8,6 +8,14 @@
 //! CRI-format log files (`cri_log`), the WebSocket session that joins a
 //! process to its client (`session`), and the HTTPS server (`server`).
 //! No printing; errors are [`StreamError`].
+//!
+//! An agent serves it as:
+//! `Arc::new(AgentServer { backend, authorized_users:
+//! vec![KUBELET_CLIENT_USER], authorized_groups: vec!["system:masters"] })
+//! .serve(listener, agent_tls_config(cert, key, cluster_ca)?, shutdown)`,
+//! on [`DEFAULT_PORT`], with a serving certificate from the cluster CA
+//! that names the addresses its Node publishes (the API server verifies
+//! it against them).
 
 pub mod channel;
 pub mod cri_log;
@@ -23,6 +31,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use channel::{Protocol, TerminalSize};
 pub use cri_log::LogOptions;
 pub use server::{AgentServer, ServeError, agent_tls_config};
+
+/// kubelet's port, where the API server looks for an agent whose Node
+/// does not publish one.
+pub const DEFAULT_PORT: u16 = 10250;
 
 /// The errors of a streaming request, each with the HTTP status kubelet
 /// answers it with.
