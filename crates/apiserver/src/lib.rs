@@ -28,6 +28,7 @@ pub mod join;
 mod kinds;
 mod managed;
 mod namespaces;
+mod node_proxy;
 mod objects;
 mod openapi_docs;
 pub mod pki;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use node_proxy::agent_client_tls;
 pub use server::{ServeError, User, bind, serve, tls_config};
 
 use crate::registry::Registry;
@@ -64,6 +66,10 @@ pub struct ApiConfig {
     /// The range nodes' pod ranges (`spec.podCIDR`, a /24 each) come from;
     /// `None` leaves them unset.
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// How the API server calls node agents (pods' logs, exec, attach):
+    /// the cluster CA and its kubelet client certificate
+    /// ([`agent_client_tls`]). Without it those requests are 503.
+    pub agent_client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The API server's state: what it serves and the store it serves it from.

@@ -1,7 +1,10 @@
 //! The cluster's certificates, made on first start under the data directory:
 //! a CA, the API server's serving certificate (made anew at every start, so
-//! its names follow `--advertise-address`), and an admin client certificate,
-//! with the kubeconfig that uses it.
+//! its names follow `--advertise-address`), an admin client certificate,
+//! with the kubeconfig that uses it, and the API server's client
+//! certificate for node agents (`apiserver-kubelet-client`). Node agents
+//! get their serving certificates from the same CA
+//! ([`issue_serving_certificate`]).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,9 @@ use rcgen::{
 /// group Kubernetes grants everything.
 pub const ADMIN_USER: &str = "shoal-admin";
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The user the API server is when it calls a node agent (kubeadm's name
+/// for kube-apiserver's kubelet client certificate).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -36,6 +42,9 @@ pub struct Pki {
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     pub admin_kubeconfig: PathBuf,
+    /// The API server's client certificate and key for node agents.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -136,18 +145,8 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
     let (ca_cert_pem, issuer) = load_issuer(dir)?;
 
     // The serving certificate, for every name the server is reached by.
-    let serving_key = KeyPair::generate()?;
-    let mut serving = leaf_params("shoal-apiserver", None, 1)?;
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    for name in names {
-        serving.subject_alt_names.push(match name.parse() {
-            Ok(address) => SanType::IpAddress(address),
-            Err(_) => SanType::DnsName(name.clone().try_into()?),
-        });
-    }
-    let serving_cert = serving.signed_by(&serving_key, &issuer)?;
-    let serving_cert_pem = serving_cert.pem();
-    let serving_key_pem = serving_key.serialize_pem();
+    let (serving_cert_pem, serving_key_pem) =
+        serving_certificate(&issuer, "shoal-apiserver", names)?;
     write_file(&dir.join("apiserver.crt"), &serving_cert_pem, false)?;
     write_file(&dir.join("apiserver.key"), &serving_key_pem, true)?;
 
@@ -161,6 +160,13 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
         let (cert, key) = client_certificate(&issuer, ADMIN_USER, &[ADMIN_GROUP])?;
         write_file(&admin_key_path, &key, true)?;
         write_file(&admin_cert_path, &cert, false)?;
+    }
+    let kubelet_client_cert_path = dir.join("apiserver-kubelet-client.crt");
+    let kubelet_client_key_path = dir.join("apiserver-kubelet-client.key");
+    if !kubelet_client_cert_path.exists() || !kubelet_client_key_path.exists() {
+        let (cert, key) = client_certificate(&issuer, KUBELET_CLIENT_USER, &[])?;
+        write_file(&kubelet_client_key_path, &key, true)?;
+        write_file(&kubelet_client_cert_path, &cert, false)?;
     }
     // Rewritten at every start: the server's address may have changed.
     let kubeconfig = kubeconfig(
@@ -176,6 +182,8 @@ pub fn ensure(dir: &Path, names: &[String], server_url: &str) -> Result<Pki, Pki
         serving_cert_pem,
         serving_key_pem,
         admin_kubeconfig,
+        kubelet_client_cert_pem: read(&kubelet_client_cert_path)?,
+        kubelet_client_key_pem: read(&kubelet_client_key_path)?,
     })
 }
 
@@ -194,6 +202,52 @@ pub fn load_issuer(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), Pki
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
         .map_err(|error| invalid(&ca_cert_path, error))?;
     Ok((ca_cert_pem, issuer))
+}
+
+/// A serving certificate named `common_name` for `names` (DNS names and IP
+/// addresses, as subject alternative names), and its key, as PEM.
+fn serving_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    names: &[String],
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = leaf_params(common_name, None, 1)?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    for name in names {
+        params.subject_alt_names.push(match name.parse() {
+            Ok(address) => SanType::IpAddress(address),
+            Err(_) => SanType::DnsName(name.clone().try_into()?),
+        });
+    }
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A serving certificate from the cluster CA under `dir`, for a node
+/// agent's streaming port: `common_name` (kubelet uses the node's name) and
+/// the node's addresses and host names as `names`. Returns the certificate
+/// and key as PEM, and the CA's certificate (to verify the API server's
+/// client certificate with).
+pub fn issue_serving_certificate(
+    dir: &Path,
+    common_name: &str,
+    names: &[String],
+) -> Result<(String, String, String), PkiError> {
+    let (ca_cert_pem, issuer) = load_issuer(dir)?;
+    let (cert, key) = serving_certificate(&issuer, common_name, names)?;
+    Ok((cert, key, ca_cert_pem))
+}
+
+/// A client certificate from the cluster CA under `dir` for `user` in
+/// `groups`, and its key, as PEM.
+pub fn issue_client_certificate(
+    dir: &Path,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String), PkiError> {
+    let (_, issuer) = load_issuer(dir)?;
+    client_certificate(&issuer, user, groups)
 }
 
 /// A client certificate for `user` in `groups` (the common name and

@@ -223,6 +223,20 @@ impl ApiError {
         ApiError::new(504, "Timeout", message)
     }
 
+    /// A node agent's refusal, passed on with its code.
+    pub fn from_agent(code: u16, message: String) -> ApiError {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            503 => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        ApiError::new(code, reason, message)
+    }
+
     /// The `Status` object.
     pub fn to_status(&self) -> Value {
         let mut status = json!({

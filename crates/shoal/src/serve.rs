@@ -155,6 +155,11 @@ async fn start_api(
             advertise_address: address.clone(),
             join: Some(Arc::clone(&authority)),
             cluster_cidr: Some(platform.node.cluster_cidr),
+            agent_client_tls: Some(apiserver::agent_client_tls(
+                &pki.ca_cert_pem,
+                &pki.kubelet_client_cert_pem,
+                &pki.kubelet_client_key_pem,
+            )?),
         },
     );
     // The first start elects the member's leadership first: retry briefly.

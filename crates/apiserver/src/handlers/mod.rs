@@ -68,9 +68,10 @@ pub async fn dispatch(api: &Api, request: Request<'_>) -> hyper::Response<Body> 
             .await
             .and_then(|object| scale_of(&object))
             .map(|scale| respond::json(200, &scale)),
-        (_, Some(_), Some("log" | "exec" | "attach" | "portforward" | "proxy")) => {
-            Err(node_not_serving(&request))
+        (_, Some(name), Some(subresource @ ("log" | "exec" | "attach"))) => {
+            crate::node_proxy::serve(api, &request, name, subresource).await
         }
+        (_, Some(_), Some("portforward" | "proxy")) => Err(node_not_serving(&request)),
         (&http::Method::POST, None, None) => create(api, &request).await,
         (&http::Method::POST, Some(name), Some("binding")) => bind(api, &request, name).await,
         (&http::Method::POST, Some(name), Some("eviction")) => evict(api, &request, name).await,
@@ -112,7 +113,7 @@ pub(super) fn deprecation_warnings(resource: &ResourceType) -> Vec<String> {
 
 pub(super) fn node_not_serving(request: &Request<'_>) -> ApiError {
     ApiError::bad_request(format!(
-        "pod {} has no node agent to serve its {}: shoal does not run pods on nodes yet",
+        "pod {} cannot be reached through {}: shoal's node agents do not serve it yet",
         request.name.unwrap_or(""),
         request.subresource.unwrap_or("")
     ))
@@ -150,7 +151,7 @@ pub(super) fn answer_object(
 
 /// An object as its resource shows it (converted when the resource is
 /// another version's objects).
-pub(super) async fn read(
+pub(crate) async fn read(
     api: &Api,
     resource: &ResourceType,
     key: &str,
@@ -176,7 +177,7 @@ pub(super) async fn write_if(
     storage::put_if(api.kv.as_ref(), key, object, expected).await
 }
 
-pub(super) async fn get(api: &Api, request: &Request<'_>, name: &str) -> Result<Value, ApiError> {
+pub(crate) async fn get(api: &Api, request: &Request<'_>, name: &str) -> Result<Value, ApiError> {
     match read(api, request.resource, &key(request, name)).await? {
         Some(stored) => Ok(stored.object),
         None => Err(ApiError::not_found(request.resource, name)),

@@ -302,6 +302,11 @@ impl Background {
         String::from_utf8_lossy(&self.stdout.lock().expect("stdout buffer")).into_owned()
     }
 
+    /// The command's exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Waits until stdout has at least `n_lines` complete lines, or `timeout`.
     pub fn wait_for_lines(&self, n_lines: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
