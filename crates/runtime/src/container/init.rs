@@ -109,6 +109,12 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
         .thread_unblock()
         .context("cannot unblock signals")?;
     cgroup::join(&spec.cgroups)?;
+    if spec.terminal {
+        // The terminal on stdin becomes the session's controlling
+        // terminal: the app gets SIGINT from ^C, SIGWINCH on a resize.
+        rustix::process::setsid().context("cannot start a session")?;
+        rustix::process::ioctl_tiocsctty(std::io::stdin()).context("cannot take the terminal")?;
+    }
     let mut namespaces = CloneFlags::CLONE_NEWNS;
     match &spec.pod {
         // A pod's containers share its network, IPC and hostname: the init

@@ -354,6 +354,8 @@ impl PodRuntime {
             capabilities_add: spec.capabilities_add.clone(),
             capabilities_drop: spec.capabilities_drop.clone(),
             supplemental_groups: spec.supplemental_groups.clone(),
+            stdin: spec.stdin,
+            terminal: spec.tty,
         };
         let started = launcher::run_detached_with(
             self.executable(),

@@ -107,7 +107,7 @@ impl ExecProcess {
 }
 
 /// A pseudo-terminal: the master side and the path of the slave.
-fn open_terminal() -> anyhow::Result<(File, File)> {
+pub(crate) fn open_terminal() -> anyhow::Result<(File, File)> {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
         .context("cannot open a pseudo-terminal")?;

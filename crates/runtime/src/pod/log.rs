@@ -9,8 +9,11 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+use crate::pod::attach::Hub;
 
 /// Lines longer than this are cut into partial records (containerd's
 /// default, 16 KiB).
@@ -89,8 +92,14 @@ pub fn format_record(
 }
 
 /// Copies `source` (a container's stdout or stderr) into the log at `path`
-/// as CRI records, until end of file.
-pub(crate) fn copy_as_cri(mut source: File, path: PathBuf, stream: Stream) -> JoinHandle<()> {
+/// as CRI records, until end of file; and, as it comes, to the clients
+/// attached through `hub`.
+pub(crate) fn copy_as_cri(
+    mut source: File,
+    path: PathBuf,
+    stream: Stream,
+    hub: Option<Arc<Hub>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let Ok(mut log) = File::options().create(true).append(true).open(&path) else {
             // Without a log the app's output is still drained, so it never
@@ -105,6 +114,9 @@ pub(crate) fn copy_as_cri(mut source: File, path: PathBuf, stream: Stream) -> Jo
                 Ok(0) | Err(_) => break,
                 Ok(n_read) => n_read,
             };
+            if let Some(hub) = &hub {
+                hub.broadcast(stream, &buffer[..n_read]);
+            }
             pending.extend_from_slice(&buffer[..n_read]);
             let now = SystemTime::now();
             let mut batch = Vec::new();
@@ -170,7 +182,7 @@ mod tests {
         let path = dir.path().join("0.log");
         let (read, write) = std::io::pipe().unwrap();
         let read = File::from(std::os::fd::OwnedFd::from(read));
-        let copier = copy_as_cri(read, path.clone(), Stream::Stdout);
+        let copier = copy_as_cri(read, path.clone(), Stream::Stdout, None);
         let mut write = write;
         let long = vec![b'x'; MAX_LINE_BYTES + 10];
         write.write_all(b"one\n\ntwo").unwrap();

@@ -19,8 +19,9 @@
 //!
 //! Nothing here prints or exits; every failure is a [`PodError`].
 
+pub(crate) mod attach;
 mod container;
-mod exec;
+pub(crate) mod exec;
 mod image;
 pub mod log;
 mod network;
@@ -36,6 +37,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use crate::container::network::{PortMapping, Protocol};
+pub use attach::AttachSession;
 pub use exec::{EXEC_ENV, ExecProcess, main as exec_main};
 pub use image::{ImageInfo, PullPolicy, RegistryAuth};
 pub use network::ROUTE_PROTOCOL;
@@ -316,8 +318,10 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// The restart count: names this instance (and its log file).
     pub attempt: u32,
-    /// Kept for attach; stdin is not connected yet (see `docs/runtime.md`).
+    /// The app's stdio is a pseudo-terminal (`tty: true`), which
+    /// [`PodRuntime::attach`] reaches.
     pub tty: bool,
+    /// The app's stdin is fed by [`PodRuntime::attach`] (else /dev/null).
     pub stdin: bool,
 }
 
