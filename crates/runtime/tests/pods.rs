@@ -550,6 +550,24 @@ fn resource_limits_land_in_the_cgroup_and_logs_are_cri_records() {
         );
     }
 
+    // Under the pod's cgroup.
+    for dir in &dirs {
+        assert!(dir.ends_with(&format!("shoal/pod-{uid}/{}", id.0)), "{dir}");
+    }
+    // Usage is read from the cgroups, the container's and the pod's; a
+    // container without limits has them too.
+    let plain = node.start(uid, &node.container("plain", "exec sleep 1000"));
+    assert!(!cgroups_of(&node, &plain).is_empty());
+    for container in [&id, &plain] {
+        let usage = node.runtime.container_stats(container).unwrap();
+        assert!(usage.cpu_usage_nanos.unwrap() > 0, "{usage:?}");
+        assert!(usage.memory_usage_bytes.unwrap() > 0, "{usage:?}");
+        assert!(usage.memory_working_set_bytes.unwrap() <= usage.memory_usage_bytes.unwrap());
+    }
+    let pod_usage = node.runtime.pod_stats(uid).unwrap();
+    let container_usage = node.runtime.container_stats(&id).unwrap();
+    assert!(pod_usage.cpu_usage_nanos.unwrap() >= container_usage.cpu_usage_nanos.unwrap());
+
     let log_path = node.runtime.log_path(&id);
     eventually("both streams in the log", || {
         fs::read_to_string(&log_path).is_ok_and(|text| text.lines().count() >= 2)
@@ -753,6 +771,17 @@ fn remove_sandbox_leaves_nothing_behind() {
         !Path::new("/sys/class/net").join(&veth).exists(),
         "veth {veth} left"
     );
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup",
+    ] {
+        assert!(
+            !find_dir_named(Path::new(root), &format!("pod-{uid}"), 4),
+            "the pod's cgroup was left under {root}"
+        );
+    }
     for id in &ids {
         assert!(
             !node

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::container::cgroup::{self, Limits};
+use crate::container::cgroup::{self, Limits, Usage};
 use crate::container::init::parse_capability;
 use crate::container::run::{self as launcher, StartError};
 use crate::container::spec::{InitSpec, NetMode, Volume};
@@ -302,7 +302,12 @@ impl PodRuntime {
             })?;
         }
         drop(sweep_guard);
-        state.cgroups = match cgroup::create(&id, &limits) {
+        // Under the pod's group, and always made, so usage can be read.
+        let placement = cgroup::Placement {
+            group: Some(pod_cgroup_group(pod_uid)),
+            always: true,
+        };
+        state.cgroups = match cgroup::create_in(&placement, &id, &limits) {
             Ok(dirs) => dirs,
             Err(error) => {
                 let _ = containers.delete(&id);
@@ -434,6 +439,24 @@ impl PodRuntime {
         Ok(())
     }
 
+    /// What the running container uses now (`kubectl top`).
+    pub fn container_stats(&self, id: &ContainerId) -> Result<Usage, PodError> {
+        let state = self.load_container(id)?;
+        if !state.is_running() {
+            return Err(PodError::ContainerNotRunning { id: id.clone() });
+        }
+        Ok(cgroup::usage(&state.cgroups))
+    }
+
+    /// What the pod's containers use together.
+    pub fn pod_stats(&self, pod_uid: &str) -> Result<Usage, PodError> {
+        check_uid(pod_uid)?;
+        self.load_sandbox(pod_uid)?;
+        Ok(cgroup::usage(&cgroup::group_dirs(&pod_cgroup_group(
+            pod_uid,
+        ))))
+    }
+
     pub(crate) fn kill_and_remove(&self, record: &ContainerRecord) -> Result<(), PodError> {
         self.remove_container(&record.id)
     }
@@ -477,6 +500,11 @@ impl PodRuntime {
             .max();
         Ok(previous.map(|attempt| dir.join(format!("{attempt}.log"))))
     }
+}
+
+/// The cgroup group of a pod's containers.
+pub(crate) fn pod_cgroup_group(pod_uid: &str) -> String {
+    format!("pod-{pod_uid}")
 }
 
 fn validate(spec: &ContainerSpec) -> Result<(), PodError> {

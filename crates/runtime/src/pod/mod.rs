@@ -36,6 +36,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::container::cgroup::Usage;
 pub use crate::container::network::{PortMapping, Protocol};
 pub use attach::AttachSession;
 pub use exec::{EXEC_ENV, ExecProcess, main as exec_main};

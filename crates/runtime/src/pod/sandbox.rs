@@ -193,6 +193,7 @@ impl PodRuntime {
         for record in self.containers_of(pod_uid)? {
             self.kill_and_remove(&record)?;
         }
+        crate::container::cgroup::remove_group(&super::container::pod_cgroup_group(pod_uid));
         let leases = Leases::lock(self)?;
         match self.load_sandbox(pod_uid) {
             Ok(state) => self.teardown(&state, &leases),
