@@ -91,8 +91,12 @@ impl Drop for Node {
 }
 
 fn open_runtime(shoal: &Shoal, network_index: u8) -> PodRuntime {
+    open_runtime_at(shoal.data_dir.path(), network_index)
+}
+
+fn open_runtime_at(data_dir: &Path, network_index: u8) -> PodRuntime {
     PodRuntime::open_with(
-        shoal.data_dir.path(),
+        data_dir,
         PodNetwork {
             bridge: format!("shpt{network_index}"),
             pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 231, network_index, 0), 24).unwrap(),
@@ -1035,4 +1039,112 @@ fn attach_feeds_stdin_and_drives_a_terminal() {
     }
     let log = fs::read_to_string(node.runtime.log_path(&shell)).unwrap();
     assert!(log.contains("marker-42"), "{log}");
+}
+
+/// Set in the child process of the next test: the data directory and image
+/// the child, playing the agent, uses.
+const AGENT_ROLE_ENV: &str = "SHOAL_POD_TEST_AGENT";
+const AGENT_TEST: &str = "containers_outlive_the_agent_process_that_started_them";
+
+/// The agent's part: create a sandbox and a container, print their ids,
+/// and exit (the process ends with the test).
+fn play_the_agent(setting: &str) {
+    let (data_dir, image_id) = setting.split_once('\n').unwrap();
+    let runtime = open_runtime_at(Path::new(data_dir), 21);
+    let uid = "0a21aaaa-1111-4111-8111-000000000011";
+    runtime
+        .create_sandbox(&SandboxSpec {
+            uid: uid.into(),
+            name: "survivor".into(),
+            namespace: "default".into(),
+            hostname: None,
+            host_network: false,
+            port_mappings: Vec::new(),
+        })
+        .unwrap();
+    let id = runtime
+        .start_container(
+            uid,
+            &ContainerSpec {
+                name: "app".into(),
+                image: image_id.into(),
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap 'echo bye; exit 5' TERM; echo ready; while true; do sleep 0.1; done"
+                        .into(),
+                ],
+                ..ContainerSpec::default()
+            },
+        )
+        .unwrap();
+    // Ready once the trap is set, so the SIGTERM to come is the app's.
+    let log = runtime.log_path(&id);
+    eventually("the app to be ready", || {
+        fs::read_to_string(&log).is_ok_and(|text| text.contains("ready"))
+    });
+    let ContainerStatus::Running { pid, .. } = runtime.container_status(&id).unwrap() else {
+        panic!("not running");
+    };
+    println!("agent-started {id} {pid}");
+}
+
+#[test]
+fn containers_outlive_the_agent_process_that_started_them() {
+    if let Ok(setting) = std::env::var(AGENT_ROLE_ENV) {
+        play_the_agent(&setting);
+        return;
+    }
+    let node = Node::new(21);
+    // The agent: this test binary again, running only this test in the
+    // agent's role; it has exited when `output` returns.
+    let agent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", AGENT_TEST, "--nocapture", "--test-threads=1"])
+        .env(
+            AGENT_ROLE_ENV,
+            format!("{}\n{}", node.data_dir().display(), node.image_id),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&agent.stdout);
+    assert!(
+        agent.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let line = stdout
+        .lines()
+        // libtest may print its "test … ... " before the line.
+        .find_map(|line| line.split_once("agent-started ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (id, pid) = line.split_once(' ').unwrap();
+    let (id, pid) = (ContainerId(id.to_string()), pid.parse::<i32>().unwrap());
+
+    // A new agent finds the container running, the same process, and its
+    // monitor, which outlived the old agent, records its exit.
+    let sandboxes = node.runtime.list().unwrap();
+    let container = sandboxes[0]
+        .containers
+        .iter()
+        .find(|container| container.id == id)
+        .unwrap();
+    assert!(
+        matches!(container.status, ContainerStatus::Running { pid: running, .. } if running == pid),
+        "{:?}",
+        container.status
+    );
+    node.runtime
+        .stop_container(&id, Duration::from_secs(10))
+        .unwrap();
+    match node.runtime.container_status(&id).unwrap() {
+        ContainerStatus::Exited {
+            exit_code: 5,
+            reason: ExitReason::Error,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let log = fs::read_to_string(node.runtime.log_path(&id)).unwrap();
+    assert!(log.contains("stdout F bye"), "{log}");
 }
