@@ -1148,3 +1148,105 @@ fn containers_outlive_the_agent_process_that_started_them() {
     let log = fs::read_to_string(node.runtime.log_path(&id)).unwrap();
     assert!(log.contains("stdout F bye"), "{log}");
 }
+
+/// A `Key:\tvalue` line of /proc/PID/status.
+fn proc_status(pid: i32, key: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn running_pid(node: &Node, id: &ContainerId) -> i32 {
+    match node.runtime.container_status(id).unwrap() {
+        ContainerStatus::Running { pid, .. } => pid,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn effective_capabilities(pid: i32) -> u64 {
+    u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap()
+}
+
+#[test]
+fn security_context_users_capabilities_privileged_and_mounts() {
+    let node = Node::new(22);
+    let uid = "0a22aaaa-1111-4111-8111-000000000012";
+    node.sandbox(uid, "secured", Vec::new());
+    const CAP_CHOWN: u64 = 1 << 0;
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+    // Root with one capability added and one dropped.
+    let mut spec = node.container("caps", "exec sleep 1000");
+    spec.capabilities_add = vec!["NET_ADMIN".into()];
+    spec.capabilities_drop = vec!["CAP_CHOWN".into()];
+    let caps = node.start(uid, &spec);
+    let effective = effective_capabilities(running_pid(&node, &caps));
+    assert_ne!(effective & CAP_NET_ADMIN, 0, "{effective:x}");
+    assert_eq!(effective & CAP_CHOWN, 0, "{effective:x}");
+    assert_eq!(effective & CAP_SYS_ADMIN, 0, "{effective:x}");
+    let mut bad = node.container("bad-caps", "true");
+    bad.capabilities_add = vec!["CAP_FLY".into()];
+    let error = node
+        .runtime
+        .start_container(uid, &bad)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "invalid capability: unknown capability \"CAP_FLY\"");
+
+    // A user, a group and supplemental groups by number; non-root keeps
+    // no capabilities.
+    let mut spec = node.container("user", "exec sleep 1000");
+    spec.user = Some(1000);
+    spec.group = Some(2000);
+    spec.supplemental_groups = vec![3000];
+    let user = node.start(uid, &spec);
+    let pid = running_pid(&node, &user);
+    assert!(proc_status(pid, "Uid").starts_with("1000\t1000"));
+    assert!(proc_status(pid, "Gid").starts_with("2000\t2000"));
+    assert_eq!(proc_status(pid, "Groups"), "2000 3000");
+    assert_eq!(effective_capabilities(pid), 0);
+
+    // Privileged: every capability and the host's devices.
+    let mut spec = node.container("privileged", "exec sleep 1000");
+    spec.privileged = true;
+    let privileged = node.start(uid, &spec);
+    let effective = effective_capabilities(running_pid(&node, &privileged));
+    assert_ne!(effective & CAP_SYS_ADMIN, 0, "{effective:x}");
+    assert!(
+        Path::new("/dev/kmsg").exists(),
+        "the test looks for the host's /dev/kmsg"
+    );
+    assert_eq!(exec(&node, &privileged, &["test", "-c", "/dev/kmsg"]).0, 0);
+    assert_eq!(exec(&node, &caps, &["test", "-e", "/dev/kmsg"]).0, 1);
+
+    // A read-only host path mount and a read-only root.
+    let volume = tempfile::tempdir().unwrap();
+    fs::write(volume.path().join("config"), "from-the-agent\n").unwrap();
+    let mut spec = node.container("mounts", "exec sleep 1000");
+    spec.read_only_rootfs = true;
+    spec.mounts = vec![runtime::pod::Mount {
+        host_path: volume.path().to_path_buf(),
+        container_path: "/etc/config".into(),
+        read_only: true,
+    }];
+    spec.working_dir = Some("/etc/config".into());
+    spec.env = vec![("GREETING".into(), "from-the-pod".into())];
+    let mounts = node.start(uid, &spec);
+    assert_eq!(
+        exec(&node, &mounts, &["cat", "config"]),
+        (0, "from-the-agent\n".to_string())
+    );
+    assert_eq!(exec(&node, &mounts, &["touch", "/etc/config/new"]).0, 1);
+    assert_eq!(exec(&node, &mounts, &["touch", "/new"]).0, 1);
+    // The spec's env over the image's.
+    assert_eq!(
+        exec(&node, &mounts, &["sh", "-c", "echo $GREETING $HOSTNAME"]).1,
+        "from-the-pod secured\n"
+    );
+    assert!(!volume.path().join("new").exists());
+}

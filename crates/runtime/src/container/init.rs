@@ -216,10 +216,17 @@ fn join_pod_namespaces(pod: &PodNamespaces) -> anyhow::Result<()> {
 /// The capability set the app keeps: all of them when privileged, else the
 /// default set with the spec's additions and removals (`ALL` in either).
 pub(crate) fn capabilities_to_keep(spec: &InitSpec) -> anyhow::Result<caps::CapsHashSet> {
+    // "All" is all this process holds: the kernel may know fewer than the
+    // caps crate, and shoal itself may run with a reduced set.
+    let held = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
     if spec.privileged {
-        return Ok(caps::all());
+        return Ok(held);
     }
-    let mut keep: caps::CapsHashSet = DEFAULT_CAPABILITIES.iter().copied().collect();
+    let mut keep: caps::CapsHashSet = DEFAULT_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|capability| held.contains(capability))
+        .collect();
     for name in &spec.capabilities_drop {
         match parse_capability(name)? {
             None => keep.clear(),
@@ -230,10 +237,11 @@ pub(crate) fn capabilities_to_keep(spec: &InitSpec) -> anyhow::Result<caps::Caps
     }
     for name in &spec.capabilities_add {
         match parse_capability(name)? {
-            None => keep = caps::all(),
-            Some(capability) => {
+            None => keep = held.clone(),
+            Some(capability) if held.contains(&capability) => {
                 keep.insert(capability);
             }
+            Some(capability) => bail!("cannot grant {capability}: shoal itself does not hold it"),
         }
     }
     Ok(keep)
@@ -459,7 +467,8 @@ fn bind_host_devices(dev: &Path) -> anyhow::Result<()> {
             continue;
         }
         let target = dev.join(entry.file_name());
-        if target.exists() {
+        // Not `exists`, which follows links: /dev/ptmx is one already.
+        if fs::symlink_metadata(&target).is_ok() {
             continue;
         }
         File::create(&target).with_context(|| format!("cannot create {}", target.display()))?;
