@@ -106,6 +106,7 @@ fn open_runtime_at(data_dir: &Path, network_index: u8) -> PodRuntime {
         PodRuntimeOptions {
             executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
             insecure_registries: Vec::new(),
+            log_max_bytes: None,
         },
     )
     .unwrap()

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -336,14 +336,21 @@ fn supervise(
             // the container running with its log.
             let hub =
                 crate::pod::attach::Hub::serve(&attach_path, streams.stdin, streams.terminal).ok();
+            let max_bytes = state
+                .pod
+                .as_ref()
+                .map_or(crate::pod::log::DEFAULT_MAX_LOG_BYTES, |member| {
+                    member.log_max_bytes
+                });
+            let log = crate::pod::log::LogFile::open(log_path.clone(), max_bytes);
             let mut copiers = vec![copy_as_cri(
                 streams.stdout,
-                log_path.clone(),
+                Arc::clone(&log),
                 Stream::Stdout,
                 hub.clone(),
             )];
             if let Some(stderr) = streams.stderr {
-                copiers.push(copy_as_cri(stderr, log_path.clone(), Stream::Stderr, hub));
+                copiers.push(copy_as_cri(stderr, log, Stream::Stderr, hub));
             }
             copiers
         }

@@ -293,6 +293,11 @@ impl PodRuntime {
                 attempt: spec.attempt,
                 log_path: log_path.clone(),
                 stop_signal: stop_signal as i32,
+                log_max_bytes: self
+                    .inner
+                    .options
+                    .log_max_bytes
+                    .unwrap_or(crate::pod::log::DEFAULT_MAX_LOG_BYTES),
             }),
         };
         {

@@ -335,6 +335,9 @@ pub struct PodRuntimeOptions {
     pub executable: Option<PathBuf>,
     /// Registries (`HOST[:PORT]`) spoken to over plain http.
     pub insecure_registries: Vec<String>,
+    /// A container's log is rotated (to `<attempt>.log.1`) past this size;
+    /// default [`log::DEFAULT_MAX_LOG_BYTES`] (10 MiB).
+    pub log_max_bytes: Option<u64>,
 }
 
 /// The node's pod runtime; cheap to clone (one shared state).
