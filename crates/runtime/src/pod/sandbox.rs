@@ -217,7 +217,7 @@ impl PodRuntime {
         if let Some(veth) = &state.host_veth {
             // It goes with the network namespace, but the kernel frees
             // namespaces lazily: deleted now, so its name is free at once.
-            network::remove_links(&[veth.as_str()]);
+            super::network::delete_link(veth);
         }
         let ns_dir = self.pod_dir(&state.uid).join("ns");
         for (name, _) in NAMESPACES {
