@@ -260,6 +260,43 @@ fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the
     );
     // exec's exit code.
     assert_eq!(exec(&node, &client, &["sh", "-c", "exit 3"]).0, 3);
+    // exec_sync, as probes use it: both streams, more output than a pipe
+    // holds, and a timeout that kills.
+    let argv = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let output = node
+        .runtime
+        .exec_sync(
+            &client,
+            &argv("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        (output.exit_code, output.stdout, output.stderr),
+        (3, b"out\n".to_vec(), b"err\n".to_vec())
+    );
+    let output = node
+        .runtime
+        .exec_sync(
+            &client,
+            &argv("head -c 200000 /dev/zero"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!((output.exit_code, output.stdout.len()), (0, 200_000));
+    let started = Instant::now();
+    let error = node
+        .runtime
+        .exec_sync(&client, &argv("exec sleep 30"), Duration::from_millis(300))
+        .unwrap_err();
+    assert!(matches!(error, PodError::ExecTimeout { .. }), "{error}");
+    assert!(
+        error.to_string().ends_with("timed out after 0.3s"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, processes) = exec(&node, &client, &["ps"]);
+    assert!(!processes.contains("sleep 30"), "{processes}");
     assert_eq!(exec(&node, &client, &["nosuch"]).0, 127);
 
     // The pod's address answers from the host, and so does its hostPort.

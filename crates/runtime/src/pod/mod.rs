@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::container::cgroup::Usage;
 pub use crate::container::network::{PortMapping, Protocol};
 pub use attach::AttachSession;
-pub use exec::{EXEC_ENV, ExecProcess, main as exec_main};
+pub use exec::{EXEC_ENV, EXEC_OUTPUT_LIMIT, ExecOutput, ExecProcess, main as exec_main};
 pub use image::{ImageInfo, PullPolicy, RegistryAuth};
 pub use network::ROUTE_PROTOCOL;
 
@@ -69,6 +69,8 @@ pub enum PodError {
     ContainerNotFound { id: ContainerId },
     #[error("container {id} is not running")]
     ContainerNotRunning { id: ContainerId },
+    #[error("command in container {id} timed out after {seconds}s")]
+    ExecTimeout { id: ContainerId, seconds: f64 },
     #[error("cannot connect to port {port} of pod {pod}: {message}")]
     PortForward {
         pod: String,
