@@ -5,176 +5,27 @@
 //! outlives the runtime object, and removal that leaves nothing behind.
 //!
 //! Each test has its own bridge and pod range (10.231.N.0/24), removed at
-//! the end, so the tests run in parallel.
+//! the end, so the tests run in parallel. The network itself is tested in
+//! `pod_network.rs`.
 
 mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pods::{
+    Node, eventually, exec, exited, find_dir_named, free_port, http_get, iptables_rules,
+    open_runtime, open_runtime_at,
+};
 use common::{Shoal, require_container_support};
 use runtime::pod::{
-    ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PodNetwork,
-    PodRuntime, PodRuntimeOptions, PortMapping, Protocol, PullPolicy, Resources, SandboxSpec,
+    ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PortMapping,
+    Protocol, PullPolicy, Resources, SandboxSpec,
     log::{Stream, parse_line},
 };
-
-/// A runtime on a throwaway data directory with the busybox image, its own
-/// network, and cleanup of all of it (sandboxes, bridge, rules) on drop.
-struct Node {
-    shoal: Shoal,
-    runtime: PodRuntime,
-    image_id: String,
-}
-
-impl Node {
-    fn new(network_index: u8) -> Node {
-        require_container_support();
-        let shoal = Shoal::new();
-        shoal.import_busybox("busybox");
-        let runtime = open_runtime(&shoal, network_index);
-        runtime.ensure_network().unwrap();
-        let image = runtime
-            .ensure_image("busybox", PullPolicy::Never, None, true)
-            .unwrap();
-        Node {
-            shoal,
-            runtime,
-            image_id: image.id,
-        }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.shoal.data_dir.path()
-    }
-
-    fn sandbox(&self, uid: &str, name: &str, ports: Vec<PortMapping>) -> Option<Ipv4Addr> {
-        self.runtime
-            .create_sandbox(&SandboxSpec {
-                uid: uid.to_string(),
-                name: name.to_string(),
-                namespace: "default".to_string(),
-                hostname: None,
-                host_network: false,
-                port_mappings: ports,
-            })
-            .unwrap()
-            .ip
-    }
-
-    fn container(&self, name: &str, script: &str) -> ContainerSpec {
-        ContainerSpec {
-            name: name.to_string(),
-            image: self.image_id.clone(),
-            args: vec!["sh".into(), "-c".into(), script.to_string()],
-            ..ContainerSpec::default()
-        }
-    }
-
-    fn start(&self, uid: &str, spec: &ContainerSpec) -> ContainerId {
-        self.runtime.start_container(uid, spec).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(sandboxes) = self.runtime.list() {
-            for sandbox in sandboxes {
-                let _ = self.runtime.remove_sandbox(&sandbox.uid);
-            }
-        }
-        let _ = self.runtime.teardown_network();
-    }
-}
-
-fn open_runtime(shoal: &Shoal, network_index: u8) -> PodRuntime {
-    open_runtime_at(shoal.data_dir.path(), network_index)
-}
-
-fn open_runtime_at(data_dir: &Path, network_index: u8) -> PodRuntime {
-    PodRuntime::open_with(
-        data_dir,
-        PodNetwork {
-            bridge: format!("shpt{network_index}"),
-            pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 231, network_index, 0), 24).unwrap(),
-            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
-            mtu: None,
-        },
-        PodRuntimeOptions {
-            executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
-            insecure_registries: Vec::new(),
-            log_max_bytes: None,
-        },
-    )
-    .unwrap()
-}
-
-/// Polls `check` every 20 ms for up to 10 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn exited(node: &Node, id: &ContainerId) -> ContainerStatus {
-    let mut status = None;
-    eventually("the container to exit", || {
-        let current = node.runtime.container_status(id).unwrap();
-        let done = matches!(current, ContainerStatus::Exited { .. });
-        status = Some(current);
-        done
-    });
-    status.unwrap()
-}
-
-fn http_get(address: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-/// Runs `argv` in the container with pipes; returns (exit code, stdout).
-fn exec(node: &Node, id: &ContainerId, argv: &[&str]) -> (i32, String) {
-    let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
-    let mut process = node.runtime.exec(id, &argv, false).unwrap();
-    drop(process.stdin.take());
-    let mut stdout = String::new();
-    process
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    process
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let code = process.wait().unwrap();
-    assert!(code != 125, "exec {argv:?} failed in shoal: {stderr}");
-    (code, stdout)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the_host() {
@@ -706,27 +557,6 @@ fn containers_outlive_the_runtime_object_and_previous_logs_stay() {
     ));
 }
 
-/// Every directory under `root` (to `depth`) named `name`.
-fn find_dir_named(dir: &Path, name: &str, depth: usize) -> bool {
-    if depth == 0 {
-        return false;
-    }
-    let Ok(entries) = fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        entry.file_type().is_ok_and(|kind| kind.is_dir())
-            && (entry.file_name() == name || find_dir_named(&entry.path(), name, depth - 1))
-    })
-}
-
-fn iptables_rules() -> String {
-    let output = std::process::Command::new("iptables-save")
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn remove_sandbox_leaves_nothing_behind() {
     let node = Node::new(16);
@@ -855,67 +685,6 @@ fn remove_sandbox_leaves_nothing_behind() {
     assert!(node.runtime.list().unwrap().is_empty());
     // Removing again is fine.
     node.runtime.remove_sandbox(uid).unwrap();
-}
-
-#[test]
-fn the_network_is_idempotent_and_peer_routes_are_replaced_as_a_set() {
-    let node = Node::new(17);
-    node.runtime.ensure_network().unwrap();
-    let rules = iptables_rules();
-    let tag = "\"shoal:shpt17\"";
-    let n_rules = rules.lines().filter(|line| line.contains(tag)).count();
-    assert_eq!(n_rules, 5, "{rules}");
-    let address = fs::read_to_string("/proc/net/fib_trie").unwrap();
-    assert!(address.contains("10.231.17.1"));
-    // A pod gives the bridge a carrier, so routes via its range are live.
-    node.sandbox("0a17aaaa-1111-4111-8111-000000000007", "router", Vec::new());
-    let via = Ipv4Addr::new(10, 231, 17, 250);
-    let routes = |filter: &str| {
-        let output = std::process::Command::new("ip")
-            .args(["-4", "route", "show", "proto", "90"])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter(|line| line.contains(filter))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    node.runtime
-        .set_peer_routes(&[
-            ("10.231.117.0/24".parse().unwrap(), via),
-            ("10.231.118.0/24".parse().unwrap(), via),
-        ])
-        .unwrap();
-    assert_eq!(routes("10.231.11").len(), 2, "{:?}", routes(""));
-    node.runtime
-        .set_peer_routes(&[("10.231.118.0/24".parse().unwrap(), via)])
-        .unwrap();
-    let left = routes("10.231.11");
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        left[0].starts_with("10.231.118.0/24 via 10.231.17.250 dev shpt17"),
-        "{left:?}"
-    );
-    node.runtime.set_peer_routes(&[]).unwrap();
-    assert!(routes("10.231.11").is_empty());
-    // Another interface of that name is refused, not taken over.
-    let other = PodRuntime::open(
-        node.data_dir(),
-        PodNetwork {
-            bridge: "lo".into(),
-            pod_cidr: "10.231.99.0/24".parse().unwrap(),
-            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
-            mtu: None,
-        },
-    )
-    .unwrap();
-    let error = other.ensure_network().unwrap_err().to_string();
-    assert!(
-        error.contains("interface lo exists and is not shoal's pod bridge"),
-        "{error}"
-    );
 }
 
 #[test]
@@ -1082,6 +851,7 @@ fn attach_feeds_stdin_and_drives_a_terminal() {
 /// Set in the child process of the next test: the data directory and image
 /// the child, playing the agent, uses.
 const AGENT_ROLE_ENV: &str = "SHOAL_POD_TEST_AGENT";
+
 const AGENT_TEST: &str = "containers_outlive_the_agent_process_that_started_them";
 
 /// The agent's part: create a sandbox and a container, print their ids,
@@ -1287,257 +1057,4 @@ fn security_context_users_capabilities_privileged_and_mounts() {
         "from-the-pod secured\n"
     );
     assert!(!volume.path().join("new").exists());
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A network namespace of its own standing for a machine: a thread that
-/// entered it and runs the calls it is given there (a runtime's `ip`,
-/// `iptables`, monitors and sandboxes all start from the calling thread,
-/// so they land in its namespace).
-struct Machine {
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// The namespace, for `ip … netns`.
-    namespace: fs::File,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
-        let (namespace_sender, namespace_receiver) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            run_tool("ip", &["link", "set", "lo", "up"]);
-            namespace_sender
-                .send(fs::File::open("/proc/thread-self/ns/net").unwrap())
-                .unwrap();
-            for job in receiver {
-                job();
-            }
-        });
-        Machine {
-            jobs: Some(jobs),
-            thread: Some(thread),
-            namespace: namespace_receiver.recv().unwrap(),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        self.jobs
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = sender.send(job());
-            }))
-            .unwrap();
-        receiver.recv().expect("the machine's job panicked")
-    }
-
-    /// `/proc/PID/fd/N` naming this machine's namespace to `ip`.
-    fn namespace_path(&self) -> String {
-        use std::os::fd::AsRawFd;
-        format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            self.namespace.as_raw_fd()
-        )
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run_tool(program: &str, args: &[&str]) {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A process killed when dropped (a failing test leaves none behind).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// busybox httpd with a CGI script that answers the client's address.
-/// (printf and chmod are not among the image's applets: through busybox.)
-const WHO_SERVER: &str = "mkdir -p /www/cgi-bin && busybox printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/who && busybox chmod +x /www/cgi-bin/who && exec httpd -f -p 8080 -h /www";
-
-#[test]
-fn pods_on_two_machines_reach_each_other_by_peer_routes_unmasqueraded() {
-    require_container_support();
-    let machines = [Machine::new(), Machine::new()];
-    // A wire between the two machines: 192.168.77.1 and .2.
-    let other = machines[1].namespace_path();
-    machines[0].run(move || {
-        run_tool(
-            "ip",
-            &[
-                "link", "add", "wire", "type", "veth", "peer", "name", "wire", "netns", &other,
-            ],
-        );
-        run_tool("ip", &["addr", "add", "192.168.77.1/24", "dev", "wire"]);
-        run_tool("ip", &["link", "set", "wire", "up"]);
-    });
-    machines[1].run(|| {
-        run_tool("ip", &["addr", "add", "192.168.77.2/24", "dev", "wire"]);
-        run_tool("ip", &["link", "set", "wire", "up"]);
-    });
-
-    let shoals = [Shoal::new(), Shoal::new()];
-    let mut runtimes = Vec::new();
-    let mut pod_ips = Vec::new();
-    let mut servers = Vec::new();
-    for (index, (machine, shoal)) in machines.iter().zip(&shoals).enumerate() {
-        shoal.import_busybox("busybox");
-        let runtime = PodRuntime::open_with(
-            shoal.data_dir.path(),
-            PodNetwork {
-                bridge: "shoal0".into(),
-                pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 231, 40 + index as u8, 0), 24).unwrap(),
-                cluster_cidr: "10.231.0.0/16".parse().unwrap(),
-                mtu: Some(1500),
-            },
-            PodRuntimeOptions {
-                executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
-                insecure_registries: Vec::new(),
-                log_max_bytes: None,
-            },
-        )
-        .unwrap();
-        let peer_range: Ipv4Cidr = format!("10.231.{}.0/24", 41 - index).parse().unwrap();
-        let peer_address = Ipv4Addr::new(192, 168, 77, 2 - index as u8);
-        let on_machine = runtime.clone();
-        let (ip, server) = machine.run(move || {
-            let runtime = on_machine;
-            runtime.ensure_network().unwrap();
-            runtime
-                .set_peer_routes(&[(peer_range, peer_address)])
-                .unwrap();
-            let uid = format!("0a4{index}aaaa-1111-4111-8111-000000000013");
-            let ip = runtime
-                .create_sandbox(&SandboxSpec {
-                    uid: uid.clone(),
-                    name: format!("pod{index}"),
-                    namespace: "default".into(),
-                    hostname: None,
-                    host_network: false,
-                    port_mappings: Vec::new(),
-                })
-                .unwrap()
-                .ip
-                .unwrap();
-            let image = runtime
-                .ensure_image("busybox", PullPolicy::Never, None, true)
-                .unwrap();
-            let server = runtime
-                .start_container(
-                    &uid,
-                    &ContainerSpec {
-                        name: "who".into(),
-                        image: image.id,
-                        args: vec!["sh".into(), "-c".into(), WHO_SERVER.into()],
-                        ..ContainerSpec::default()
-                    },
-                )
-                .unwrap();
-            (ip, server)
-        });
-        runtimes.push(runtime);
-        pod_ips.push(ip);
-        servers.push(server);
-    }
-    // Outside the cluster range: a server on machine 1's own address.
-    let outside = machines[1].run(|| {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("cgi-bin")).unwrap();
-        let script = dir.path().join("cgi-bin/who");
-        fs::write(
-            &script,
-            "#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        let child = ChildGuard(
-            std::process::Command::new(common::BUSYBOX)
-                .args(["httpd", "-f", "-p", "192.168.77.2:8081", "-h"])
-                .arg(dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        (child, dir)
-    });
-
-    // Pod 0 asks each server who it is (busybox httpd listens on IPv6 and
-    // shows IPv4 clients as `[::ffff:A.B.C.D]`).
-    let ask = |url: String| -> String {
-        let runtime = runtimes[0].clone();
-        let id = servers[0].clone();
-        machines[0].run(move || {
-            let mut answer = String::new();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                let argv: Vec<String> = ["timeout", "5", "wget", "-q", "-O", "-", url.as_str()]
-                    .iter()
-                    .map(|arg| arg.to_string())
-                    .collect();
-                let mut process = runtime.exec(&id, &argv, false).unwrap();
-                drop(process.stdin.take());
-                answer.clear();
-                process
-                    .stdout
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut answer)
-                    .unwrap();
-                if process.wait().unwrap() == 0 {
-                    return answer
-                        .trim()
-                        .trim_start_matches("[::ffff:")
-                        .trim_end_matches(']')
-                        .to_string();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("{url} never answered");
-        })
-    };
-    // Pod to pod across machines: by the peer route, with its own address.
-    let seen = ask(format!("http://{}:8080/cgi-bin/who", pod_ips[1]));
-    assert_eq!(seen, pod_ips[0].to_string());
-    // Pod to outside the cluster range: masqueraded behind machine 0.
-    let seen = ask("http://192.168.77.2:8081/cgi-bin/who".to_string());
-    assert_eq!(seen, "192.168.77.1");
-
-    drop(outside);
-    for (machine, runtime) in machines.iter().zip(&runtimes) {
-        let runtime = runtime.clone();
-        machine.run(move || {
-            for sandbox in runtime.list().unwrap() {
-                runtime.remove_sandbox(&sandbox.uid).unwrap();
-            }
-            runtime.teardown_network().unwrap();
-        });
-    }
 }
