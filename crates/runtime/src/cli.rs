@@ -694,6 +694,7 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         capabilities_drop: Vec::new(),
         supplemental_groups: Vec::new(),
         stdin: false,
+        stdin_once: false,
         terminal: false,
     };
     let outcome = if args.detach {

@@ -823,6 +823,21 @@ fn attach_feeds_stdin_and_drives_a_terminal() {
         Err(PodError::ContainerNotRunning { .. })
     ));
 
+    // stdinOnce: the first session to end closes stdin.
+    let mut spec = node.container("once", "");
+    spec.args = vec!["cat".into()];
+    spec.stdin = true;
+    spec.stdin_once = true;
+    let once = node.start(uid, &spec);
+    let mut session = node.runtime.attach(&once).unwrap();
+    session.write_stdin(b"only\n").unwrap();
+    assert_eq!(read_attached_until(&mut session, "only\n"), "only\n");
+    drop(session);
+    match exited(&node, &once) {
+        ContainerStatus::Exited { exit_code: 0, .. } => {}
+        other => panic!("{other:?}"),
+    }
+
     // A terminal: an interactive shell, its size set by resize.
     let mut spec = node.container("shell", "");
     spec.args = vec!["sh".into()];

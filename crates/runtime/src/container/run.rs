@@ -334,8 +334,13 @@ fn supervise(
             use crate::pod::log::{Stream, copy_as_cri};
             // Attach is a convenience: a socket that cannot be made leaves
             // the container running with its log.
-            let hub =
-                crate::pod::attach::Hub::serve(&attach_path, streams.stdin, streams.terminal).ok();
+            let hub = crate::pod::attach::Hub::serve(
+                &attach_path,
+                streams.stdin,
+                streams.terminal,
+                spec.stdin_once,
+            )
+            .ok();
             let max_bytes = state
                 .pod
                 .as_ref()

@@ -107,6 +107,10 @@ pub struct InitSpec {
     /// clients (else /dev/null).
     #[serde(default)]
     pub stdin: bool,
+    /// The first attached client to leave closes the app's stdin
+    /// (Kubernetes' `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// A pod container's stdio is a pseudo-terminal, its controlling
     /// terminal, held by its monitor.
     #[serde(default)]

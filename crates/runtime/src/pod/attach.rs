@@ -67,6 +67,8 @@ pub(crate) struct Hub {
     clients: Mutex<Vec<UnixStream>>,
     stdin: Mutex<Option<File>>,
     terminal: Option<File>,
+    /// The first client to leave closes stdin.
+    stdin_once: bool,
 }
 
 impl Hub {
@@ -76,6 +78,7 @@ impl Hub {
         path: &Path,
         stdin: Option<File>,
         terminal: Option<File>,
+        stdin_once: bool,
     ) -> anyhow::Result<Arc<Hub>> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
@@ -85,6 +88,7 @@ impl Hub {
             clients: Mutex::new(Vec::new()),
             stdin: Mutex::new(stdin),
             terminal,
+            stdin_once,
         });
         let serving = Arc::clone(&hub);
         std::thread::Builder::new()
@@ -155,6 +159,11 @@ impl Hub {
                 }
                 _ => {}
             }
+        }
+        if self.stdin_once
+            && let Ok(mut stdin) = self.stdin.lock()
+        {
+            *stdin = None;
         }
     }
 }

@@ -365,6 +365,7 @@ impl PodRuntime {
             capabilities_drop: spec.capabilities_drop.clone(),
             supplemental_groups: spec.supplemental_groups.clone(),
             stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
             terminal: spec.tty,
         };
         let started = launcher::run_detached_with(

@@ -326,6 +326,8 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The app's stdin is fed by [`PodRuntime::attach`] (else /dev/null).
     pub stdin: bool,
+    /// The first attach session to end closes the app's stdin.
+    pub stdin_once: bool,
 }
 
 /// Options of a node's runtime beyond its data directory and network.
