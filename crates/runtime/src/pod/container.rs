@@ -201,6 +201,10 @@ impl PodRuntime {
         // An attempt is one instance: a retried start under the same
         // attempt number starts its log afresh.
         let _ = fs::remove_file(&log_path);
+        let _ = fs::remove_file(crate::pod::log::LogFile::rotated_path(&log_path));
+        if let Some(dir) = log_path.parent() {
+            prune_old_logs(dir, spec.attempt);
+        }
 
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set_env = |key: &str, value: &str| {
@@ -508,6 +512,37 @@ impl PodRuntime {
     }
 }
 
+/// Keeps, of a container's earlier instances' logs, only the latest one
+/// (what `--previous` shows), as the kubelet does: a container restarting
+/// for days would otherwise leave a log per restart.
+fn prune_old_logs(dir: &std::path::Path, attempt: u32) {
+    let attempt_of = |name: &str| -> Option<u32> {
+        name.strip_suffix(".log.1")
+            .or_else(|| name.strip_suffix(".log"))?
+            .parse()
+            .ok()
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let logs: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let earlier = attempt_of(entry.file_name().to_str()?)?;
+            Some((earlier, entry.path()))
+        })
+        .filter(|(earlier, _)| *earlier < attempt)
+        .collect();
+    let Some(previous) = logs.iter().map(|(earlier, _)| *earlier).max() else {
+        return;
+    };
+    for (earlier, path) in logs {
+        if earlier != previous {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
 /// The cgroup group of a pod's containers.
 pub(crate) fn pod_cgroup_group(pod_uid: &str) -> String {
     format!("pod-{pod_uid}")
@@ -589,6 +624,22 @@ fn parse_signal(text: &str) -> Option<Signal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_previous_instances_log_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["0.log", "1.log", "1.log.1", "2.log", "2.log.1", "notes"] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        prune_old_logs(dir.path(), 3);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2.log", "2.log.1", "notes"]);
+    }
 
     #[test]
     fn stop_signals_parse_by_name_or_number() {
