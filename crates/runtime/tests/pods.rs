@@ -295,6 +295,24 @@ fn exit_codes_oom_kills_and_commands_that_cannot_run_are_reported() {
         } => assert!(message.contains("not found in image"), "{message}"),
         other => panic!("{other:?}"),
     }
+    // Started again under the same attempt, it replaces that record; a
+    // running instance is not started twice.
+    let mut fixed = missing.clone();
+    fixed.args = vec!["sleep".into(), "1000".into()];
+    let again = node.start(uid, &fixed);
+    assert!(matches!(
+        node.runtime.container_status(id),
+        Err(PodError::ContainerNotFound { .. })
+    ));
+    let error = node
+        .runtime
+        .start_container(uid, &fixed)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("invalid container: missing (attempt 0) is already running as {again}")
+    );
 }
 
 #[test]

@@ -256,6 +256,22 @@ impl PodRuntime {
                 .map(|millis| (millis * 1024 / 1000).max(2)),
         };
 
+        // The same instance started again (after it could not run, say)
+        // replaces the record it left; a running one is an error.
+        for existing in self.containers_of(pod_uid)? {
+            if existing.name == spec.name && existing.attempt == spec.attempt {
+                if matches!(existing.status, ContainerStatus::Running { .. }) {
+                    return Err(PodError::invalid(
+                        "container",
+                        format!(
+                            "{} (attempt {}) is already running as {}",
+                            spec.name, spec.attempt, existing.id
+                        ),
+                    ));
+                }
+                self.remove_container(&existing.id)?;
+            }
+        }
         let containers = self.containers()?;
         let short_uid: String = pod_uid.chars().take(8).collect();
         let mut state = ContainerState {
