@@ -23,7 +23,7 @@ use common::pods::{
 use common::{Shoal, require_container_support};
 use runtime::pod::{
     ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PortMapping,
-    Protocol, PullPolicy, Resources, SandboxSpec,
+    Protocol, PullPolicy, Resources, SandboxSpec, StartOptions,
     log::{Stream, parse_line},
 };
 
@@ -845,8 +845,10 @@ fn attach_feeds_stdin_and_drives_a_terminal() {
     let mut spec = node.container("once", "");
     spec.args = vec!["cat".into()];
     spec.stdin = true;
-    spec.stdin_once = true;
-    let once = node.start(uid, &spec);
+    let once = node
+        .runtime
+        .start_container_with(uid, &spec, &StartOptions { stdin_once: true })
+        .unwrap();
     let mut session = node.runtime.attach(&once).unwrap();
     session.write_stdin(b"only\n").unwrap();
     assert_eq!(read_attached_until(&mut session, "only\n"), "only\n");

@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::image::store::Store;
 use crate::pod::{
     ContainerId, ContainerRecord, ContainerSpec, ContainerStatus, ExitReason, PodError, PodRuntime,
-    check_uid,
+    StartOptions, check_uid,
 };
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -151,6 +151,16 @@ impl PodRuntime {
         &self,
         pod_uid: &str,
         spec: &ContainerSpec,
+    ) -> Result<ContainerId, PodError> {
+        self.start_container_with(pod_uid, spec, &StartOptions::default())
+    }
+
+    /// [`start_container`](Self::start_container) with `options`.
+    pub fn start_container_with(
+        &self,
+        pod_uid: &str,
+        spec: &ContainerSpec,
+        options: &StartOptions,
     ) -> Result<ContainerId, PodError> {
         check_uid(pod_uid)?;
         validate(spec)?;
@@ -385,7 +395,7 @@ impl PodRuntime {
             capabilities_drop: spec.capabilities_drop.clone(),
             supplemental_groups: spec.supplemental_groups.clone(),
             stdin: spec.stdin,
-            stdin_once: spec.stdin_once,
+            stdin_once: options.stdin_once,
             terminal: spec.tty,
         };
         let started = launcher::run_detached_with(

@@ -326,7 +326,13 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The app's stdin is fed by [`PodRuntime::attach`] (else /dev/null).
     pub stdin: bool,
-    /// The first attach session to end closes the app's stdin.
+}
+
+/// What [`PodRuntime::start_container_with`] takes beyond the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The first attach session to end closes the app's stdin
+    /// (Kubernetes' `stdinOnce`).
     pub stdin_once: bool,
 }
 
