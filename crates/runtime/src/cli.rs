@@ -693,6 +693,9 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         capabilities_add: Vec::new(),
         capabilities_drop: Vec::new(),
         supplemental_groups: Vec::new(),
+        stdin: false,
+        stdin_once: false,
+        terminal: false,
     };
     let outcome = if args.detach {
         launcher::run_detached(&args.data.data_dir, &containers, &state, &spec).map(|()| {

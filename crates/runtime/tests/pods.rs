@@ -5,171 +5,27 @@
 //! outlives the runtime object, and removal that leaves nothing behind.
 //!
 //! Each test has its own bridge and pod range (10.231.N.0/24), removed at
-//! the end, so the tests run in parallel.
+//! the end, so the tests run in parallel. The network itself is tested in
+//! `pod_network.rs`.
 
 mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pods::{
+    Node, eventually, exec, exited, find_dir_named, free_port, http_get, iptables_rules,
+    open_runtime, open_runtime_at,
+};
 use common::{Shoal, require_container_support};
 use runtime::pod::{
-    ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PodNetwork,
-    PodRuntime, PodRuntimeOptions, PortMapping, Protocol, PullPolicy, Resources, SandboxSpec,
+    ContainerId, ContainerSpec, ContainerStatus, ExitReason, Ipv4Cidr, PodError, PortMapping,
+    Protocol, PullPolicy, Resources, SandboxSpec, StartOptions,
     log::{Stream, parse_line},
 };
-
-/// A runtime on a throwaway data directory with the busybox image, its own
-/// network, and cleanup of all of it (sandboxes, bridge, rules) on drop.
-struct Node {
-    shoal: Shoal,
-    runtime: PodRuntime,
-    image_id: String,
-}
-
-impl Node {
-    fn new(network_index: u8) -> Node {
-        require_container_support();
-        let shoal = Shoal::new();
-        shoal.import_busybox("busybox");
-        let runtime = open_runtime(&shoal, network_index);
-        runtime.ensure_network().unwrap();
-        let image = runtime
-            .ensure_image("busybox", PullPolicy::Never, None, true)
-            .unwrap();
-        Node {
-            shoal,
-            runtime,
-            image_id: image.id,
-        }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.shoal.data_dir.path()
-    }
-
-    fn sandbox(&self, uid: &str, name: &str, ports: Vec<PortMapping>) -> Option<Ipv4Addr> {
-        self.runtime
-            .create_sandbox(&SandboxSpec {
-                uid: uid.to_string(),
-                name: name.to_string(),
-                namespace: "default".to_string(),
-                hostname: None,
-                host_network: false,
-                port_mappings: ports,
-            })
-            .unwrap()
-            .ip
-    }
-
-    fn container(&self, name: &str, script: &str) -> ContainerSpec {
-        ContainerSpec {
-            name: name.to_string(),
-            image: self.image_id.clone(),
-            args: vec!["sh".into(), "-c".into(), script.to_string()],
-            ..ContainerSpec::default()
-        }
-    }
-
-    fn start(&self, uid: &str, spec: &ContainerSpec) -> ContainerId {
-        self.runtime.start_container(uid, spec).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(sandboxes) = self.runtime.list() {
-            for sandbox in sandboxes {
-                let _ = self.runtime.remove_sandbox(&sandbox.uid);
-            }
-        }
-        let _ = self.runtime.teardown_network();
-    }
-}
-
-fn open_runtime(shoal: &Shoal, network_index: u8) -> PodRuntime {
-    PodRuntime::open_with(
-        shoal.data_dir.path(),
-        PodNetwork {
-            bridge: format!("shpt{network_index}"),
-            pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 231, network_index, 0), 24).unwrap(),
-            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
-            mtu: None,
-        },
-        PodRuntimeOptions {
-            executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
-            insecure_registries: Vec::new(),
-        },
-    )
-    .unwrap()
-}
-
-/// Polls `check` every 20 ms for up to 10 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn exited(node: &Node, id: &ContainerId) -> ContainerStatus {
-    let mut status = None;
-    eventually("the container to exit", || {
-        let current = node.runtime.container_status(id).unwrap();
-        let done = matches!(current, ContainerStatus::Exited { .. });
-        status = Some(current);
-        done
-    });
-    status.unwrap()
-}
-
-fn http_get(address: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-/// Runs `argv` in the container with pipes; returns (exit code, stdout).
-fn exec(node: &Node, id: &ContainerId, argv: &[&str]) -> (i32, String) {
-    let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
-    let mut process = node.runtime.exec(id, &argv, false).unwrap();
-    drop(process.stdin.take());
-    let mut stdout = String::new();
-    process
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    process
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let code = process.wait().unwrap();
-    assert!(code != 125, "exec {argv:?} failed in shoal: {stderr}");
-    (code, stdout)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the_host() {
@@ -255,6 +111,43 @@ fn containers_of_a_pod_share_localhost_and_hostname_and_the_pod_answers_from_the
     );
     // exec's exit code.
     assert_eq!(exec(&node, &client, &["sh", "-c", "exit 3"]).0, 3);
+    // exec_sync, as probes use it: both streams, more output than a pipe
+    // holds, and a timeout that kills.
+    let argv = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let output = node
+        .runtime
+        .exec_sync(
+            &client,
+            &argv("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        (output.exit_code, output.stdout, output.stderr),
+        (3, b"out\n".to_vec(), b"err\n".to_vec())
+    );
+    let output = node
+        .runtime
+        .exec_sync(
+            &client,
+            &argv("head -c 200000 /dev/zero"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!((output.exit_code, output.stdout.len()), (0, 200_000));
+    let started = Instant::now();
+    let error = node
+        .runtime
+        .exec_sync(&client, &argv("exec sleep 30"), Duration::from_millis(300))
+        .unwrap_err();
+    assert!(matches!(error, PodError::ExecTimeout { .. }), "{error}");
+    assert!(
+        error.to_string().ends_with("timed out after 0.3s"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, processes) = exec(&node, &client, &["ps"]);
+    assert!(!processes.contains("sleep 30"), "{processes}");
     assert_eq!(exec(&node, &client, &["nosuch"]).0, 127);
 
     // The pod's address answers from the host, and so does its hostPort.
@@ -402,6 +295,24 @@ fn exit_codes_oom_kills_and_commands_that_cannot_run_are_reported() {
         } => assert!(message.contains("not found in image"), "{message}"),
         other => panic!("{other:?}"),
     }
+    // Started again under the same attempt, it replaces that record; a
+    // running instance is not started twice.
+    let mut fixed = missing.clone();
+    fixed.args = vec!["sleep".into(), "1000".into()];
+    let again = node.start(uid, &fixed);
+    assert!(matches!(
+        node.runtime.container_status(id),
+        Err(PodError::ContainerNotFound { .. })
+    ));
+    let error = node
+        .runtime
+        .start_container(uid, &fixed)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("invalid container: missing (attempt 0) is already running as {again}")
+    );
 }
 
 #[test]
@@ -550,6 +461,24 @@ fn resource_limits_land_in_the_cgroup_and_logs_are_cri_records() {
         );
     }
 
+    // Under the pod's cgroup.
+    for dir in &dirs {
+        assert!(dir.ends_with(&format!("shoal/pod-{uid}/{}", id.0)), "{dir}");
+    }
+    // Usage is read from the cgroups, the container's and the pod's; a
+    // container without limits has them too.
+    let plain = node.start(uid, &node.container("plain", "exec sleep 1000"));
+    assert!(!cgroups_of(&node, &plain).is_empty());
+    for container in [&id, &plain] {
+        let usage = node.runtime.container_stats(container).unwrap();
+        assert!(usage.cpu_usage_nanos.unwrap() > 0, "{usage:?}");
+        assert!(usage.memory_usage_bytes.unwrap() > 0, "{usage:?}");
+        assert!(usage.memory_working_set_bytes.unwrap() <= usage.memory_usage_bytes.unwrap());
+    }
+    let pod_usage = node.runtime.pod_stats(uid).unwrap();
+    let container_usage = node.runtime.container_stats(&id).unwrap();
+    assert!(pod_usage.cpu_usage_nanos.unwrap() >= container_usage.cpu_usage_nanos.unwrap());
+
     let log_path = node.runtime.log_path(&id);
     eventually("both streams in the log", || {
         fs::read_to_string(&log_path).is_ok_and(|text| text.lines().count() >= 2)
@@ -646,27 +575,6 @@ fn containers_outlive_the_runtime_object_and_previous_logs_stay() {
     ));
 }
 
-/// Every directory under `root` (to `depth`) named `name`.
-fn find_dir_named(dir: &Path, name: &str, depth: usize) -> bool {
-    if depth == 0 {
-        return false;
-    }
-    let Ok(entries) = fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        entry.file_type().is_ok_and(|kind| kind.is_dir())
-            && (entry.file_name() == name || find_dir_named(&entry.path(), name, depth - 1))
-    })
-}
-
-fn iptables_rules() -> String {
-    let output = std::process::Command::new("iptables-save")
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn remove_sandbox_leaves_nothing_behind() {
     let node = Node::new(16);
@@ -753,6 +661,17 @@ fn remove_sandbox_leaves_nothing_behind() {
         !Path::new("/sys/class/net").join(&veth).exists(),
         "veth {veth} left"
     );
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup",
+    ] {
+        assert!(
+            !find_dir_named(Path::new(root), &format!("pod-{uid}"), 4),
+            "the pod's cgroup was left under {root}"
+        );
+    }
     for id in &ids {
         assert!(
             !node
@@ -784,67 +703,6 @@ fn remove_sandbox_leaves_nothing_behind() {
     assert!(node.runtime.list().unwrap().is_empty());
     // Removing again is fine.
     node.runtime.remove_sandbox(uid).unwrap();
-}
-
-#[test]
-fn the_network_is_idempotent_and_peer_routes_are_replaced_as_a_set() {
-    let node = Node::new(17);
-    node.runtime.ensure_network().unwrap();
-    let rules = iptables_rules();
-    let tag = "\"shoal:shpt17\"";
-    let n_rules = rules.lines().filter(|line| line.contains(tag)).count();
-    assert_eq!(n_rules, 5, "{rules}");
-    let address = fs::read_to_string("/proc/net/fib_trie").unwrap();
-    assert!(address.contains("10.231.17.1"));
-    // A pod gives the bridge a carrier, so routes via its range are live.
-    node.sandbox("0a17aaaa-1111-4111-8111-000000000007", "router", Vec::new());
-    let via = Ipv4Addr::new(10, 231, 17, 250);
-    let routes = |filter: &str| {
-        let output = std::process::Command::new("ip")
-            .args(["-4", "route", "show", "proto", "90"])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter(|line| line.contains(filter))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    node.runtime
-        .set_peer_routes(&[
-            ("10.231.117.0/24".parse().unwrap(), via),
-            ("10.231.118.0/24".parse().unwrap(), via),
-        ])
-        .unwrap();
-    assert_eq!(routes("10.231.11").len(), 2, "{:?}", routes(""));
-    node.runtime
-        .set_peer_routes(&[("10.231.118.0/24".parse().unwrap(), via)])
-        .unwrap();
-    let left = routes("10.231.11");
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        left[0].starts_with("10.231.118.0/24 via 10.231.17.250 dev shpt17"),
-        "{left:?}"
-    );
-    node.runtime.set_peer_routes(&[]).unwrap();
-    assert!(routes("10.231.11").is_empty());
-    // Another interface of that name is refused, not taken over.
-    let other = PodRuntime::open(
-        node.data_dir(),
-        PodNetwork {
-            bridge: "lo".into(),
-            pod_cidr: "10.231.99.0/24".parse().unwrap(),
-            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
-            mtu: None,
-        },
-    )
-    .unwrap();
-    let error = other.ensure_network().unwrap_err().to_string();
-    assert!(
-        error.contains("interface lo exists and is not shoal's pod bridge"),
-        "{error}"
-    );
 }
 
 #[test]
@@ -931,4 +789,307 @@ fn a_host_network_pod_has_the_hosts_network_and_hostname_and_its_own_ipc() {
     assert!(!node.data_dir().join("runtime/pods").join(uid).exists());
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&node.data_dir().display().to_string()));
+}
+
+/// Reads attach output until `wanted` shows (or the stream ends); returns
+/// all of it.
+fn read_attached_until(session: &mut runtime::pod::AttachSession, wanted: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(wanted) && Instant::now() < deadline {
+        match session.read_output().unwrap() {
+            Some((_, data)) => seen.push_str(&String::from_utf8_lossy(&data)),
+            None => break,
+        }
+    }
+    seen
+}
+
+#[test]
+fn attach_feeds_stdin_and_drives_a_terminal() {
+    let node = Node::new(20);
+    let uid = "0a20aaaa-1111-4111-8111-000000000010";
+    node.sandbox(uid, "interactive", Vec::new());
+
+    // stdin without a terminal: cat echoes what it is sent, and ends when
+    // stdin is closed.
+    let mut spec = node.container("cat", "");
+    spec.args = vec!["cat".into()];
+    spec.stdin = true;
+    let cat = node.start(uid, &spec);
+    let mut session = node.runtime.attach(&cat).unwrap();
+    session.write_stdin(b"ping\n").unwrap();
+    let seen = read_attached_until(&mut session, "ping\n");
+    assert_eq!(seen, "ping\n");
+    session.close_stdin().unwrap();
+    match exited(&node, &cat) {
+        ContainerStatus::Exited {
+            exit_code: 0,
+            reason: ExitReason::Completed,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        session.read_output().unwrap().is_none(),
+        "the stream ends with the container"
+    );
+    let log = fs::read_to_string(node.runtime.log_path(&cat)).unwrap();
+    assert!(log.contains(" stdout F ping"), "{log}");
+    assert!(matches!(
+        node.runtime.attach(&cat),
+        Err(PodError::ContainerNotRunning { .. })
+    ));
+
+    // stdinOnce: the first session to end closes stdin.
+    let mut spec = node.container("once", "");
+    spec.args = vec!["cat".into()];
+    spec.stdin = true;
+    let once = node
+        .runtime
+        .start_container_with(uid, &spec, &StartOptions { stdin_once: true })
+        .unwrap();
+    let mut session = node.runtime.attach(&once).unwrap();
+    session.write_stdin(b"only\n").unwrap();
+    assert_eq!(read_attached_until(&mut session, "only\n"), "only\n");
+    drop(session);
+    match exited(&node, &once) {
+        ContainerStatus::Exited { exit_code: 0, .. } => {}
+        other => panic!("{other:?}"),
+    }
+
+    // A terminal: an interactive shell, its size set by resize.
+    let mut spec = node.container("shell", "");
+    spec.args = vec!["sh".into()];
+    spec.stdin = true;
+    spec.tty = true;
+    let shell = node.start(uid, &spec);
+    let mut session = node.runtime.attach(&shell).unwrap();
+    session.resize(100, 40).unwrap();
+    // The resize is applied by the monitor's reader of this connection;
+    // the command goes after it on the same connection, so in order.
+    session
+        .write_stdin(b"busybox stty size; test -t 0 && echo marker-$((40+2))\n")
+        .unwrap();
+    let seen = read_attached_until(&mut session, "marker-42");
+    assert!(seen.contains("40 100"), "{seen:?}");
+    assert!(seen.contains("marker-42"), "{seen:?}");
+    session.write_stdin(b"exit 4\n").unwrap();
+    match exited(&node, &shell) {
+        ContainerStatus::Exited { exit_code: 4, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let log = fs::read_to_string(node.runtime.log_path(&shell)).unwrap();
+    assert!(log.contains("marker-42"), "{log}");
+}
+
+/// Set in the child process of the next test: the data directory and image
+/// the child, playing the agent, uses.
+const AGENT_ROLE_ENV: &str = "SHOAL_POD_TEST_AGENT";
+
+const AGENT_TEST: &str = "containers_outlive_the_agent_process_that_started_them";
+
+/// The agent's part: create a sandbox and a container, print their ids,
+/// and exit (the process ends with the test).
+fn play_the_agent(setting: &str) {
+    let (data_dir, image_id) = setting.split_once('\n').unwrap();
+    let runtime = open_runtime_at(Path::new(data_dir), 21);
+    let uid = "0a21aaaa-1111-4111-8111-000000000011";
+    runtime
+        .create_sandbox(&SandboxSpec {
+            uid: uid.into(),
+            name: "survivor".into(),
+            namespace: "default".into(),
+            hostname: None,
+            host_network: false,
+            port_mappings: Vec::new(),
+        })
+        .unwrap();
+    let id = runtime
+        .start_container(
+            uid,
+            &ContainerSpec {
+                name: "app".into(),
+                image: image_id.into(),
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap 'echo bye; exit 5' TERM; echo ready; while true; do sleep 0.1; done"
+                        .into(),
+                ],
+                ..ContainerSpec::default()
+            },
+        )
+        .unwrap();
+    // Ready once the trap is set, so the SIGTERM to come is the app's.
+    let log = runtime.log_path(&id);
+    eventually("the app to be ready", || {
+        fs::read_to_string(&log).is_ok_and(|text| text.contains("ready"))
+    });
+    let ContainerStatus::Running { pid, .. } = runtime.container_status(&id).unwrap() else {
+        panic!("not running");
+    };
+    println!("agent-started {id} {pid}");
+}
+
+#[test]
+fn containers_outlive_the_agent_process_that_started_them() {
+    if let Ok(setting) = std::env::var(AGENT_ROLE_ENV) {
+        play_the_agent(&setting);
+        return;
+    }
+    let node = Node::new(21);
+    // The agent: this test binary again, running only this test in the
+    // agent's role; it has exited when `output` returns.
+    let agent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", AGENT_TEST, "--nocapture", "--test-threads=1"])
+        .env(
+            AGENT_ROLE_ENV,
+            format!("{}\n{}", node.data_dir().display(), node.image_id),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&agent.stdout);
+    assert!(
+        agent.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let line = stdout
+        .lines()
+        // libtest may print its "test … ... " before the line.
+        .find_map(|line| line.split_once("agent-started ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (id, pid) = line.split_once(' ').unwrap();
+    let (id, pid) = (ContainerId(id.to_string()), pid.parse::<i32>().unwrap());
+
+    // A new agent finds the container running, the same process, and its
+    // monitor, which outlived the old agent, records its exit.
+    let sandboxes = node.runtime.list().unwrap();
+    let container = sandboxes[0]
+        .containers
+        .iter()
+        .find(|container| container.id == id)
+        .unwrap();
+    assert!(
+        matches!(container.status, ContainerStatus::Running { pid: running, .. } if running == pid),
+        "{:?}",
+        container.status
+    );
+    node.runtime
+        .stop_container(&id, Duration::from_secs(10))
+        .unwrap();
+    match node.runtime.container_status(&id).unwrap() {
+        ContainerStatus::Exited {
+            exit_code: 5,
+            reason: ExitReason::Error,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let log = fs::read_to_string(node.runtime.log_path(&id)).unwrap();
+    assert!(log.contains("stdout F bye"), "{log}");
+}
+
+/// A `Key:\tvalue` line of /proc/PID/status.
+fn proc_status(pid: i32, key: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn running_pid(node: &Node, id: &ContainerId) -> i32 {
+    match node.runtime.container_status(id).unwrap() {
+        ContainerStatus::Running { pid, .. } => pid,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn effective_capabilities(pid: i32) -> u64 {
+    u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap()
+}
+
+#[test]
+fn security_context_users_capabilities_privileged_and_mounts() {
+    let node = Node::new(22);
+    let uid = "0a22aaaa-1111-4111-8111-000000000012";
+    node.sandbox(uid, "secured", Vec::new());
+    const CAP_CHOWN: u64 = 1 << 0;
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+    // Root with one capability added and one dropped.
+    let mut spec = node.container("caps", "exec sleep 1000");
+    spec.capabilities_add = vec!["NET_ADMIN".into()];
+    spec.capabilities_drop = vec!["CAP_CHOWN".into()];
+    let caps = node.start(uid, &spec);
+    let effective = effective_capabilities(running_pid(&node, &caps));
+    assert_ne!(effective & CAP_NET_ADMIN, 0, "{effective:x}");
+    assert_eq!(effective & CAP_CHOWN, 0, "{effective:x}");
+    assert_eq!(effective & CAP_SYS_ADMIN, 0, "{effective:x}");
+    let mut bad = node.container("bad-caps", "true");
+    bad.capabilities_add = vec!["CAP_FLY".into()];
+    let error = node
+        .runtime
+        .start_container(uid, &bad)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "invalid capability: unknown capability \"CAP_FLY\"");
+
+    // A user, a group and supplemental groups by number; non-root keeps
+    // no capabilities.
+    let mut spec = node.container("user", "exec sleep 1000");
+    spec.user = Some(1000);
+    spec.group = Some(2000);
+    spec.supplemental_groups = vec![3000];
+    let user = node.start(uid, &spec);
+    let pid = running_pid(&node, &user);
+    assert!(proc_status(pid, "Uid").starts_with("1000\t1000"));
+    assert!(proc_status(pid, "Gid").starts_with("2000\t2000"));
+    assert_eq!(proc_status(pid, "Groups"), "2000 3000");
+    assert_eq!(effective_capabilities(pid), 0);
+
+    // Privileged: every capability and the host's devices.
+    let mut spec = node.container("privileged", "exec sleep 1000");
+    spec.privileged = true;
+    let privileged = node.start(uid, &spec);
+    let effective = effective_capabilities(running_pid(&node, &privileged));
+    assert_ne!(effective & CAP_SYS_ADMIN, 0, "{effective:x}");
+    assert!(
+        Path::new("/dev/kmsg").exists(),
+        "the test looks for the host's /dev/kmsg"
+    );
+    assert_eq!(exec(&node, &privileged, &["test", "-c", "/dev/kmsg"]).0, 0);
+    assert_eq!(exec(&node, &caps, &["test", "-e", "/dev/kmsg"]).0, 1);
+
+    // A read-only host path mount and a read-only root.
+    let volume = tempfile::tempdir().unwrap();
+    fs::write(volume.path().join("config"), "from-the-agent\n").unwrap();
+    let mut spec = node.container("mounts", "exec sleep 1000");
+    spec.read_only_rootfs = true;
+    spec.mounts = vec![runtime::pod::Mount {
+        host_path: volume.path().to_path_buf(),
+        container_path: "/etc/config".into(),
+        read_only: true,
+    }];
+    spec.working_dir = Some("/etc/config".into());
+    spec.env = vec![("GREETING".into(), "from-the-pod".into())];
+    let mounts = node.start(uid, &spec);
+    assert_eq!(
+        exec(&node, &mounts, &["cat", "config"]),
+        (0, "from-the-agent\n".to_string())
+    );
+    assert_eq!(exec(&node, &mounts, &["touch", "/etc/config/new"]).0, 1);
+    assert_eq!(exec(&node, &mounts, &["touch", "/new"]).0, 1);
+    // The spec's env over the image's.
+    assert_eq!(
+        exec(&node, &mounts, &["sh", "-c", "echo $GREETING $HOSTNAME"]).1,
+        "from-the-pod secured\n"
+    );
+    assert!(!volume.path().join("new").exists());
 }

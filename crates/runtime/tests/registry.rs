@@ -29,6 +29,12 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with_auth(None)
+    }
+
+    /// With `htpasswd`, the registry asks for a login (HTTP Basic) checked
+    /// against that file's line.
+    fn start_with_auth(htpasswd: Option<&str>) -> Registry {
         assert!(
             Path::new(REGISTRY).exists(),
             "{REGISTRY} is missing: run crates/runtime/install-deps.sh (Debian's docker-registry)"
@@ -42,10 +48,21 @@ impl Registry {
             .port();
         let address = format!("127.0.0.1:{port}");
         let config = storage.path().join("config.yml");
+        let auth = match htpasswd {
+            Some(line) => {
+                let path = storage.path().join("htpasswd");
+                fs::write(&path, format!("{line}\n")).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    path.display()
+                )
+            }
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{auth}",
                 storage.path().join("data").display()
             ),
         )
@@ -483,4 +500,104 @@ fn tampered_blobs_in_the_registry_are_refused_and_nothing_is_stored() {
         );
     }
     assert_store_empty(&shoal);
+}
+
+#[test]
+fn pods_pull_by_policy_with_a_login() {
+    use runtime::pod::{
+        Ipv4Cidr, PodNetwork, PodRuntime, PodRuntimeOptions, PullPolicy, RegistryAuth,
+    };
+    require_container_support();
+    // user "puller", password "s3cret" (bcrypt, cost 4).
+    let registry = Registry::start_with_auth(Some(
+        "puller:$2b$04$tGTRZmFOjB5hoI8UDWaFYOHm5pDXGe/yjy6Keaw8hsrHpQ/PqVLEK",
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let (layout, manifest_digest) = busybox_layout(work.path(), "1.0");
+    registry.push(
+        &layout,
+        "tools/busybox:1.0",
+        &["--dest-creds=puller:s3cret"],
+    );
+    let shoal = Shoal::new();
+    let runtime = PodRuntime::open_with(
+        shoal.data_dir.path(),
+        PodNetwork {
+            bridge: "shptreg".into(),
+            pod_cidr: "10.231.80.0/24".parse::<Ipv4Cidr>().unwrap(),
+            cluster_cidr: "10.231.0.0/16".parse().unwrap(),
+            mtu: None,
+        },
+        PodRuntimeOptions {
+            executable: None,
+            insecure_registries: vec![registry.address.clone()],
+            log_max_bytes: None,
+        },
+    )
+    .unwrap();
+    let reference = format!("{}/tools/busybox:1.0", registry.address);
+    let login = RegistryAuth {
+        username: "puller".into(),
+        password: "s3cret".into(),
+    };
+
+    let error = runtime
+        .ensure_image(&reference, PullPolicy::IfNotPresent, None, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(&format!("cannot pull image {reference}: ")),
+        "{error}"
+    );
+    assert!(error.contains("requires a login"), "{error}");
+    let wrong = RegistryAuth {
+        password: "wrong".into(),
+        ..login.clone()
+    };
+    let error = runtime
+        .ensure_image(&reference, PullPolicy::IfNotPresent, Some(&wrong), true)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("refused the login"), "{error}");
+
+    let pulled = runtime
+        .ensure_image(&reference, PullPolicy::IfNotPresent, Some(&login), true)
+        .unwrap();
+    assert_eq!(pulled.id, manifest_digest);
+    assert_eq!(pulled.local_name, reference);
+    assert_eq!(pulled.cmd, ["/bin/sh", "-c", "echo default command"]);
+    // Present now: Never and IfNotPresent need no registry (nor login).
+    for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+        assert_eq!(
+            runtime
+                .ensure_image(&reference, policy, None, true)
+                .unwrap()
+                .id,
+            manifest_digest
+        );
+    }
+
+    // The tag moves to another image: IfNotPresent keeps the one it has,
+    // Always fetches the new one.
+    registry.push(
+        &layout,
+        "tools/busybox:1.0",
+        &["--dest-creds=puller:s3cret", "--format", "v2s2"],
+    );
+    let moved = registry.tag_digest("tools/busybox", "1.0");
+    assert_ne!(moved, manifest_digest);
+    assert_eq!(
+        runtime
+            .ensure_image(&reference, PullPolicy::IfNotPresent, None, true)
+            .unwrap()
+            .id,
+        manifest_digest
+    );
+    assert_eq!(
+        runtime
+            .ensure_image(&reference, PullPolicy::Always, Some(&login), true)
+            .unwrap()
+            .id,
+        moved
+    );
 }

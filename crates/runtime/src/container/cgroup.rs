@@ -99,11 +99,31 @@ fn write(path: &Path, value: &str) -> anyhow::Result<()> {
 /// Creates the container's cgroups with `limits` applied; returns their
 /// directories (empty without limits). On error, nothing is left behind.
 pub fn create(container_id: &str, limits: &Limits) -> anyhow::Result<Vec<PathBuf>> {
-    if limits.is_empty() {
+    create_in(&Placement::default(), container_id, limits)
+}
+
+/// Where a container's cgroups go, beyond [`create`]'s defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// A group between shoal's cgroup and the container's (a pod's,
+    /// `pod-<uid>`), made on first use and removed by [`remove_group`].
+    pub group: Option<String>,
+    /// Make the memory and CPU accounting cgroups even without limits, so
+    /// the container's usage can be read.
+    pub always: bool,
+}
+
+/// [`create`], placed as `placement` says.
+pub fn create_in(
+    placement: &Placement,
+    container_id: &str,
+    limits: &Limits,
+) -> anyhow::Result<Vec<PathBuf>> {
+    if limits.is_empty() && !placement.always {
         return Ok(Vec::new());
     }
     let mut created = Vec::new();
-    let result = create_into(container_id, limits, &mut created);
+    let result = create_into(placement, container_id, limits, &mut created);
     if let Err(error) = result {
         remove(&created);
         return Err(error);
@@ -112,15 +132,25 @@ pub fn create(container_id: &str, limits: &Limits) -> anyhow::Result<Vec<PathBuf
 }
 
 fn create_into(
+    placement: &Placement,
     container_id: &str,
     limits: &Limits,
     created: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
+    let group = placement.group.as_deref();
     if is_pure_v2() {
-        let parent = Path::new(CGROUP_ROOT).join("shoal");
+        let shoal = Path::new(CGROUP_ROOT).join("shoal");
+        let parent = match group {
+            Some(group) => shoal.join(group),
+            None => shoal.clone(),
+        };
         fs::create_dir_all(&parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
-        for dir in [Path::new(CGROUP_ROOT), parent.as_path()] {
+        let mut ancestors = vec![Path::new(CGROUP_ROOT), shoal.as_path()];
+        if group.is_some() {
+            ancestors.push(parent.as_path());
+        }
+        for dir in ancestors {
             let subtree = dir.join("cgroup.subtree_control");
             let current = fs::read_to_string(&subtree).unwrap_or_default();
             for controller in ["cpu", "memory"] {
@@ -152,8 +182,8 @@ fn create_into(
         }
         return Ok(());
     }
-    if limits.needs_cpu() {
-        let dir = v1_dir("cpu", container_id)?;
+    if limits.needs_cpu() || placement.always {
+        let dir = v1_dir("cpu", group, container_id)?;
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         created.push(dir.clone());
         if let Some(millis) = limits.cpu_millis {
@@ -170,26 +200,116 @@ fn create_into(
             )?;
         }
     }
-    if let Some(bytes) = limits.memory_bytes {
-        let dir = v1_dir("memory", container_id)?;
+    if limits.memory_bytes.is_some() || placement.always {
+        let dir = v1_dir("memory", group, container_id)?;
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         created.push(dir.clone());
-        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-        // memory+swap: present only when swap accounting is on.
-        let memsw = dir.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            write(&memsw, &bytes.to_string())?;
+        if let Some(bytes) = limits.memory_bytes {
+            write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            // memory+swap: present only when swap accounting is on.
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write(&memsw, &bytes.to_string())?;
+            }
+        }
+    }
+    if placement.always {
+        // CPU time is counted by cpuacct, often mounted with cpu.
+        let dir = v1_dir("cpuacct", group, container_id)?;
+        if !created.contains(&dir) {
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            created.push(dir);
         }
     }
     Ok(())
 }
 
-fn v1_dir(controller: &str, container_id: &str) -> anyhow::Result<PathBuf> {
+fn v1_dir(controller: &str, group: Option<&str>, container_id: &str) -> anyhow::Result<PathBuf> {
+    Ok(v1_group_dir(controller, group)?.join(container_id))
+}
+
+fn v1_group_dir(controller: &str, group: Option<&str>) -> anyhow::Result<PathBuf> {
     let (mount_point, own_path) = v1_hierarchy(controller)?;
-    Ok(mount_point
+    let shoal = mount_point
         .join(own_path.trim_start_matches('/'))
-        .join("shoal")
-        .join(container_id))
+        .join("shoal");
+    Ok(match group {
+        Some(group) => shoal.join(group),
+        None => shoal,
+    })
+}
+
+/// Removes a group's cgroups (once its containers' are gone); what is not
+/// there is fine.
+pub fn remove_group(group: &str) {
+    remove(&group_dirs(group));
+}
+
+/// A group's cgroup directories (those of the controllers shoal uses,
+/// whether or not they exist).
+pub fn group_dirs(group: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if is_pure_v2() {
+        dirs.push(Path::new(CGROUP_ROOT).join("shoal").join(group));
+    } else {
+        for controller in ["cpu", "memory", "cpuacct"] {
+            if let Ok(dir) = v1_group_dir(controller, Some(group))
+                && !dirs.contains(&dir)
+            {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
+}
+
+/// What a container has used, from its cgroups (`None` where they do not
+/// say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_usage_nanos: Option<u64>,
+    pub memory_usage_bytes: Option<u64>,
+    /// Usage less inactive file pages: what the kubelet reports and
+    /// evicts on.
+    pub memory_working_set_bytes: Option<u64>,
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The `key value` line of a flat-keyed cgroup file.
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Reads the usage in `dirs` (a container's cgroups, v1 or v2).
+pub fn usage(dirs: &[PathBuf]) -> Usage {
+    let mut usage = Usage::default();
+    for dir in dirs {
+        // v2
+        if let Some(micros) = read_key(&dir.join("cpu.stat"), "usage_usec") {
+            usage.cpu_usage_nanos = Some(micros * 1000);
+        }
+        if let Some(bytes) = read_number(&dir.join("memory.current")) {
+            usage.memory_usage_bytes = Some(bytes);
+            let inactive = read_key(&dir.join("memory.stat"), "inactive_file").unwrap_or(0);
+            usage.memory_working_set_bytes = Some(bytes.saturating_sub(inactive));
+        }
+        // v1
+        if let Some(nanos) = read_number(&dir.join("cpuacct.usage")) {
+            usage.cpu_usage_nanos = Some(nanos);
+        }
+        if let Some(bytes) = read_number(&dir.join("memory.usage_in_bytes")) {
+            usage.memory_usage_bytes = Some(bytes);
+            let inactive = read_key(&dir.join("memory.stat"), "total_inactive_file").unwrap_or(0);
+            usage.memory_working_set_bytes = Some(bytes.saturating_sub(inactive));
+        }
+    }
+    usage
 }
 
 /// Moves the calling process into the cgroups (called by the container's

@@ -109,6 +109,12 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
         .thread_unblock()
         .context("cannot unblock signals")?;
     cgroup::join(&spec.cgroups)?;
+    if spec.terminal {
+        // The terminal on stdin becomes the session's controlling
+        // terminal: the app gets SIGINT from ^C, SIGWINCH on a resize.
+        rustix::process::setsid().context("cannot start a session")?;
+        rustix::process::ioctl_tiocsctty(std::io::stdin()).context("cannot take the terminal")?;
+    }
     let mut namespaces = CloneFlags::CLONE_NEWNS;
     match &spec.pod {
         // A pod's containers share its network, IPC and hostname: the init
@@ -210,10 +216,17 @@ fn join_pod_namespaces(pod: &PodNamespaces) -> anyhow::Result<()> {
 /// The capability set the app keeps: all of them when privileged, else the
 /// default set with the spec's additions and removals (`ALL` in either).
 pub(crate) fn capabilities_to_keep(spec: &InitSpec) -> anyhow::Result<caps::CapsHashSet> {
+    // "All" is all this process holds: the kernel may know fewer than the
+    // caps crate, and shoal itself may run with a reduced set.
+    let held = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
     if spec.privileged {
-        return Ok(caps::all());
+        return Ok(held);
     }
-    let mut keep: caps::CapsHashSet = DEFAULT_CAPABILITIES.iter().copied().collect();
+    let mut keep: caps::CapsHashSet = DEFAULT_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|capability| held.contains(capability))
+        .collect();
     for name in &spec.capabilities_drop {
         match parse_capability(name)? {
             None => keep.clear(),
@@ -224,10 +237,11 @@ pub(crate) fn capabilities_to_keep(spec: &InitSpec) -> anyhow::Result<caps::Caps
     }
     for name in &spec.capabilities_add {
         match parse_capability(name)? {
-            None => keep = caps::all(),
-            Some(capability) => {
+            None => keep = held.clone(),
+            Some(capability) if held.contains(&capability) => {
                 keep.insert(capability);
             }
+            Some(capability) => bail!("cannot grant {capability}: shoal itself does not hold it"),
         }
     }
     Ok(keep)
@@ -453,7 +467,8 @@ fn bind_host_devices(dev: &Path) -> anyhow::Result<()> {
             continue;
         }
         let target = dev.join(entry.file_name());
-        if target.exists() {
+        // Not `exists`, which follows links: /dev/ptmx is one already.
+        if fs::symlink_metadata(&target).is_ok() {
             continue;
         }
         File::create(&target).with_context(|| format!("cannot create {}", target.display()))?;

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -63,11 +63,22 @@ enum Output {
     Cri,
 }
 
+/// The supervisor's ends of the container's streams.
+struct Streams {
+    stdout: File,
+    /// `None` with a terminal: one stream carries both.
+    stderr: Option<File>,
+    /// The write end of the app's stdin (a pod container with `stdin`).
+    stdin: Option<File>,
+    /// The terminal's master side (a pod container with `tty`).
+    terminal: Option<File>,
+}
+
 fn start(
     spec: &mut InitSpec,
     log_path: &Path,
     output: &Output,
-) -> anyhow::Result<(Started, Option<(File, File)>)> {
+) -> anyhow::Result<(Started, Option<Streams>)> {
     // Not close-on-exec: the init inherits the write end (and closes it when
     // it execs the app). The read end stays here.
     let (status_read, status_write) = pipe2(OFlag::empty()).context("cannot create a pipe")?;
@@ -75,14 +86,41 @@ fn start(
     spec.status_fd = status_write.as_raw_fd();
     let spec_json = serde_json::to_string(spec)?;
     let (stdin, stdout, stderr, pipes) = match output {
+        Output::Cri if spec.terminal => {
+            let (master, slave) = crate::pod::exec::open_terminal()?;
+            (
+                Stdio::from(slave.try_clone()?),
+                Stdio::from(slave.try_clone()?),
+                Stdio::from(slave),
+                Some(Streams {
+                    stdout: master.try_clone()?,
+                    stderr: None,
+                    stdin: None,
+                    terminal: Some(master),
+                }),
+            )
+        }
         Output::Tee | Output::Cri => {
             let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC)?;
             let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC)?;
+            let (stdin, stdin_writer) = match output {
+                Output::Cri if spec.stdin => {
+                    let (in_read, in_write) = pipe2(OFlag::O_CLOEXEC)?;
+                    (Stdio::from(in_read), Some(File::from(in_write)))
+                }
+                Output::Cri => (Stdio::null(), None),
+                _ => (Stdio::inherit(), None),
+            };
             (
-                Stdio::inherit(),
+                stdin,
                 Stdio::from(out_write),
                 Stdio::from(err_write),
-                Some((File::from(out_read), File::from(err_read))),
+                Some(Streams {
+                    stdout: File::from(out_read),
+                    stderr: Some(File::from(err_read)),
+                    stdin: stdin_writer,
+                    terminal: None,
+                }),
             )
         }
         Output::Log => {
@@ -290,24 +328,59 @@ fn supervise(
     state.supervisor_pid = Some(supervisor_pid);
     state.supervisor_start_ticks = process_start_ticks(supervisor_pid);
     containers.save(state)?;
+    let attach_path = dir.join(crate::pod::attach::SOCKET_NAME);
+    let copiers: Vec<JoinHandle<()>> = match (pipes, &output) {
+        (Some(streams), Output::Cri) => {
+            use crate::pod::log::{Stream, copy_as_cri};
+            // Attach is a convenience: a socket that cannot be made leaves
+            // the container running with its log.
+            let hub = crate::pod::attach::Hub::serve(
+                &attach_path,
+                streams.stdin,
+                streams.terminal,
+                spec.stdin_once,
+            )
+            .ok();
+            let max_bytes = state
+                .pod
+                .as_ref()
+                .map_or(crate::pod::log::DEFAULT_MAX_LOG_BYTES, |member| {
+                    member.log_max_bytes
+                });
+            let log = crate::pod::log::LogFile::open(log_path.clone(), max_bytes);
+            let mut copiers = vec![copy_as_cri(
+                streams.stdout,
+                Arc::clone(&log),
+                Stream::Stdout,
+                hub.clone(),
+            )];
+            if let Some(stderr) = streams.stderr {
+                copiers.push(copy_as_cri(stderr, log, Stream::Stderr, hub));
+            }
+            copiers
+        }
+        (Some(streams), _) => {
+            let mut copiers = vec![tee(streams.stdout, log_path.clone(), false)];
+            copiers.extend(
+                streams
+                    .stderr
+                    .map(|stderr| tee(stderr, log_path.clone(), true)),
+            );
+            copiers
+        }
+        (None, _) => Vec::new(),
+    };
+    // Told once the output is taken (and a pod container's attach socket
+    // listens), so a caller may attach at once.
     on_started(state);
-    let copiers = pipes.map(|(out, err)| match output {
-        Output::Cri => [
-            crate::pod::log::copy_as_cri(out, log_path.clone(), crate::pod::log::Stream::Stdout),
-            crate::pod::log::copy_as_cri(err, log_path.clone(), crate::pod::log::Stream::Stderr),
-        ],
-        _ => [
-            tee(out, log_path.clone(), false),
-            tee(err, log_path.clone(), true),
-        ],
-    });
     let status = started
         .waiter
         .join()
         .map_err(|_| anyhow::anyhow!("the container's waiter thread panicked"))?;
-    for copier in copiers.into_iter().flatten() {
+    for copier in copiers {
         let _ = copier.join();
     }
+    let _ = fs::remove_file(&attach_path);
     let (exit_code, exit_signal) = match status {
         Ok(status) => (exit_code_of(status), status.signal()),
         Err(error) => bail!("lost track of container {}: {error}", state.name),

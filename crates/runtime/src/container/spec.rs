@@ -103,6 +103,18 @@ pub struct InitSpec {
     /// Group ids the app gets besides those of its user.
     #[serde(default)]
     pub supplemental_groups: Vec<u32>,
+    /// A pod container's stdin is a pipe its monitor feeds from attached
+    /// clients (else /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+    /// The first attached client to leave closes the app's stdin
+    /// (Kubernetes' `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// A pod container's stdio is a pseudo-terminal, its controlling
+    /// terminal, held by its monitor.
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 /// The pinned namespace files of a pod (bind mounts of nsfs files) a

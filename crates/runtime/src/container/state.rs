@@ -81,6 +81,13 @@ pub struct PodMember {
     pub log_path: PathBuf,
     /// The signal `stop` sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// The log is rotated past this size.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+}
+
+fn default_log_max_bytes() -> u64 {
+    crate::pod::log::DEFAULT_MAX_LOG_BYTES
 }
 
 impl ContainerState {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::container::cgroup::{self, Limits};
+use crate::container::cgroup::{self, Limits, Usage};
 use crate::container::init::parse_capability;
 use crate::container::run::{self as launcher, StartError};
 use crate::container::spec::{InitSpec, NetMode, Volume};
@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::image::store::Store;
 use crate::pod::{
     ContainerId, ContainerRecord, ContainerSpec, ContainerStatus, ExitReason, PodError, PodRuntime,
-    check_uid,
+    StartOptions, check_uid,
 };
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -152,6 +152,16 @@ impl PodRuntime {
         pod_uid: &str,
         spec: &ContainerSpec,
     ) -> Result<ContainerId, PodError> {
+        self.start_container_with(pod_uid, spec, &StartOptions::default())
+    }
+
+    /// [`start_container`](Self::start_container) with `options`.
+    pub fn start_container_with(
+        &self,
+        pod_uid: &str,
+        spec: &ContainerSpec,
+        options: &StartOptions,
+    ) -> Result<ContainerId, PodError> {
         check_uid(pod_uid)?;
         validate(spec)?;
         let sandbox = self.load_sandbox(pod_uid)?;
@@ -201,6 +211,10 @@ impl PodRuntime {
         // An attempt is one instance: a retried start under the same
         // attempt number starts its log afresh.
         let _ = fs::remove_file(&log_path);
+        let _ = fs::remove_file(crate::pod::log::LogFile::rotated_path(&log_path));
+        if let Some(dir) = log_path.parent() {
+            prune_old_logs(dir, spec.attempt);
+        }
 
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set_env = |key: &str, value: &str| {
@@ -252,6 +266,22 @@ impl PodRuntime {
                 .map(|millis| (millis * 1024 / 1000).max(2)),
         };
 
+        // The same instance started again (after it could not run, say)
+        // replaces the record it left; a running one is an error.
+        for existing in self.containers_of(pod_uid)? {
+            if existing.name == spec.name && existing.attempt == spec.attempt {
+                if matches!(existing.status, ContainerStatus::Running { .. }) {
+                    return Err(PodError::invalid(
+                        "container",
+                        format!(
+                            "{} (attempt {}) is already running as {}",
+                            spec.name, spec.attempt, existing.id
+                        ),
+                    ));
+                }
+                self.remove_container(&existing.id)?;
+            }
+        }
         let containers = self.containers()?;
         let short_uid: String = pod_uid.chars().take(8).collect();
         let mut state = ContainerState {
@@ -293,6 +323,11 @@ impl PodRuntime {
                 attempt: spec.attempt,
                 log_path: log_path.clone(),
                 stop_signal: stop_signal as i32,
+                log_max_bytes: self
+                    .inner
+                    .options
+                    .log_max_bytes
+                    .unwrap_or(crate::pod::log::DEFAULT_MAX_LOG_BYTES),
             }),
         };
         {
@@ -302,7 +337,12 @@ impl PodRuntime {
             })?;
         }
         drop(sweep_guard);
-        state.cgroups = match cgroup::create(&id, &limits) {
+        // Under the pod's group, and always made, so usage can be read.
+        let placement = cgroup::Placement {
+            group: Some(pod_cgroup_group(pod_uid)),
+            always: true,
+        };
+        state.cgroups = match cgroup::create_in(&placement, &id, &limits) {
             Ok(dirs) => dirs,
             Err(error) => {
                 let _ = containers.delete(&id);
@@ -354,6 +394,9 @@ impl PodRuntime {
             capabilities_add: spec.capabilities_add.clone(),
             capabilities_drop: spec.capabilities_drop.clone(),
             supplemental_groups: spec.supplemental_groups.clone(),
+            stdin: spec.stdin,
+            stdin_once: options.stdin_once,
+            terminal: spec.tty,
         };
         let started = launcher::run_detached_with(
             self.executable(),
@@ -432,6 +475,24 @@ impl PodRuntime {
         Ok(())
     }
 
+    /// What the running container uses now (`kubectl top`).
+    pub fn container_stats(&self, id: &ContainerId) -> Result<Usage, PodError> {
+        let state = self.load_container(id)?;
+        if !state.is_running() {
+            return Err(PodError::ContainerNotRunning { id: id.clone() });
+        }
+        Ok(cgroup::usage(&state.cgroups))
+    }
+
+    /// What the pod's containers use together.
+    pub fn pod_stats(&self, pod_uid: &str) -> Result<Usage, PodError> {
+        check_uid(pod_uid)?;
+        self.load_sandbox(pod_uid)?;
+        Ok(cgroup::usage(&cgroup::group_dirs(&pod_cgroup_group(
+            pod_uid,
+        ))))
+    }
+
     pub(crate) fn kill_and_remove(&self, record: &ContainerRecord) -> Result<(), PodError> {
         self.remove_container(&record.id)
     }
@@ -475,6 +536,42 @@ impl PodRuntime {
             .max();
         Ok(previous.map(|attempt| dir.join(format!("{attempt}.log"))))
     }
+}
+
+/// Keeps, of a container's earlier instances' logs, only the latest one
+/// (what `--previous` shows), as the kubelet does: a container restarting
+/// for days would otherwise leave a log per restart.
+fn prune_old_logs(dir: &std::path::Path, attempt: u32) {
+    let attempt_of = |name: &str| -> Option<u32> {
+        name.strip_suffix(".log.1")
+            .or_else(|| name.strip_suffix(".log"))?
+            .parse()
+            .ok()
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let logs: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let earlier = attempt_of(entry.file_name().to_str()?)?;
+            Some((earlier, entry.path()))
+        })
+        .filter(|(earlier, _)| *earlier < attempt)
+        .collect();
+    let Some(previous) = logs.iter().map(|(earlier, _)| *earlier).max() else {
+        return;
+    };
+    for (earlier, path) in logs {
+        if earlier != previous {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// The cgroup group of a pod's containers.
+pub(crate) fn pod_cgroup_group(pod_uid: &str) -> String {
+    format!("pod-{pod_uid}")
 }
 
 fn validate(spec: &ContainerSpec) -> Result<(), PodError> {
@@ -553,6 +650,22 @@ fn parse_signal(text: &str) -> Option<Signal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_previous_instances_log_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["0.log", "1.log", "1.log.1", "2.log", "2.log.1", "notes"] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        prune_old_logs(dir.path(), 3);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2.log", "2.log.1", "notes"]);
+    }
 
     #[test]
     fn stop_signals_parse_by_name_or_number() {

@@ -10,6 +10,7 @@
 //! since the helper's parent-death signal follows the thread that spawned it.
 
 use std::fs::{self, File};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sched::{CloneFlags, setns};
@@ -87,6 +89,34 @@ impl ExecProcess {
         })
     }
 
+    /// Kills the process (SIGKILL), if it has not ended yet. Its pid is
+    /// still its own: it is not reaped before `wait`'s thread sees it end.
+    pub fn kill(&self) {
+        if self
+            .waiter
+            .as_ref()
+            .is_some_and(|waiter| !waiter.is_finished())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Waits up to `timeout`; `None` when the process is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<i32>, PodError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match &self.waiter {
+                None => return Err(anyhow::anyhow!("the exec was already waited for").into()),
+                Some(waiter) if waiter.is_finished() => return self.wait().map(Some),
+                Some(_) if Instant::now() >= deadline => return Ok(None),
+                Some(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
     /// Tells the terminal its new size (with a tty; otherwise nothing).
     pub fn resize(&self, columns: u16, rows: u16) -> Result<(), PodError> {
         let Some(terminal) = &self.terminal else {
@@ -107,7 +137,7 @@ impl ExecProcess {
 }
 
 /// A pseudo-terminal: the master side and the path of the slave.
-fn open_terminal() -> anyhow::Result<(File, File)> {
+pub(crate) fn open_terminal() -> anyhow::Result<(File, File)> {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
         .context("cannot open a pseudo-terminal")?;
@@ -124,7 +154,86 @@ fn open_terminal() -> anyhow::Result<(File, File)> {
     Ok((File::from(master), slave))
 }
 
+/// What [`PodRuntime::exec_sync`] gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    /// At most [`EXEC_OUTPUT_LIMIT`] bytes of each stream (the rest is
+    /// read and dropped, so the process never blocks on a full pipe).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How much of each stream `exec_sync` keeps.
+pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
+
+/// Reads `source` to its end on a thread, keeping the first `limit` bytes.
+fn drain(source: Option<File>, limit: usize) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let Some(mut source) = source else {
+            return kept;
+        };
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            match source.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n_read) => {
+                    let room = limit.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buffer[..n_read.min(room)]);
+                }
+            }
+        }
+        kept
+    })
+}
+
 impl PodRuntime {
+    /// Runs `argv` in the container to its end, as CRI's ExecSync (exec
+    /// probes): no stdin, both streams read as they come, the process
+    /// killed after `timeout` (an error naming the timeout).
+    pub fn exec_sync(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, PodError> {
+        let mut process = self.exec(id, argv, false)?;
+        drop(process.stdin.take());
+        let stdout = drain(process.stdout.take(), EXEC_OUTPUT_LIMIT);
+        let stderr = drain(process.stderr.take(), EXEC_OUTPUT_LIMIT);
+        let exit_code = match process.wait_timeout(timeout)? {
+            Some(code) => code,
+            None => {
+                process.kill();
+                let _ = process.wait();
+                return Err(PodError::ExecTimeout {
+                    id: id.clone(),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+        };
+        // The streams end when the last holder of their write ends does: a
+        // background child of the command may keep them open, so they are
+        // not waited for past the process's end.
+        let collect = |reader: JoinHandle<Vec<u8>>| {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if reader.is_finished() {
+                reader.join().unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        };
+        Ok(ExecOutput {
+            exit_code,
+            stdout: collect(stdout),
+            stderr: collect(stderr),
+        })
+    }
+
     /// Runs `argv` in the running container `id`.
     pub fn exec(
         &self,

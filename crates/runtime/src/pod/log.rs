@@ -9,8 +9,11 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+use crate::pod::attach::Hub;
 
 /// Lines longer than this are cut into partial records (containerd's
 /// default, 16 KiB).
@@ -88,23 +91,90 @@ pub fn format_record(
     record
 }
 
-/// Copies `source` (a container's stdout or stderr) into the log at `path`
-/// as CRI records, until end of file.
-pub(crate) fn copy_as_cri(mut source: File, path: PathBuf, stream: Stream) -> JoinHandle<()> {
+/// What a container's log may grow to before it is rotated (the kubelet's
+/// default `containerLogMaxSize`).
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 << 20;
+
+/// A container's log, shared by its streams' copiers: records are appended
+/// whole, and past `max_bytes` the file is renamed to `<name>.1` (replacing
+/// the one before) and a new one begun, so a chatty app cannot fill the
+/// disk; readers follow the current file, as the kubelet's do.
+pub(crate) struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+}
+
+impl LogFile {
+    pub(crate) fn open(path: PathBuf, max_bytes: u64) -> Arc<Mutex<LogFile>> {
+        let file = File::options().create(true).append(true).open(&path).ok();
+        let size = file
+            .as_ref()
+            .and_then(|file| file.metadata().ok())
+            .map_or(0, |metadata| metadata.len());
+        Arc::new(Mutex::new(LogFile {
+            path,
+            file,
+            size,
+            max_bytes,
+        }))
+    }
+
+    /// The rotated file's path: `<path>.1`.
+    pub fn rotated_path(path: &std::path::Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
+    /// Appends `records`; a failure (a full disk) loses them, never the
+    /// app's progress.
+    fn append(&mut self, records: &[u8]) {
+        if self.size > 0 && self.size + records.len() as u64 > self.max_bytes {
+            let _ = std::fs::rename(&self.path, Self::rotated_path(&self.path));
+            self.file = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            self.size = 0;
+        }
+        if let Some(file) = self.file.as_mut()
+            && file.write_all(records).is_ok()
+        {
+            self.size += records.len() as u64;
+        }
+    }
+}
+
+/// Copies `source` (a container's stdout or stderr) into `log` as CRI
+/// records, until end of file; and, as it comes, to the clients attached
+/// through `hub`.
+pub(crate) fn copy_as_cri(
+    mut source: File,
+    log: Arc<Mutex<LogFile>>,
+    stream: Stream,
+    hub: Option<Arc<Hub>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let Ok(mut log) = File::options().create(true).append(true).open(&path) else {
-            // Without a log the app's output is still drained, so it never
-            // blocks on a full pipe.
-            let _ = std::io::copy(&mut source, &mut std::io::sink());
-            return;
+        let append = |batch: &[u8]| {
+            if let Ok(mut log) = log.lock() {
+                log.append(batch);
+            }
         };
         let mut pending: Vec<u8> = Vec::new();
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
+            // Drained to the end whatever happens to the log, so the app
+            // never blocks on a full pipe.
             let n_read = match source.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n_read) => n_read,
             };
+            if let Some(hub) = &hub {
+                hub.broadcast(stream, &buffer[..n_read]);
+            }
             pending.extend_from_slice(&buffer[..n_read]);
             let now = SystemTime::now();
             let mut batch = Vec::new();
@@ -130,12 +200,12 @@ pub(crate) fn copy_as_cri(mut source: File, path: PathBuf, stream: Stream) -> Jo
                 ));
                 pending.drain(..MAX_LINE_BYTES);
             }
-            if !batch.is_empty() && log.write_all(&batch).is_err() {
-                break;
+            if !batch.is_empty() {
+                append(&batch);
             }
         }
         if !pending.is_empty() {
-            let _ = log.write_all(&format_record(SystemTime::now(), stream, true, &pending));
+            append(&format_record(SystemTime::now(), stream, true, &pending));
         }
     })
 }
@@ -170,7 +240,8 @@ mod tests {
         let path = dir.path().join("0.log");
         let (read, write) = std::io::pipe().unwrap();
         let read = File::from(std::os::fd::OwnedFd::from(read));
-        let copier = copy_as_cri(read, path.clone(), Stream::Stdout);
+        let log = LogFile::open(path.clone(), DEFAULT_MAX_LOG_BYTES);
+        let copier = copy_as_cri(read, log, Stream::Stdout, None);
         let mut write = write;
         let long = vec![b'x'; MAX_LINE_BYTES + 10];
         write.write_all(b"one\n\ntwo").unwrap();
@@ -195,5 +266,51 @@ mod tests {
         assert_eq!(texts[4], (&b"xxxxxxxxxx"[..], true));
         assert_eq!(texts[5], (&b"no newline"[..], true));
         assert_eq!(texts.len(), 6);
+    }
+
+    #[test]
+    fn a_log_past_its_size_is_rotated_and_every_record_stays_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let log = LogFile::open(path.clone(), 1000);
+        let (read, write) = std::io::pipe().unwrap();
+        let read = File::from(std::os::fd::OwnedFd::from(read));
+        let copier = copy_as_cri(read, log, Stream::Stderr, None);
+        let mut write = write;
+        // Ten batches, each waited for, so the writer sees them apart.
+        let logged = |text: &str| {
+            [path.clone(), LogFile::rotated_path(&path)]
+                .iter()
+                .any(|file| std::fs::read_to_string(file).is_ok_and(|log| log.contains(text)))
+        };
+        for batch in 0..10 {
+            for line in batch * 20..(batch + 1) * 20 {
+                writeln!(write, "line {line}").unwrap();
+            }
+            let last = format!("line {}\n", (batch + 1) * 20 - 1);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !logged(&last) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(logged(&last), "{last:?} never logged");
+        }
+        drop(write);
+        copier.join().unwrap();
+        let current = std::fs::read(&path).unwrap();
+        let rotated = std::fs::read(LogFile::rotated_path(&path)).unwrap();
+        assert!(current.len() <= 1000 + 64 * 1024, "{}", current.len());
+        assert!(!rotated.is_empty());
+        for file in [&current, &rotated] {
+            for line in file.split_inclusive(|byte| *byte == b'\n') {
+                assert!(parse_line(line).is_some(), "{line:?}");
+            }
+        }
+        let last = current
+            .split_inclusive(|byte| *byte == b'\n')
+            .next_back()
+            .and_then(parse_line)
+            .unwrap();
+        assert_eq!(last.text, b"line 199");
+        assert_eq!(last.stream, Stream::Stderr);
     }
 }

@@ -19,8 +19,9 @@
 //!
 //! Nothing here prints or exits; every failure is a [`PodError`].
 
+pub(crate) mod attach;
 mod container;
-mod exec;
+pub(crate) mod exec;
 mod image;
 pub mod log;
 mod network;
@@ -35,8 +36,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::container::cgroup::Usage;
 pub use crate::container::network::{PortMapping, Protocol};
-pub use exec::{EXEC_ENV, ExecProcess, main as exec_main};
+pub use attach::AttachSession;
+pub use exec::{EXEC_ENV, EXEC_OUTPUT_LIMIT, ExecOutput, ExecProcess, main as exec_main};
 pub use image::{ImageInfo, PullPolicy, RegistryAuth};
 pub use network::ROUTE_PROTOCOL;
 
@@ -66,6 +69,8 @@ pub enum PodError {
     ContainerNotFound { id: ContainerId },
     #[error("container {id} is not running")]
     ContainerNotRunning { id: ContainerId },
+    #[error("command in container {id} timed out after {seconds}s")]
+    ExecTimeout { id: ContainerId, seconds: f64 },
     #[error("cannot connect to port {port} of pod {pod}: {message}")]
     PortForward {
         pod: String,
@@ -316,9 +321,19 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// The restart count: names this instance (and its log file).
     pub attempt: u32,
-    /// Kept for attach; stdin is not connected yet (see `docs/runtime.md`).
+    /// The app's stdio is a pseudo-terminal (`tty: true`), which
+    /// [`PodRuntime::attach`] reaches.
     pub tty: bool,
+    /// The app's stdin is fed by [`PodRuntime::attach`] (else /dev/null).
     pub stdin: bool,
+}
+
+/// What [`PodRuntime::start_container_with`] takes beyond the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The first attach session to end closes the app's stdin
+    /// (Kubernetes' `stdinOnce`).
+    pub stdin_once: bool,
 }
 
 /// Options of a node's runtime beyond its data directory and network.
@@ -330,6 +345,9 @@ pub struct PodRuntimeOptions {
     pub executable: Option<PathBuf>,
     /// Registries (`HOST[:PORT]`) spoken to over plain http.
     pub insecure_registries: Vec<String>,
+    /// A container's log is rotated (to `<attempt>.log.1`) past this size;
+    /// default [`log::DEFAULT_MAX_LOG_BYTES`] (10 MiB).
+    pub log_max_bytes: Option<u64>,
 }
 
 /// The node's pod runtime; cheap to clone (one shared state).

@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
@@ -206,40 +206,31 @@ fn network_rules(runtime: &PodRuntime) -> Vec<(&'static str, &'static str, Strin
 pub(crate) fn ensure(runtime: &PodRuntime) -> Result<(), PodError> {
     let network = &runtime.inner.network;
     let bridge = &network.bridge;
-    let sys = Path::new("/sys/class/net").join(bridge);
     let gateway = format!(
         "{}/{}",
         network.pod_cidr.host(1),
         network.pod_cidr.prefix_len
     );
-    if sys.exists() {
-        let alias = fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
-        if alias.trim_end() != BRIDGE_ALIAS {
+    match link_alias(bridge) {
+        Some(alias) if alias == BRIDGE_ALIAS => {}
+        Some(alias) => {
             return Err(PodError::Network {
                 message: format!(
-                    "interface {bridge} exists and is not shoal's pod bridge (its alias is {:?}): choose another bridge name",
-                    alias.trim_end()
+                    "interface {bridge} exists and is not shoal's pod bridge (its alias is {alias:?}): choose another bridge name"
                 ),
             });
         }
-    } else {
-        let mtu = network.mtu.unwrap_or_else(default_route_mtu);
-        tool(
-            "ip",
-            &[
-                "link",
-                "add",
-                bridge,
-                "mtu",
-                &mtu.to_string(),
-                "type",
-                "bridge",
-            ],
-            None,
-        )
-        .map_err(PodError::network)?;
-        write_sysfs(&format!("/sys/class/net/{bridge}/ifalias"), BRIDGE_ALIAS)
+        None => {
+            let mtu = network.mtu.unwrap_or_else(default_route_mtu).to_string();
+            tool(
+                "ip",
+                &["link", "add", bridge, "mtu", &mtu, "type", "bridge"],
+                None,
+            )
             .map_err(PodError::network)?;
+            tool("ip", &["link", "set", bridge, "alias", BRIDGE_ALIAS], None)
+                .map_err(PodError::network)?;
+        }
     }
     tool(
         "ip",
@@ -326,10 +317,25 @@ pub(crate) fn teardown(runtime: &PodRuntime) -> Result<(), PodError> {
     let bridge = runtime.inner.network.bridge.clone();
     crate::container::network::delete_rules(|tag| tag == [bridge.as_str()])
         .map_err(PodError::network)?;
-    let sys = Path::new("/sys/class/net").join(&bridge);
-    let alias = fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
-    if sys.exists() && alias.trim_end() == BRIDGE_ALIAS {
-        crate::container::network::remove_links(&[bridge.as_str()]);
+    if link_alias(&bridge).as_deref() == Some(BRIDGE_ALIAS) {
+        delete_link(&bridge);
     }
     Ok(())
+}
+
+/// A link's alias (empty without one), or `None` when there is no such
+/// link. Asked of `ip`, which answers for the caller's network namespace
+/// (sysfs shows the namespace of whoever mounted it).
+fn link_alias(name: &str) -> Option<String> {
+    let listing = tool("ip", &["-j", "link", "show", "dev", name], None).ok()?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&listing).ok()?;
+    let link = links.first()?;
+    Some(link["ifalias"].as_str().unwrap_or_default().to_string())
+}
+
+/// Deletes a link if it is there (in the caller's network namespace).
+pub(crate) fn delete_link(name: &str) {
+    if link_alias(name).is_some() {
+        let _ = tool("ip", &["link", "del", name], None);
+    }
 }

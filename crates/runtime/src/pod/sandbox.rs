@@ -193,6 +193,7 @@ impl PodRuntime {
         for record in self.containers_of(pod_uid)? {
             self.kill_and_remove(&record)?;
         }
+        crate::container::cgroup::remove_group(&super::container::pod_cgroup_group(pod_uid));
         let leases = Leases::lock(self)?;
         match self.load_sandbox(pod_uid) {
             Ok(state) => self.teardown(&state, &leases),
@@ -216,7 +217,7 @@ impl PodRuntime {
         if let Some(veth) = &state.host_veth {
             // It goes with the network namespace, but the kernel frees
             // namespaces lazily: deleted now, so its name is free at once.
-            network::remove_links(&[veth.as_str()]);
+            super::network::delete_link(veth);
         }
         let ns_dir = self.pod_dir(&state.uid).join("ns");
         for (name, _) in NAMESPACES {
