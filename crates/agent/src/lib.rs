@@ -12,6 +12,7 @@ pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod routes;
+pub mod streams;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -182,6 +183,7 @@ pub async fn run(
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let stream_listener = streams::listen(config.agent_port).await?;
     let machine_dir = config.data_dir.clone();
     let machine = tokio::task::spawn_blocking(move || node::Machine::read(&machine_dir))
         .await
@@ -249,6 +251,16 @@ pub async fn run(
         pod_runtime.clone(),
         shutdown.clone(),
     ));
+    let stream_runtime = pod_runtime.clone();
+    let pki_dir = config.data_dir.join("pki");
+    let stream_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(error) =
+            streams::serve(stream_runtime, &pki_dir, stream_listener, stream_shutdown).await
+        {
+            tracing::error!(%error, "the agent cannot serve logs and exec");
+        }
+    });
     let context = std::sync::Arc::new(pods::worker::Context {
         events: pods::events::Events::new(client.clone(), config.node_name.clone()),
         client,
