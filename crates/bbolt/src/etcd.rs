@@ -153,9 +153,11 @@ pub struct EtcdCluster {
 /// trailer etcd's Snapshot stream ends with: what `etcdctl snapshot save`
 /// stores, and what `etcdctl snapshot status` and `snapshot restore` read.
 /// Revisions must be in ascending (main, sub) order; a tombstone's record
-/// holds only its key, as etcd writes it, whatever `kv` says.
+/// holds only its key, as etcd writes it, whatever `kv` says. The backend is
+/// taken by value so that each revision is freed as soon as it is encoded: a
+/// large store's history is not held twice besides the file.
 pub fn write_etcd_snapshot(
-    backend: &EtcdBackend,
+    backend: EtcdBackend,
     cluster: &EtcdCluster,
 ) -> Result<Vec<u8>, BboltError> {
     let mut file = write_etcd_backend(backend, cluster)?;
@@ -167,11 +169,29 @@ pub fn write_etcd_snapshot(
 /// Like `write_etcd_snapshot`, without the trailer: the `member/snap/db`
 /// file of an etcd data directory.
 pub fn write_etcd_backend(
-    backend: &EtcdBackend,
+    backend: EtcdBackend,
     cluster: &EtcdCluster,
 ) -> Result<Vec<u8>, BboltError> {
-    let mut key_entries = Vec::with_capacity(backend.revisions.len());
-    for stored in &backend.revisions {
+    let EtcdBackend {
+        revisions,
+        compact_revision,
+        scheduled_compact_revision,
+        consistent_index,
+        leases,
+    } = backend;
+    // A tombstone's key sorts after its revision's plain key, so the
+    // writer's check of the keys would let a revision given twice through:
+    // compare the revisions themselves.
+    if revisions
+        .windows(2)
+        .any(|pair| (pair[0].main, pair[0].sub) >= (pair[1].main, pair[1].sub))
+    {
+        return Err(etcd_error(
+            "revisions are not in strictly ascending order".to_owned(),
+        ));
+    }
+    let mut key_entries = Vec::with_capacity(revisions.len());
+    for stored in revisions {
         if stored.main < 0 || stored.sub < 0 {
             return Err(etcd_error(format!(
                 "revision {}_{} is negative",
@@ -180,7 +200,7 @@ pub fn write_etcd_backend(
         }
         let value = if stored.tombstone {
             KeyValue {
-                key: stored.kv.key.clone(),
+                key: stored.kv.key,
                 ..KeyValue::default()
             }
             .encode_to_vec()
@@ -192,30 +212,16 @@ pub fn write_etcd_backend(
             value,
         ));
     }
-    // Tombstone keys sort after their plain twin; a revision appearing as
-    // both is caught by the writer's ascending check only if adjacent, so
-    // compare the revisions themselves.
-    if backend
-        .revisions
-        .windows(2)
-        .any(|pair| (pair[0].main, pair[0].sub) >= (pair[1].main, pair[1].sub))
-    {
-        return Err(etcd_error(
-            "revisions are not in strictly ascending order".to_owned(),
-        ));
-    }
 
     let mut meta_entries = vec![(
         b"consistent_index".to_vec(),
-        backend.consistent_index.to_be_bytes().to_vec(),
+        consistent_index.to_be_bytes().to_vec(),
     )];
-    let scheduled = backend
-        .scheduled_compact_revision
-        .max(backend.compact_revision);
-    if backend.compact_revision > 0 {
+    let scheduled = scheduled_compact_revision.max(compact_revision);
+    if compact_revision > 0 {
         meta_entries.push((
             b"finishedCompactRev".to_vec(),
-            revision_key(backend.compact_revision, 0, false),
+            revision_key(compact_revision, 0, false),
         ));
     }
     if scheduled > 0 {
@@ -225,7 +231,7 @@ pub fn write_etcd_backend(
         ));
     }
 
-    let mut leases: Vec<(i64, i64)> = backend.leases.clone();
+    let mut leases = leases;
     leases.sort_unstable();
     let lease_entries = leases
         .iter()

@@ -210,7 +210,7 @@ fn an_etcd_snapshot_reads_back_with_its_trailer_checked() {
         alarms: Vec::new(),
         auth_revision: 1,
     };
-    let file = write_etcd_snapshot(&backend, &cluster).unwrap();
+    let file = write_etcd_snapshot(backend.clone(), &cluster).unwrap();
     assert_eq!(file.len() % 4096, 32, "whole pages and the sha256 trailer");
 
     let read = read_etcd_backend(&file).unwrap();
@@ -299,7 +299,7 @@ fn revisions_out_of_order_are_refused() {
         auth_revision: 1,
     };
     assert_eq!(
-        write_etcd_snapshot(&backend, &cluster).unwrap_err(),
+        write_etcd_snapshot(backend, &cluster).unwrap_err(),
         BboltError::Etcd("revisions are not in strictly ascending order".to_owned())
     );
 }

@@ -572,7 +572,7 @@ fn a_rewritten_etcd_snapshot_is_the_same_database_to_etcd() {
         alarms: Vec::new(),
         auth_revision,
     };
-    let rewritten = write_etcd_snapshot(&backend, &cluster).unwrap();
+    let rewritten = write_etcd_snapshot(backend.clone(), &cluster).unwrap();
     let rewritten_path = work.path().join("rewritten.db");
     std::fs::write(&rewritten_path, &rewritten).unwrap();
 

@@ -545,7 +545,7 @@ impl StateMachine {
             // the buckets are as a cluster whose auth was never touched has them.
             auth_revision: 1,
         };
-        bbolt::write_etcd_snapshot(&backend, &cluster).map_err(|error| error.to_string())
+        bbolt::write_etcd_snapshot(backend, &cluster).map_err(|error| error.to_string())
     }
 }
 
