@@ -1,5 +1,6 @@
 //! The one error type of this crate: every message names the page, bucket or
-//! record that is wrong, so a failed restore says where the file is damaged.
+//! record that is wrong, so a failed restore says where the file is damaged,
+//! and what the writer was given that no bbolt file can hold.
 
 /// Why a bbolt file or an etcd backend inside it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,4 +20,8 @@ pub enum BboltError {
     /// The bbolt file is sound but does not hold what etcd 3.4 writes.
     #[error("etcd backend: {0}")]
     Etcd(String),
+    /// What was given to the writer cannot be a bbolt file (unsorted keys,
+    /// a duplicate bucket, an element too large).
+    #[error("cannot write a bbolt file: {0}")]
+    Write(String),
 }

@@ -1,12 +1,17 @@
 //! etcd 3.4's backend layout over a bbolt file: the `key` bucket of MVCC
-//! revisions, the `meta` bucket's consistent index and compaction marks, and
-//! the `lease` bucket.
+//! revisions, the `meta` bucket's consistent index and compaction marks, the
+//! `lease` bucket, and (written, not read back) the membership, cluster
+//! version, alarm and auth buckets. `read_etcd_backend` is the migration path
+//! from etcd; `write_etcd_snapshot` makes the file etcd's own tools take.
 
 use prost::Message;
+use proto::etcdserverpb::AlarmMember;
 use proto::mvccpb::KeyValue;
+use sha2::{Digest, Sha256};
 
 use crate::db::{Bucket, Db, Value};
 use crate::error::BboltError;
+use crate::writer::{BucketContents, DEFAULT_PAGE_SIZE, write_db};
 
 /// A revision key: 8-byte big-endian main, `_`, 8-byte big-endian sub.
 const REVISION_KEY_SIZE: usize = 17;
@@ -116,6 +121,254 @@ pub fn read_etcd_backend(bytes: &[u8]) -> Result<EtcdBackend, BboltError> {
         consistent_index,
         leases,
     })
+}
+
+/// One cluster member as etcd's `members` bucket keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// The cluster side of a backend that `read_etcd_backend` leaves out (a
+/// restore takes its membership from flags) but etcd's own tools expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+    pub removed_member_ids: Vec<u64>,
+    /// The `cluster` bucket's `clusterVersion`, such as "3.4.0".
+    pub cluster_version: Option<String>,
+    /// Raised alarms: (member id, `AlarmType` number).
+    pub alarms: Vec<(u64, i32)>,
+    /// The `auth` bucket's `authRevision`: 1 on a cluster whose auth was
+    /// never changed (etcd writes it at first start).
+    pub auth_revision: u64,
+}
+
+/// Writes `backend` and `cluster` as etcd 3.4's backend database file (a
+/// bbolt file with every bucket etcd 3.4 creates), followed by the sha256
+/// trailer etcd's Snapshot stream ends with: what `etcdctl snapshot save`
+/// stores, and what `etcdctl snapshot status` and `snapshot restore` read.
+/// Revisions must be in ascending (main, sub) order; a tombstone's record
+/// holds only its key, as etcd writes it, whatever `kv` says. The backend is
+/// taken by value so that each revision is freed as soon as it is encoded: a
+/// large store's history is not held twice besides the file.
+pub fn write_etcd_snapshot(
+    backend: EtcdBackend,
+    cluster: &EtcdCluster,
+) -> Result<Vec<u8>, BboltError> {
+    let mut file = write_etcd_backend(backend, cluster)?;
+    let digest = Sha256::digest(&file);
+    file.extend_from_slice(&digest);
+    Ok(file)
+}
+
+/// Like `write_etcd_snapshot`, without the trailer: the `member/snap/db`
+/// file of an etcd data directory.
+pub fn write_etcd_backend(
+    backend: EtcdBackend,
+    cluster: &EtcdCluster,
+) -> Result<Vec<u8>, BboltError> {
+    let EtcdBackend {
+        revisions,
+        compact_revision,
+        scheduled_compact_revision,
+        consistent_index,
+        leases,
+    } = backend;
+    // A tombstone's key sorts after its revision's plain key, so the
+    // writer's check of the keys would let a revision given twice through:
+    // compare the revisions themselves.
+    if revisions
+        .windows(2)
+        .any(|pair| (pair[0].main, pair[0].sub) >= (pair[1].main, pair[1].sub))
+    {
+        return Err(etcd_error(
+            "revisions are not in strictly ascending order".to_owned(),
+        ));
+    }
+    let mut key_entries = Vec::with_capacity(revisions.len());
+    for stored in revisions {
+        if stored.main < 0 || stored.sub < 0 {
+            return Err(etcd_error(format!(
+                "revision {}_{} is negative",
+                stored.main, stored.sub
+            )));
+        }
+        let value = if stored.tombstone {
+            KeyValue {
+                key: stored.kv.key,
+                ..KeyValue::default()
+            }
+            .encode_to_vec()
+        } else {
+            stored.kv.encode_to_vec()
+        };
+        key_entries.push((
+            revision_key(stored.main, stored.sub, stored.tombstone),
+            value,
+        ));
+    }
+
+    let mut meta_entries = vec![(
+        b"consistent_index".to_vec(),
+        consistent_index.to_be_bytes().to_vec(),
+    )];
+    let scheduled = scheduled_compact_revision.max(compact_revision);
+    if compact_revision > 0 {
+        meta_entries.push((
+            b"finishedCompactRev".to_vec(),
+            revision_key(compact_revision, 0, false),
+        ));
+    }
+    if scheduled > 0 {
+        meta_entries.push((
+            b"scheduledCompactRev".to_vec(),
+            revision_key(scheduled, 0, false),
+        ));
+    }
+
+    let mut leases = leases;
+    leases.sort_unstable();
+    let lease_entries = leases
+        .iter()
+        .map(|&(id, ttl)| {
+            let record = Lease {
+                id,
+                ttl,
+                remaining_ttl: 0,
+            };
+            (id.to_be_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+
+    // etcd names members by their id in lower-case hex, so the bucket's
+    // order is the order of those strings.
+    let mut member_entries: Vec<(Vec<u8>, Vec<u8>)> = cluster
+        .members
+        .iter()
+        .map(|member| {
+            (
+                format!("{:x}", member.id).into_bytes(),
+                member_json(member).into_bytes(),
+            )
+        })
+        .collect();
+    member_entries.sort();
+    let mut removed_entries: Vec<(Vec<u8>, Vec<u8>)> = cluster
+        .removed_member_ids
+        .iter()
+        .map(|id| (format!("{id:x}").into_bytes(), b"removed".to_vec()))
+        .collect();
+    removed_entries.sort();
+    removed_entries.dedup();
+    let mut alarm_entries: Vec<(Vec<u8>, Vec<u8>)> = cluster
+        .alarms
+        .iter()
+        .map(|&(member_id, alarm)| {
+            let key = AlarmMember { member_id, alarm }.encode_to_vec();
+            (key, Vec::new())
+        })
+        .collect();
+    alarm_entries.sort();
+    alarm_entries.dedup();
+    let cluster_entries = cluster
+        .cluster_version
+        .iter()
+        .map(|version| (b"clusterVersion".to_vec(), version.clone().into_bytes()))
+        .collect();
+
+    let bucket = |name: &str, entries: Vec<(Vec<u8>, Vec<u8>)>| BucketContents {
+        name: name.as_bytes().to_vec(),
+        entries,
+    };
+    write_db(
+        DEFAULT_PAGE_SIZE,
+        &[
+            bucket("alarm", alarm_entries),
+            bucket(
+                "auth",
+                vec![(
+                    b"authRevision".to_vec(),
+                    cluster.auth_revision.to_be_bytes().to_vec(),
+                )],
+            ),
+            bucket("authRoles", Vec::new()),
+            bucket("authUsers", Vec::new()),
+            bucket("cluster", cluster_entries),
+            bucket("key", key_entries),
+            bucket("lease", lease_entries),
+            bucket("members", member_entries),
+            bucket("members_removed", removed_entries),
+            bucket("meta", meta_entries),
+        ],
+    )
+}
+
+/// A revision key: 8-byte big-endian main, `_`, 8-byte big-endian sub, and
+/// the tombstone mark.
+fn revision_key(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(REVISION_KEY_SIZE + 1);
+    key.extend_from_slice(&main.to_be_bytes());
+    key.push(b'_');
+    key.extend_from_slice(&sub.to_be_bytes());
+    if tombstone {
+        key.push(TOMBSTONE_MARK);
+    }
+    key
+}
+
+/// A member as Go's encoding/json writes etcd's `membership.Member`: `id`,
+/// then `peerURLs` and `isLearner` (omitted when false), then `name` and
+/// `clientURLs` (each omitted when empty).
+fn member_json(member: &EtcdMember) -> String {
+    let list = |urls: &[String]| {
+        let items: Vec<String> = urls.iter().map(|url| go_json_string(url)).collect();
+        format!("[{}]", items.join(","))
+    };
+    let mut json = format!(
+        "{{\"id\":{},\"peerURLs\":{}",
+        member.id,
+        list(&member.peer_urls)
+    );
+    if member.is_learner {
+        json.push_str(",\"isLearner\":true");
+    }
+    if !member.name.is_empty() {
+        json.push_str(",\"name\":");
+        json.push_str(&go_json_string(&member.name));
+    }
+    if !member.client_urls.is_empty() {
+        json.push_str(",\"clientURLs\":");
+        json.push_str(&list(&member.client_urls));
+    }
+    json.push('}');
+    json
+}
+
+/// A JSON string as Go's encoder writes it: besides quotes, backslashes and
+/// control characters it escapes `<`, `>`, `&` and the two line separators.
+fn go_json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(character)));
+            }
+            other => out.push(other),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Splits a `key` bucket key into (main, sub, tombstone).

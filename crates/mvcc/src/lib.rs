@@ -58,7 +58,7 @@ use crate::record::{META_TABLE, REVISIONS_TABLE, Record, Revision};
 pub use crate::db::Db;
 pub use crate::history::{History, key_in_range};
 pub use crate::range::EncodedRange;
-pub use crate::snapshot::{ImportedRevision, snapshot_from_history};
+pub use crate::snapshot::{ExportedHistory, HistoryRevision, snapshot_from_history};
 pub use crate::writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +269,13 @@ impl Mvcc {
     pub fn snapshot(&self) -> Result<Vec<u8>, MvccError> {
         let read_txn = self.database.begin_read()?;
         snapshot::encode(&read_txn)
+    }
+
+    /// The whole stored history and its meta, from one read transaction (what an etcd
+    /// backend's `key` and `meta` buckets hold).
+    pub fn export_history(&self) -> Result<ExportedHistory, MvccError> {
+        let read_txn = self.database.begin_read()?;
+        snapshot::export(&read_txn)
     }
 
     /// Replaces the whole MVCC state with a snapshot's inside `wtx`; the caller commits and

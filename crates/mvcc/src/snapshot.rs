@@ -164,9 +164,10 @@ pub(crate) fn decode(snapshot: &[u8]) -> Result<DecodedSnapshot<'_>, MvccError> 
     })
 }
 
-/// One revision from another store (an etcd backend being imported).
+/// One stored revision in a form another store shares (an etcd backend
+/// being imported, or the etcd-format snapshot being written).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportedRevision {
+pub struct HistoryRevision {
     pub main: i64,
     pub sub: i64,
     pub tombstone: bool,
@@ -177,13 +178,49 @@ pub struct ImportedRevision {
     pub lease: i64,
 }
 
+/// The whole stored history, read in one transaction: what an etcd backend
+/// holds of the MVCC state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedHistory {
+    pub consistent_index: u64,
+    pub compact_revision: i64,
+    /// Every stored revision in ascending (main, sub) order.
+    pub revisions: Vec<HistoryRevision>,
+}
+
+pub(crate) fn export(read_txn: &ReadTransaction) -> Result<ExportedHistory, MvccError> {
+    let revisions_table = read_txn.open_table(REVISIONS_TABLE)?;
+    let meta = read_meta(&read_txn.open_table(META_TABLE)?)?;
+    let mut revisions = Vec::with_capacity(usize::try_from(revisions_table.len()?).unwrap_or(0));
+    for item in revisions_table.iter()? {
+        let (key, value) = item?;
+        let revision = Revision::from_table_key(key.value());
+        let record = Record::decode(value.value())?;
+        revisions.push(HistoryRevision {
+            main: revision.main,
+            sub: revision.sub,
+            tombstone: record.tombstone,
+            key: bytes::Bytes::copy_from_slice(record.key),
+            value: bytes::Bytes::copy_from_slice(record.value),
+            create_revision: record.create_revision,
+            version: record.version,
+            lease: record.lease,
+        });
+    }
+    Ok(ExportedHistory {
+        consistent_index: meta.consistent_index,
+        compact_revision: meta.compact_revision,
+        revisions,
+    })
+}
+
 /// Builds a snapshot (the format `Mvcc::restore` takes) from another store's
 /// history. Revisions must be in ascending (main, sub) order; the result is
 /// checked by the same decoder a restore uses, so a bad import fails here.
 pub fn snapshot_from_history(
     consistent_index: u64,
     compact_revision: i64,
-    revisions: &[ImportedRevision],
+    revisions: &[HistoryRevision],
 ) -> Result<Vec<u8>, MvccError> {
     let last = revisions.last().map(|revision| Revision {
         main: revision.main,

@@ -15,6 +15,8 @@ use url::Url;
 /// Every part of shoal allocates through jemalloc: glibc's malloc and free were
 /// 9-13% of a member's CPU under put loads; side by side jemalloc took ~15% off
 /// the CPU of a single-client put, for ~15 MiB more peak memory (BENCHMARKS.md).
+/// The `system-allocator` feature leaves it out, for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -23,6 +25,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// next, whichever runs it) and unused pages handed back after one second
 /// instead of ten. With the defaults, peak member RSS in bench/compare was
 /// 180 MiB; with these, 148 MiB (glibc: 141 MiB).
+#[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)] // the symbol jemalloc reads its options from: plain bytes
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static JEMALLOC_OPTIONS: &[u8] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

@@ -5,6 +5,11 @@
 //! on one member and on a three-member cluster restored from the same file.
 //! The same scenario restored with `etcdctl snapshot restore` into etcd is the
 //! twin that validates the test itself.
+//!
+//! And back: shoal's snapshot is etcd's file. After the same history,
+//! `etcdctl snapshot status` reports the same revision and key count for
+//! etcd's snapshot and shoal's, and etcd restores shoal's (with its own
+//! `etcdctl snapshot restore`) and serves every key, revision and lease.
 
 mod common;
 
@@ -54,7 +59,13 @@ struct Reference {
 
 /// Writes the scenario's data to a one-member etcd and saves a snapshot.
 fn write_to_etcd_and_save_snapshot() -> Reference {
-    let etcd = Cluster::start(Flavor::Etcd, 1, ClusterOptions::default());
+    write_and_save_snapshot(Flavor::Etcd)
+}
+
+/// Writes the scenario's data to a one-member `flavor` cluster and saves a
+/// snapshot with `etcdctl snapshot save`.
+fn write_and_save_snapshot(flavor: Flavor) -> Reference {
+    let etcd = Cluster::start(flavor, 1, ClusterOptions::default());
     let endpoint = etcd.endpoint(0);
 
     // A few hundred keys, a few requests in flight at once.
@@ -136,7 +147,7 @@ fn write_to_etcd_and_save_snapshot() -> Reference {
         .prefix("shoal-migration-")
         .tempdir()
         .expect("create a temporary directory");
-    let snapshot = dir.path().join("etcd.snapshot");
+    let snapshot = dir.path().join(format!("{flavor:?}.snapshot"));
     etcd.etcdctl_ok_at(0, &["snapshot", "save", &snapshot.display().to_string()]);
     Reference {
         snapshot,
@@ -223,9 +234,16 @@ fn restored_member_serves_etcds_data(flavor: Flavor) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let reference = write_to_etcd_and_save_snapshot();
-    let cluster = restore_cluster(flavor, 1, &reference);
+    restored_member_serves(flavor, &reference);
+}
 
-    assert_serves_reference(&cluster, 0, &reference, &[]);
+/// Restores `reference`'s snapshot into a one-member `flavor` cluster and
+/// checks it serves exactly what the cluster that saved it served, then
+/// takes a new write at the next revision.
+fn restored_member_serves(flavor: Flavor, reference: &Reference) {
+    let cluster = restore_cluster(flavor, 1, reference);
+
+    assert_serves_reference(&cluster, 0, reference, &[]);
     let history = get_all_json(
         &cluster,
         &["--rev", &reference.history_revision.to_string()],
@@ -302,6 +320,58 @@ fn restored_cluster_serves_etcds_data_on_every_member(flavor: Flavor) {
             "{flavor:?} member {member_idx}"
         );
     }
+}
+
+/// `etcdctl snapshot status -w json` of a snapshot file: (revision, total
+/// keys). The command runs bbolt's consistency check on the file first.
+fn snapshot_status(path: &Path) -> (i64, i64) {
+    let mut command = Command::new(common::ETCDCTL);
+    command
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(path);
+    let output = common::run_with_watchdog(command, None, RESTORE_TIMEOUT);
+    assert!(
+        output.status.success(),
+        "etcdctl snapshot status {} failed:\n{}",
+        path.display(),
+        common::describe_output(&output)
+    );
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "`snapshot status -w json` ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (
+        json["revision"].as_i64().unwrap_or(-1),
+        json["totalKey"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// The same history written to etcd and to shoal: both snapshots are etcd
+/// backends with the same revision and key count to `etcdctl snapshot
+/// status` (every bucket etcd keeps, the key bucket's revisions after the
+/// same compaction), and etcd restores shoal's and serves every key with
+/// its revisions, the compaction point and the lease.
+#[test]
+fn etcd_restores_a_shoal_snapshot_with_the_same_keys_revisions_and_leases() {
+    let _one_at_a_time = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let from_etcd = write_and_save_snapshot(Flavor::Etcd);
+    let from_shoal = write_and_save_snapshot(Flavor::Shoal);
+    assert_eq!(
+        (from_shoal.revision, from_shoal.compact_revision),
+        (from_etcd.revision, from_etcd.compact_revision),
+        "the same history ends at the same revision on both"
+    );
+    assert_eq!(
+        snapshot_status(&from_shoal.snapshot),
+        snapshot_status(&from_etcd.snapshot),
+        "snapshot status (revision, total keys) of shoal's snapshot (left) and etcd's (right)"
+    );
+    restored_member_serves(Flavor::Etcd, &from_shoal);
 }
 
 #[test]

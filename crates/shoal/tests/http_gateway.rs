@@ -1,13 +1,14 @@
 //! etcd's v3 JSON gateway, driven with `curl` against etcd 3.4 and against
 //! shoal: the same session runs on both, and the HTTP statuses and JSON
-//! bodies must match once ids, terms and sizes are normalised.
+//! bodies must match once ids, terms and sizes are normalised, and byte for
+//! byte apart from those values (see `body_shape`).
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, ClusterOptions, Flavor, run_with_watchdog};
+use common::{Cluster, ClusterOptions, Flavor, body_shape, run_with_watchdog};
 use serde_json::Value;
 
 /// Small, so that the size limits are cheap to reach: etcd refuses a
@@ -357,8 +358,9 @@ fn transcript(cluster: &Cluster) -> Vec<String> {
         }
         let shown_body: String = body.chars().take(120).collect();
         lines.push(format!(
-            "{method} {path} {shown_body}\n  -> {} {normalized}",
-            reply.status
+            "{method} {path} {shown_body}\n  -> {} {normalized}\n  bytes {:?}",
+            reply.status,
+            body_shape(&reply.body)
         ));
     }
     // A watch from after the compaction replays the history since then;
@@ -373,7 +375,11 @@ fn transcript(cluster: &Cluster) -> Vec<String> {
         )),
         2,
     );
-    lines.push(format!("watch\n  -> {}", normalize_body(&watch.body)));
+    lines.push(format!(
+        "watch\n  -> {}\n  bytes {:?}",
+        normalize_body(&watch.body),
+        body_shape(&watch.body)
+    ));
     lines
 }
 

@@ -1,14 +1,15 @@
 //! etcd's v2 keys API, driven with `curl` and with `ETCDCTL_API=2 etcdctl`
 //! against etcd 3.4 (`--enable-v2`) and against shoal (which serves v2 by
 //! default). Statuses, bodies and outputs must match once indices are made
-//! relative to the first v2 write and expiration times are hidden.
+//! relative to the first v2 write and expiration times are hidden; bodies
+//! match byte for byte too, apart from the values (see `body_shape`).
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, ClusterOptions, ETCDCTL, Flavor, run_with_watchdog};
+use common::{Cluster, ClusterOptions, ETCDCTL, Flavor, body_shape, run_with_watchdog};
 use serde_json::Value;
 
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -72,6 +73,8 @@ fn normalize(value: &mut Value, base: i64) {
                         }
                     }
                     "expiration" => *field = Value::String("<time>".into()),
+                    // `/v2/members`: the ids and URLs a cluster chose.
+                    "id" | "peerURLs" | "clientURLs" => *field = Value::String(format!("<{name}>")),
                     // "[1 != 4]": a compared index against the node's.
                     "cause" => {
                         if let Some(cause) = field.as_str()
@@ -155,6 +158,14 @@ fn steps() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("PUT", "/v2/keys/_hidden", vec!["value=h"]),
         ("GET", "/v2/keys/?sorted=true", vec![]),
         ("GET", "/v2/keys/dir/a/b?wait=true&waitIndex=1", vec![]),
+        (
+            "PUT",
+            "/v2/keys/html",
+            vec!["value=<a href=\"x\">&amp;</a>\u{2028}"],
+        ),
+        ("PUT", "/v2/keys/html?prevValue=%3Cb%3E", vec!["value=1"]),
+        ("GET", "/v2/members", vec![]),
+        ("GET", "/v2/machines", vec![]),
         ("PATCH", "/v2/keys/new", vec![]),
         ("GET", "/v2/nothing", vec![]),
     ]
@@ -173,12 +184,14 @@ fn transcript(cluster: &Cluster) -> Vec<String> {
                 normalize(&mut value, base);
                 value.to_string()
             }
-            Err(_) => reply.body.trim().to_string(),
+            // Plain text (`/v2/machines`, errors): its ports hidden.
+            Err(_) => body_shape(reply.body.trim()),
         };
         let index = reply.index.map(|index| (index - base).max(0));
         lines.push(format!(
-            "{method} {path} {form:?}\n  -> {} index {index:?} {body}",
-            reply.status
+            "{method} {path} {form:?}\n  -> {} index {index:?} {body}\n  bytes {:?}",
+            reply.status,
+            body_shape(&reply.body)
         ));
     }
     // A long poll answered by a later write.
@@ -196,7 +209,11 @@ fn transcript(cluster: &Cluster) -> Vec<String> {
     let polled = waiter.join().expect("the waiting thread");
     let mut value: Value = serde_json::from_str(&polled.body).unwrap_or(Value::Null);
     normalize(&mut value, base);
-    lines.push(format!("wait -> {} {value}", polled.status));
+    lines.push(format!(
+        "wait -> {} {value}\n  bytes {:?}",
+        polled.status,
+        body_shape(&polled.body)
+    ));
     lines
 }
 

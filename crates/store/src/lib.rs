@@ -854,14 +854,14 @@ impl Member {
         }
     }
 
-    /// The whole state as a snapshot file's bytes (with its sha256 trailer), taken
-    /// from one consistent read while writes go on.
+    /// The whole state as a snapshot file's bytes: etcd 3.4's backend database
+    /// (a bbolt file) with its sha256 trailer, taken while writes go on. etcd's
+    /// `snapshot status` and `snapshot restore` take it, and so does
+    /// `shoal snapshot restore`.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, StoreError> {
-        let (_, data) = self
-            .state_machine
-            .snapshot()
-            .map_err(StoreError::Internal)?;
-        Ok(restore::seal(data))
+        self.state_machine
+            .etcd_snapshot()
+            .map_err(StoreError::Internal)
     }
 
     /// etcd's Defragment: rewrites the database file without its free pages.

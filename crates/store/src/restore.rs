@@ -27,11 +27,15 @@ pub struct RestoreSummary {
 
 /// etcd's clients accept a snapshot stream only if its body is a whole number of
 /// 512-byte sectors followed by the body's sha256.
+#[cfg(test)]
 const SECTOR_BYTES: usize = 512;
 
-/// Frames a snapshot as a file: payload length (u64, little-endian), payload,
+/// Frames a snapshot as the files shoal's `Maintenance.Snapshot` streamed before
+/// it streamed etcd's format: payload length (u64, little-endian), payload,
 /// zero padding to a whole sector, then the sha256 of everything before it.
-pub fn seal(payload: Vec<u8>) -> Vec<u8> {
+/// `restore` still takes such files; this writes them for its tests.
+#[cfg(test)]
+fn seal(payload: Vec<u8>) -> Vec<u8> {
     let mut data = Vec::with_capacity(8 + payload.len() + SECTOR_BYTES + SHA256_LEN);
     data.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     data.extend_from_slice(&payload);
@@ -62,10 +66,10 @@ fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
 /// cluster's members come from the flags, as with etcd's own restore.
 fn import_etcd(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let backend = bbolt::read_etcd_backend(bytes).map_err(|error| error.to_string())?;
-    let revisions: Vec<mvcc::ImportedRevision> = backend
+    let revisions: Vec<mvcc::HistoryRevision> = backend
         .revisions
         .into_iter()
-        .map(|stored| mvcc::ImportedRevision {
+        .map(|stored| mvcc::HistoryRevision {
             main: stored.main,
             sub: stored.sub,
             tombstone: stored.tombstone,
@@ -188,4 +192,122 @@ pub fn restore(snapshot_path: &Path, config: &MemberConfig) -> Result<RestoreSum
         member_id: config.member_id(),
         cluster_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+
+    use super::*;
+
+    const LEASE_ID: i64 = 0x7e57;
+
+    fn put(key: &str, value: &str, lease: i64) -> PutRequest {
+        PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            lease,
+            ..Default::default()
+        }
+    }
+
+    /// A state machine with a short history: overwrites, a delete, a
+    /// compaction and a leased key.
+    fn source_state(dir: &Path) -> StateMachine {
+        let db = Arc::new(mvcc::Db::open(&dir.join("source.redb"), 1 << 20).unwrap());
+        let state_machine =
+            StateMachine::open(db.clone(), 5, crate::clock::Clock::system()).unwrap();
+        let wtx = db.begin_write().unwrap();
+        assert!(
+            state_machine
+                .lessor
+                .apply_grant(&wtx, LEASE_ID, 600)
+                .unwrap()
+        );
+        {
+            let mut writer = state_machine.mvcc.writer(&wtx);
+            for round in 0..3 {
+                for key in ["a", "b", "c"] {
+                    writer.put(&put(key, &format!("{key}{round}"), 0)).unwrap();
+                }
+            }
+            writer.compact(5).unwrap();
+            writer
+                .delete_range(&DeleteRangeRequest {
+                    key: b"b".to_vec().into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            writer.put(&put("leased", "x", LEASE_ID)).unwrap();
+            writer.set_consistent_index(42);
+        }
+        wtx.commit().unwrap();
+        state_machine.mvcc.publish();
+        state_machine
+    }
+
+    /// Every key with its revisions, at the current revision and at one in
+    /// the retained history.
+    fn contents(state_machine: &StateMachine) -> Vec<(i64, Vec<proto::mvccpb::KeyValue>)> {
+        [0, 7]
+            .into_iter()
+            .map(|revision| {
+                let response = state_machine
+                    .mvcc
+                    .range(&RangeRequest {
+                        key: vec![0].into(),
+                        range_end: vec![0].into(),
+                        revision,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                (response.header.unwrap().revision, response.kvs)
+            })
+            .collect()
+    }
+
+    fn restored(snapshot: &[u8], dir: &Path, name: &str) -> (RestoreSummary, StateMachine) {
+        let path = dir.join(format!("{name}.snapshot"));
+        std::fs::write(&path, snapshot).unwrap();
+        let config = MemberConfig::single(
+            name,
+            dir.join(name),
+            "http://127.0.0.1:2379".parse().unwrap(),
+            "http://127.0.0.1:2380".parse().unwrap(),
+        );
+        let summary = restore(&path, &config).unwrap();
+        let db = Arc::new(mvcc::Db::open(&config.data_dir.join("shoal.redb"), 1 << 20).unwrap());
+        let state_machine =
+            StateMachine::open(db.clone(), 5, crate::clock::Clock::system()).unwrap();
+        state_machine.lessor.load(&db, Vec::new()).unwrap();
+        (summary, state_machine)
+    }
+
+    /// The snapshot shoal streams now (etcd's bbolt format) and the one it
+    /// streamed before (its own envelope) restore to the same keys,
+    /// revisions, compaction point and lease.
+    #[test]
+    fn both_snapshot_formats_restore_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_state(dir.path());
+        let expected = contents(&source);
+        assert_eq!(expected[0].0, 12, "the history's last revision");
+
+        let etcd_format = source.etcd_snapshot().unwrap();
+        assert!(bbolt::is_bbolt(&etcd_format));
+        let (_, legacy_payload) = source.snapshot().unwrap();
+        let legacy_format = seal(legacy_payload);
+
+        for (name, snapshot, source_name) in [
+            ("etcd-format", etcd_format, "etcd"),
+            ("legacy", legacy_format, "shoal"),
+        ] {
+            let (summary, state_machine) = restored(&snapshot, dir.path(), name);
+            assert_eq!(summary.source, source_name, "{name}");
+            assert_eq!(summary.revision, 12, "{name}");
+            assert_eq!(contents(&state_machine), expected, "{name}");
+            assert_eq!(state_machine.mvcc.compact_revision(), 5, "{name}");
+            assert_eq!(state_machine.lessor.all(), [(LEASE_ID, 600)], "{name}");
+        }
+    }
 }

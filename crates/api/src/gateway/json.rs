@@ -72,7 +72,27 @@ impl Fields {
 }
 
 fn quote(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serialises")
+    go_html_safe(&serde_json::to_string(text).expect("a string always serialises"))
+}
+
+/// JSON text with `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`-style
+/// sequences, as Go's encoding/json writes strings (its HTML-safe default),
+/// which both etcd's v2 API and grpc-gateway's marshaller use. Outside
+/// strings JSON never holds these characters, so escaping them wherever they
+/// appear escapes exactly the ones inside strings.
+pub(crate) fn go_html_safe(json: &str) -> String {
+    let mut escaped = String::with_capacity(json.len());
+    for character in json.chars() {
+        match character {
+            '<' => escaped.push_str("\\u003c"),
+            '>' => escaped.push_str("\\u003e"),
+            '&' => escaped.push_str("\\u0026"),
+            '\u{2028}' => escaped.push_str("\\u2028"),
+            '\u{2029}' => escaped.push_str("\\u2029"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
 }
 
 /// The lowerCamelCase JSON name protoc derives from a field name.

@@ -217,7 +217,7 @@ fn http_status(code: Code) -> StatusCode {
 }
 
 fn quote(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serialises")
+    super::json::go_html_safe(&serde_json::to_string(text).expect("a string always serialises"))
 }
 
 /// grpc-gateway's error body for a failed unary call.

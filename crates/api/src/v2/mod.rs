@@ -36,7 +36,6 @@ mod node;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -289,8 +288,7 @@ fn success(member: &Member, outcome: Outcome) -> Response<Body> {
     } else {
         StatusCode::OK
     };
-    let body = serde_json::to_string(&outcome.answer).expect("answers always serialise");
-    let mut response = json_response(status, body);
+    let mut response = json_response(status, node::go_encoder_body(&outcome.answer));
     let raft = member.status();
     let headers = response.headers_mut();
     headers.insert("x-etcd-cluster-id", cluster_id_header(member));
@@ -308,23 +306,37 @@ fn error_response(member: &Member, error: &V2Error) -> Response<Body> {
     response
 }
 
+/// One member in `/v2/members`, fields in etcd's order.
+#[derive(serde::Serialize)]
+struct ListedMember {
+    id: String,
+    name: String,
+    #[serde(rename = "peerURLs")]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs")]
+    client_urls: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct MemberList {
+    members: Vec<ListedMember>,
+}
+
 /// `/v2/members`, which etcd's v2 clients read to find the cluster's endpoints.
 fn members(member: &Member) -> Response<Body> {
-    let members: Vec<serde_json::Value> = member
+    let members = member
         .members()
         .into_iter()
-        .map(|listed| {
-            serde_json::json!({
-                "id": format!("{:x}", listed.id),
-                "name": listed.name,
-                "peerURLs": listed.peer_ur_ls,
-                "clientURLs": listed.client_ur_ls,
-            })
+        .map(|listed| ListedMember {
+            id: format!("{:x}", listed.id),
+            name: listed.name,
+            peer_urls: listed.peer_ur_ls,
+            client_urls: listed.client_ur_ls,
         })
         .collect();
     json_response(
         StatusCode::OK,
-        Bytes::from(serde_json::json!({ "members": members }).to_string()),
+        node::go_encoder_body(&MemberList { members }),
     )
 }
 

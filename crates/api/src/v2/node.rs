@@ -130,15 +130,32 @@ impl V2Error {
     }
 
     pub fn body(&self) -> String {
-        let quote = |text: &str| serde_json::to_string(text).expect("strings serialise");
-        format!(
-            r#"{{"errorCode":{},"message":{},"cause":{},"index":{}}}"#,
-            self.code as i32,
-            quote(self.code.message()),
-            quote(&self.cause),
-            self.index
-        )
+        go_encoder_body(&ErrorBody {
+            error_code: self.code as i32,
+            message: self.code.message(),
+            cause: &self.cause,
+            index: self.index,
+        })
     }
+}
+
+/// etcd's v2 error body (`etcd/error.Error`); every field is always present.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "errorCode")]
+    error_code: i32,
+    message: &'a str,
+    cause: &'a str,
+    index: i64,
+}
+
+/// A JSON body as Go's `json.NewEncoder(w).Encode(v)` writes it, which is how
+/// etcd's v2 API answers: HTML-safe strings and a newline at the end.
+pub(crate) fn go_encoder_body(value: &impl Serialize) -> String {
+    let json = serde_json::to_string(value).expect("v2 bodies always serialise");
+    let mut body = crate::gateway::json::go_html_safe(&json);
+    body.push('\n');
+    body
 }
 
 /// Go's `time.RFC3339Nano` in UTC: trailing zeros of the fraction dropped.

@@ -745,3 +745,32 @@ pub fn parse_simple_get(stdout: &str) -> Vec<(String, String)> {
         .map(|pair| (pair[0].to_string(), pair[1].to_string()))
         .collect()
 }
+
+/// An HTTP body's bytes with every run of letters and digits that holds a
+/// digit (indices, ids, ports, times, base64) replaced by `#`: what is left
+/// is the body's shape, byte for byte — field order, punctuation, escapes
+/// and the final newline — which must match between etcd and shoal even
+/// where the values legitimately differ (they are compared separately,
+/// normalised).
+pub fn body_shape(body: &str) -> String {
+    let mut shape = String::with_capacity(body.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, shape: &mut String| {
+        if run.chars().any(|character| character.is_ascii_digit()) {
+            shape.push('#');
+        } else {
+            shape.push_str(run);
+        }
+        run.clear();
+    };
+    for character in body.chars() {
+        if character.is_ascii_alphanumeric() {
+            run.push(character);
+        } else {
+            flush(&mut run, &mut shape);
+            shape.push(character);
+        }
+    }
+    flush(&mut run, &mut shape);
+    shape
+}
