@@ -891,29 +891,22 @@ impl Worker {
         };
         let runtime = self.ctx.runtime.clone();
         let timeout = probe::exec_timeout(probe);
-        let work = blocking(move || {
-            let mut process = runtime.exec(&id, &command, false)?;
-            let output = process.stdout.take();
-            let code = process.wait()?;
-            let mut text = String::new();
-            if let Some(mut output) = output {
-                use std::io::Read as _;
-                let _ = (&mut output).take(1024).read_to_string(&mut text);
+        let output = blocking(move || runtime.exec_sync(&id, &command, timeout)).await;
+        match output {
+            Ok(output) if output.exit_code == 0 => Outcome::Success,
+            Ok(output) => {
+                let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+                Outcome::Failure(format!(
+                    "command exited with {}{}",
+                    output.exit_code,
+                    if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {text}")
+                    }
+                ))
             }
-            Ok((code, text))
-        });
-        match tokio::time::timeout(timeout, work).await {
-            Ok(Ok((0, _))) => Outcome::Success,
-            Ok(Ok((code, text))) => Outcome::Failure(format!(
-                "command exited with {code}{}",
-                if text.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", text.trim())
-                }
-            )),
-            Ok(Err(error)) => Outcome::Failure(error.to_string()),
-            Err(_) => Outcome::Failure(format!("command timed out after {}s", timeout.as_secs())),
+            Err(error) => Outcome::Failure(error.to_string()),
         }
     }
 
