@@ -168,7 +168,7 @@ pub fn local_address_towards(peer: IpAddr) -> std::io::Result<IpAddr> {
 }
 
 /// The bridge pods' veths join on every machine.
-pub const POD_BRIDGE: &str = "shoal0";
+pub const POD_BRIDGE: &str = "shoal-pods";
 
 /// Runs the agent until `shutdown`: registers the Node, then keeps its
 /// Lease and status, the routes to other machines' pods, and the pods

@@ -129,4 +129,25 @@ fn pods_run_on_every_machine_and_reach_each_other_across_machines() {
     cluster.kubectl_ok(&["delete", "pod", "web-1", "--grace-period=1"]);
     let left = cluster.kubectl_ok(&["get", "pods", "--no-headers"]);
     assert!(!left.contains("web-1"), "{left}");
+
+    // Draining a machine cordons it and evicts its pods (these have no
+    // controller, hence --force); the agent stops them.
+    let drained = names[2].clone();
+    let output = cluster.kubectl_ok(&[
+        "drain",
+        &drained,
+        "--ignore-daemonsets",
+        "--force",
+        "--grace-period=1",
+        "--timeout=60s",
+    ]);
+    assert!(output.contains(&format!("node/{drained} drained")), "{output}");
+    let node = cluster.kubectl_ok(&["get", "node", &drained, "--no-headers"]);
+    assert!(node.contains("SchedulingDisabled"), "{node}");
+    let left = cluster.kubectl_ok(&["get", "pods", "-o", "wide", "--no-headers"]);
+    assert!(
+        !left.lines().any(|line| line.contains(&drained)),
+        "pods left on the drained node:\n{left}"
+    );
+    assert!(left.contains("web-0"), "{left}");
 }
