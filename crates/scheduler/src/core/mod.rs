@@ -365,6 +365,29 @@ impl Cluster {
         Some(&self.slots[placed.node_slot as usize].name)
     }
 
+    /// The names of the nodes in the model.
+    pub fn node_names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|entry| entry.info.is_some())
+            .map(|entry| entry.name.clone())
+            .collect()
+    }
+
+    /// The keys of the pods whose binding has been seen (not assumed ones).
+    pub fn confirmed_pod_keys(&self) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(_, placed)| !placed.assumed)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Removes a pod by its `namespace/name`.
+    pub fn remove_pod_key(&mut self, key: &str) {
+        self.remove_pod(key);
+    }
+
     /// Adds or updates a node.
     pub fn apply_node(&mut self, node: &Node) {
         let Some(name) = node.metadata.name.as_deref() else {
