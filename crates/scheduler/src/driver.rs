@@ -83,6 +83,7 @@ impl Driver {
             client.clone(),
             config.identity.clone(),
             config.event_backlog,
+            config.scheduled_events_per_second,
         );
         Arc::new(Driver {
             bindings: Arc::new(Semaphore::new(config.max_in_flight_bindings.max(1))),

@@ -54,18 +54,47 @@ pub struct EventCounts {
     pub skipped: AtomicU64,
 }
 
-/// Queues events for a writer task; `Scheduled` events are skipped when it
-/// is behind (at benchmark rates they would double the API's writes),
-/// `FailedScheduling` ones wait for room.
+/// Queues events for a writer task. `Scheduled` events are offered: at most
+/// `offered_per_second` of them (a token bucket with a second's burst) and
+/// only while the writer is not behind; the rest are skipped and counted,
+/// since at benchmark rates one event per binding would double the API's
+/// writes. `FailedScheduling` events wait for room.
 #[derive(Clone)]
 pub struct Recorder {
     sender: mpsc::Sender<PodEvent>,
     pub counts: Arc<EventCounts>,
+    bucket: Arc<std::sync::Mutex<TokenBucket>>,
+}
+
+struct TokenBucket {
+    per_second: f64,
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Recorder {
     /// Starts the writer task; it ends when every `Recorder` is dropped.
-    pub fn start(client: kube::Client, identity: String, capacity: usize) -> Recorder {
+    pub fn start(
+        client: kube::Client,
+        identity: String,
+        capacity: usize,
+        offered_per_second: usize,
+    ) -> Recorder {
         let (sender, receiver) = mpsc::channel::<PodEvent>(capacity.max(1));
         let counts = Arc::new(EventCounts::default());
         let writer_counts = Arc::clone(&counts);
@@ -89,12 +118,22 @@ impl Recorder {
                 })
                 .await;
         });
-        Recorder { sender, counts }
+        let bucket = TokenBucket {
+            per_second: offered_per_second as f64,
+            tokens: offered_per_second as f64,
+            refilled: std::time::Instant::now(),
+        };
+        Recorder {
+            sender,
+            counts,
+            bucket: Arc::new(std::sync::Mutex::new(bucket)),
+        }
     }
 
-    /// Queues an event, or skips it when the writer is behind.
+    /// Queues an event, or skips it when over the rate or the writer is behind.
     pub fn offer(&self, event: PodEvent) {
-        if self.sender.try_send(event).is_err() {
+        let allowed = self.bucket.lock().is_ok_and(|mut bucket| bucket.take());
+        if !allowed || self.sender.try_send(event).is_err() {
             self.counts.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -36,9 +36,12 @@ pub struct SchedulerConfig {
     pub max_in_flight_bindings: usize,
     /// `percentageOfNodesToScore` (0: kube-scheduler's adaptive rule).
     pub percentage_of_nodes_to_score: usize,
-    /// Record a `Scheduled` event for each bound pod (skipped, and counted,
-    /// when the event writer is `event_backlog` events behind).
+    /// Record a `Scheduled` event for each bound pod: at most
+    /// `scheduled_events_per_second` (the rest skipped and counted, so that
+    /// at high binding rates events do not double the API's writes), and
+    /// none while the event writer is `event_backlog` events behind.
     pub scheduled_events: bool,
+    pub scheduled_events_per_second: usize,
     pub event_backlog: usize,
 }
 
@@ -52,6 +55,7 @@ impl SchedulerConfig {
             max_in_flight_bindings: 64,
             percentage_of_nodes_to_score: 0,
             scheduled_events: true,
+            scheduled_events_per_second: 50,
             event_backlog: 256,
         }
     }

@@ -89,6 +89,15 @@ struct WatchedPod {
 struct WatchedMeta {
     #[serde(default)]
     name: String,
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+}
+
+/// A list's answer: its pods and its resourceVersion.
+#[derive(Deserialize)]
+struct PodList {
+    metadata: WatchedMeta,
+    items: Vec<WatchedPod>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +268,165 @@ where
     recorder.into_inner().expect("recorder lock")
 }
 
+/// The one watch over the run's pods. The server ends a watch that falls
+/// behind (its clients re-watch, as client-go's reflector does): it is
+/// opened again from the last resourceVersion seen, or, when that is gone
+/// (410), from a list.
+struct PodWatch {
+    connection: KubeConnection,
+    namespace: String,
+    node_prefix: String,
+    n_nodes: u64,
+    timeline: Arc<Timeline>,
+    running: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+/// How often the watch may be opened again in one run.
+const MAX_REWATCHES: u32 = 1000;
+
+impl PodWatch {
+    async fn open(&self, resource_version: &str) -> anyhow::Result<http::Response<h2::RecvStream>> {
+        let mut path = format!(
+            "/api/v1/namespaces/{}/pods?watch=1&allowWatchBookmarks=true",
+            self.namespace
+        );
+        if !resource_version.is_empty() {
+            path.push_str(&format!("&resourceVersion={resource_version}"));
+        }
+        let response = self
+            .connection
+            .open(
+                http::Method::GET,
+                &path,
+                &[(ACCEPT, "application/json")],
+                None,
+            )
+            .await
+            .context("cannot open the pod watch")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the pod watch answered {}",
+            response.status()
+        );
+        Ok(response)
+    }
+
+    async fn run(self, first: http::Response<h2::RecvStream>) {
+        let mut response = Some(first);
+        let mut resource_version = String::new();
+        for _ in 0..MAX_REWATCHES {
+            let opened = match response.take() {
+                Some(opened) => Ok(opened),
+                None => self.open(&resource_version).await,
+            };
+            let expired = match opened {
+                Ok(opened) => self.follow(opened, &mut resource_version).await,
+                Err(_) => true,
+            };
+            if expired {
+                match self.list().await {
+                    Ok(version) => resource_version = version,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+
+    /// Reads one watch until it ends; returns whether it ended expired.
+    async fn follow(
+        &self,
+        response: http::Response<h2::RecvStream>,
+        resource_version: &mut String,
+    ) -> bool {
+        let mut stream = response.into_body();
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = stream.data().await {
+            let Ok(chunk) = chunk else { return false };
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
+                let line = buffer.split_to(end + 1);
+                let Ok(event) = serde_json::from_slice::<WatchEvent>(&line) else {
+                    // An ERROR event's object is a Status, not a pod.
+                    if line.windows(7).any(|window| window == b"\"ERROR\"") {
+                        return true;
+                    }
+                    continue;
+                };
+                if !event.object.metadata.resource_version.is_empty() {
+                    *resource_version = event.object.metadata.resource_version.clone();
+                }
+                if event.kind == "ADDED" || event.kind == "MODIFIED" {
+                    self.saw(event.object);
+                }
+            }
+        }
+        false
+    }
+
+    /// Catches up from a list; returns its resourceVersion.
+    async fn list(&self) -> anyhow::Result<String> {
+        let answer = self
+            .connection
+            .request(
+                http::Method::GET,
+                &format!("/api/v1/namespaces/{}/pods", self.namespace),
+                &[(ACCEPT, "application/json")],
+                None,
+            )
+            .await?
+            .ok()?;
+        let list: PodList = serde_json::from_slice(&answer.body)?;
+        for pod in list.items {
+            self.saw(pod);
+        }
+        Ok(list.metadata.resource_version)
+    }
+
+    /// A pod as seen: the first time it is seen bound, its binding counts.
+    fn saw(&self, pod: WatchedPod) {
+        let timeline = &self.timeline;
+        let Some(node) = pod.spec.and_then(|spec| spec.node_name) else {
+            return;
+        };
+        let Some(pod_idx) = pod
+            .metadata
+            .name
+            .strip_prefix("p-")
+            .and_then(|idx| idx.parse::<usize>().ok())
+            .filter(|idx| *idx < timeline.bound_at.len())
+        else {
+            return;
+        };
+        let node_idx = node
+            .strip_prefix(&self.node_prefix)
+            .and_then(|idx| idx.parse::<u32>().ok())
+            .filter(|idx| u64::from(*idx) < self.n_nodes);
+        let Some(node_idx) = node_idx else {
+            timeline.unknown_node.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let first = {
+            let mut node_of = timeline.node_of.lock().expect("node lock");
+            let previous = node_of[pod_idx];
+            if previous == u32::MAX {
+                node_of[pod_idx] = node_idx;
+                true
+            } else {
+                if previous != node_idx {
+                    timeline.rebound.fetch_add(1, Ordering::Relaxed);
+                }
+                false
+            }
+        };
+        if first {
+            timeline.bound_at[pod_idx].store(timeline.now(), Ordering::Relaxed);
+            timeline.n_bound.fetch_add(1, Ordering::Relaxed);
+            let _ = self.running.send(pod_idx as u64);
+        }
+    }
+}
+
 pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(workload.nodes >= 1, "--nodes must be at least 1");
     anyhow::ensure!(workload.zones >= 1, "--zones must be at least 1");
@@ -423,81 +591,19 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
                 .await;
         })
     };
-    let watch_response = connections[0]
-        .open(
-            http::Method::GET,
-            &format!("/api/v1/namespaces/{namespace}/pods?watch=1&allowWatchBookmarks=false"),
-            &[(ACCEPT, "application/json")],
-            None,
-        )
-        .await
-        .context("cannot open the pod watch")?;
-    anyhow::ensure!(
-        watch_response.status().is_success(),
-        "the pod watch answered {}",
-        watch_response.status()
-    );
-    let node_prefix = format!("hollow-{tag}-");
     let watcher = {
         let timeline = Arc::clone(&timeline);
-        let n_nodes = workload.nodes;
-        tokio::spawn(async move {
-            let mut stream = watch_response.into_body();
-            let mut buffer = BytesMut::new();
-            while let Some(chunk) = stream.data().await {
-                let Ok(chunk) = chunk else { break };
-                let _ = stream.flow_control().release_capacity(chunk.len());
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
-                    let line = buffer.split_to(end + 1);
-                    let Ok(event) = serde_json::from_slice::<WatchEvent>(&line) else {
-                        continue;
-                    };
-                    if event.kind != "ADDED" && event.kind != "MODIFIED" {
-                        continue;
-                    }
-                    let Some(node) = event.object.spec.and_then(|spec| spec.node_name) else {
-                        continue;
-                    };
-                    let Some(pod_idx) = event
-                        .object
-                        .metadata
-                        .name
-                        .strip_prefix("p-")
-                        .and_then(|idx| idx.parse::<usize>().ok())
-                        .filter(|idx| *idx < timeline.bound_at.len())
-                    else {
-                        continue;
-                    };
-                    let node_idx = node
-                        .strip_prefix(&node_prefix)
-                        .and_then(|idx| idx.parse::<u32>().ok())
-                        .filter(|idx| u64::from(*idx) < n_nodes);
-                    let Some(node_idx) = node_idx else {
-                        timeline.unknown_node.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    let first = {
-                        let mut node_of = timeline.node_of.lock().expect("node lock");
-                        let previous = node_of[pod_idx];
-                        if previous == u32::MAX {
-                            node_of[pod_idx] = node_idx;
-                            true
-                        } else {
-                            if previous != node_idx {
-                                timeline.rebound.fetch_add(1, Ordering::Relaxed);
-                            }
-                            false
-                        }
-                    };
-                    if first {
-                        timeline.bound_at[pod_idx].store(timeline.now(), Ordering::Relaxed);
-                        timeline.n_bound.fetch_add(1, Ordering::Relaxed);
-                        let _ = status_sender.send(pod_idx as u64);
-                    }
-                }
-            }
-        })
+        let watch = PodWatch {
+            connection: connections[0].clone(),
+            namespace: namespace.clone(),
+            node_prefix: format!("hollow-{tag}-"),
+            n_nodes: workload.nodes,
+            timeline,
+            running: status_sender,
+        };
+        // The first watch is open before any pod is created.
+        let first = watch.open("").await?;
+        tokio::spawn(watch.run(first))
     };
 
     // Create the pods, at --rate when given.
