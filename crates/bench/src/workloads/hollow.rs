@@ -242,24 +242,24 @@ async fn merge_patch(connection: &KubeConnection, path: &str, body: Bytes) -> an
 }
 
 /// Runs `n` requests with at most `concurrency` in flight; returns their
-/// latencies and errors.
+/// latencies (each request times itself, so a wait for its turn at a fixed
+/// rate is not counted) and errors.
 async fn in_parallel<F, Fut>(n: u64, concurrency: usize, request: F) -> Recorder
 where
     F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
 {
     use futures::StreamExt as _;
     let recorder = Mutex::new(Recorder::new());
     futures::stream::iter(0..n)
         .for_each_concurrent(concurrency.max(1), |idx| {
-            let started = Instant::now();
             let call = request(idx);
             let recorder = &recorder;
             async move {
                 let outcome = call.await;
                 let mut recorder = recorder.lock().expect("recorder lock");
                 match outcome {
-                    Ok(()) => recorder.record(started.elapsed()),
+                    Ok(latency) => recorder.record(latency),
                     Err(error) => recorder.record_error(format!("{error:#}")),
                 }
             }
@@ -484,13 +484,15 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
         let name = node_name(idx);
         let zone = format!("zone-{}", idx % workload.zones);
         async move {
+            let started = Instant::now();
             post(&connection, "/api/v1/nodes", node_body(&name, &zone)).await?;
             post(
                 &connection,
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 lease_body(&name),
             )
-            .await
+            .await?;
+            Ok(started.elapsed())
         }
     })
     .await;
@@ -622,9 +624,10 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
                     let due = create_started + Duration::from_secs_f64(idx as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
+                let started = Instant::now();
                 post(&connection, &path, pod_body(&format!("p-{idx}"))).await?;
                 timeline.created_at[idx as usize].store(timeline.now(), Ordering::Relaxed);
-                Ok(())
+                Ok(started.elapsed())
             }
         })
         .await
