@@ -327,12 +327,30 @@ fn a_killed_scheduler_binds_no_pod_twice() {
     }
     let path = dir.join("pods.yaml");
     std::fs::write(&path, manifest).expect("write the pods");
-    kubectl.ok(&format!("kubectl create -f '{}'", path.display()), &dir);
+    // Kill shoal once some pods are bound, while the rest are still being
+    // created and bound.
+    let creating = kube::Background::spawn(
+        kubectl.command(&format!("kubectl create -f '{}'", path.display()), &dir),
+    );
+    let deadline = Instant::now() + SCHEDULING_TIMEOUT;
+    loop {
+        let bound = placements(&kubectl, &dir)
+            .values()
+            .filter(|node| !node.is_empty())
+            .count();
+        if bound >= 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pods bound:\n{}", shoal.log());
+        thread::sleep(Duration::from_millis(50));
+    }
     shoal.kill();
+    drop(creating);
     shoal.relaunch();
+    // Nothing binds until the new instance has waited out the killed one's
+    // Lease (15 s), so this is the state at the kill.
     let before = placements(&kubectl, &dir);
-    let names: Vec<String> = (0..n_pods).map(|idx| format!("pod-{idx}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let names: Vec<&str> = before.keys().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let after = loop {
         let placed = placements(&kubectl, &dir);
