@@ -268,7 +268,18 @@ impl Driver {
             let Ok(permit) = Arc::clone(&self.bindings).acquire_owned().await else {
                 return;
             };
-            let next = self.lock().active.pop_front();
+            let next = {
+                let mut shared = self.lock();
+                loop {
+                    match shared.active.pop_front() {
+                        // Bound by someone else while it waited in the queue.
+                        Some(pod) if shared.cluster.is_placed(&core::pod_key(&pod)) => {
+                            shared.pending.remove(&core::pod_key(&pod));
+                        }
+                        other => break other,
+                    }
+                }
+            };
             let Some(pod) = next else {
                 drop(permit);
                 self.wake.notified().await;

@@ -314,7 +314,7 @@ fn a_killed_scheduler_binds_no_pod_twice() {
             "",
         );
     }
-    let n_pods = 150;
+    let n_pods = 600;
     let mut manifest = String::new();
     for idx in 0..n_pods {
         manifest.push_str("---\n");
