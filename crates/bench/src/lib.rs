@@ -96,6 +96,10 @@ pub enum Workload {
     KubeList(workloads::kube::KubeListArgs),
     /// Latency from a change of one ConfigMap to each of `--clients` watchers.
     KubeWatchLatency(workloads::kube::KubeWatchLatencyArgs),
+    /// Simulated machines (Nodes and Leases, pods marked Running without
+    /// running anything) against a real server and its scheduler: bindings
+    /// per second and create-to-bound latency.
+    HollowNodes(workloads::hollow::HollowNodesArgs),
 }
 
 /// Runs one benchmark and prints its summary on stdout (progress goes to
@@ -118,6 +122,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         Workload::KubeWatchLatency(workload) => {
             workloads::kube::watch_latency(&args, workload).await?
         }
+        Workload::HollowNodes(workload) => workloads::hollow::hollow_nodes(&args, workload).await?,
         _ => run_etcd_workload(&args).await?,
     };
     match args.output {
@@ -169,7 +174,10 @@ async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> 
         Workload::LeaseKeepalive(workload) => {
             workloads::lease::lease_keepalive(&connections, workload).await?
         }
-        Workload::KubeCreate(_) | Workload::KubeList(_) | Workload::KubeWatchLatency(_) => {
+        Workload::KubeCreate(_)
+        | Workload::KubeList(_)
+        | Workload::KubeWatchLatency(_)
+        | Workload::HollowNodes(_) => {
             unreachable!("the Kubernetes API workloads are run by run_async")
         }
     };

@@ -107,6 +107,10 @@ struct UpArgs {
     /// 127.0.0.1 when that is a wildcard].
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Raise an alarm when the store's backend exceeds this many bytes (0
+    /// means the default, 2 GiB), as etcd's flag.
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
     /// Join the cluster whose API server is at this URL
@@ -409,12 +413,15 @@ fn main() -> ExitCode {
                     }
                 };
             }
-            let config = store::MemberConfig::single(
+            let mut config = store::MemberConfig::single(
                 "default",
                 args.data_dir.join("store"),
                 args.listen_client_urls,
                 args.listen_peer_urls,
             );
+            if args.quota_backend_bytes > 0 {
+                config.quota_backend_bytes = args.quota_backend_bytes;
+            }
             let advertise = args.advertise_address.unwrap_or_else(|| {
                 if args.api_listen.ip().is_unspecified() {
                     std::net::IpAddr::from([127, 0, 0, 1])

@@ -20,6 +20,7 @@ pub struct NodeSettings {
     pub max_pods: u32,
     pub insecure_images: bool,
     pub disable_agent: bool,
+    pub disable_scheduler: bool,
 }
 
 impl NodeSettings {
@@ -68,6 +69,7 @@ impl NodeSettings {
             max_pods: node.max_pods,
             insecure_images,
             disable_agent: node.disable_agent,
+            disable_scheduler: node.disable_scheduler,
         })
     }
 

@@ -54,10 +54,16 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 api::serve(member, listener, signal).await
             }));
         }
+        // The scheduler stops before the API, so it can give its Lease up.
+        let (stop_scheduler, scheduler_stop) = tokio::sync::watch::channel(false);
+        let mut scheduler_task = None;
         if let (Some(platform), Some(listener)) = (&platform, api_listener) {
             let started =
                 start_api(platform, listener, &member, &stop_receiver, &mut servers).await?;
             let kubeconfig = started.kubeconfig;
+            if !platform.node.disable_scheduler {
+                scheduler_task = Some(start_scheduler(&kubeconfig, scheduler_stop).await?);
+            }
             let url = store::config::url_text(&client_urls[0]).to_string();
             eprintln!(
                 "shoal is up: the store serves the etcd v3 API at {url} (data in {})",
@@ -78,6 +84,14 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             stopped = member.stopped() => Some(stopped),
         };
         tracing::info!("shutting down");
+        let _ = stop_scheduler.send(true);
+        if let Some(task) = scheduler_task
+            && tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the scheduler did not stop within 5s");
+        }
         let _ = stop_sender.send(true);
         for server in servers {
             match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
@@ -210,6 +224,35 @@ async fn start_api(
 struct ApiStarted {
     kubeconfig: std::path::PathBuf,
     join_command: String,
+}
+
+/// Starts the scheduler (`scheduler::run`) with a client of the API built
+/// from the admin kubeconfig; it competes for the scheduler's Lease and, when
+/// it holds it, binds pods. It stops when `stop` turns true.
+async fn start_scheduler(
+    kubeconfig: &std::path::Path,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let options = kube::config::KubeConfigOptions::default();
+    let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(loaded, &options)
+        .await
+        .context("cannot use the admin kubeconfig for the scheduler")?;
+    let client = kube::Client::try_from(config).context("cannot make the scheduler's client")?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_string())
+        .unwrap_or_else(|_| "shoal".to_string());
+    let identity = format!("{host}_{}", std::process::id());
+    let config = scheduler::SchedulerConfig::new(&identity);
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = scheduler::run(client, config, stopped).await {
+            tracing::error!(%error, "the scheduler stopped");
+        }
+    }))
 }
 
 async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {

@@ -1,6 +1,7 @@
 //! One module per family of workloads; each turns its flags into requests and
 //! returns a `Summary`.
 
+pub mod hollow;
 pub mod kube;
 pub mod kv;
 pub mod lease;

@@ -175,6 +175,24 @@ impl Shoal {
         home
     }
 
+    /// The running shoal's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    /// Kills shoal with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts shoal again (after `kill` or `stop`) on the same data and ports.
+    pub fn relaunch(&mut self) {
+        self.launch();
+    }
+
     /// Stops shoal with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         let Some(mut process) = self.process.take() else {
