@@ -188,7 +188,23 @@ pub async fn run(
     let machine = tokio::task::spawn_blocking(move || node::Machine::read(&machine_dir))
         .await
         .map_err(|error| AgentError::Join(error.to_string()))?;
-    let registered = node::register(&nodes, &config, &machine).await?;
+    let mut registered = node::register(&nodes, &config, &machine).await?;
+    // The node IPAM controller gives the Node its pod range just after it is
+    // registered; wait for it a while (a cluster without the controller, or
+    // with its range used up, leaves the node without one).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while registered
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.pod_cidr.as_ref())
+        .is_none()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Ok(current) = nodes.get(&config.node_name).await {
+            registered = current;
+        }
+    }
     let pod_cidr = registered
         .spec
         .as_ref()

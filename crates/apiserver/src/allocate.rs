@@ -58,93 +58,14 @@ fn invalid(
     ApiError::invalid(resource, name, vec![Cause::invalid(field, value, detail)])
 }
 
-fn is_node(resource: &ResourceType) -> bool {
-    resource.group.is_empty() && resource.kind == "Node"
-}
-
-fn pod_cidr_prefix() -> &'static str {
-    "/registry/ranges/podcidrs/"
-}
-
-fn pod_cidr_key(net: &ipnet::Ipv4Net) -> String {
-    format!(
-        "{}{}-{}",
-        pod_cidr_prefix(),
-        net.network(),
-        net.prefix_len()
-    )
-}
-
-/// The size of each node's pod range.
-pub const NODE_POD_PREFIX: u8 = 24;
-
-/// Gives a new Node the first free /24 of the cluster's pod range as its
-/// `spec.podCIDR` (the node IPAM controller's job in Kubernetes), unless
-/// it names one. When the range is used up the node gets none, as there.
-async fn allocate_pod_cidr(api: &Api, object: &mut Value, dry_run: bool) -> Result<(), ApiError> {
-    let Some(cluster) = api.config.cluster_cidr else {
-        return Ok(());
-    };
-    let given = object
-        .pointer("/spec/podCIDR")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !given.is_empty() || dry_run {
-        return Ok(());
-    }
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let Ok(subnets) = cluster.subnets(NODE_POD_PREFIX.max(cluster.prefix_len())) else {
-        return Ok(());
-    };
-    // One read finds what is taken; a claim can still lose a race, so try
-    // the next free one then.
-    let prefix = pod_cidr_prefix();
-    let taken = api
-        .kv
-        .range(proto::etcdserverpb::RangeRequest {
-            key: prefix.as_bytes().to_vec().into(),
-            range_end: client::prefix_end(prefix.as_bytes()).into(),
-            keys_only: true,
-            ..Default::default()
-        })
-        .await?;
-    let taken: std::collections::HashSet<Vec<u8>> =
-        taken.kvs.into_iter().map(|kv| kv.key.to_vec()).collect();
-    let mut attempts = 0;
-    for subnet in subnets {
-        let key = pod_cidr_key(&subnet);
-        if taken.contains(key.as_bytes()) {
-            continue;
-        }
-        if claim(api, &key, &name).await? {
-            object["spec"]["podCIDR"] = json!(subnet.to_string());
-            object["spec"]["podCIDRs"] = json!([subnet.to_string()]);
-            return Ok(());
-        }
-        attempts += 1;
-        if attempts > 16 {
-            break;
-        }
-    }
-    tracing::warn!(node = %name, %cluster, "no pod range is left for a node");
-    Ok(())
-}
-
-/// Allocates a new Service's ClusterIP and node ports, or a new Node's pod
-/// range (claims nothing on a dry run).
+/// Allocates a new Service's ClusterIP and node ports (claims nothing on a
+/// dry run).
 pub async fn on_create(
     api: &Api,
     resource: &ResourceType,
     object: &mut Value,
     dry_run: bool,
 ) -> Result<(), ApiError> {
-    if is_node(resource) {
-        return allocate_pod_cidr(api, object, dry_run).await;
-    }
     if !is_service(resource) {
         return Ok(());
     }
@@ -339,19 +260,9 @@ pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Resul
     Ok(())
 }
 
-/// Gives a deleted Service's addresses, or a deleted Node's pod range, back.
+/// Gives a deleted Service's addresses back.
 pub async fn release(kv: &dyn client::Kv, object: &Value) {
     let mut keys = Vec::new();
-    if object.get("kind").and_then(Value::as_str) == Some("Node") {
-        if let Some(net) = object
-            .pointer("/spec/podCIDR")
-            .and_then(Value::as_str)
-            .and_then(|text| text.parse::<ipnet::Ipv4Net>().ok())
-        {
-            keys.push(pod_cidr_key(&net));
-        }
-        return release_keys(kv, keys).await;
-    }
     if let Some(ip) = object
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)

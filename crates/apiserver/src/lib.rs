@@ -63,9 +63,6 @@ pub struct ApiConfig {
     /// Signs the certificates of machines that join with the cluster's
     /// token (`POST /shoal/v1/join`); `None` refuses joins.
     pub join: Option<Arc<join::JoinAuthority>>,
-    /// The range nodes' pod ranges (`spec.podCIDR`, a /24 each) come from;
-    /// `None` leaves them unset.
-    pub cluster_cidr: Option<ipnet::Ipv4Net>,
     /// How the API server calls node agents (pods' logs, exec, attach):
     /// the cluster CA and its kubelet client certificate
     /// ([`agent_client_tls`]). Without it those requests are 503.

@@ -147,7 +147,7 @@ pub fn after_delete(api: &Api, resource: &ResourceType, object: &Value) {
             api.spawn_store_cleanup(prefix);
         }
     }
-    if resource.group.is_empty() && matches!(resource.kind.as_str(), "Service" | "Node") {
+    if resource.group.is_empty() && resource.kind == "Service" {
         api.spawn_service_release(object.clone());
     }
 }

@@ -160,6 +160,10 @@ struct NodeArgs {
     /// Run no scheduler on this server.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Run no controllers on this server (today: node IPAM, which gives
+    /// each Node its pod range).
+    #[arg(long)]
+    disable_controllers: bool,
 }
 
 #[derive(Args)]

@@ -21,6 +21,7 @@ pub struct NodeSettings {
     pub insecure_images: bool,
     pub disable_agent: bool,
     pub disable_scheduler: bool,
+    pub disable_controllers: bool,
 }
 
 impl NodeSettings {
@@ -53,9 +54,11 @@ impl NodeSettings {
                 node.cluster_cidr
             ));
         }
-        if args.join.is_some() && (node.disable_agent || node.disable_scheduler) {
+        if args.join.is_some()
+            && (node.disable_agent || node.disable_scheduler || node.disable_controllers)
+        {
             return Err(
-                "--disable-agent and --disable-scheduler are for servers; a machine that joins runs only an agent"
+                "--disable-agent, --disable-scheduler and --disable-controllers are for servers; a machine that joins runs only an agent"
                     .into(),
             );
         }
@@ -70,6 +73,7 @@ impl NodeSettings {
             insecure_images,
             disable_agent: node.disable_agent,
             disable_scheduler: node.disable_scheduler,
+            disable_controllers: node.disable_controllers,
         })
     }
 

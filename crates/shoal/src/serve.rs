@@ -64,6 +64,16 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             if !platform.node.disable_scheduler {
                 scheduler_task = Some(start_scheduler(&kubeconfig, scheduler_stop).await?);
             }
+            if !platform.node.disable_controllers {
+                let client = crate::node::client_from(&kubeconfig)
+                    .await
+                    .context("the controllers' client")?;
+                tokio::spawn(controllers::nodeipam::run(
+                    client,
+                    platform.node.cluster_cidr,
+                    stop_receiver.clone(),
+                ));
+            }
             let url = store::config::url_text(&client_urls[0]).to_string();
             eprintln!(
                 "shoal is up: the store serves the etcd v3 API at {url} (data in {})",
@@ -168,7 +178,6 @@ async fn start_api(
         apiserver::ApiConfig {
             advertise_address: address.clone(),
             join: Some(Arc::clone(&authority)),
-            cluster_cidr: Some(platform.node.cluster_cidr),
             agent_client_tls: Some(apiserver::agent_client_tls(
                 &pki.ca_cert_pem,
                 &pki.kubelet_client_cert_pem,
@@ -233,13 +242,9 @@ async fn start_scheduler(
     kubeconfig: &std::path::Path,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let options = kube::config::KubeConfigOptions::default();
-    let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(loaded, &options)
+    let client = crate::node::client_from(kubeconfig)
         .await
-        .context("cannot use the admin kubeconfig for the scheduler")?;
-    let client = kube::Client::try_from(config).context("cannot make the scheduler's client")?;
+        .context("the scheduler's client")?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|host| host.trim().to_string())
         .unwrap_or_else(|_| "shoal".to_string());

@@ -24,7 +24,7 @@ const NODE_PODS: usize = 110;
 
 #[test]
 fn hollow_nodes_get_every_pod_bound_once_within_capacity() {
-    let shoal = Shoal::start();
+    let shoal = Shoal::start_with(&["--disable-agent", "--disable-controllers"]);
     let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
     command
         .args(["bench", "--output", "json", "hollow-nodes"])

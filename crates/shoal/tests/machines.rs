@@ -141,7 +141,10 @@ fn pods_run_on_every_machine_and_reach_each_other_across_machines() {
         "--grace-period=1",
         "--timeout=60s",
     ]);
-    assert!(output.contains(&format!("node/{drained} drained")), "{output}");
+    assert!(
+        output.contains(&format!("node/{drained} drained")),
+        "{output}"
+    );
     let node = cluster.kubectl_ok(&["get", "node", &drained, "--no-headers"]);
     assert!(node.contains("SchedulingDisabled"), "{node}");
     let left = cluster.kubectl_ok(&["get", "pods", "-o", "wide", "--no-headers"]);

@@ -144,7 +144,7 @@ fn wait_for_output(kubectl: &Kubectl, dir: &Path, command: &str, wanted: &str) -
 
 #[test]
 fn pods_land_where_their_constraints_allow() {
-    let shoal = Shoal::start();
+    let shoal = Shoal::start_with(&["--disable-agent", "--disable-controllers"]);
     let kubectl = Kubectl::new(KubectlRelease::Newest, &shoal);
     let dir = shoal.dir.path().to_path_buf();
     add_node(
@@ -300,7 +300,7 @@ fn pods_land_where_their_constraints_allow() {
 /// write: the API refuses a second one with 409).
 #[test]
 fn a_killed_scheduler_binds_no_pod_twice() {
-    let mut shoal = Shoal::start();
+    let mut shoal = Shoal::start_with(&["--disable-agent", "--disable-controllers"]);
     let kubectl = Kubectl::new(KubectlRelease::Newest, &shoal);
     let dir = shoal.dir.path().to_path_buf();
     for idx in 0..5 {

@@ -325,7 +325,7 @@ pub(super) async fn create_object_with_warnings(
             Ok((object, warnings))
         }
         Written::Lost => {
-            if resource.group.is_empty() && matches!(resource.kind.as_str(), "Service" | "Node") {
+            if resource.group.is_empty() && resource.kind == "Service" {
                 crate::allocate::release(api.kv.as_ref(), &object).await;
             }
             Err(ApiError::already_exists(resource, &name))

@@ -84,14 +84,26 @@ pub struct Shoal {
     ports: Vec<u16>,
     launches: usize,
     log_path: PathBuf,
+    /// `shoal up`'s flags beyond the data directory and ports.
+    flags: Vec<String>,
     /// Declared last so it is deleted after shoal has stopped.
     pub dir: tempfile::TempDir,
 }
 
 impl Shoal {
-    /// Starts `shoal up` and waits until it prints its `export KUBECONFIG=`
+    /// Starts `shoal up` as kube-apiserver alone (no node agent, scheduler
+    /// or controllers) and waits until it prints its `export KUBECONFIG=`
     /// line; panics with shoal's log otherwise.
     pub fn start() -> Shoal {
+        Shoal::start_with(&[
+            "--disable-agent",
+            "--disable-scheduler",
+            "--disable-controllers",
+        ])
+    }
+
+    /// Starts `shoal up` with `flags` (which parts to leave out).
+    pub fn start_with(flags: &[&str]) -> Shoal {
         let dir = tempfile::Builder::new()
             .prefix("shoal-kube-test-")
             .tempdir()
@@ -105,6 +117,7 @@ impl Shoal {
             ports,
             launches: 0,
             log_path: dir.path().join("shoal.log"),
+            flags: flags.iter().map(|flag| flag.to_string()).collect(),
             dir,
         };
         shoal.launch();
@@ -135,10 +148,12 @@ impl Shoal {
                 self.ports[1]
             ))
             .arg(format!("--api-listen=127.0.0.1:{}", self.ports[2]))
-            // The API's own tests: no node agent (it would register this
-            // machine and claim its pod bridge, which parallel tests share)
-            // and no scheduler (it would bind the pods they make).
-            .args(["--disable-agent", "--disable-scheduler"])
+            // The API's own tests run without a node agent (it would
+            // register this machine and claim its pod bridge, which
+            // parallel tests share), scheduler (it would bind the pods they
+            // make) and controllers (they would write to objects the tests
+            // read back); the scheduler's tests keep the scheduler.
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
             .stderr(log)
