@@ -125,6 +125,48 @@ fn pods_run_on_every_machine_and_reach_each_other_across_machines() {
             cluster.network_state()
         );
     }
+    // kubectl exec reaches the pods on every machine, through each
+    // machine's agent.
+    for index in 0..names.len() {
+        let served = cluster.kubectl_ok(&[
+            "exec",
+            &format!("web-{index}"),
+            "--",
+            "cat",
+            "/www/index.html",
+        ]);
+        assert_eq!(served.trim(), format!("served by web-{index}"));
+    }
+    // kubectl run: the scheduler places it, its agent runs it, logs and
+    // exit codes come back.
+    cluster.kubectl_ok(&[
+        "run",
+        "hello",
+        "--image=busybox:1",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $(hostname); sleep 3600",
+    ]);
+    cluster.wait_until(
+        &["get", "pod", "hello", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(30),
+        |phase| phase == "Running",
+    );
+    let node = cluster.pod_field("hello", ".spec.nodeName");
+    assert!(names.contains(&node), "hello was placed on {node:?}");
+    cluster.wait_until(&["logs", "hello"], Duration::from_secs(10), |logs| {
+        logs.trim() == "hello from hello"
+    });
+    let output = cluster.kubectl(&["exec", "hello", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        common::describe_output(&output)
+    );
+
     // A graceful delete returns once the agent has stopped the pod.
     cluster.kubectl_ok(&["delete", "pod", "web-1", "--grace-period=1"]);
     let left = cluster.kubectl_ok(&["get", "pods", "--no-headers"]);
