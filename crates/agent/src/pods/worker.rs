@@ -1163,14 +1163,30 @@ impl Worker {
                 ..PodCondition::default()
             }
         };
-        let not_ready = |kind: &str| {
-            let names: Vec<String> = statuses
-                .iter()
-                .filter(|status| !status.ready)
-                .map(|status| status.name.clone())
-                .collect();
-            let _ = kind;
-            format!("containers with unready status: [{}]", names.join(" "))
+        // Ready and ContainersReady say the same, with the containers that
+        // are not ready.
+        let readiness = |kind: &str| {
+            let mut ready = condition(
+                kind,
+                all_ready,
+                (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotReady"
+                }),
+            );
+            if !all_ready {
+                let names: Vec<&str> = statuses
+                    .iter()
+                    .filter(|status| !status.ready)
+                    .map(|status| status.name.as_str())
+                    .collect();
+                ready.message = Some(format!(
+                    "containers with unready status: [{}]",
+                    names.join(" ")
+                ));
+            }
+            ready
         };
         let mut conditions = vec![
             condition("PodReadyToStartContainers", self.sandbox_ready, None),
@@ -1179,36 +1195,8 @@ impl Worker {
                 init_done,
                 (!init_done).then_some("ContainersNotInitialized"),
             ),
-            {
-                let mut c = condition(
-                    "Ready",
-                    all_ready,
-                    (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
-                        "PodCompleted"
-                    } else {
-                        "ContainersNotReady"
-                    }),
-                );
-                if !all_ready {
-                    c.message = Some(not_ready("Ready"));
-                }
-                c
-            },
-            {
-                let mut c = condition(
-                    "ContainersReady",
-                    all_ready,
-                    (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
-                        "PodCompleted"
-                    } else {
-                        "ContainersNotReady"
-                    }),
-                );
-                if !all_ready {
-                    c.message = Some(not_ready("ContainersReady"));
-                }
-                c
-            },
+            readiness("Ready"),
+            readiness("ContainersReady"),
             condition("PodScheduled", true, None),
         ];
         // The scheduler's own condition stays as it wrote it.
