@@ -9,6 +9,7 @@
 pub mod events;
 pub mod probe;
 pub mod spec;
+pub mod status;
 pub mod volumes;
 pub mod worker;
 

@@ -15,10 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus, Secret,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerStateTerminated, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use runtime::pod::{
@@ -29,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::events::Events;
 use super::probe::{self, Outcome, ProbeState};
+use super::status::terminated_of;
 use super::{spec, volumes};
 use crate::AgentConfig;
 
@@ -55,45 +53,45 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
-struct Run {
+pub(super) struct Run {
     /// The current instance, if one was made.
-    id: Option<ContainerId>,
+    pub(super) id: Option<ContainerId>,
     /// The instance number of the current one (its restart count).
-    attempt: u32,
-    image: Option<ImageInfo>,
-    waiting: Option<(String, String)>,
-    last_terminated: Option<ContainerStateTerminated>,
-    backoff: Option<Duration>,
-    next_start: Option<Instant>,
+    pub(super) attempt: u32,
+    pub(super) image: Option<ImageInfo>,
+    pub(super) waiting: Option<(String, String)>,
+    pub(super) last_terminated: Option<ContainerStateTerminated>,
+    pub(super) backoff: Option<Duration>,
+    pub(super) next_start: Option<Instant>,
     /// When a failed image pull is tried again.
-    image_retry: Option<Instant>,
-    liveness: Option<ProbeState>,
-    readiness: Option<ProbeState>,
-    startup: Option<ProbeState>,
+    pub(super) image_retry: Option<Instant>,
+    pub(super) liveness: Option<ProbeState>,
+    pub(super) readiness: Option<ProbeState>,
+    pub(super) startup: Option<ProbeState>,
     /// The last status the runtime gave.
-    status: Option<RuntimeStatus>,
+    pub(super) status: Option<RuntimeStatus>,
     /// The exit of an instance already counted (so a restart happens once).
-    handled_exit: Option<ContainerId>,
+    pub(super) handled_exit: Option<ContainerId>,
 }
 
 pub struct Worker {
-    ctx: Arc<Context>,
-    pod: Pod,
-    uid: String,
-    gone: bool,
-    pod_ip: Option<IpAddr>,
-    sandbox_ready: bool,
-    mounts: Option<HashMap<String, PathBuf>>,
-    runs: HashMap<String, Run>,
-    last_sent: Option<serde_json::Value>,
-    started_at: Time,
+    pub(super) ctx: Arc<Context>,
+    pub(super) pod: Pod,
+    pub(super) uid: String,
+    pub(super) gone: bool,
+    pub(super) pod_ip: Option<IpAddr>,
+    pub(super) sandbox_ready: bool,
+    pub(super) mounts: Option<HashMap<String, PathBuf>>,
+    pub(super) runs: HashMap<String, Run>,
+    pub(super) last_sent: Option<serde_json::Value>,
+    pub(super) started_at: Time,
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn time_of(at: SystemTime) -> Time {
+pub(super) fn time_of(at: SystemTime) -> Time {
     Time(
         k8s_openapi::jiff::Timestamp::try_from(at)
             .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
@@ -148,19 +146,19 @@ impl Worker {
         worker
     }
 
-    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+    pub(super) fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
         self.pod.spec.clone().unwrap_or_default()
     }
 
-    fn host_ip(&self) -> String {
+    pub(super) fn host_ip(&self) -> String {
         self.ctx.config.node_ip.to_string()
     }
 
-    fn host_network(&self) -> bool {
+    pub(super) fn host_network(&self) -> bool {
         self.spec().host_network.unwrap_or(false)
     }
 
-    fn pod_ip_text(&self) -> String {
+    pub(super) fn pod_ip_text(&self) -> String {
         if self.host_network() {
             return self.host_ip();
         }
@@ -367,7 +365,7 @@ impl Worker {
         }
     }
 
-    fn restart_policy(&self) -> String {
+    pub(super) fn restart_policy(&self) -> String {
         self.spec()
             .restart_policy
             .unwrap_or_else(|| "Always".to_string())
@@ -390,8 +388,8 @@ impl Worker {
         match status {
             None => self.start_when_due(container).await,
             Some(RuntimeStatus::Created) => {}
-            Some(RuntimeStatus::Running { started_at, .. }) => {
-                self.probe(container, started_at).await;
+            Some(RuntimeStatus::Running { .. }) => {
+                self.probe(container).await;
             }
             Some(RuntimeStatus::Exited { exit_code, .. }) => {
                 let restart = match self.restart_policy().as_str() {
@@ -410,37 +408,33 @@ impl Worker {
     async fn start_when_due(&mut self, container: &Container) {
         let name = container.name.clone();
         let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
-        let previous_exit = {
-            let run = self.runs.entry(name.clone()).or_default();
-            match (&run.id, &run.status) {
-                (Some(id), Some(RuntimeStatus::Exited { .. }))
-                    if run.handled_exit.as_ref() != Some(id) =>
-                {
-                    run.handled_exit = Some(id.clone());
-                    let ran_long = match &run.status {
-                        Some(RuntimeStatus::Exited {
-                            started_at: Some(started),
-                            finished_at,
-                            ..
-                        }) => finished_at
-                            .duration_since(*started)
-                            .is_ok_and(|ran| ran >= BACKOFF_RESET),
-                        _ => false,
-                    };
-                    let backoff = if ran_long {
-                        BACKOFF_START
-                    } else {
-                        run.backoff
-                            .map_or(BACKOFF_START, |backoff| (backoff * 2).min(BACKOFF_MAX))
-                    };
-                    run.backoff = Some(backoff);
-                    run.next_start = Some(Instant::now() + backoff);
-                    true
-                }
-                _ => false,
-            }
-        };
-        let _ = previous_exit;
+        // An exit not yet counted sets the back-off before the next start.
+        let run = self.runs.entry(name.clone()).or_default();
+        if let (
+            Some(id),
+            Some(RuntimeStatus::Exited {
+                started_at,
+                finished_at,
+                ..
+            }),
+        ) = (&run.id, &run.status)
+            && run.handled_exit.as_ref() != Some(id)
+        {
+            run.handled_exit = Some(id.clone());
+            let ran_long = started_at.is_some_and(|started| {
+                finished_at
+                    .duration_since(started)
+                    .is_ok_and(|ran| ran >= BACKOFF_RESET)
+            });
+            let backoff = if ran_long {
+                BACKOFF_START
+            } else {
+                run.backoff
+                    .map_or(BACKOFF_START, |backoff| (backoff * 2).min(BACKOFF_MAX))
+            };
+            run.backoff = Some(backoff);
+            run.next_start = Some(Instant::now() + backoff);
+        }
         let field = Some(format!("spec.containers{{{name}}}"));
         if let Some(run) = self.runs.get(&name)
             && run.image_retry.is_some_and(|at| Instant::now() < at)
@@ -788,7 +782,7 @@ impl Worker {
         })
     }
 
-    async fn probe(&mut self, container: &Container, started_at: SystemTime) {
+    async fn probe(&mut self, container: &Container) {
         let name = container.name.clone();
         let ip = if self.host_network() {
             self.ctx.config.node_ip
@@ -799,7 +793,6 @@ impl Worker {
             }
         };
         let field = Some(format!("spec.containers{{{name}}}"));
-        let _ = started_at;
         // Startup first: until it passes, the others wait.
         let kinds: [(&str, Option<&k8s_openapi::api::core::v1::Probe>); 3] = [
             ("Startup", container.startup_probe.as_ref()),
@@ -987,247 +980,6 @@ impl Worker {
             Err(error) => tracing::debug!(%error, pod = %name, "cannot send a pod's status"),
         }
     }
-
-    fn container_status(&self, container: &Container, init: bool) -> ContainerStatus {
-        let run = self.runs.get(&container.name);
-        let waiting = |reason: &str, message: Option<String>| ContainerState {
-            waiting: Some(ContainerStateWaiting {
-                reason: Some(reason.to_string()),
-                message,
-            }),
-            ..ContainerState::default()
-        };
-        let mut ready = false;
-        let mut started = false;
-        let state = match run {
-            None => waiting(
-                if init {
-                    "PodInitializing"
-                } else {
-                    "ContainerCreating"
-                },
-                None,
-            ),
-            Some(run) => match (&run.waiting, &run.status) {
-                (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
-                (None, Some(RuntimeStatus::Running { started_at, .. })) => {
-                    started = run.startup.as_ref().is_none_or(|s| s.verdict == Some(true));
-                    ready = !init
-                        && started
-                        && match &run.readiness {
-                            Some(state) => state.verdict == Some(true),
-                            None => true,
-                        };
-                    ContainerState {
-                        running: Some(ContainerStateRunning {
-                            started_at: Some(time_of(*started_at)),
-                        }),
-                        ..ContainerState::default()
-                    }
-                }
-                (None, Some(exited @ RuntimeStatus::Exited { .. })) => ContainerState {
-                    terminated: run
-                        .id
-                        .as_ref()
-                        .and_then(|id| terminated_of(id, Some(exited))),
-                    ..ContainerState::default()
-                },
-                (None, Some(RuntimeStatus::Created)) | (None, None) => waiting(
-                    if init {
-                        "PodInitializing"
-                    } else {
-                        "ContainerCreating"
-                    },
-                    None,
-                ),
-            },
-        };
-        ContainerStatus {
-            name: container.name.clone(),
-            image: container.image.clone().unwrap_or_default(),
-            image_id: run
-                .and_then(|run| run.image.as_ref())
-                .map(|image| image.id.clone())
-                .unwrap_or_default(),
-            container_id: run
-                .and_then(|run| run.id.as_ref())
-                .map(|id| format!("shoal://{id}")),
-            ready,
-            started: Some(started),
-            restart_count: run.map(|run| run.attempt as i32).unwrap_or(0),
-            state: Some(state),
-            last_state: Some(ContainerState {
-                // Waiting to restart: the instance that exited is the last
-                // state; once restarted, the one before.
-                terminated: run.and_then(|run| match (&run.waiting, &run.status, &run.id) {
-                    (Some(_), Some(exited @ RuntimeStatus::Exited { .. }), Some(id)) => {
-                        terminated_of(id, Some(exited))
-                    }
-                    _ => run.last_terminated.clone(),
-                }),
-                ..ContainerState::default()
-            }),
-            ..ContainerStatus::default()
-        }
-    }
-
-    fn status(&self) -> PodStatus {
-        let spec = self.spec();
-        let init_statuses: Vec<ContainerStatus> = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .map(|container| self.container_status(container, true))
-            .collect();
-        let statuses: Vec<ContainerStatus> = spec
-            .containers
-            .iter()
-            .map(|container| self.container_status(container, false))
-            .collect();
-        let policy = self.restart_policy();
-        let init_done = init_statuses.iter().all(|status| {
-            status
-                .state
-                .as_ref()
-                .and_then(|state| state.terminated.as_ref())
-                .is_some_and(|terminated| terminated.exit_code == 0)
-        });
-        let init_failed = policy == "Never"
-            && init_statuses.iter().any(|status| {
-                status
-                    .state
-                    .as_ref()
-                    .and_then(|state| state.terminated.as_ref())
-                    .is_some_and(|terminated| terminated.exit_code != 0)
-            });
-        // kubelet's reading of the containers: a container waiting to
-        // restart counts as stopped.
-        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-        for status in &statuses {
-            let state = status.state.clone().unwrap_or_default();
-            if state.running.is_some() {
-                running += 1;
-            } else if let Some(terminated) = &state.terminated {
-                stopped += 1;
-                if terminated.exit_code == 0 {
-                    succeeded += 1;
-                }
-            } else if let Some(last) = status
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-            {
-                stopped += 1;
-                if last.exit_code == 0 {
-                    succeeded += 1;
-                }
-            } else {
-                waiting += 1;
-            }
-        }
-        let phase = if init_failed {
-            "Failed"
-        } else if !init_done || waiting > 0 {
-            "Pending"
-        } else if running > 0 {
-            "Running"
-        } else if stopped > 0 {
-            if policy == "Always" {
-                "Running"
-            } else if stopped == succeeded {
-                "Succeeded"
-            } else if policy == "Never" {
-                "Failed"
-            } else {
-                "Running"
-            }
-        } else {
-            "Pending"
-        };
-        let all_ready = !statuses.is_empty() && statuses.iter().all(|status| status.ready);
-        let now = now();
-        let previous = self.pod.status.as_ref();
-        let condition = |kind: &str, value: bool, reason: Option<&str>| {
-            let status = if value { "True" } else { "False" };
-            let transition = previous
-                .and_then(|p| p.conditions.as_ref())
-                .and_then(|conditions| conditions.iter().find(|c| c.type_ == kind))
-                .filter(|c| c.status == status)
-                .and_then(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            PodCondition {
-                type_: kind.to_string(),
-                status: status.to_string(),
-                reason: reason.map(str::to_string),
-                last_transition_time: Some(transition),
-                ..PodCondition::default()
-            }
-        };
-        // Ready and ContainersReady say the same, with the containers that
-        // are not ready.
-        let readiness = |kind: &str| {
-            let mut ready = condition(
-                kind,
-                all_ready,
-                (!all_ready).then_some(if phase == "Succeeded" || phase == "Failed" {
-                    "PodCompleted"
-                } else {
-                    "ContainersNotReady"
-                }),
-            );
-            if !all_ready {
-                let names: Vec<&str> = statuses
-                    .iter()
-                    .filter(|status| !status.ready)
-                    .map(|status| status.name.as_str())
-                    .collect();
-                ready.message = Some(format!(
-                    "containers with unready status: [{}]",
-                    names.join(" ")
-                ));
-            }
-            ready
-        };
-        let mut conditions = vec![
-            condition("PodReadyToStartContainers", self.sandbox_ready, None),
-            condition(
-                "Initialized",
-                init_done,
-                (!init_done).then_some("ContainersNotInitialized"),
-            ),
-            readiness("Ready"),
-            readiness("ContainersReady"),
-            condition("PodScheduled", true, None),
-        ];
-        // The scheduler's own condition stays as it wrote it.
-        if let Some(scheduled) = previous
-            .and_then(|p| p.conditions.as_ref())
-            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "PodScheduled"))
-        {
-            conditions.pop();
-            conditions.push(scheduled.clone());
-        }
-        let pod_ip = self.pod_ip_text();
-        PodStatus {
-            phase: Some(phase.to_string()),
-            conditions: Some(conditions),
-            host_ip: Some(self.host_ip()),
-            host_ips: Some(vec![k8s_openapi::api::core::v1::HostIP {
-                ip: self.host_ip(),
-            }]),
-            pod_ip: (!pod_ip.is_empty()).then(|| pod_ip.clone()),
-            pod_ips: (!pod_ip.is_empty()).then(|| vec![PodIP { ip: pod_ip }]),
-            start_time: Some(
-                previous
-                    .and_then(|p| p.start_time.clone())
-                    .unwrap_or_else(|| self.started_at.clone()),
-            ),
-            container_statuses: Some(statuses),
-            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-            qos_class: previous.and_then(|p| p.qos_class.clone()),
-            ..PodStatus::default()
-        }
-    }
 }
 
 enum InitState {
@@ -1235,31 +987,6 @@ enum InitState {
     Running,
     Succeeded,
     Failed,
-}
-
-fn terminated_of(
-    id: &ContainerId,
-    status: Option<&RuntimeStatus>,
-) -> Option<ContainerStateTerminated> {
-    match status? {
-        RuntimeStatus::Exited {
-            exit_code,
-            signal,
-            reason,
-            message,
-            started_at,
-            finished_at,
-        } => Some(ContainerStateTerminated {
-            exit_code: *exit_code,
-            signal: *signal,
-            reason: Some(reason.as_str().to_string()),
-            message: (!message.is_empty()).then(|| message.clone()),
-            started_at: started_at.map(time_of),
-            finished_at: Some(time_of(*finished_at)),
-            container_id: Some(format!("shoal://{id}")),
-        }),
-        _ => None,
-    }
 }
 
 fn humanize(duration: Duration) -> String {
