@@ -1,5 +1,99 @@
 //! shoal's controllers (kube-controller-manager's role): control loops that
 //! watch the cluster through the Kubernetes API and write what should be.
 //! Each reaches the cluster only through a `kube::Client`.
+//!
+//! Every server runs `run`; one of them, the holder of the
+//! `kube-system/kube-controller-manager` Lease, runs the controllers. They
+//! share one set of informers (`cluster::Cluster`): a watched, indexed copy
+//! of each kind they read. Each controller is level-triggered: its handlers
+//! queue the keys a change concerns, and its workers compute what to do
+//! from the copy as it is now (a sans-IO core: state in, actions out), so a
+//! missed event, a restart or a new leader changes nothing.
 
+pub mod cluster;
 pub mod nodeipam;
+pub mod ownership;
+pub mod runtime;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use leaderelection::LeaseTiming;
+
+use crate::cluster::Cluster;
+use crate::runtime::Stop;
+
+/// The Lease the servers' controller managers compete for, as upstream's.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct ControllersConfig {
+    /// This server's name in the Lease and in events.
+    pub identity: String,
+    pub lease: LeaseTiming,
+    /// The cluster's pod range, split into the Nodes' ranges (node IPAM).
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// Workers per controller.
+    pub workers: usize,
+}
+
+impl ControllersConfig {
+    pub fn new(identity: &str, cluster_cidr: ipnet::Ipv4Net) -> ControllersConfig {
+        ControllersConfig {
+            identity: identity.to_string(),
+            lease: LeaseTiming::default(),
+            cluster_cidr,
+            workers: 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllersError {
+    #[error(transparent)]
+    Election(#[from] leaderelection::ElectionError),
+}
+
+/// Runs this server's controller manager until `shutdown`: it competes for
+/// the Lease and, while it leads, runs every controller. Losing the Lease
+/// stops them all (and drops their copies); leading again starts afresh.
+pub async fn run(
+    client: kube::Client,
+    config: ControllersConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControllersError> {
+    let candidate = leaderelection::Candidate {
+        namespace: LEASE_NAMESPACE.to_string(),
+        name: LEASE_NAME.to_string(),
+        identity: config.identity.clone(),
+        timing: config.lease.clone(),
+    };
+    leaderelection::lead(client.clone(), candidate, shutdown, move |deposed| {
+        let client = client.clone();
+        let config = config.clone();
+        async move {
+            let (stop_sender, stop) = Stop::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            start(client, &config, &mut tasks, &stop);
+            deposed.await;
+            let _ = stop_sender.send(true);
+            while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Starts the informers and every controller on `tasks`, until `stop`.
+pub fn start(
+    client: kube::Client,
+    config: &ControllersConfig,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &Stop,
+) {
+    let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
+    cluster.start(tasks, stop);
+    tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
+}

@@ -3,22 +3,18 @@
 //!
 //! `core` decides (a sans-IO cluster model with kube-scheduler's filters and
 //! scores); `driver` does the I/O (watches, the queue of pods to place,
-//! bindings, events) while `leader` holds the `kube-system/kube-scheduler`
+//! bindings, events) while it holds the `kube-system/kube-scheduler`
 //! Lease, so any server may run the scheduler and only one binds.
 
 pub mod core;
 mod driver;
 mod events;
-pub mod leader;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
-
 pub use crate::core::{Cluster, Placement, Unschedulable};
-pub use crate::leader::LeaseTiming;
+pub use leaderelection::LeaseTiming;
 
 /// The Lease the scheduler's instances compete for, as kube-scheduler's.
 pub const LEASE_NAMESPACE: &str = "kube-system";
@@ -77,87 +73,16 @@ pub async fn run(
     config: SchedulerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    if config.identity.is_empty() {
-        return Err(SchedulerError::Config("the identity is empty".to_string()));
-    }
-    if config.lease.renew_deadline >= config.lease.lease_duration {
-        return Err(SchedulerError::Config(
-            "the renew deadline must be shorter than the lease duration".to_string(),
-        ));
-    }
-    let mut shutdown = std::pin::pin!(shutdown);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let mut elector =
-        leader::Elector::new(leases, LEASE_NAME, &config.identity, config.lease.clone());
-    loop {
-        // Follow until this instance takes the Lease.
-        loop {
-            match elector.try_acquire_or_renew().await {
-                Ok(leader::Attempt::Leader) => break,
-                Ok(leader::Attempt::Follower(holder)) => {
-                    tracing::debug!(%holder, "the scheduler's lease is held elsewhere")
-                }
-                Err(error) => tracing::warn!(%error, "cannot read the scheduler's lease"),
-            }
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(config.lease.retry_period) => {}
-            }
-        }
-        tracing::info!(identity = %config.identity, "leading: scheduling pods");
+    let candidate = leaderelection::Candidate {
+        namespace: LEASE_NAMESPACE.to_string(),
+        name: LEASE_NAME.to_string(),
+        identity: config.identity.clone(),
+        timing: config.lease.clone(),
+    };
+    leaderelection::lead(client.clone(), candidate, shutdown, move |deposed| {
         let driver = driver::Driver::new(client.clone(), config.clone());
-        let (lost_sender, lost_receiver) = tokio::sync::oneshot::channel::<()>();
-        let leading = tokio::spawn(Arc::clone(&driver).run(async move {
-            let _ = lost_receiver.await;
-        }));
-        let outcome = keep_lease(&mut elector, &mut shutdown).await;
-        let _ = lost_sender.send(());
-        let _ = leading.await;
-        match outcome {
-            LeaseOutcome::Shutdown => {
-                if let Err(error) = elector.release().await {
-                    tracing::warn!(%error, "cannot release the scheduler's lease");
-                }
-                return Ok(());
-            }
-            LeaseOutcome::Lost => {
-                tracing::warn!(identity = %config.identity, "lost the scheduler's lease; stopped scheduling");
-            }
-        }
-    }
-}
-
-enum LeaseOutcome {
-    Shutdown,
-    Lost,
-}
-
-/// Renews the Lease every retry period until shutdown, or until no renewal
-/// has succeeded for the renew deadline.
-async fn keep_lease(
-    elector: &mut leader::Elector,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> LeaseOutcome {
-    let timing = elector.timing().clone();
-    let mut last_renewal = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.as_mut() => return LeaseOutcome::Shutdown,
-            _ = tokio::time::sleep(timing.retry_period) => {}
-        }
-        let attempt =
-            tokio::time::timeout(timing.renew_deadline, elector.try_acquire_or_renew()).await;
-        match attempt {
-            Ok(Ok(leader::Attempt::Leader)) => last_renewal = std::time::Instant::now(),
-            Ok(Ok(leader::Attempt::Follower(holder))) => {
-                tracing::warn!(%holder, "another scheduler holds the lease");
-                return LeaseOutcome::Lost;
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "cannot renew the scheduler's lease"),
-            Err(_) => tracing::warn!("renewing the scheduler's lease timed out"),
-        }
-        if last_renewal.elapsed() >= timing.renew_deadline {
-            return LeaseOutcome::Lost;
-        }
-    }
+        Arc::clone(&driver).run(deposed)
+    })
+    .await
+    .map_err(|error| SchedulerError::Config(error.to_string()))
 }

@@ -54,9 +54,12 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 api::serve(member, listener, signal).await
             }));
         }
-        // The scheduler stops before the API, so it can give its Lease up.
+        // The scheduler and the controllers stop before the API, so they can
+        // give their Leases up.
         let (stop_scheduler, scheduler_stop) = tokio::sync::watch::channel(false);
+        let mut controllers_stop = scheduler_stop.clone();
         let mut scheduler_task = None;
+        let mut controllers_task = None;
         if let (Some(platform), Some(listener)) = (&platform, api_listener) {
             let started =
                 start_api(platform, listener, &member, &stop_receiver, &mut servers).await?;
@@ -68,11 +71,16 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 let client = crate::node::client_from(&kubeconfig)
                     .await
                     .context("the controllers' client")?;
-                tokio::spawn(controllers::nodeipam::run(
-                    client,
-                    platform.node.cluster_cidr,
-                    stop_receiver.clone(),
-                ));
+                let config =
+                    controllers::ControllersConfig::new(&identity(), platform.node.cluster_cidr);
+                controllers_task = Some(tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = controllers_stop.wait_for(|stopped| *stopped).await;
+                    };
+                    if let Err(error) = controllers::run(client, config, stopped).await {
+                        tracing::error!(%error, "the controllers stopped");
+                    }
+                }));
             }
             let url = store::config::url_text(&client_urls[0]).to_string();
             eprintln!(
@@ -95,12 +103,17 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
         };
         tracing::info!("shutting down");
         let _ = stop_scheduler.send(true);
-        if let Some(task) = scheduler_task
-            && tokio::time::timeout(std::time::Duration::from_secs(5), task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the scheduler did not stop within 5s");
+        for (part, task) in [
+            ("scheduler", scheduler_task),
+            ("controllers", controllers_task),
+        ] {
+            if let Some(task) = task
+                && tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("the {part} did not stop within 5s");
+            }
         }
         let _ = stop_sender.send(true);
         for server in servers {
@@ -245,11 +258,7 @@ async fn start_scheduler(
     let client = crate::node::client_from(kubeconfig)
         .await
         .context("the scheduler's client")?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|host| host.trim().to_string())
-        .unwrap_or_else(|_| "shoal".to_string());
-    let identity = format!("{host}_{}", std::process::id());
-    let config = scheduler::SchedulerConfig::new(&identity);
+    let config = scheduler::SchedulerConfig::new(&identity());
     Ok(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -258,6 +267,14 @@ async fn start_scheduler(
             tracing::error!(%error, "the scheduler stopped");
         }
     }))
+}
+
+/// This server's name in the Leases it competes for: host and process.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_string())
+        .unwrap_or_else(|_| "shoal".to_string());
+    format!("{host}_{}", std::process::id())
 }
 
 async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {

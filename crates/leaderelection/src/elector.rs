@@ -1,5 +1,4 @@
-//! Leader election on a coordination.k8s.io Lease, as client-go's
-//! leaderelection does it: a candidate takes the Lease when it is free or
+//! One candidate's attempts at a Lease: a candidate takes the Lease when it is free or
 //! its holder has not renewed it for a lease duration (measured on the
 //! candidate's own clock from when it last saw the Lease change), and the
 //! leader renews it; every write is conditional on the Lease's

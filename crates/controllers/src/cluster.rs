@@ -1,0 +1,139 @@
+//! The cluster as the controllers see it: one informer per kind they read,
+//! shared by all of them, with the indexes they look things up by.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::watcher;
+
+use crate::ownership::controller_uid;
+use crate::runtime::{Informer, Stop};
+
+/// Index: objects by the uid of their controller (`ownerReferences`).
+pub const BY_CONTROLLER: &str = "controller";
+/// Index: namespaced objects by namespace.
+pub const BY_NAMESPACE: &str = "namespace";
+/// Index: pods by `spec.nodeName` (unscheduled pods are under "").
+pub const BY_NODE: &str = "node";
+
+/// The Lease namespace the node agents renew their heartbeats in.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+pub struct Cluster {
+    pub client: kube::Client,
+    /// This server's name (events' reporting instance, the Lease holder).
+    pub identity: String,
+    pub pods: Arc<Informer<Pod>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub node_leases: Arc<Informer<Lease>>,
+    pub replica_sets: Arc<Informer<ReplicaSet>>,
+    pub deployments: Arc<Informer<Deployment>>,
+    pub daemon_sets: Arc<Informer<DaemonSet>>,
+    pub jobs: Arc<Informer<Job>>,
+    pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
+}
+
+fn namespaced<K>(informer: &Informer<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    informer.add_index(BY_NAMESPACE, |object| {
+        vec![object.meta().namespace.clone().unwrap_or_default()]
+    });
+    informer.add_index(BY_CONTROLLER, |object| {
+        controller_uid(object.meta())
+            .map(|uid| vec![uid.to_string()])
+            .unwrap_or_default()
+    });
+}
+
+impl Cluster {
+    /// The informers, empty and not yet running (`start` runs them).
+    pub fn new(client: kube::Client, identity: &str) -> Arc<Cluster> {
+        let cluster = Cluster {
+            client,
+            identity: identity.to_string(),
+            pods: Informer::new(),
+            nodes: Informer::new(),
+            node_leases: Informer::new(),
+            replica_sets: Informer::new(),
+            deployments: Informer::new(),
+            daemon_sets: Informer::new(),
+            jobs: Informer::new(),
+            disruption_budgets: Informer::new(),
+        };
+        namespaced(&cluster.pods);
+        cluster.pods.add_index(BY_NODE, |pod| {
+            vec![
+                pod.spec
+                    .as_ref()
+                    .and_then(|spec| spec.node_name.clone())
+                    .unwrap_or_default(),
+            ]
+        });
+        namespaced(&cluster.replica_sets);
+        namespaced(&cluster.deployments);
+        namespaced(&cluster.daemon_sets);
+        namespaced(&cluster.jobs);
+        namespaced(&cluster.disruption_budgets);
+        Arc::new(cluster)
+    }
+
+    /// Runs every informer until `stop`.
+    pub fn start(&self, tasks: &mut tokio::task::JoinSet<()>, stop: &Stop) {
+        let client = &self.client;
+        let config = watcher::Config::default;
+        tasks.spawn(Arc::clone(&self.pods).run(Api::all(client.clone()), config(), stop.clone()));
+        tasks.spawn(Arc::clone(&self.nodes).run(Api::all(client.clone()), config(), stop.clone()));
+        tasks.spawn(Arc::clone(&self.node_leases).run(
+            Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            config(),
+            stop.clone(),
+        ));
+        tasks.spawn(Arc::clone(&self.replica_sets).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
+        tasks.spawn(Arc::clone(&self.deployments).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
+        tasks.spawn(Arc::clone(&self.daemon_sets).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
+        tasks.spawn(Arc::clone(&self.jobs).run(Api::all(client.clone()), config(), stop.clone()));
+        tasks.spawn(Arc::clone(&self.disruption_budgets).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
+    }
+
+    /// Waits until every informer holds its first complete listing.
+    pub async fn synced(&self) {
+        self.pods.synced().await;
+        self.nodes.synced().await;
+        self.node_leases.synced().await;
+        self.replica_sets.synced().await;
+        self.deployments.synced().await;
+        self.daemon_sets.synced().await;
+        self.jobs.synced().await;
+        self.disruption_budgets.synced().await;
+    }
+}

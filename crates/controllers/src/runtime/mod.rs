@@ -1,0 +1,149 @@
+//! What every controller is built from: informers (`cache`), work queues
+//! (`queue`), the workers that drain a queue into a reconcile function,
+//! the stop signal, and the events a controller records on the objects it
+//! acts on.
+
+pub mod cache;
+pub mod queue;
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+pub use cache::{Change, Informer, Key, key_of};
+pub use queue::WorkQueue;
+
+/// Resolves (for every clone) when the controllers must stop: the leader
+/// lost its Lease, or the server is shutting down.
+#[derive(Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// A stop signal and the sender that gives it.
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Stop) {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        (sender, Stop(receiver))
+    }
+
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// The receiver, for code that takes one (`nodeipam::run`).
+    pub fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.clone()
+    }
+}
+
+/// What one reconcile asks of its queue.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub enum Next {
+    /// Done until something changes.
+    #[default]
+    Done,
+    /// Look again after this long (a deadline, `minReadySeconds`, …).
+    After(Duration),
+}
+
+/// Runs `workers` tasks that take keys from `queue` and reconcile them,
+/// until `stop`: a success forgets the key's failures (and queues it again
+/// later if asked), an error is logged and retried with back-off.
+pub async fn run_workers<T, E, F, Fut>(
+    name: &'static str,
+    queue: Arc<WorkQueue<T>>,
+    workers: usize,
+    reconcile: F,
+    stop: Stop,
+) where
+    T: Clone + Eq + Hash + Send + Sync + std::fmt::Display + 'static,
+    E: std::fmt::Display,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Next, E>> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let queue = Arc::clone(&queue);
+        let reconcile = reconcile.clone();
+        tasks.spawn(async move {
+            while let Some(key) = queue.get().await {
+                match reconcile(key.clone()).await {
+                    Ok(next) => {
+                        queue.forget(&key);
+                        if let Next::After(delay) = next {
+                            queue.add_after(key.clone(), delay);
+                        }
+                    }
+                    Err(error) => {
+                        let failures = queue.failures(&key);
+                        if failures < 5 {
+                            tracing::debug!(controller = name, %key, %error, "reconcile failed; retrying");
+                        } else {
+                            tracing::warn!(controller = name, %key, %error, failures, "reconcile keeps failing; retrying");
+                        }
+                        queue.add_rate_limited(key.clone());
+                    }
+                }
+                queue.done(&key);
+            }
+        });
+    }
+    stop.wait().await;
+    queue.shut_down();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Records events on objects, as one controller (`reportingController`
+/// and the source component, e.g. `replicaset-controller`).
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: kube::Client, controller: &str, instance: &str) -> Events {
+        Events {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: controller.to_string(),
+                    instance: Some(instance.to_string()),
+                },
+            ),
+        }
+    }
+
+    /// Records a Normal (or, with `warning`, a Warning) event on `object`.
+    /// Failures are logged: an event is never worth failing a reconcile.
+    pub async fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let reference: ObjectReference = object.object_ref(&());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!(%reason, %error, "cannot record an event");
+        }
+    }
+}
