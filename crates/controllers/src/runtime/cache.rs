@@ -326,3 +326,122 @@ fn same_version<K: Resource>(old: &K, new: &K) -> bool {
     let old = old.meta().resource_version.as_deref();
     old.is_some() && old == new.meta().resource_version.as_deref()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn pod(name: &str, version: &str, node: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some("default".to_string()),
+                resource_version: Some(version.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: Some(node.to_string()),
+                ..Default::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn node_of(pod: &Pod) -> Vec<String> {
+        vec![
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+        ]
+    }
+
+    /// An informer with a node index and a handler that logs each change.
+    fn informer() -> (Arc<Informer<Pod>>, Arc<Mutex<Vec<String>>>) {
+        let informer = Informer::<Pod>::new();
+        informer.add_index("node", node_of);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        informer.on_change(move |change| {
+            let line = match change {
+                Change::Added(pod) => format!("added {}", key_of(*pod)),
+                Change::Updated { old, new } => format!(
+                    "updated {} {}->{}",
+                    key_of(*new),
+                    old.metadata.resource_version.as_deref().unwrap_or(""),
+                    new.metadata.resource_version.as_deref().unwrap_or("")
+                ),
+                Change::Deleted(pod) => format!("deleted {}", key_of(*pod)),
+            };
+            log.lock().unwrap().push(line);
+        });
+        (informer, seen)
+    }
+
+    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut names: Vec<String> = pods.iter().map(|pod| key_of(pod.as_ref())).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn changes_reach_handlers_and_indexes_follow_them() {
+        let (informer, seen) = informer();
+        informer.apply(pod("a", "1", "n1"));
+        informer.apply(pod("b", "2", "n1"));
+        informer.apply(pod("a", "3", "n2"));
+        // The same version again (a relist's echo) is not a change.
+        informer.apply(pod("a", "3", "n2"));
+        informer.delete(pod("b", "2", "n1"));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "added default/a",
+                "added default/b",
+                "updated default/a 1->3",
+                "deleted default/b"
+            ]
+        );
+        assert!(informer.by_index("node", "n1").is_empty());
+        assert_eq!(names(informer.by_index("node", "n2")), ["default/a"]);
+        assert_eq!(
+            informer
+                .get("default/a")
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn a_relist_tells_handlers_what_differs_deletions_included() {
+        let (informer, seen) = informer();
+        assert!(!informer.has_synced());
+        informer.replace(vec![pod("a", "1", "n1"), pod("b", "1", "n1")]);
+        assert!(informer.has_synced());
+        seen.lock().unwrap().clear();
+        // While the watch was down: b was deleted, c created, a unchanged.
+        informer.replace(vec![pod("a", "1", "n1"), pod("c", "5", "n3")]);
+        let mut changes = seen.lock().unwrap().clone();
+        changes.sort();
+        assert_eq!(changes, ["added default/c", "deleted default/b"]);
+        assert_eq!(names(informer.list()), ["default/a", "default/c"]);
+        assert_eq!(names(informer.by_index("node", "n1")), ["default/a"]);
+        assert_eq!(names(informer.by_index("node", "n3")), ["default/c"]);
+    }
+
+    #[test]
+    fn an_index_added_late_covers_what_is_held() {
+        let informer = Informer::<Pod>::new();
+        informer.apply(pod("a", "1", "n1"));
+        informer.add_index("node", node_of);
+        assert_eq!(names(informer.by_index("node", "n1")), ["default/a"]);
+    }
+}
