@@ -45,6 +45,10 @@ enum Command {
     Up(UpArgs),
     /// Run one store member. Takes etcd's flags, with etcd's meanings.
     Store(Box<StoreArgs>),
+    /// Run the controllers alone (kube-controller-manager's role) against a
+    /// cluster's Kubernetes API, e.g. beside `shoal up --disable-controllers`.
+    /// Several may run: one leads, under the kube-controller-manager Lease.
+    Controllers(ControllersArgs),
     /// Work with store snapshots (etcd's `snapshot` commands).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -58,6 +62,18 @@ enum Command {
     Sim(Box<sim::SimArgs>),
     #[command(flatten)]
     Runtime(runtime::Command),
+}
+
+#[derive(Args)]
+struct ControllersArgs {
+    /// The kubeconfig to reach the API with.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The cluster's pod range, split into a /24 per node.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
 }
 
 #[derive(Subcommand)]
@@ -390,6 +406,16 @@ fn main() -> ExitCode {
             };
         }
         Command::Sim(args) => return sim::run(*args),
+        Command::Controllers(args) => {
+            init_logging(args.log_level);
+            return match serve::run_controllers(&args.kubeconfig, args.cluster_cidr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Runtime(command) => {
             return match runtime::run_command(command) {
                 Ok(code) => code,

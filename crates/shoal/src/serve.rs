@@ -269,6 +269,26 @@ async fn start_scheduler(
     }))
 }
 
+/// `shoal controllers`: the controllers alone, until SIGTERM or SIGINT.
+pub fn run_controllers(
+    kubeconfig: &std::path::Path,
+    cluster_cidr: ipnet::Ipv4Net,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = crate::node::client_from(kubeconfig).await?;
+        let config = controllers::ControllersConfig::new(&identity(), cluster_cidr);
+        controllers::run(client, config, async {
+            if let Err(error) = wait_for_signal().await {
+                tracing::error!(%error, "cannot wait for signals");
+                std::future::pending::<()>().await;
+            }
+        })
+        .await?;
+        Ok(())
+    })
+}
+
 /// This server's name in the Leases it competes for: host and process.
 fn identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
