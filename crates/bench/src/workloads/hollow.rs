@@ -53,6 +53,21 @@ pub struct HollowNodesArgs {
     /// Give up when no pod has been bound for this many seconds.
     #[arg(long, default_value_t = 60)]
     pub stall_timeout: u64,
+    /// After the pods: a Deployment of this many hollow pods, made with 0
+    /// replicas and scaled up at once; timed to all bound and all available.
+    #[arg(long, default_value_t = 0)]
+    pub deployment_replicas: u64,
+    /// Then roll the Deployment to a new template (maxSurge 25%), timed to
+    /// the rollout complete.
+    #[arg(long, requires = "deployment_replicas")]
+    pub rolling_update: bool,
+    /// At the end, hold still this long (leases still renewed) and report
+    /// the CPU the server and `--controllers-pid` used meanwhile.
+    #[arg(long, default_value_t = 0)]
+    pub rest_seconds: u64,
+    /// A `shoal controllers` process whose CPU at rest is reported.
+    #[arg(long)]
+    pub controllers_pid: Option<u32>,
     /// The server's process id: its peak RSS and CPU time are reported.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -91,6 +106,8 @@ struct WatchedMeta {
     name: String,
     #[serde(rename = "resourceVersion", default)]
     resource_version: String,
+    #[serde(rename = "deletionTimestamp", default)]
+    deletion_timestamp: Option<String>,
 }
 
 /// A list's answer: its pods and its resourceVersion.
@@ -108,19 +125,24 @@ struct WatchedSpec {
 
 /// Per pod: when its create was answered and when its binding was seen
 /// (nanoseconds since the run's start, 0 for not yet), and its node.
-struct Timeline {
+pub(crate) struct Timeline {
     start: Instant,
     created_at: Vec<AtomicU64>,
     bound_at: Vec<AtomicU64>,
     node_of: Mutex<Vec<u32>>,
     n_bound: AtomicU64,
+    /// Pods the bench did not create itself (a controller's), by name:
+    /// when each was first seen bound.
+    pub(crate) others_bound_at: Mutex<HashMap<String, u64>>,
+    /// Pods seen being deleted, told to the hollow kubelet once.
+    deleting: Mutex<std::collections::HashSet<String>>,
     /// A pod seen bound to a second node: must never happen.
     rebound: AtomicU64,
     unknown_node: AtomicU64,
 }
 
 impl Timeline {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         (self.start.elapsed().as_nanos() as u64).max(1)
     }
 }
@@ -241,6 +263,41 @@ async fn merge_patch(connection: &KubeConnection, path: &str, body: Bytes) -> an
     Ok(())
 }
 
+/// A bound pod's status as the hollow kubelet reports it: Running, Ready.
+fn running_status() -> Bytes {
+    let now = now_micro_time();
+    let now = &now[..19];
+    Bytes::from(
+        json!({"status": {"phase": "Running", "startTime": format!("{now}Z"), "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": format!("{now}Z")},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": format!("{now}Z")},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": format!("{now}Z")},
+            {"type": "Ready", "status": "True", "lastTransitionTime": format!("{now}Z")}]}})
+        .to_string(),
+    )
+}
+
+/// Deletes a pod at once (grace 0), as a kubelet finishes a graceful
+/// delete; a pod already gone is no error.
+async fn finish_delete(connection: &KubeConnection, path: &str) -> anyhow::Result<()> {
+    let answer = connection
+        .request(
+            http::Method::DELETE,
+            path,
+            &[
+                (CONTENT_TYPE, "application/json"),
+                (ACCEPT, "application/json"),
+            ],
+            Some(Bytes::from_static(br#"{"gracePeriodSeconds":0}"#)),
+        )
+        .await?;
+    if answer.status == http::StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    answer.ok()?;
+    Ok(())
+}
+
 /// Runs `n` requests with at most `concurrency` in flight; returns their
 /// latencies (each request times itself, so a wait for its turn at a fixed
 /// rate is not counted) and errors.
@@ -278,7 +335,15 @@ struct PodWatch {
     node_prefix: String,
     n_nodes: u64,
     timeline: Arc<Timeline>,
-    running: tokio::sync::mpsc::UnboundedSender<u64>,
+    kubelet: tokio::sync::mpsc::UnboundedSender<Kubelet>,
+}
+
+/// What the hollow kubelet does for a pod: mark it Running and Ready once
+/// bound, or finish its deletion (as a kubelet does once its containers
+/// have stopped) when it is being deleted.
+pub(crate) enum Kubelet {
+    Run(String),
+    Delete(String),
 }
 
 /// How often the watch may be opened again in one run.
@@ -389,21 +454,37 @@ impl PodWatch {
         let Some(node) = pod.spec.and_then(|spec| spec.node_name) else {
             return;
         };
-        let Some(pod_idx) = pod
-            .metadata
-            .name
-            .strip_prefix("p-")
-            .and_then(|idx| idx.parse::<usize>().ok())
-            .filter(|idx| *idx < timeline.bound_at.len())
-        else {
+        let name = pod.metadata.name;
+        if pod.metadata.deletion_timestamp.is_some() {
+            if timeline
+                .deleting
+                .lock()
+                .expect("deleting lock")
+                .insert(name.clone())
+            {
+                let _ = self.kubelet.send(Kubelet::Delete(name));
+            }
             return;
-        };
+        }
         let node_idx = node
             .strip_prefix(&self.node_prefix)
             .and_then(|idx| idx.parse::<u32>().ok())
             .filter(|idx| u64::from(*idx) < self.n_nodes);
         let Some(node_idx) = node_idx else {
             timeline.unknown_node.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(pod_idx) = name
+            .strip_prefix("p-")
+            .and_then(|idx| idx.parse::<usize>().ok())
+            .filter(|idx| *idx < timeline.bound_at.len())
+        else {
+            // A controller's pod: its first sight bound is its binding.
+            let mut others = timeline.others_bound_at.lock().expect("others lock");
+            if !others.contains_key(&name) {
+                others.insert(name.clone(), timeline.now());
+                let _ = self.kubelet.send(Kubelet::Run(name));
+            }
             return;
         };
         let first = {
@@ -422,7 +503,7 @@ impl PodWatch {
         if first {
             timeline.bound_at[pod_idx].store(timeline.now(), Ordering::Relaxed);
             timeline.n_bound.fetch_add(1, Ordering::Relaxed);
-            let _ = self.running.send(pod_idx as u64);
+            let _ = self.kubelet.send(Kubelet::Run(name));
         }
     }
 }
@@ -430,9 +511,11 @@ impl PodWatch {
 pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(workload.nodes >= 1, "--nodes must be at least 1");
     anyhow::ensure!(workload.zones >= 1, "--zones must be at least 1");
+    // A rolling update surges by a quarter.
+    let deployment_room = workload.deployment_replicas + workload.deployment_replicas.div_ceil(4);
     anyhow::ensure!(
-        workload.pods <= workload.nodes * NODE_PODS,
-        "--pods {} do not fit on {} hollow nodes of {NODE_PODS} pods",
+        workload.pods + deployment_room <= workload.nodes * NODE_PODS,
+        "--pods {} (and a Deployment's {deployment_room}) do not fit on {} hollow nodes of {NODE_PODS} pods",
         workload.pods,
         workload.nodes
     );
@@ -557,11 +640,13 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
         bound_at: (0..workload.pods).map(|_| AtomicU64::new(0)).collect(),
         node_of: Mutex::new(vec![u32::MAX; workload.pods as usize]),
         n_bound: AtomicU64::new(0),
+        others_bound_at: Mutex::new(HashMap::new()),
+        deleting: Mutex::new(Default::default()),
         rebound: AtomicU64::new(0),
         unknown_node: AtomicU64::new(0),
     });
     let status_recorder = Arc::new(Mutex::new(Recorder::new()));
-    let (status_sender, status_receiver) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let (status_sender, status_receiver) = tokio::sync::mpsc::unbounded_channel::<Kubelet>();
     let status_patcher = {
         let connections = connections.clone();
         let namespace = namespace.clone();
@@ -570,19 +655,24 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
             use futures::StreamExt as _;
             let mut receiver = status_receiver;
             futures::stream::poll_fn(move |context| receiver.poll_recv(context))
-                .for_each_concurrent(STATUS_CONCURRENCY, |pod_idx| {
-                    let connection = connections[pod_idx as usize % connections.len()].clone();
-                    let path = format!("/api/v1/namespaces/{namespace}/pods/p-{pod_idx}/status");
+                .enumerate()
+                .for_each_concurrent(STATUS_CONCURRENCY, |(sequence, action)| {
+                    let connection = connections[sequence % connections.len()].clone();
+                    let namespace = namespace.clone();
                     let status_recorder = Arc::clone(&status_recorder);
                     async move {
                         let started = Instant::now();
-                        let body = Bytes::from(
-                            json!({"status": {"phase": "Running", "conditions": [
-                                {"type": "PodScheduled", "status": "True"},
-                                {"type": "Ready", "status": "True"}]}})
-                            .to_string(),
-                        );
-                        let outcome = merge_patch(&connection, &path, body).await;
+                        let outcome = match action {
+                            Kubelet::Run(name) => {
+                                let path =
+                                    format!("/api/v1/namespaces/{namespace}/pods/{name}/status");
+                                merge_patch(&connection, &path, running_status()).await
+                            }
+                            Kubelet::Delete(name) => {
+                                let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
+                                finish_delete(&connection, &path).await
+                            }
+                        };
                         let mut recorder = status_recorder.lock().expect("recorder lock");
                         match outcome {
                             Ok(()) => recorder.record(started.elapsed()),
@@ -601,7 +691,7 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
             node_prefix: format!("hollow-{tag}-"),
             n_nodes: workload.nodes,
             timeline,
-            running: status_sender,
+            kubelet: status_sender,
         };
         // The first watch is open before any pod is created.
         let first = watch.open("").await?;
@@ -664,6 +754,44 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deployment = if workload.deployment_replicas > 0 {
+        let times = super::hollow_deployment::scale_and_roll(
+            &connections[0],
+            &namespace,
+            &timeline,
+            workload.deployment_replicas,
+            workload.rolling_update,
+            (POD_CPU, POD_MEMORY),
+            stall.max(Duration::from_secs(120)),
+        )
+        .await;
+        Some(times)
+    } else {
+        None
+    };
+    let mut at_rest = Vec::new();
+    if workload.rest_seconds > 0 {
+        eprintln!("at rest for {} s", workload.rest_seconds);
+        let pids = [
+            ("server", workload.server_pid),
+            ("controllers", workload.controllers_pid),
+        ];
+        let before: Vec<Option<f64>> = pids
+            .iter()
+            .map(|(_, pid)| pid.and_then(cpu_seconds))
+            .collect();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(workload.rest_seconds)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        for ((part, pid), before) in pids.iter().zip(before) {
+            if let (Some(before), Some(after)) = (before, pid.and_then(cpu_seconds)) {
+                at_rest.push((
+                    format!("{part}_cpu_percent_at_rest"),
+                    (after - before) / elapsed * 100.0,
+                ));
+            }
+        }
     }
     renewing.store(false, Ordering::Relaxed);
     sampling.store(false, Ordering::Relaxed);
@@ -744,6 +872,25 @@ pub async fn hollow_nodes(args: &BenchArgs, workload: &HollowNodesArgs) -> anyho
         )
         .detail("offered_creates_per_second", workload.rate)
         .detail("namespace", namespace.clone());
+    if let Some(times) = deployment {
+        let times = times?;
+        summary = summary
+            .detail("deployment_replicas", workload.deployment_replicas)
+            .detail(
+                "scale_to_all_bound_seconds",
+                times.scale_to_bound.as_secs_f64(),
+            )
+            .detail(
+                "scale_to_all_available_seconds",
+                times.scale_to_available.as_secs_f64(),
+            );
+        if let Some(rollout) = times.rollout {
+            summary = summary.detail("rolling_update_seconds", rollout.as_secs_f64());
+        }
+    }
+    for (name, percent) in at_rest {
+        summary = summary.detail(&name, percent);
+    }
     if let Some(peak) = Some(server_peak_rss.load(Ordering::Relaxed)).filter(|peak| *peak > 0) {
         summary = summary.detail("server_peak_rss_mib", peak as f64 / (1 << 20) as f64);
     }

@@ -2,6 +2,7 @@
 //! returns a `Summary`.
 
 pub mod hollow;
+mod hollow_deployment;
 pub mod kube;
 pub mod kv;
 pub mod lease;
