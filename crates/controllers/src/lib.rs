@@ -11,8 +11,12 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod expectations;
 pub mod nodeipam;
 pub mod ownership;
+pub mod podcontrol;
+pub mod pods;
+pub mod replicaset;
 pub mod runtime;
 
 use std::future::Future;
@@ -96,4 +100,9 @@ pub fn start(
     let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
+    tasks.spawn(replicaset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
 }
