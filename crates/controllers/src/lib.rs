@@ -11,6 +11,7 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod deployment;
 pub mod nodeipam;
 pub mod ownership;
 pub mod runtime;
@@ -96,4 +97,9 @@ pub fn start(
     let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
+    tasks.spawn(deployment::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
 }
