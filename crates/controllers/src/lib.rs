@@ -12,8 +12,12 @@
 
 pub mod cluster;
 pub mod deployment;
+pub mod expectations;
 pub mod nodeipam;
 pub mod ownership;
+pub mod podcontrol;
+pub mod pods;
+pub mod replicaset;
 pub mod runtime;
 
 use std::future::Future;
@@ -97,6 +101,11 @@ pub fn start(
     let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
+    tasks.spawn(replicaset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
     tasks.spawn(deployment::run(
         Arc::clone(&cluster),
         config.workers,
