@@ -11,6 +11,7 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod deployment;
 pub mod expectations;
 pub mod nodeipam;
 pub mod ownership;
@@ -101,6 +102,11 @@ pub fn start(
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
     tasks.spawn(replicaset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
+    tasks.spawn(deployment::run(
         Arc::clone(&cluster),
         config.workers,
         stop.clone(),
