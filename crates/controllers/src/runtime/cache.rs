@@ -221,7 +221,7 @@ where
 
     fn apply(&self, object: K) {
         let key = key_of(&object);
-        let object = Arc::new(object);
+        let object = Arc::new(slim(object));
         let old = {
             let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
             copy.put(key, Arc::clone(&object))
@@ -252,7 +252,7 @@ where
     fn replace(&self, listed: Vec<K>) {
         let listed: HashMap<Key, Arc<K>> = listed
             .into_iter()
-            .map(|object| (key_of(&object), Arc::new(object)))
+            .map(|object| (key_of(&object), Arc::new(slim(object))))
             .collect();
         // (before, after) for each object that differs.
         let mut changes: Vec<Pair<K>> = Vec::new();
@@ -320,6 +320,14 @@ where
             }
         }
     }
+}
+
+/// The object as the copy keeps it: without `managedFields`, which no
+/// controller reads and which are often the bulk of a small object (as
+/// client-go's informers are told to drop them).
+fn slim<K: Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
 }
 
 fn same_version<K: Resource>(old: &K, new: &K) -> bool {
