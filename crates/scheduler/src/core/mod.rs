@@ -11,7 +11,7 @@
 mod filter;
 mod resources;
 mod score;
-mod selectors;
+pub mod selectors;
 mod topology;
 
 #[cfg(test)]
