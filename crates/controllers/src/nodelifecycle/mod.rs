@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, NODE_LEASE_NAMESPACE};
 use crate::runtime::{Events, Stop};
 
 use self::core::{Action, LifecycleConfig, Monitor};
@@ -46,7 +46,11 @@ pub async fn run(cluster: Arc<Cluster>, config: LifecycleConfig, stop: Stop) {
         let nodes = cluster.nodes.list();
         let leases: Vec<_> = nodes
             .iter()
-            .map(|node| cluster.node_leases.get(core::name_of(node)))
+            .map(|node| {
+                cluster
+                    .node_leases
+                    .get(&format!("{NODE_LEASE_NAMESPACE}/{}", core::name_of(node)))
+            })
             .collect();
         let pairs: Vec<(&Node, Option<&_>)> = nodes
             .iter()

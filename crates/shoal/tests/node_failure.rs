@@ -1,0 +1,424 @@
+//! Machine failure on network-namespace hosts with real pods: a host
+//! killed outright (its shoal and every container process) has its pods
+//! evicted within seconds and, when it returns, runs none of them again; a
+//! partition of most agents from the server trips the brake (nothing is
+//! evicted) and heals; a node that flaps between Ready and not does not
+//! leave pods running twice.
+//!
+//! The timings are shoal's defaults: a Lease renewed every 2 s, a node
+//! Unknown after 8 s without one, pods without a toleration of their own
+//! evicted at once.
+
+mod common;
+#[path = "common/machines.rs"]
+mod machines;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use machines::Machines;
+
+/// A long-running pod on `node`.
+fn sleeper(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: sleeper}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: sleep
+    image: busybox:1
+    imagePullPolicy: Never
+    command: ["sleep", "100000"]
+"#
+    )
+}
+
+/// One pod as the API shows it.
+#[derive(Clone, Debug)]
+struct PodRow {
+    uid: String,
+    node: String,
+    phase: String,
+    terminating: bool,
+}
+
+fn pods(cluster: &Machines) -> BTreeMap<String, PodRow> {
+    let text = cluster.kubectl_ok(&["get", "pods", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&text).expect("a pod list");
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|pod| {
+            let field = |path: &str| {
+                pod.pointer(path)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (
+                field("/metadata/name"),
+                PodRow {
+                    uid: field("/metadata/uid"),
+                    node: field("/spec/nodeName"),
+                    phase: field("/status/phase"),
+                    terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Polls `check` on the pods every 200 ms until it holds or `timeout`.
+fn wait_pods(
+    cluster: &Machines,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, PodRow>) -> bool,
+) -> BTreeMap<String, PodRow> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = pods(cluster);
+        if check(&current) {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {timeout:?}; pods: {current:#?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn node_json(cluster: &Machines, name: &str) -> serde_json::Value {
+    serde_json::from_str(&cluster.kubectl_ok(&["get", "node", name, "-o", "json"])).expect("a node")
+}
+
+fn ready_of(node: &serde_json::Value) -> String {
+    node["status"]["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|ready| ready["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn taints_of(node: &serde_json::Value) -> Vec<String> {
+    let mut taints: Vec<String> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|taint| {
+            format!(
+                "{}:{}",
+                taint["key"].as_str().unwrap_or(""),
+                taint["effect"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    taints.sort();
+    taints
+}
+
+/// Waits (10 s at most) for the node lifecycle controller to take the
+/// taints of a node that is Ready again.
+fn wait_untainted(cluster: &Machines, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taints = taints_of(&node_json(cluster, name));
+        if taints.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} kept its taints: {taints:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Places `per_node` sleepers on each agent machine, waits for them all
+/// Running.
+fn place_sleepers(cluster: &Machines, per_node: usize) {
+    let mut manifest = String::new();
+    for machine in cluster.machines.iter().skip(1) {
+        for index in 0..per_node {
+            manifest.push_str("---\n");
+            manifest.push_str(&sleeper(
+                &format!("{}-{index}", machine.name),
+                &machine.name,
+            ));
+        }
+    }
+    cluster.apply(&manifest);
+    let expected = per_node * (cluster.machines.len() - 1);
+    wait_pods(
+        cluster,
+        Duration::from_secs(60),
+        "the sleepers Running",
+        |pods| pods.values().filter(|pod| pod.phase == "Running").count() == expected,
+    );
+}
+
+#[test]
+fn a_killed_machine_s_pods_are_evicted_and_it_runs_none_of_them_when_it_returns() {
+    let mut cluster = Machines::start(3);
+    place_sleepers(&cluster, 2);
+    let before = pods(&cluster);
+    // Pods get the API server's default tolerations: 0 s (evict at once).
+    let tolerations = cluster.kubectl_ok(&[
+        "get",
+        "pod",
+        "agent-1-0",
+        "-o",
+        "jsonpath={.spec.tolerations[*].tolerationSeconds}",
+    ]);
+    assert_eq!(tolerations.trim(), "0 0");
+    let victim_uids: Vec<String> = before
+        .values()
+        .filter(|pod| pod.node == "agent-1")
+        .map(|pod| pod.uid.clone())
+        .collect();
+    assert_eq!(victim_uids.len(), 2);
+    assert!(cluster.container_processes(1) >= 2);
+
+    let killed_at = Instant::now();
+    let killed = cluster.kill(1);
+    assert!(killed >= 3, "only {killed} processes killed");
+    assert_eq!(cluster.container_processes(1), 0);
+
+    // Evicted: deleted (Terminating: no agent finishes it) within the
+    // grace period and a little.
+    wait_pods(
+        &cluster,
+        Duration::from_secs(15),
+        "agent-1's pods evicted",
+        |pods| {
+            pods.values()
+                .filter(|pod| pod.node == "agent-1")
+                .all(|pod| pod.terminating)
+        },
+    );
+    let evicted_after = killed_at.elapsed();
+    eprintln!("agent-1's pods evicted {evicted_after:?} after the kill");
+    let after = pods(&cluster);
+    for (name, pod) in &after {
+        if pod.node != "agent-1" {
+            assert!(!pod.terminating, "{name} on {} was evicted", pod.node);
+        }
+    }
+    let node = node_json(&cluster, "agent-1");
+    assert_eq!(ready_of(&node), "Unknown");
+    assert_eq!(
+        taints_of(&node),
+        vec![
+            "node.kubernetes.io/unreachable:NoExecute".to_string(),
+            "node.kubernetes.io/unreachable:NoSchedule".to_string(),
+        ]
+    );
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "NodeStatusUnknown");
+    assert_eq!(ready["message"], "Kubelet stopped posting node status.");
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    for index in 0..2 {
+        assert!(
+            events.contains(&format!("Marking for deletion Pod default/agent-1-{index}")),
+            "{events}"
+        );
+    }
+    let node_events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=NodeNotReady,involvedObject.name=agent-1",
+        "-o",
+        "name",
+    ]);
+    assert!(!node_events.trim().is_empty(), "no NodeNotReady event");
+
+    // The machine returns: before its agent runs anything it removes the
+    // evicted pods' sandboxes, then finishes their deletion.
+    cluster.start_again(1);
+    let left: Vec<String> = cluster
+        .sandboxes(1)
+        .into_iter()
+        .filter(|uid| victim_uids.contains(uid))
+        .collect();
+    assert!(left.is_empty(), "sandboxes of evicted pods left: {left:?}");
+    assert_eq!(cluster.container_processes(1), 0);
+    wait_pods(
+        &cluster,
+        Duration::from_secs(30),
+        "the evicted pods' deletion finished",
+        |pods| pods.values().all(|pod| pod.node != "agent-1"),
+    );
+    cluster.wait_until(
+        &["get", "node", "agent-1", "--no-headers"],
+        Duration::from_secs(30),
+        |text| text.split_whitespace().nth(1) == Some("Ready"),
+    );
+    wait_untainted(&cluster, "agent-1");
+    assert_eq!(cluster.container_processes(1), 0);
+    assert!(
+        cluster.sandboxes(1).is_empty(),
+        "{:?}",
+        cluster.sandboxes(1)
+    );
+    // And it takes pods again.
+    cluster.apply(&sleeper("back-0", "agent-1"));
+    wait_pods(
+        &cluster,
+        Duration::from_secs(30),
+        "a new pod on agent-1",
+        |pods| pods.get("back-0").is_some_and(|pod| pod.phase == "Running"),
+    );
+    assert!(cluster.container_processes(1) >= 1);
+}
+
+#[test]
+fn a_partition_of_most_agents_trips_the_brake_and_heals() {
+    let cluster = Machines::start(3);
+    place_sleepers(&cluster, 1);
+    let before = pods(&cluster);
+    // Three of the four nodes cut off from the server: more than two and
+    // over 55% not Ready, a partial disruption of a small zone, so no
+    // eviction at all (upstream's rule).
+    for index in 1..=3 {
+        cluster.partition(index);
+    }
+    cluster.wait_until(
+        &["get", "nodes", "--no-headers"],
+        Duration::from_secs(20),
+        |text| {
+            text.lines()
+                .filter(|line| line.split_whitespace().nth(1) == Some("NotReady"))
+                .count()
+                == 3
+        },
+    );
+    // Well past the grace period: still nothing evicted, nothing marked for it.
+    std::thread::sleep(Duration::from_secs(8));
+    let during = pods(&cluster);
+    for (name, pod) in &during {
+        assert!(!pod.terminating, "{name} was evicted during the partition");
+        assert_eq!(pod.uid, before[name].uid);
+    }
+    for index in 1..=3 {
+        let name = &cluster.machines[index].name;
+        let node = node_json(&cluster, name);
+        assert_eq!(ready_of(&node), "Unknown", "{name}");
+        assert_eq!(
+            taints_of(&node),
+            vec!["node.kubernetes.io/unreachable:NoSchedule".to_string()],
+            "{name}"
+        );
+    }
+    let server_log = std::fs::read_to_string(&cluster.machines[0].log).unwrap_or_default();
+    assert!(
+        server_log.contains("PartialDisruption"),
+        "the server did not log the zone's partial disruption"
+    );
+    // The agents kept their pods running all along.
+    for index in 1..=3 {
+        assert!(cluster.container_processes(index) >= 1);
+    }
+
+    for index in 1..=3 {
+        cluster.heal(index);
+    }
+    cluster.wait_until(
+        &["get", "nodes", "--no-headers"],
+        Duration::from_secs(40),
+        |text| {
+            text.lines()
+                .filter(|line| line.split_whitespace().nth(1) == Some("Ready"))
+                .count()
+                == 4
+        },
+    );
+    for index in 1..=3 {
+        wait_untainted(&cluster, &cluster.machines[index].name);
+    }
+    let after = pods(&cluster);
+    assert_eq!(after.len(), before.len());
+    for (name, pod) in &after {
+        assert_eq!(pod.uid, before[name].uid, "{name} was replaced");
+        assert!(
+            !pod.terminating && pod.phase == "Running",
+            "{name}: {pod:?}"
+        );
+    }
+}
+
+#[test]
+fn a_flapping_node_never_runs_an_evicted_pod_again() {
+    let cluster = Machines::start(3);
+    place_sleepers(&cluster, 2);
+    let before = pods(&cluster);
+    let flapper: Vec<String> = before
+        .values()
+        .filter(|pod| pod.node == "agent-1")
+        .map(|pod| pod.uid.clone())
+        .collect();
+    // Out for a little past the grace period, back for a few seconds,
+    // three times.
+    for round in 0..3 {
+        cluster.partition(1);
+        std::thread::sleep(Duration::from_secs(11));
+        cluster.heal(1);
+        std::thread::sleep(Duration::from_secs(5));
+        eprintln!("flap {round}: {:?}", pods(&cluster));
+    }
+    // The evicted pods end: their agent stopped them and finished their
+    // deletion once it could reach the API.
+    wait_pods(
+        &cluster,
+        Duration::from_secs(40),
+        "agent-1's evicted pods gone",
+        |pods| pods.values().all(|pod| !flapper.contains(&pod.uid)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(cluster.sandboxes(1).is_empty() && cluster.container_processes(1) == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "agent-1 still runs evicted pods: sandboxes {:?}, {} container processes",
+            cluster.sandboxes(1),
+            cluster.container_processes(1)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The other machines' pods were never touched.
+    let after = pods(&cluster);
+    for (name, pod) in &before {
+        if pod.node != "agent-1" {
+            assert_eq!(after[name].uid, pod.uid, "{name}");
+            assert!(!after[name].terminating, "{name}");
+        }
+    }
+    cluster.wait_until(
+        &["get", "node", "agent-1", "--no-headers"],
+        Duration::from_secs(30),
+        |text| text.split_whitespace().nth(1) == Some("Ready"),
+    );
+}
