@@ -422,3 +422,153 @@ fn a_flapping_node_never_runs_an_evicted_pod_again() {
         |text| text.split_whitespace().nth(1) == Some("Ready"),
     );
 }
+
+/// A ReplicaSet of `replicas` sleepers, placed by the scheduler.
+fn sleeper_set(name: &str, replicas: usize) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{set: {name}}}
+  template:
+    metadata:
+      labels: {{set: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: sleep
+        image: busybox:1
+        imagePullPolicy: Never
+        command: ["sleep", "100000"]
+"#
+    )
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The machine-failure benchmark (`bench/machine-failure` runs it; not a
+/// test): a ReplicaSet of `SHOAL_BENCH_PODS` pods on a server and three
+/// machines; the machine with the most of them is killed (SIGKILL of its
+/// shoal and every container process); the time from the kill until its
+/// pods are evicted and until every replica is Running elsewhere, polled
+/// every 100 ms through the API. `SHOAL_BENCH_RUNS` kills, each followed by
+/// the machine's return. Prints one `BENCH {json}` line per run.
+#[test]
+#[ignore = "a benchmark: bench/machine-failure runs it"]
+fn machine_failure_bench() {
+    let replicas = env_number("SHOAL_BENCH_PODS", 30);
+    let runs = env_number("SHOAL_BENCH_RUNS", 3);
+    let mut cluster = Machines::start(3);
+    for run in 0..runs {
+        let set = format!("bench-{run}");
+        cluster.apply(&sleeper_set(&set, replicas));
+        let ready = wait_pods(
+            &cluster,
+            Duration::from_secs(120),
+            "the replicas Running",
+            |pods| {
+                pods.iter()
+                    .filter(|(name, pod)| {
+                        name.starts_with(&set) && pod.phase == "Running" && !pod.terminating
+                    })
+                    .count()
+                    == replicas
+            },
+        );
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for (name, pod) in &ready {
+            if name.starts_with(&set) {
+                *per_node.entry(pod.node.clone()).or_default() += 1;
+            }
+        }
+        let (victim, victim_pods) = per_node
+            .iter()
+            .filter(|(node, _)| node.as_str() != "server")
+            .max_by_key(|(_, count)| **count)
+            .map(|(node, count)| (node.clone(), *count))
+            .expect("pods on an agent machine");
+        let victim_index = cluster
+            .machines
+            .iter()
+            .position(|machine| machine.name == victim)
+            .expect("the victim is a machine");
+        let killed_at = Instant::now();
+        let killed = cluster.kill(victim_index);
+        let mut evicted = None;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let all_running = loop {
+            let pods = pods(&cluster);
+            let elapsed = killed_at.elapsed();
+            let of_set: Vec<&PodRow> = pods
+                .iter()
+                .filter(|(name, _)| name.starts_with(&set))
+                .map(|(_, pod)| pod)
+                .collect();
+            if evicted.is_none()
+                && of_set
+                    .iter()
+                    .filter(|pod| pod.node == victim)
+                    .all(|pod| pod.terminating)
+            {
+                evicted = Some(elapsed);
+            }
+            let running_elsewhere = of_set
+                .iter()
+                .filter(|pod| pod.node != victim && !pod.terminating && pod.phase == "Running")
+                .count();
+            if running_elsewhere == replicas {
+                break elapsed;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: replicas never all Running elsewhere: {of_set:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        println!(
+            "BENCH {}",
+            serde_json::json!({
+                "run": run,
+                "pods": replicas,
+                "victim_pods": victim_pods,
+                "processes_killed": killed,
+                "evicted_seconds": evicted.map(|at| at.as_secs_f64()),
+                "all_running_seconds": all_running.as_secs_f64(),
+            })
+        );
+        cluster.start_again(victim_index);
+        wait_pods(
+            &cluster,
+            Duration::from_secs(60),
+            "the evicted pods' deletion finished",
+            |pods| pods.values().all(|pod| pod.node != victim),
+        );
+        assert_eq!(
+            cluster.container_processes(victim_index),
+            0,
+            "run {run}: a moved pod runs twice"
+        );
+        cluster.wait_until(
+            &["get", "node", &victim, "--no-headers"],
+            Duration::from_secs(30),
+            |text| text.split_whitespace().nth(1) == Some("Ready"),
+        );
+        wait_untainted(&cluster, &victim);
+        cluster.kubectl_ok(&["delete", "replicaset", &set, "--wait=false"]);
+        wait_pods(
+            &cluster,
+            Duration::from_secs(60),
+            "the set's pods gone",
+            |pods| pods.keys().all(|name| !name.starts_with(&set)),
+        );
+    }
+}
