@@ -11,10 +11,14 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod expectations;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod ownership;
+pub mod podcontrol;
 pub mod podgc;
+pub mod pods;
+pub mod replicaset;
 pub mod runtime;
 pub mod tainteviction;
 
@@ -113,6 +117,11 @@ pub fn start(
     let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
+    tasks.spawn(replicaset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
     tasks.spawn(nodelifecycle::run(
         Arc::clone(&cluster),
         nodelifecycle::core::LifecycleConfig {

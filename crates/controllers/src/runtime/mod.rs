@@ -103,9 +103,24 @@ pub async fn run_workers<T, E, F, Fut>(
 
 /// Records events on objects, as one controller (`reportingController`
 /// and the source component, e.g. `replicaset-controller`).
+///
+/// Like upstream's event broadcaster, it filters spam: each object gets a
+/// burst of `EVENT_BURST` events, then one more per `EVENT_REFILL` (so
+/// scaling to a thousand pods records a few dozen events, not a thousand).
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
+    budgets: Arc<parking_lot::Mutex<std::collections::HashMap<String, EventBudget>>>,
+}
+
+/// Events an object may get at once, and how often it gets one more
+/// (upstream's `EventSourceObjectSpamFilter`: 25, one per five minutes).
+pub const EVENT_BURST: f64 = 25.0;
+pub const EVENT_REFILL: Duration = Duration::from_secs(300);
+
+struct EventBudget {
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 impl Events {
@@ -118,7 +133,34 @@ impl Events {
                     instance: Some(instance.to_string()),
                 },
             ),
+            budgets: Arc::default(),
         }
+    }
+
+    /// Takes one event from the object's budget; false when it has none.
+    fn allowed(&self, reference: &ObjectReference) -> bool {
+        let key = reference
+            .uid
+            .clone()
+            .or_else(|| reference.name.clone())
+            .unwrap_or_default();
+        let mut budgets = self.budgets.lock();
+        let now = std::time::Instant::now();
+        if budgets.len() > 10_000 {
+            budgets.retain(|_, budget| now.duration_since(budget.at) < EVENT_REFILL * 25);
+        }
+        let budget = budgets.entry(key).or_insert(EventBudget {
+            tokens: EVENT_BURST,
+            at: now,
+        });
+        let refilled = now.duration_since(budget.at).as_secs_f64() / EVENT_REFILL.as_secs_f64();
+        budget.tokens = (budget.tokens + refilled).min(EVENT_BURST);
+        budget.at = now;
+        if budget.tokens < 1.0 {
+            return false;
+        }
+        budget.tokens -= 1.0;
+        true
     }
 
     /// Records a Normal (or, with `warning`, a Warning) event on `object`.
@@ -130,7 +172,30 @@ impl Events {
         reason: &str,
         note: String,
     ) {
-        let reference: ObjectReference = object.object_ref(&());
+        self.record_on(&object.object_ref(&()), warning, reason, note)
+            .await;
+    }
+
+    /// Records an event on the object `reference` names.
+    pub async fn record_on(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        if self.allowed(reference) {
+            self.publish(reference, warning, reason, note).await;
+        }
+    }
+
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -142,8 +207,50 @@ impl Events {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
+        if let Err(error) = self.recorder.publish(&event, reference).await {
             tracing::debug!(%reason, %error, "cannot record an event");
         }
+    }
+
+    /// Records the event in the background (the caller does not wait).
+    pub fn record_later(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    ) {
+        if !self.allowed(reference) {
+            return;
+        }
+        let events = self.clone();
+        let reference = reference.clone();
+        tokio::spawn(async move {
+            events.publish(&reference, warning, reason, note).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_object_gets_a_burst_of_events_then_few() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let events = Events::new(client, "test-controller", "here");
+        let reference = ObjectReference {
+            uid: Some("u1".into()),
+            ..ObjectReference::default()
+        };
+        let allowed = (0..100).filter(|_| events.allowed(&reference)).count();
+        assert_eq!(allowed, EVENT_BURST as usize);
+        let other = ObjectReference {
+            uid: Some("u2".into()),
+            ..ObjectReference::default()
+        };
+        assert!(events.allowed(&other));
     }
 }

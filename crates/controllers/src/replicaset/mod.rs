@@ -1,0 +1,273 @@
+//! The ReplicaSet controller: keeps `spec.replicas` pods from each
+//! ReplicaSet's template running, claiming pods by its selector, and
+//! reports them in its status. The decisions are `core`'s; this is the
+//! driver (handlers that queue ReplicaSets, and the writes).
+
+pub mod core;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use kube::api::{Api, PostParams};
+use scheduler::core::selectors::selector_matches;
+
+use crate::cluster::{BY_NAMESPACE, Cluster};
+use crate::ownership::{controller_of, controller_reference};
+use crate::podcontrol::{PodControl, describe, pod_key};
+use crate::pods;
+use crate::runtime::{Change, Events, Next, Stop, WorkQueue, key_of, run_workers};
+
+/// The controller's name in events and logs (upstream's).
+pub const NAME: &str = "replicaset-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaSetError {
+    #[error("cannot adopt or release pods of replicaset {key}: {source}")]
+    Claim { key: String, source: kube::Error },
+    #[error("cannot {action} pods of replicaset {key}: {message}")]
+    Pods {
+        key: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("cannot update the status of replicaset {key}: {source}")]
+    Status { key: String, source: kube::Error },
+}
+
+struct Controller {
+    cluster: Arc<Cluster>,
+    pods: PodControl,
+}
+
+/// The key of the ReplicaSet that controls `pod`, if one does.
+fn owner_key(pod: &Pod) -> Option<String> {
+    let reference = controller_of(&pod.metadata)?;
+    (reference.kind == "ReplicaSet").then(|| {
+        format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            reference.name
+        )
+    })
+}
+
+impl Controller {
+    /// Queues the ReplicaSets a pod change concerns: its controller, or,
+    /// for an orphan, every ReplicaSet of its namespace that selects it.
+    fn pod_changed(&self, queue: &WorkQueue<String>, change: &Change<'_, Pod>) {
+        let expectations = &self.pods.expectations;
+        match change {
+            Change::Added(pod) => match owner_key(pod) {
+                Some(key) => {
+                    if pods::is_terminating(pod) {
+                        expectations.deletion_observed(&key, &pod_key(pod));
+                    } else {
+                        expectations.creation_observed(&key);
+                    }
+                    queue.add(key);
+                }
+                None => self.queue_selecting(queue, pod),
+            },
+            Change::Updated { old, new } => {
+                let (old_key, new_key) = (owner_key(old), owner_key(new));
+                if let Some(key) = &new_key
+                    && pods::is_terminating(new)
+                    && !pods::is_terminating(old)
+                {
+                    expectations.deletion_observed(key, &pod_key(new));
+                }
+                if old_key != new_key
+                    && let Some(key) = old_key
+                {
+                    queue.add(key);
+                }
+                match new_key {
+                    Some(key) => queue.add(key),
+                    None => {
+                        if old.metadata.labels != new.metadata.labels
+                            || controller_of(&old.metadata).is_some()
+                        {
+                            self.queue_selecting(queue, new);
+                        }
+                    }
+                }
+            }
+            Change::Deleted(pod) => {
+                if let Some(key) = owner_key(pod) {
+                    expectations.deletion_observed(&key, &pod_key(pod));
+                    queue.add(key);
+                }
+            }
+        }
+    }
+
+    fn queue_selecting(&self, queue: &WorkQueue<String>, pod: &Pod) {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let labels = pods::labels_of(pod);
+        for replica_set in self.cluster.replica_sets.by_index(BY_NAMESPACE, namespace) {
+            if let Some(spec) = &replica_set.spec
+                && selector_matches(&spec.selector, &labels)
+            {
+                queue.add(key_of(replica_set.as_ref()));
+            }
+        }
+    }
+
+    async fn reconcile(&self, key: String) -> Result<Next, ReplicaSetError> {
+        let Some(replica_set) = self.cluster.replica_sets.get(&key) else {
+            self.pods.expectations.forget(&key);
+            return Ok(Next::Done);
+        };
+        let namespace = replica_set.metadata.namespace.clone().unwrap_or_default();
+        let uid = replica_set.metadata.uid.clone().unwrap_or_default();
+        let deleting = replica_set.metadata.deletion_timestamp.is_some();
+        // Read the expectations before the pods: pods seen after this
+        // point cannot make a stale copy look complete.
+        let may_scale = self.pods.expectations.satisfied(&key) && !deleting;
+        let all_pods = self.cluster.pods.by_index(BY_NAMESPACE, &namespace);
+        let claim = core::claim(
+            &uid,
+            deleting,
+            replica_set.spec.as_ref().map(|spec| &spec.selector),
+            &all_pods,
+        );
+        let mut owned = claim.owned;
+        let reference = controller_reference(replica_set.as_ref());
+        for orphan in &claim.adopt {
+            let adopted = self
+                .pods
+                .adopt(orphan, &reference)
+                .await
+                .map_err(|source| ReplicaSetError::Claim {
+                    key: key.clone(),
+                    source,
+                })?;
+            if adopted {
+                owned.push(Arc::clone(orphan));
+            }
+        }
+        for pod in &claim.release {
+            self.pods
+                .release(pod, &uid)
+                .await
+                .map_err(|source| ReplicaSetError::Claim {
+                    key: key.clone(),
+                    source,
+                })?;
+        }
+        let object = replica_set.object_ref(&());
+        let mut failure = None;
+        if may_scale {
+            let scale = core::scale(&replica_set, &owned);
+            if scale.create > 0 {
+                let template = replica_set
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.template.clone())
+                    .unwrap_or_default();
+                let name = replica_set.metadata.name.clone().unwrap_or_default();
+                let pod = pods::pod_from_template(
+                    &template,
+                    &namespace,
+                    &format!("{name}-"),
+                    reference.clone(),
+                );
+                let (_, error) = self
+                    .pods
+                    .create(&key, &object, vec![pod; scale.create])
+                    .await;
+                failure = error.map(|error| core::Failure {
+                    reason: "FailedCreate".to_string(),
+                    message: describe(&error),
+                });
+            } else if !scale.delete.is_empty() {
+                failure = self
+                    .pods
+                    .delete(&key, &object, &scale.delete)
+                    .await
+                    .map(|error| core::Failure {
+                        reason: "FailedDelete".to_string(),
+                        message: describe(&error),
+                    });
+            }
+        }
+        let (status, recheck) =
+            core::status(&replica_set, &owned, failure.as_ref(), Timestamp::now());
+        if core::status_changed(replica_set.status.as_ref(), &status) {
+            let mut updated = (*replica_set).clone();
+            updated.status = Some(status);
+            let api: Api<ReplicaSet> = Api::namespaced(self.cluster.client.clone(), &namespace);
+            api.replace_status(
+                updated.metadata.name.as_deref().unwrap_or_default(),
+                &PostParams::default(),
+                &updated,
+            )
+            .await
+            .map_err(|source| ReplicaSetError::Status {
+                key: key.clone(),
+                source,
+            })?;
+        }
+        if let Some(failure) = failure {
+            return Err(ReplicaSetError::Pods {
+                key,
+                action: if failure.reason == "FailedCreate" {
+                    "create"
+                } else {
+                    "delete"
+                },
+                message: failure.message,
+            });
+        }
+        Ok(recheck.map_or(Next::Done, Next::After))
+    }
+}
+
+/// Runs the ReplicaSet controller with `workers` workers until `stop`.
+pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
+    let events = Events::new(cluster.client.clone(), NAME, &cluster.identity);
+    let controller = Arc::new(Controller {
+        pods: PodControl::new(cluster.client.clone(), events),
+        cluster: Arc::clone(&cluster),
+    });
+    let queue: Arc<WorkQueue<String>> = WorkQueue::new();
+    {
+        let queue = Arc::clone(&queue);
+        let controller_for_handler = Arc::clone(&controller);
+        cluster.replica_sets.on_change(move |change| {
+            let key = key_of(change.object());
+            if let Change::Deleted(_) = change {
+                controller_for_handler.pods.expectations.forget(&key);
+            }
+            queue.add(key);
+        });
+    }
+    {
+        let queue = Arc::clone(&queue);
+        let controller_for_handler = Arc::clone(&controller);
+        cluster
+            .pods
+            .on_change(move |change| controller_for_handler.pod_changed(&queue, change));
+    }
+    tokio::select! {
+        _ = cluster.synced() => {}
+        _ = stop.clone().wait() => return,
+    }
+    for key in cluster.replica_sets.keys() {
+        queue.add(key);
+    }
+    run_workers(
+        NAME,
+        queue,
+        workers,
+        move |key| {
+            let controller = Arc::clone(&controller);
+            async move { controller.reconcile(key).await }
+        },
+        stop,
+    )
+    .await;
+}
