@@ -297,6 +297,96 @@ fn a_killed_machine_s_pods_are_evicted_and_it_runs_none_of_them_when_it_returns(
 }
 
 #[test]
+fn a_killed_machine_s_replicas_run_elsewhere_within_15_s_and_never_twice() {
+    let mut cluster = Machines::start(3);
+    let replicas = 8;
+    cluster.apply(&sleeper_set("web", replicas));
+    let placed = wait_pods(
+        &cluster,
+        Duration::from_secs(60),
+        "the replicas Running",
+        |pods| {
+            pods.values()
+                .filter(|pod| pod.phase == "Running" && !pod.terminating)
+                .count()
+                == replicas
+        },
+    );
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in placed.values() {
+        *per_node.entry(pod.node.clone()).or_default() += 1;
+    }
+    let (victim, victim_pods) = per_node
+        .iter()
+        .filter(|(node, _)| node.as_str() != "server")
+        .max_by_key(|(_, count)| **count)
+        .map(|(node, count)| (node.clone(), *count))
+        .expect("replicas on an agent machine");
+    let victim_index = cluster
+        .machines
+        .iter()
+        .position(|machine| machine.name == victim)
+        .unwrap();
+    let moved: Vec<String> = placed
+        .values()
+        .filter(|pod| pod.node == victim)
+        .map(|pod| pod.uid.clone())
+        .collect();
+
+    let killed_at = Instant::now();
+    cluster.kill(victim_index);
+    // The target: every replica Running on the other machines within 15 s.
+    wait_pods(
+        &cluster,
+        Duration::from_secs(15),
+        "every replica Running elsewhere",
+        |pods| {
+            pods.values()
+                .filter(|pod| pod.node != victim && pod.phase == "Running" && !pod.terminating)
+                .count()
+                == replicas
+        },
+    );
+    eprintln!(
+        "{victim_pods} replicas of {victim} Running elsewhere {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // Nothing beyond the replicas: the set did not overshoot.
+    let now = pods(&cluster);
+    assert_eq!(
+        now.values().filter(|pod| !pod.terminating).count(),
+        replicas,
+        "{now:#?}"
+    );
+
+    // The machine returns: none of the moved pods runs on it again.
+    cluster.start_again(victim_index);
+    let left: Vec<String> = cluster
+        .sandboxes(victim_index)
+        .into_iter()
+        .filter(|uid| moved.contains(uid))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "sandboxes of moved pods on {victim}: {left:?}"
+    );
+    wait_pods(
+        &cluster,
+        Duration::from_secs(30),
+        "the moved pods' deletion finished",
+        |pods| pods.values().all(|pod| !moved.contains(&pod.uid)),
+    );
+    assert_eq!(cluster.container_processes(victim_index), 0);
+    let after = pods(&cluster);
+    assert_eq!(after.len(), replicas, "{after:#?}");
+    assert!(
+        after
+            .values()
+            .all(|pod| pod.phase == "Running" && !pod.terminating)
+    );
+}
+
+#[test]
 fn a_partition_of_most_agents_trips_the_brake_and_heals() {
     let cluster = Machines::start(3);
     place_sleepers(&cluster, 1);
