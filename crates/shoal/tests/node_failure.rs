@@ -387,6 +387,35 @@ fn a_killed_machine_s_replicas_run_elsewhere_within_15_s_and_never_twice() {
 }
 
 #[test]
+fn a_deleted_node_s_pods_are_garbage_collected() {
+    let mut cluster = Machines::start(1);
+    cluster.apply(&sleeper("lost-0", "agent-1"));
+    wait_pods(
+        &cluster,
+        Duration::from_secs(60),
+        "the pod Running",
+        |pods| pods.get("lost-0").is_some_and(|pod| pod.phase == "Running"),
+    );
+    cluster.kill(1);
+    // The operator removes the dead machine's Node: its pod is bound to a
+    // node that no longer exists, and after the pod GC's quarantine (5 s)
+    // it is force-deleted; no agent is needed to finish it.
+    cluster.kubectl_ok(&["delete", "node", "agent-1"]);
+    let deleted_at = Instant::now();
+    wait_pods(
+        &cluster,
+        Duration::from_secs(20),
+        "the orphaned pod collected",
+        |pods| !pods.contains_key("lost-0"),
+    );
+    assert!(
+        deleted_at.elapsed() >= Duration::from_secs(4),
+        "collected before the quarantine: {:?}",
+        deleted_at.elapsed()
+    );
+}
+
+#[test]
 fn a_partition_of_most_agents_trips_the_brake_and_heals() {
     let cluster = Machines::start(3);
     place_sleepers(&cluster, 1);
