@@ -491,48 +491,76 @@ fn a_partition_of_most_agents_trips_the_brake_and_heals() {
 }
 
 #[test]
-fn a_flapping_node_never_runs_an_evicted_pod_again() {
+fn a_flapping_node_neither_duplicates_nor_loses_replicas() {
     let cluster = Machines::start(3);
-    place_sleepers(&cluster, 2);
-    let before = pods(&cluster);
-    let flapper: Vec<String> = before
-        .values()
-        .filter(|pod| pod.node == "agent-1")
-        .map(|pod| pod.uid.clone())
-        .collect();
-    // Out for a little past the grace period, back for a few seconds,
-    // three times.
-    for round in 0..3 {
-        cluster.partition(1);
-        std::thread::sleep(Duration::from_secs(11));
-        cluster.heal(1);
-        std::thread::sleep(Duration::from_secs(5));
-        eprintln!("flap {round}: {:?}", pods(&cluster));
-    }
-    // The evicted pods end: their agent stopped them and finished their
-    // deletion once it could reach the API.
+    let replicas = 6;
+    cluster.apply(&sleeper_set("flap", replicas));
     wait_pods(
         &cluster,
-        Duration::from_secs(40),
-        "agent-1's evicted pods gone",
-        |pods| pods.values().all(|pod| !flapper.contains(&pod.uid)),
+        Duration::from_secs(60),
+        "the replicas Running",
+        |pods| {
+            pods.values()
+                .filter(|pod| pod.phase == "Running" && !pod.terminating)
+                .count()
+                == replicas
+        },
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(cluster.sandboxes(1).is_empty() && cluster.container_processes(1) == 0) {
-        assert!(
-            Instant::now() < deadline,
-            "agent-1 still runs evicted pods: sandboxes {:?}, {} container processes",
-            cluster.sandboxes(1),
-            cluster.container_processes(1)
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    let live =
+        |pods: &BTreeMap<String, PodRow>| pods.values().filter(|pod| !pod.terminating).count();
+    // Out for a little past the grace period, back for a few seconds,
+    // three times; the set never has more live pods than its replicas.
+    for round in 0..3 {
+        cluster.partition(1);
+        let back_at = Instant::now() + Duration::from_secs(11);
+        while Instant::now() < back_at {
+            let current = pods(&cluster);
+            assert!(
+                live(&current) <= replicas,
+                "round {round}, cut off: {current:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        cluster.heal(1);
+        let next_at = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < next_at {
+            let current = pods(&cluster);
+            assert!(
+                live(&current) <= replicas,
+                "round {round}, back: {current:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
-    // The other machines' pods were never touched.
-    let after = pods(&cluster);
-    for (name, pod) in &before {
-        if pod.node != "agent-1" {
-            assert_eq!(after[name].uid, pod.uid, "{name}");
-            assert!(!after[name].terminating, "{name}");
+    // Settled: every replica Running, no pod left Terminating, and each
+    // machine runs exactly the pods the API binds to it.
+    let settled = wait_pods(
+        &cluster,
+        Duration::from_secs(40),
+        "the set settled",
+        |pods| {
+            pods.len() == replicas
+                && pods
+                    .values()
+                    .all(|pod| pod.phase == "Running" && !pod.terminating)
+        },
+    );
+    for (index, machine) in cluster.machines.iter().enumerate() {
+        let mut bound: Vec<String> = settled
+            .values()
+            .filter(|pod| pod.node == machine.name)
+            .map(|pod| pod.uid.clone())
+            .collect();
+        bound.sort();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cluster.sandboxes(index) != bound {
+            assert!(
+                Instant::now() < deadline,
+                "{} runs {:?}, the API binds {bound:?}",
+                machine.name,
+                cluster.sandboxes(index)
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     cluster.wait_until(
