@@ -79,17 +79,30 @@ pub async fn renew(
 
 /// Renews the Lease every `lease_renew` until `shutdown`; a failed renewal
 /// is retried sooner (kubelet's 200 ms doubling to 7 s).
+///
+/// The heartbeat is also the agent's check that it reaches the API: a
+/// renewal that succeeds more than two intervals after the previous one
+/// (failures, or requests hung on a cut-off network) bumps `reconnected`,
+/// so the watches that may have silently died with the old connections
+/// start afresh.
 pub async fn heartbeat(
     leases: Api<Lease>,
     config: AgentConfig,
     node: Node,
+    reconnected: tokio::sync::watch::Sender<u64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last = None;
     let mut retry = std::time::Duration::from_millis(200);
+    let mut renewed_at = tokio::time::Instant::now();
     loop {
         let wait = match renew(&leases, &config, &node, last.take()).await {
             Ok(lease) => {
+                if renewed_at.elapsed() > config.lease_renew * 2 {
+                    tracing::info!(silent = ?renewed_at.elapsed(), "the API is reachable again");
+                    reconnected.send_modify(|count| *count += 1);
+                }
+                renewed_at = tokio::time::Instant::now();
                 last = Some(lease);
                 retry = std::time::Duration::from_millis(200);
                 config.lease_renew

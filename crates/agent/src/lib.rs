@@ -243,14 +243,34 @@ pub async fn run(
     .await
     .map_err(|error| AgentError::Join(error.to_string()))?
     .map_err(|error| AgentError::Network(error.to_string()))?;
+    // Before anything runs: what was moved away while this machine was
+    // gone or cut off goes first (bounded retries: an API that cannot be
+    // listed now leaves it to the pod watch's first listing).
+    for attempt in 0..10 {
+        match pods::remove_moved(&client, &pod_runtime, &config).await {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::info!(removed, "stopped the pods moved off this node");
+                }
+                break;
+            }
+            Err(error) if attempt < 9 => {
+                tracing::debug!(%error, "cannot check for moved pods yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => tracing::warn!(%error, "cannot check for moved pods; the pod watch will"),
+        }
+    }
     tracing::info!(node = %config.node_name, pod_cidr = ?pod_cidr.map(|c| c.to_string()), "the node agent is up");
 
     let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), lease::LEASE_NAMESPACE);
     let mut tasks = tokio::task::JoinSet::new();
+    let (reconnected, reconnections) = tokio::sync::watch::channel(0u64);
     tasks.spawn(lease::heartbeat(
         leases,
         config.clone(),
         registered.clone(),
+        reconnected,
         shutdown.clone(),
     ));
     let status_problem = problem.clone();
@@ -283,7 +303,7 @@ pub async fn run(
         runtime: pod_runtime,
         config,
     });
-    tasks.spawn(pods::run(context, shutdown.clone()));
+    tasks.spawn(pods::run(context, reconnections, shutdown.clone()));
     let mut shutdown = shutdown;
     let _ = shutdown.wait_for(|stopped| *stopped).await;
     // Containers keep running: an agent that stops is not a machine that

@@ -228,6 +228,15 @@ pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     strip(old) != strip(new)
 }
 
+fn ready_of(status: &NodeStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Ready")
+        .map(|condition| condition.status.as_str())
+}
+
 /// Keeps `new`'s conditions' transition times from `old` where the
 /// condition's status did not change (as kubelet does).
 fn carry_transitions(old: Option<&NodeStatus>, new: &mut NodeStatus) {
@@ -314,21 +323,31 @@ pub async fn report_status(
     let mut sent: Option<(NodeStatus, Instant)> = None;
     loop {
         let current = status(&config, &machine, problem().as_deref());
+        // The API's copy may say otherwise than what was sent: the node
+        // lifecycle controller marks a node it stopped hearing from
+        // Unknown. Its Ready is put right at once (a transition, timed now).
+        let api_copy = match &sent {
+            Some(_) => nodes
+                .get_status(&config.node_name)
+                .await
+                .ok()
+                .and_then(|node| node.status)
+                .filter(|api_status| ready_of(api_status) != ready_of(&current)),
+            None => None,
+        };
         let due = match &sent {
             None => true,
             Some((previous, at)) => {
-                status_changed(previous, &current) || at.elapsed() >= config.status_report
+                api_copy.is_some()
+                    || status_changed(previous, &current)
+                    || at.elapsed() >= config.status_report
             }
         };
         if due {
-            match send_status(
-                &nodes,
-                &config.node_name,
-                sent.as_ref().map(|(status, _)| status),
-                current,
-            )
-            .await
-            {
+            let previous = api_copy
+                .as_ref()
+                .or(sent.as_ref().map(|(status, _)| status));
+            match send_status(&nodes, &config.node_name, previous, current).await {
                 Ok(status) => sent = Some((status, Instant::now())),
                 Err(error) => tracing::warn!(%error, "cannot report the node's status"),
             }

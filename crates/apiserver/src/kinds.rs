@@ -203,6 +203,44 @@ fn default_template(spec: &mut Value) {
     }
 }
 
+/// kube-apiserver's DefaultTolerationSeconds admission: a new pod that
+/// does not tolerate the `node.kubernetes.io/not-ready` (or `unreachable`)
+/// `NoExecute` taint gets a toleration of it for `not_ready_seconds` (or
+/// `unreachable_seconds`). A toleration of 0 s is written as such (as
+/// upstream does with `--default-unreachable-toleration-seconds=0`): the
+/// pod is evicted as soon as its node is marked.
+pub fn default_tolerations(object: &mut Value, not_ready_seconds: i64, unreachable_seconds: i64) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let existing: Vec<Value> = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tolerated = |key: &str| {
+        existing.iter().any(|toleration| {
+            let field = |name: &str| toleration.get(name).and_then(Value::as_str).unwrap_or("");
+            (field("key") == key || field("key").is_empty())
+                && (field("effect") == "NoExecute" || field("effect").is_empty())
+        })
+    };
+    let mut tolerations = existing.clone();
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", not_ready_seconds),
+        ("node.kubernetes.io/unreachable", unreachable_seconds),
+    ] {
+        if !tolerated(key) {
+            tolerations.push(json!({
+                "key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds
+            }));
+        }
+    }
+    if tolerations.len() != existing.len() {
+        spec.insert("tolerations".to_string(), Value::Array(tolerations));
+    }
+}
+
 /// Fills in what kube-apiserver defaults for `resource`'s kind, so `get -o
 /// yaml` shows what a real cluster shows.
 pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
@@ -236,14 +274,6 @@ pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
                 set_default(spec, "enableServiceLinks", json!(true));
                 set_default(spec, "priority", json!(0));
                 set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-                set_default(
-                    spec,
-                    "tolerations",
-                    json!([
-                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
-                    ]),
-                );
             }
             let qos = qos_class(object);
             if let Some(status) = ensure_object(object, "status") {
@@ -463,5 +493,59 @@ fn qos_class(pod: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tolerations(object: &Value) -> Vec<(String, Option<i64>)> {
+        object["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|toleration| {
+                (
+                    toleration["key"].as_str().unwrap_or("").to_string(),
+                    toleration["tolerationSeconds"].as_i64(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pod_without_tolerations_gets_both_with_the_configured_seconds() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_tolerations(&mut pod, 0, 7);
+        assert_eq!(
+            tolerations(&pod),
+            vec![
+                ("node.kubernetes.io/not-ready".to_string(), Some(0)),
+                ("node.kubernetes.io/unreachable".to_string(), Some(7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pod_that_tolerates_a_taint_keeps_its_own_toleration() {
+        let mut pod = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+            {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+        ]}});
+        default_tolerations(&mut pod, 0, 0);
+        assert_eq!(
+            tolerations(&pod),
+            vec![
+                ("node.kubernetes.io/unreachable".to_string(), Some(60)),
+                ("dedicated".to_string(), None),
+                ("node.kubernetes.io/not-ready".to_string(), Some(0)),
+            ]
+        );
+        // A toleration of every taint (empty key, Exists) covers both.
+        let mut everything = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_tolerations(&mut everything, 0, 0);
+        assert_eq!(tolerations(&everything).len(), 1);
     }
 }

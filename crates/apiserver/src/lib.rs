@@ -67,6 +67,12 @@ pub struct ApiConfig {
     /// the cluster CA and its kubelet client certificate
     /// ([`agent_client_tls`]). Without it those requests are 503.
     pub agent_client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The seconds of the `node.kubernetes.io/not-ready` and
+    /// `unreachable` `NoExecute` tolerations new pods get when they have
+    /// none (kube-apiserver's `--default-not-ready-toleration-seconds` and
+    /// `--default-unreachable-toleration-seconds`; 300 there, 0 in shoal).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 /// The API server's state: what it serves and the store it serves it from.

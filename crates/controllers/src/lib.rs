@@ -14,11 +14,14 @@ pub mod cluster;
 pub mod deployment;
 pub mod expectations;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod ownership;
 pub mod podcontrol;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod tainteviction;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +45,17 @@ pub struct ControllersConfig {
     pub cluster_cidr: ipnet::Ipv4Net,
     /// Workers per controller.
     pub workers: usize,
+    /// How long a node may go without a heartbeat before it is marked
+    /// `Unknown` and tainted (`--node-monitor-grace-period`; shoal: 8 s,
+    /// upstream: 40 s).
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Nodes per second tainted for eviction in a healthy zone
+    /// (`--node-eviction-rate`); `None`: no limit (shoal's default;
+    /// upstream's is 0.1).
+    pub node_eviction_rate: Option<f64>,
+    /// How long a pod bound to a missing node waits before the pod
+    /// garbage collector deletes it (shoal: 5 s; upstream: 40 s).
+    pub pod_gc_quarantine: std::time::Duration,
 }
 
 impl ControllersConfig {
@@ -51,6 +65,9 @@ impl ControllersConfig {
             lease: LeaseTiming::default(),
             cluster_cidr,
             workers: 4,
+            node_monitor_grace_period: std::time::Duration::from_secs(8),
+            node_eviction_rate: None,
+            pod_gc_quarantine: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -109,6 +126,24 @@ pub fn start(
     tasks.spawn(deployment::run(
         Arc::clone(&cluster),
         config.workers,
+        stop.clone(),
+    ));
+    tasks.spawn(nodelifecycle::run(
+        Arc::clone(&cluster),
+        nodelifecycle::core::LifecycleConfig {
+            grace_period: config.node_monitor_grace_period,
+            eviction_rate: config.node_eviction_rate,
+        },
+        stop.clone(),
+    ));
+    tasks.spawn(tainteviction::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
+    tasks.spawn(podgc::run(
+        Arc::clone(&cluster),
+        config.pod_gc_quarantine,
         stop.clone(),
     ));
 }

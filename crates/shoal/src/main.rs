@@ -72,6 +72,10 @@ struct ControllersArgs {
     /// The cluster's pod range, split into a /24 per node.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
+    /// How long a node may go without renewing its Lease before it is
+    /// marked NotReady (Unknown) and tainted unreachable.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
 }
@@ -176,10 +180,33 @@ struct NodeArgs {
     /// Run no scheduler on this server.
     #[arg(long)]
     disable_scheduler: bool,
-    /// Run no controllers on this server (today: node IPAM, which gives
-    /// each Node its pod range).
+    /// Run no controllers on this server (node IPAM, the node lifecycle,
+    /// taint-based eviction, pod garbage collection).
     #[arg(long)]
     disable_controllers: bool,
+    /// How often this machine's agent renews its node Lease, its
+    /// heartbeat (the Lease holds for four times as long).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    node_lease_renew_interval: std::time::Duration,
+    /// How long a node may go without renewing its Lease before the
+    /// controllers mark it NotReady (Unknown) and taint it unreachable.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// The tolerationSeconds of the node.kubernetes.io/not-ready NoExecute
+    /// toleration the API server gives pods that have none (0: such pods
+    /// are evicted as soon as their node is marked).
+    #[arg(long, default_value_t = 0)]
+    default_not_ready_toleration_seconds: i64,
+    /// The tolerationSeconds of the node.kubernetes.io/unreachable
+    /// NoExecute toleration the API server gives pods that have none (0:
+    /// such pods are evicted as soon as their node is marked).
+    #[arg(long, default_value_t = 0)]
+    default_unreachable_toleration_seconds: i64,
+    /// Nodes per second marked for eviction in a healthy zone [default: no
+    /// limit]. A zone with more than two nodes and at least 55% of them
+    /// not Ready stops evictions (above 50 nodes: 0.01 per second).
+    #[arg(long)]
+    node_eviction_rate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -408,7 +435,11 @@ fn main() -> ExitCode {
         Command::Sim(args) => return sim::run(*args),
         Command::Controllers(args) => {
             init_logging(args.log_level);
-            return match serve::run_controllers(&args.kubeconfig, args.cluster_cidr) {
+            return match serve::run_controllers(
+                &args.kubeconfig,
+                args.cluster_cidr,
+                args.node_monitor_grace_period,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");

@@ -22,6 +22,11 @@ pub struct NodeSettings {
     pub disable_agent: bool,
     pub disable_scheduler: bool,
     pub disable_controllers: bool,
+    pub lease_renew: std::time::Duration,
+    pub node_monitor_grace_period: std::time::Duration,
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
+    pub node_eviction_rate: Option<f64>,
 }
 
 impl NodeSettings {
@@ -62,6 +67,33 @@ impl NodeSettings {
                     .into(),
             );
         }
+        if let Some(rate) = node.node_eviction_rate
+            && !(rate.is_finite() && rate >= 0.0)
+        {
+            return Err(format!(
+                "invalid --node-eviction-rate {rate}: it must be a number of nodes per second, 0 or more"
+            ));
+        }
+        for (flag, seconds) in [
+            (
+                "--default-not-ready-toleration-seconds",
+                node.default_not_ready_toleration_seconds,
+            ),
+            (
+                "--default-unreachable-toleration-seconds",
+                node.default_unreachable_toleration_seconds,
+            ),
+        ] {
+            if seconds < 0 {
+                return Err(format!("invalid {flag} {seconds}: it must be 0 or more"));
+            }
+        }
+        if node.node_monitor_grace_period <= node.node_lease_renew_interval {
+            return Err(format!(
+                "--node-monitor-grace-period ({:?}) must be longer than --node-lease-renew-interval ({:?})",
+                node.node_monitor_grace_period, node.node_lease_renew_interval
+            ));
+        }
         Ok(NodeSettings {
             name,
             ip: node.node_ip,
@@ -74,6 +106,11 @@ impl NodeSettings {
             disable_agent: node.disable_agent,
             disable_scheduler: node.disable_scheduler,
             disable_controllers: node.disable_controllers,
+            lease_renew: node.node_lease_renew_interval,
+            node_monitor_grace_period: node.node_monitor_grace_period,
+            default_not_ready_toleration_seconds: node.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: node.default_unreachable_toleration_seconds,
+            node_eviction_rate: node.node_eviction_rate,
         })
     }
 
@@ -85,6 +122,13 @@ impl NodeSettings {
         config.agent_port = self.agent_port;
         config.max_pods = self.max_pods;
         config.insecure_images = self.insecure_images;
+        // kubelet's ratio: a 40 s Lease renewed every 10 s.
+        config.lease_renew = self.lease_renew;
+        config.lease_duration = self.lease_renew * 4;
+        // The agent checks the API's copy of its Ready condition as often
+        // as it renews, so a node the controllers marked Unknown is Ready
+        // again within one renewal of coming back.
+        config.status_check = config.status_check.min(self.lease_renew);
         config
     }
 }

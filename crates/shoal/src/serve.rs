@@ -71,8 +71,10 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 let client = crate::node::client_from(&kubeconfig)
                     .await
                     .context("the controllers' client")?;
-                let config =
+                let mut config =
                     controllers::ControllersConfig::new(&identity(), platform.node.cluster_cidr);
+                config.node_monitor_grace_period = platform.node.node_monitor_grace_period;
+                config.node_eviction_rate = platform.node.node_eviction_rate;
                 controllers_task = Some(tokio::spawn(async move {
                     let stopped = async move {
                         let _ = controllers_stop.wait_for(|stopped| *stopped).await;
@@ -196,6 +198,12 @@ async fn start_api(
                 &pki.kubelet_client_cert_pem,
                 &pki.kubelet_client_key_pem,
             )?),
+            default_not_ready_toleration_seconds: platform
+                .node
+                .default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: platform
+                .node
+                .default_unreachable_toleration_seconds,
         },
     );
     // The first start elects the member's leadership first: retry briefly.
@@ -273,11 +281,13 @@ async fn start_scheduler(
 pub fn run_controllers(
     kubeconfig: &std::path::Path,
     cluster_cidr: ipnet::Ipv4Net,
+    node_monitor_grace_period: std::time::Duration,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = crate::node::client_from(kubeconfig).await?;
-        let config = controllers::ControllersConfig::new(&identity(), cluster_cidr);
+        let mut config = controllers::ControllersConfig::new(&identity(), cluster_cidr);
+        config.node_monitor_grace_period = node_monitor_grace_period;
         controllers::run(client, config, async {
             if let Err(error) = wait_for_signal().await {
                 tracing::error!(%error, "cannot wait for signals");

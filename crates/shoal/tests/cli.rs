@@ -264,3 +264,34 @@ fn sigterm_stops_the_member_cleanly_and_frees_the_data_directory() {
     let _ = member.kill();
     let _ = member.wait();
 }
+
+#[test]
+fn machine_failure_flags_are_checked() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = data_dir.path().display().to_string();
+    assert_one_line_error(
+        &[
+            "up",
+            "--data-dir",
+            &data_dir,
+            "--node-lease-renew-interval",
+            "10s",
+            "--node-monitor-grace-period",
+            "8s",
+        ],
+        &["--node-monitor-grace-period", "--node-lease-renew-interval"],
+    );
+    assert_one_line_error(
+        &[
+            "up",
+            "--data-dir",
+            &data_dir,
+            "--default-unreachable-toleration-seconds=-1",
+        ],
+        &["--default-unreachable-toleration-seconds", "-1"],
+    );
+    assert_one_line_error(
+        &["up", "--data-dir", &data_dir, "--node-eviction-rate=-0.5"],
+        &["--node-eviction-rate"],
+    );
+}

@@ -99,3 +99,87 @@ fn hollow_nodes_get_every_pod_bound_once_within_capacity() {
         per_node.len()
     );
 }
+
+/// The controllers at small scale: a Deployment made with 0 replicas on 50
+/// hollow nodes, scaled to 200 and rolled to a new template (maxSurge 25%).
+/// The bench times both (the figures at full scale are in BENCHMARKS.md);
+/// here the outcome is checked through kubectl: every replica updated and
+/// available, the old ReplicaSet at 0, exactly 200 pods, all of the new
+/// template's hash. (Hollow nodes renew their Leases every 10 s, so the
+/// grace period is raised to 40 s, as for the full-scale runs.)
+#[test]
+fn a_deployment_scales_and_rolls_on_hollow_nodes() {
+    const REPLICAS: u64 = 200;
+    let shoal = Shoal::start_with(&["--disable-agent", "--node-monitor-grace-period=40s"]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    command
+        .args(["bench", "--output", "json", "hollow-nodes"])
+        .arg(format!("--kubeconfig={}", shoal.kubeconfig.display()))
+        .args(["--nodes", "50", "--pods", "0"])
+        .args([
+            "--deployment-replicas",
+            &REPLICAS.to_string(),
+            "--rolling-update",
+        ])
+        .args(["--concurrency", "32", "--stall-timeout", "30"]);
+    let output = common::run_with_watchdog(command, None, BENCH_TIMEOUT);
+    assert!(
+        output.status.success(),
+        "shoal bench hollow-nodes failed: {}\n{}",
+        common::describe_output(&output),
+        shoal.log()
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON summary");
+    let details = &summary["details"];
+    for figure in [
+        "scale_to_all_bound_seconds",
+        "scale_to_all_available_seconds",
+        "rolling_update_seconds",
+    ] {
+        assert!(
+            details[figure]
+                .as_f64()
+                .is_some_and(|seconds| seconds > 0.0),
+            "{figure}: {summary}"
+        );
+    }
+    assert_eq!(details["bound_to_unknown_node"], 0, "{summary}");
+
+    let namespace = details["namespace"].as_str().expect("the run's namespace");
+    let kubectl = Kubectl::new(KubectlRelease::Newest, &shoal);
+    let dir = shoal.dir.path();
+    let status = kubectl.ok(
+        &format!(
+            "kubectl get deployment hollow-web -n {namespace} -o jsonpath='{{.status.replicas}} {{.status.updatedReplicas}} {{.status.availableReplicas}}'"
+        ),
+        dir,
+    );
+    assert_eq!(status.trim(), format!("{REPLICAS} {REPLICAS} {REPLICAS}"));
+    let sets = kubectl.ok(
+        &format!(
+            r#"kubectl get rs -n {namespace} -o jsonpath='{{range .items[*]}}{{.metadata.annotations.deployment\.kubernetes\.io/revision}} {{.spec.replicas}} {{.metadata.labels.pod-template-hash}}{{"\n"}}{{end}}'"#
+        ),
+        dir,
+    );
+    let mut sets: Vec<&str> = sets.lines().collect();
+    sets.sort();
+    assert_eq!(sets.len(), 2, "{sets:?}");
+    assert!(
+        sets[0].starts_with("1 0 "),
+        "the old ReplicaSet is at 0: {sets:?}"
+    );
+    assert!(
+        sets[1].starts_with(&format!("2 {REPLICAS} ")),
+        "the new one holds every replica: {sets:?}"
+    );
+    let new_hash = sets[1].rsplit(' ').next().expect("a hash");
+    let pods = kubectl.ok(
+        &format!(
+            r#"kubectl get pods -n {namespace} -l app=hollow-web -o jsonpath='{{range .items[*]}}{{.metadata.labels.pod-template-hash}}{{"\n"}}{{end}}'"#
+        ),
+        dir,
+    );
+    let hashes: Vec<&str> = pods.lines().collect();
+    assert_eq!(hashes.len() as u64, REPLICAS, "pods left over");
+    assert!(hashes.iter().all(|hash| *hash == new_hash), "{hashes:?}");
+}

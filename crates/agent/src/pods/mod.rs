@@ -24,12 +24,84 @@ use tokio::sync::mpsc;
 
 use worker::{Context, Update, Worker};
 
+/// Before the agent runs any pod: stops and removes every sandbox on the
+/// machine whose pod the API no longer binds here (deleted for good while
+/// the agent was away) or is deleting (evicted: most likely replaced
+/// elsewhere already; its grace period, begun while the agent was away,
+/// is not waited for). A machine that comes back thus never runs a pod
+/// that was moved, not even for the moment its workers take to learn of
+/// it; the workers then finish the deletions in the API. Returns how many
+/// sandboxes it removed.
+pub async fn remove_moved(
+    client: &kube::Client,
+    runtime: &runtime::pod::PodRuntime,
+    config: &crate::AgentConfig,
+) -> Result<usize, crate::AgentError> {
+    let on_machine = {
+        let runtime = runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.list())
+            .await
+            .map_err(|error| crate::AgentError::Join(error.to_string()))?
+            .map_err(|error| crate::AgentError::Network(error.to_string()))?
+    };
+    if on_machine.is_empty() {
+        return Ok(0);
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    let listed = pods
+        .list(
+            &kube::api::ListParams::default()
+                .fields(&format!("spec.nodeName={}", config.node_name)),
+        )
+        .await?;
+    let kept: HashSet<String> = listed
+        .items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| pod.metadata.uid.clone())
+        .collect();
+    let mut removed = 0;
+    for record in on_machine {
+        if kept.contains(&record.uid) {
+            continue;
+        }
+        tracing::info!(pod = %record.name, namespace = %record.namespace, "stopping a pod no longer bound to this node before running any");
+        let runtime = runtime.clone();
+        let data_dir = config.data_dir.clone();
+        let uid = record.uid.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = runtime.remove_sandbox(&uid);
+            let _ = std::fs::remove_dir_all(volumes::pod_dir(&data_dir, &uid));
+            outcome
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => removed += 1,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, pod = %record.name, "cannot remove a pod no longer bound here")
+            }
+            Err(error) => {
+                tracing::warn!(%error, pod = %record.name, "cannot remove a pod no longer bound here")
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Watches the node's pods and runs a worker for each until `shutdown`.
-pub async fn run(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Each bump of `reconnected` (the API reachable again after a silence)
+/// starts the watch afresh with a new listing: the old watch may have
+/// died with its connection without a word, and the pods deleted in the
+/// meantime must reach their workers.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut reconnected: tokio::sync::watch::Receiver<u64>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let mut stream = watcher(pods, config).boxed();
+    let mut stream = watcher(pods.clone(), config.clone()).boxed();
     let mut workers: HashMap<String, mpsc::Sender<Update>> = HashMap::new();
     let mut leftovers: HashMap<String, runtime::pod::SandboxRecord> = {
         let runtime = ctx.runtime.clone();
@@ -47,9 +119,20 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<b
     };
     let mut listing: Option<HashSet<String>> = None;
     loop {
-        let event = tokio::select! {
-            event = stream.next() => event,
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        let wake = tokio::select! {
+            event = stream.next() => Wake::Event(event),
+            changed = reconnected.changed() => Wake::Reconnected(changed.is_ok()),
+            _ = shutdown.wait_for(|stopped| *stopped) => Wake::Stop,
+        };
+        let event = match wake {
+            Wake::Event(event) => event,
+            // The heartbeat is gone: the agent is stopping.
+            Wake::Stop | Wake::Reconnected(false) => return,
+            Wake::Reconnected(true) => {
+                tracing::info!("watching this node's pods afresh");
+                stream = watcher(pods.clone(), config.clone()).boxed();
+                continue;
+            }
         };
         let Some(event) = event else { return };
         let event = match event {
@@ -106,6 +189,12 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<b
         }
         workers.retain(|_, sender| !sender.is_closed());
     }
+}
+
+enum Wake<E> {
+    Event(Option<E>),
+    Reconnected(bool),
+    Stop,
 }
 
 fn deliver(

@@ -271,6 +271,13 @@ pub(super) async fn create_object_with_warnings(
         }
     }
     kinds::apply_defaults(resource, &mut object);
+    if resource.group.is_empty() && resource.kind == "Pod" {
+        kinds::default_tolerations(
+            &mut object,
+            api.config.default_not_ready_toleration_seconds,
+            api.config.default_unreachable_toleration_seconds,
+        );
+    }
     kinds::on_create(resource, &mut object);
     objects::drop_empty_metadata(&mut object);
     // Ownership covers the defaults too: kube-apiserver defaults while

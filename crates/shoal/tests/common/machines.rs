@@ -22,6 +22,8 @@ pub struct Machine {
     pub mount_namespace: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The host's port on the bridge (down: the host is cut off).
+    port: String,
     process: Option<Child>,
     /// The flags it was last started with, for a restart.
     flags: Vec<String>,
@@ -220,6 +222,7 @@ impl Machines {
                 ip,
                 mount_namespace,
                 data_dir,
+                port: port.clone(),
                 process: None,
                 flags: Vec::new(),
                 launches: 0,
@@ -266,6 +269,148 @@ impl Machines {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         self.launch(index, &flags);
         self.wait_for_log(index, "the node agent is up", Duration::from_secs(60));
+    }
+
+    /// Kills every process of machine `index` at once (SIGKILL), as a
+    /// machine that loses power: its shoal, and each container's monitor
+    /// and processes (found by the monitors' environment, which names the
+    /// machine's data directory, and as descendants of both). Returns how
+    /// many processes it killed; panics if any survives.
+    pub fn kill(&mut self, index: usize) -> usize {
+        let machine = &mut self.machines[index];
+        let marker = format!("SHOAL_RUNTIME_MONITOR={}\n", machine.data_dir.display());
+        let mut roots: Vec<u32> = machine
+            .process
+            .as_ref()
+            .map(Child::id)
+            .into_iter()
+            .collect();
+        let mut parents: Vec<(u32, u32)> = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(environ) = std::fs::read(entry.path().join("environ"))
+                && environ
+                    .split(|byte| *byte == 0)
+                    .any(|variable| variable.starts_with(marker.as_bytes()))
+            {
+                roots.push(pid);
+            }
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+                && let Some((_, rest)) = stat.rsplit_once(')')
+                && let Some(parent) = rest.split_whitespace().nth(1)
+                && let Ok(parent) = parent.parse::<u32>()
+            {
+                parents.push((pid, parent));
+            }
+        }
+        let mut doomed: std::collections::BTreeSet<u32> = roots.iter().copied().collect();
+        loop {
+            let more: Vec<u32> = parents
+                .iter()
+                .filter(|(pid, parent)| doomed.contains(parent) && !doomed.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            doomed.extend(more);
+        }
+        let pids: Vec<String> = doomed.iter().map(u32::to_string).collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+        }
+        if let Some(mut process) = machine.process.take() {
+            let _ = process.wait();
+        }
+        let alive = |pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .is_some_and(|state| state != "Z" && state != "X")
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while doomed.iter().any(alive) {
+            assert!(
+                Instant::now() < deadline,
+                "processes of {} survived SIGKILL: {:?}",
+                machine.name,
+                doomed.iter().filter(|pid| alive(pid)).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        doomed.len()
+    }
+
+    /// The processes of machine `index`'s containers still alive (their
+    /// monitors).
+    pub fn container_processes(&self, index: usize) -> usize {
+        let marker = format!(
+            "SHOAL_RUNTIME_MONITOR={}\n",
+            self.machines[index].data_dir.display()
+        );
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|entry| {
+                std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|byte| *byte == 0)
+                        .any(|variable| variable.starts_with(marker.as_bytes()))
+                })
+            })
+            .count()
+    }
+
+    /// The pod sandboxes machine `index`'s runtime holds (by pod uid).
+    pub fn sandboxes(&self, index: usize) -> Vec<String> {
+        let dir = self.machines[index].data_dir.join("runtime/pods");
+        let mut uids: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        uids.sort();
+        uids
+    }
+
+    /// Starts machine `index` again after `kill`, with the same flags;
+    /// returns once its agent is up.
+    pub fn start_again(&mut self, index: usize) {
+        assert!(
+            self.machines[index].process.is_none(),
+            "machine {index} is running"
+        );
+        let flags = self.machines[index].flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.launch(index, &flags);
+        self.wait_for_log(index, "the node agent is up", Duration::from_secs(60));
+    }
+
+    /// Cuts machine `index` off the bridge: it reaches no other machine
+    /// and none reaches it, but everything on it keeps running.
+    pub fn partition(&self, index: usize) {
+        in_namespace(
+            &self.switch,
+            "ip",
+            &["link", "set", &self.machines[index].port, "down"],
+        );
+    }
+
+    /// Puts machine `index` back on the bridge.
+    pub fn heal(&self, index: usize) {
+        in_namespace(
+            &self.switch,
+            "ip",
+            &["link", "set", &self.machines[index].port, "up"],
+        );
     }
 
     fn launch(&mut self, index: usize, extra: &[&str]) {
