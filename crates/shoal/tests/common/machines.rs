@@ -589,7 +589,7 @@ impl Machines {
         }
     }
 
-    fn wait_ready(&self, count: usize, timeout: Duration) {
+    pub fn wait_ready(&self, count: usize, timeout: Duration) {
         self.wait_until(&["get", "nodes", "--no-headers"], timeout, |text| {
             text.lines()
                 .filter(|line| line.split_whitespace().nth(1) == Some("Ready"))
