@@ -11,7 +11,10 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod daemonset;
+pub mod disruption;
 pub mod expectations;
+pub mod job;
 pub mod nodeipam;
 pub mod ownership;
 pub mod podcontrol;
@@ -101,6 +104,17 @@ pub fn start(
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
     tasks.spawn(replicaset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
+    tasks.spawn(daemonset::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
+    tasks.spawn(job::run(Arc::clone(&cluster), config.workers, stop.clone()));
+    tasks.spawn(disruption::run(
         Arc::clone(&cluster),
         config.workers,
         stop.clone(),
