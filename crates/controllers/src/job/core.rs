@@ -24,6 +24,7 @@ pub const FAILURE_TARGET: &str = "FailureTarget";
 pub const BACKOFF_LIMIT_EXCEEDED: &str = "BackoffLimitExceeded";
 pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 pub const COMPLETIONS_REACHED: &str = "CompletionsReached";
+pub const SUSPENDED: &str = "Suspended";
 
 /// The first delay before a pod replaces a failed one, and the ceiling
 /// (upstream's `DefaultJobPodFailureBackOff` and `MaxJobPodFailureBackOff`).
@@ -78,6 +79,35 @@ fn add_condition(status: &mut JobStatus, new: JobCondition) {
         .any(|condition| condition.type_ == new.type_)
     {
         conditions.push(new);
+    }
+}
+
+/// Sets the condition `type_` to `status` (a change of status is a
+/// transition; the same status keeps its time).
+fn set_condition(
+    job_status: &mut JobStatus,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let conditions = job_status.conditions.get_or_insert_with(Vec::new);
+    match conditions
+        .iter_mut()
+        .find(|condition| condition.type_ == type_)
+    {
+        Some(present) if present.status == status => {}
+        Some(present) => {
+            *present = JobCondition {
+                status: status.to_string(),
+                ..condition(type_, reason, message, now)
+            }
+        }
+        None => conditions.push(JobCondition {
+            status: status.to_string(),
+            ..condition(type_, reason, message, now)
+        }),
     }
 }
 
@@ -177,12 +207,43 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], may_act: bool, now: Timestamp) -> Pla
     let failed = failed_pods.len() as i32;
     let ready = active.iter().filter(|pod| pods::is_ready(pod)).count() as i32;
 
+    let suspended = spec.suspend == Some(true);
+    if suspended {
+        // Suspended: no pod runs, and the deadline's clock restarts on
+        // resumption.
+        set_condition(
+            &mut status,
+            SUSPENDED,
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now,
+        );
+        status.start_time = None;
+    } else if previous
+        .conditions
+        .iter()
+        .flatten()
+        .any(|condition| condition.type_ == SUSPENDED && condition.status == "True")
+    {
+        set_condition(
+            &mut status,
+            SUSPENDED,
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now,
+        );
+    }
     let start_time = previous
         .start_time
         .as_ref()
         .map(|time| time.0)
+        .filter(|_| !suspended)
         .unwrap_or(now);
-    status.start_time = Some(Time(start_time));
+    if !suspended {
+        status.start_time = Some(Time(start_time));
+    }
     status.succeeded = Some(succeeded.max(previous.succeeded.unwrap_or(0)));
     status.failed = Some(failed.max(previous.failed.unwrap_or(0)));
     let succeeded = status.succeeded.unwrap_or(0);
@@ -208,6 +269,7 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], may_act: bool, now: Timestamp) -> Pla
         ));
     }
     if failure.is_none()
+        && !suspended
         && let Some(deadline) = spec.active_deadline_seconds
     {
         let expires = start_time + seconds(deadline);
@@ -248,6 +310,8 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], may_act: bool, now: Timestamp) -> Pla
             );
             status.completion_time = Some(Time(now));
         }
+    } else if suspended {
+        plan.delete = active.clone();
     } else {
         let want_active = match completions {
             Some(completions) => (completions - succeeded).clamp(0, parallelism),
@@ -503,6 +567,40 @@ mod tests {
         ]);
         let done = plan(&job, &pods, true, at(6));
         assert_eq!(types(&done.status), [SUCCESS_CRITERIA_MET, COMPLETE]);
+    }
+
+    #[test]
+    fn a_suspended_job_stops_its_pods_and_resumes_with_a_new_start_time() {
+        let mut job = job(Some(4), 2, 6);
+        job.spec.as_mut().unwrap().suspend = Some(true);
+        job.status = Some(JobStatus {
+            start_time: Some(Time(at(0))),
+            ..JobStatus::default()
+        });
+        let pods = arcs(vec![
+            running(worker("a", 0)),
+            with_phase(worker("b", 0), "Succeeded"),
+        ]);
+        let suspended = plan(&job, &pods, true, at(10));
+        assert_eq!(suspended.create, 0);
+        assert_eq!(suspended.delete.len(), 1);
+        assert_eq!(suspended.status.start_time, None);
+        assert_eq!(types(&suspended.status), [SUSPENDED]);
+        job.status = Some(suspended.status);
+        job.spec.as_mut().unwrap().suspend = Some(false);
+        let resumed = plan(
+            &job,
+            &arcs(vec![with_phase(worker("b", 0), "Succeeded")]),
+            true,
+            at(20),
+        );
+        assert_eq!(resumed.create, 2);
+        assert_eq!(resumed.status.start_time, Some(Time(at(20))));
+        let condition = &resumed.status.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_deref()),
+            ("False", Some("JobResumed"))
+        );
     }
 
     #[test]
