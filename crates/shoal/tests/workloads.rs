@@ -327,6 +327,14 @@ spec:
     });
     // Below its minimum, the budget allows nothing.
     wait_budget(&cluster, "agent", "0");
+    // Both templates are in the history.
+    let history = cluster.kubectl_ok(&["rollout", "history", "ds", "agent"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
 }
 
 #[test]

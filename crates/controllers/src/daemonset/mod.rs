@@ -3,22 +3,25 @@
 //! (RollingUpdate within `maxUnavailable`, or OnDelete), and the
 //! DaemonSet's status. The decisions are `core`'s; this is the driver.
 //!
-//! Pods carry `controller-revision-hash` (a hash of the template); no
-//! ControllerRevision objects are written, so `kubectl rollout history`
-//! and `rollout undo` have nothing to show.
+//! Pods carry `controller-revision-hash` (a hash of the template), and
+//! each template is kept as a ControllerRevision (`history`), so `kubectl
+//! rollout history ds` lists them.
 
 pub mod core;
+pub mod history;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use scheduler::core::selectors::selector_matches;
 
-use crate::cluster::{BY_NAMESPACE, Cluster};
+use crate::cluster::{BY_CONTROLLER, BY_NAMESPACE, Cluster};
 use crate::ownership::controller_reference;
 use crate::podcontrol::{PodControl, describe, observe_pod_change};
 use crate::pods;
@@ -38,6 +41,8 @@ pub enum DaemonSetError {
         action: &'static str,
         message: String,
     },
+    #[error("cannot write the history of daemonset {key}: {source}")]
+    History { key: String, source: kube::Error },
     #[error("cannot update the status of daemonset {key}: {source}")]
     Status { key: String, source: kube::Error },
 }
@@ -58,6 +63,67 @@ impl Controller {
                 queue.add(key_of(daemon_set.as_ref()));
             }
         }
+    }
+
+    /// Brings the DaemonSet's ControllerRevisions in line with its
+    /// template (`history::plan`).
+    async fn write_history(
+        &self,
+        key: &str,
+        daemon_set: &DaemonSet,
+        hash: &str,
+        owned: &[Arc<Pod>],
+    ) -> Result<(), DaemonSetError> {
+        let uid = daemon_set.metadata.uid.clone().unwrap_or_default();
+        let namespace = daemon_set.metadata.namespace.clone().unwrap_or_default();
+        let revisions = self
+            .cluster
+            .controller_revisions
+            .by_index(BY_CONTROLLER, &uid);
+        let in_use: BTreeSet<String> = owned
+            .iter()
+            .filter_map(|pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()?
+                    .get(core::REVISION_HASH)
+                    .cloned()
+            })
+            .collect();
+        let plan = history::plan(
+            daemon_set,
+            hash,
+            &revisions,
+            &in_use,
+            controller_reference(daemon_set),
+        );
+        let api: Api<ControllerRevision> = Api::namespaced(self.cluster.client.clone(), &namespace);
+        let failed = |source| DaemonSetError::History {
+            key: key.to_string(),
+            source,
+        };
+        if let Some(revision) = &plan.create {
+            match api.create(&PostParams::default(), revision).await {
+                Ok(_) => {}
+                // Written already (the copy is behind).
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => return Err(failed(source)),
+            }
+        }
+        if let Some((name, number)) = &plan.renumber {
+            let patch = serde_json::json!({"revision": number});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(failed)?;
+        }
+        for name in &plan.delete {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(failed(source)),
+            }
+        }
+        Ok(())
     }
 
     async fn reconcile(&self, key: String) -> Result<Next, DaemonSetError> {
@@ -112,6 +178,7 @@ impl Controller {
         let object = daemon_set.object_ref(&());
         let mut failure = None;
         if may_act {
+            self.write_history(&key, &daemon_set, &hash, &owned).await?;
             let plan = core::plan(&daemon_set, &hash, &nodes, &owned, now);
             if !plan.delete.is_empty() {
                 failure = self
