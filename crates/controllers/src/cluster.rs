@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -38,6 +38,7 @@ pub struct Cluster {
     /// DaemonSets' template history.
     pub controller_revisions: Arc<Informer<ControllerRevision>>,
     pub jobs: Arc<Informer<Job>>,
+    pub cron_jobs: Arc<Informer<CronJob>>,
     pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
 }
 
@@ -75,6 +76,7 @@ impl Cluster {
             daemon_sets: Informer::new(),
             controller_revisions: Informer::new(),
             jobs: Informer::new(),
+            cron_jobs: Informer::new(),
             disruption_budgets: Informer::new(),
         };
         namespaced(&cluster.pods);
@@ -91,6 +93,7 @@ impl Cluster {
         namespaced(&cluster.daemon_sets);
         namespaced(&cluster.controller_revisions);
         namespaced(&cluster.jobs);
+        namespaced(&cluster.cron_jobs);
         namespaced(&cluster.disruption_budgets);
         Arc::new(cluster)
     }
@@ -127,6 +130,11 @@ impl Cluster {
             stop.clone(),
         ));
         tasks.spawn(Arc::clone(&self.jobs).run(Api::all(client.clone()), config(), stop.clone()));
+        tasks.spawn(Arc::clone(&self.cron_jobs).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
         tasks.spawn(Arc::clone(&self.disruption_budgets).run(
             Api::all(client.clone()),
             config(),
@@ -144,6 +152,7 @@ impl Cluster {
         self.daemon_sets.synced().await;
         self.controller_revisions.synced().await;
         self.jobs.synced().await;
+        self.cron_jobs.synced().await;
         self.disruption_budgets.synced().await;
     }
 }

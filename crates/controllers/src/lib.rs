@@ -11,6 +11,7 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod cronjob;
 pub mod daemonset;
 pub mod disruption;
 pub mod expectations;
@@ -114,6 +115,11 @@ pub fn start(
         stop.clone(),
     ));
     tasks.spawn(job::run(Arc::clone(&cluster), config.workers, stop.clone()));
+    tasks.spawn(cronjob::run(
+        Arc::clone(&cluster),
+        config.workers,
+        stop.clone(),
+    ));
     tasks.spawn(disruption::run(
         Arc::clone(&cluster),
         config.workers,

@@ -1,8 +1,8 @@
 //! The workload controllers against real pods on a three-machine cluster
 //! (a server and two joined machines in network-namespace test hosts):
 //! ReplicaSets scaling, adopting and releasing pods; DaemonSets following
-//! the nodes; Jobs running to completion or failing; PodDisruptionBudget
-//! status. Every check goes through kubectl 1.32, as a user would.
+//! the nodes; Jobs running to completion or failing; a CronJob's first
+//! run; PodDisruptionBudget status. Every check goes through kubectl 1.32, as a user would.
 
 mod common;
 #[path = "common/machines.rs"]
@@ -411,6 +411,70 @@ spec:
         "jsonpath={.status.conditions[*].type}",
     ]);
     assert_eq!(conditions, "SuccessCriteriaMet Complete");
+
+    // A CronJob every minute: its first run is a Job named for its
+    // minute, which completes.
+    cluster.apply(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: tick
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: busybox:1
+            imagePullPolicy: Never
+            command: [sh, -c, "echo tick"]
+"#,
+    );
+    let listed = cluster.kubectl_ok(&["get", "cj", "tick", "--no-headers"]);
+    assert_eq!(
+        listed.split_whitespace().take(6).collect::<Vec<_>>(),
+        ["tick", "*", "*", "*", "*", "*"],
+        "{listed}"
+    );
+    let scheduled = cluster.wait_until(
+        &[
+            "get",
+            "cj",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ],
+        Duration::from_secs(75),
+        |text| !text.is_empty(),
+    );
+    let jobs = cluster.kubectl_ok(&[
+        "get",
+        "jobs",
+        "-o",
+        r#"jsonpath={range .items[?(@.metadata.ownerReferences[0].name=="tick")]}{.metadata.name}{"\n"}{end}"#,
+    ]);
+    let first = jobs.lines().next().unwrap_or_default().to_string();
+    assert!(first.starts_with("tick-"), "{jobs} (scheduled {scheduled})");
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{first}"),
+        "--timeout=60s",
+    ]);
+    cluster.wait_until(
+        &[
+            "get",
+            "cj",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastSuccessfulTime}",
+        ],
+        WAIT,
+        |text| !text.is_empty(),
+    );
 
     // One try and one retry (after the 10 s back-off), then Failed.
     cluster.kubectl_ok(&[
