@@ -44,6 +44,9 @@ pub struct Plan {
     pub delete_job: bool,
     /// Look again after this long (a back-off, a deadline, a TTL).
     pub recheck: Option<Duration>,
+    /// The Job asks for what this controller does not do (Indexed
+    /// completion): nothing is done.
+    pub unsupported: bool,
 }
 
 fn condition_true(status: &JobStatus, type_: &str) -> Option<JobCondition> {
@@ -164,6 +167,14 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], may_act: bool, now: Timestamp) -> Pla
     let previous = job.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let mut plan = Plan::default();
+
+    if spec.completion_mode.as_deref() == Some("Indexed") {
+        // Not implemented: such a Job is left alone rather than run
+        // without its indexes (the driver says so in an event).
+        plan.unsupported = true;
+        plan.status = status;
+        return plan;
+    }
 
     if let Some(done) = finished(job) {
         // Only its time to live is left to watch.
@@ -601,6 +612,16 @@ mod tests {
             (condition.status.as_str(), condition.reason.as_deref()),
             ("False", Some("JobResumed"))
         );
+    }
+
+    #[test]
+    fn an_indexed_job_is_left_alone() {
+        let mut job = job(Some(3), 3, 6);
+        job.spec.as_mut().unwrap().completion_mode = Some("Indexed".into());
+        let plan = plan(&job, &[], true, at(0));
+        assert!(plan.unsupported);
+        assert_eq!(plan.create, 0);
+        assert!(!status_changed(Some(&JobStatus::default()), &plan.status));
     }
 
     #[test]

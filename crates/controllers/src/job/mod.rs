@@ -105,6 +105,15 @@ impl Controller {
         }
 
         let plan = core::plan(&job, &owned, may_act, Timestamp::now());
+        if plan.unsupported {
+            self.pods.events.record_later(
+                &job.object_ref(&()),
+                true,
+                "UnsupportedCompletionMode",
+                "completionMode Indexed is not supported by shoal's job controller".to_string(),
+            );
+            return Ok(Next::Done);
+        }
         let api: Api<Job> = Api::namespaced(self.cluster.client.clone(), &namespace);
         if plan.delete_job {
             let params = DeleteParams {
