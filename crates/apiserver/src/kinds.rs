@@ -66,6 +66,7 @@ pub fn decode(resource: &ResourceType, value: Value) -> Result<Decoded, String> 
         ("apps", "Deployment") => round_trip::<apps::Deployment>(value),
         ("apps", "ReplicaSet") => round_trip::<apps::ReplicaSet>(value),
         ("apps", "StatefulSet") => round_trip::<apps::StatefulSet>(value),
+        ("batch", "CronJob") => round_trip::<batch::CronJob>(value),
         ("batch", "Job") => round_trip::<batch::Job>(value),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::Lease>(value),
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(value),
@@ -398,6 +399,14 @@ pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
                     }
                 }
                 default_template(spec);
+            }
+        }
+        ("batch", "CronJob") => {
+            if let Some(spec) = ensure_object(object, "spec") {
+                set_default(spec, "concurrencyPolicy", json!("Allow"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "successfulJobsHistoryLimit", json!(3));
+                set_default(spec, "failedJobsHistoryLimit", json!(1));
             }
         }
         ("batch", "Job") => {

@@ -322,6 +322,17 @@ const BUILT_IN: &[BuiltIn] = &[
     BuiltIn {
         group: "batch",
         version: "v1",
+        kind: "CronJob",
+        plural: "cronjobs",
+        namespaced: true,
+        short_names: &["cj"],
+        categories: ALL,
+        subresources: &["status"],
+        storage: "cronjobs",
+    },
+    BuiltIn {
+        group: "batch",
+        version: "v1",
         kind: "Job",
         plural: "jobs",
         namespaced: true,

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -35,7 +35,10 @@ pub struct Cluster {
     pub replica_sets: Arc<Informer<ReplicaSet>>,
     pub deployments: Arc<Informer<Deployment>>,
     pub daemon_sets: Arc<Informer<DaemonSet>>,
+    /// DaemonSets' template history.
+    pub controller_revisions: Arc<Informer<ControllerRevision>>,
     pub jobs: Arc<Informer<Job>>,
+    pub cron_jobs: Arc<Informer<CronJob>>,
     pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
 }
 
@@ -71,7 +74,9 @@ impl Cluster {
             replica_sets: Informer::new(),
             deployments: Informer::new(),
             daemon_sets: Informer::new(),
+            controller_revisions: Informer::new(),
             jobs: Informer::new(),
+            cron_jobs: Informer::new(),
             disruption_budgets: Informer::new(),
         };
         namespaced(&cluster.pods);
@@ -86,7 +91,9 @@ impl Cluster {
         namespaced(&cluster.replica_sets);
         namespaced(&cluster.deployments);
         namespaced(&cluster.daemon_sets);
+        namespaced(&cluster.controller_revisions);
         namespaced(&cluster.jobs);
+        namespaced(&cluster.cron_jobs);
         namespaced(&cluster.disruption_budgets);
         Arc::new(cluster)
     }
@@ -117,7 +124,17 @@ impl Cluster {
             config(),
             stop.clone(),
         ));
+        tasks.spawn(Arc::clone(&self.controller_revisions).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
         tasks.spawn(Arc::clone(&self.jobs).run(Api::all(client.clone()), config(), stop.clone()));
+        tasks.spawn(Arc::clone(&self.cron_jobs).run(
+            Api::all(client.clone()),
+            config(),
+            stop.clone(),
+        ));
         tasks.spawn(Arc::clone(&self.disruption_budgets).run(
             Api::all(client.clone()),
             config(),
@@ -133,7 +150,9 @@ impl Cluster {
         self.replica_sets.synced().await;
         self.deployments.synced().await;
         self.daemon_sets.synced().await;
+        self.controller_revisions.synced().await;
         self.jobs.synced().await;
+        self.cron_jobs.synced().await;
         self.disruption_budgets.synced().await;
     }
 }

@@ -46,29 +46,39 @@ impl Expectations {
         }
     }
 
-    /// Records that `count` creations are about to be asked for (replacing
-    /// what was expected: the controller only acts when that was met).
+    /// Records that `count` creations are about to be asked for (added to
+    /// what is still expected, unless that expired).
     pub fn expect_creations(&self, controller: &str, count: usize) {
-        self.by_controller.lock().insert(
-            controller.to_string(),
-            Expected {
-                creations: count as i64,
-                deletions: HashSet::new(),
-                since: Instant::now(),
-            },
-        );
+        let mut by_controller = self.by_controller.lock();
+        let expected = Self::fresh(&mut by_controller, controller);
+        expected.creations = expected.creations.max(0) + count as i64;
     }
 
     /// Records that the pods `pod_keys` are about to be deleted.
     pub fn expect_deletions(&self, controller: &str, pod_keys: impl IntoIterator<Item = String>) {
-        self.by_controller.lock().insert(
-            controller.to_string(),
-            Expected {
+        let mut by_controller = self.by_controller.lock();
+        let expected = Self::fresh(&mut by_controller, controller);
+        expected.deletions.extend(pod_keys);
+    }
+
+    /// The controller's record, emptied if it expired, stamped now.
+    fn fresh<'a>(
+        by_controller: &'a mut HashMap<String, Expected>,
+        controller: &str,
+    ) -> &'a mut Expected {
+        let expected = by_controller
+            .entry(controller.to_string())
+            .or_insert_with(|| Expected {
                 creations: 0,
-                deletions: pod_keys.into_iter().collect(),
+                deletions: HashSet::new(),
                 since: Instant::now(),
-            },
-        );
+            });
+        if expected.since.elapsed() > TIMEOUT {
+            expected.creations = 0;
+            expected.deletions.clear();
+        }
+        expected.since = Instant::now();
+        expected
     }
 
     /// One creation was seen (or failed, or was never asked for).
@@ -111,6 +121,13 @@ mod tests {
         expectations.deletion_observed("default/web", "default/b");
         assert!(!expectations.satisfied("default/web"));
         expectations.deletion_observed("default/web", "default/a");
+        assert!(expectations.satisfied("default/web"));
+        // Deletions and creations asked for in one sync are both awaited.
+        expectations.expect_deletions("default/web", ["default/c".to_string()]);
+        expectations.expect_creations("default/web", 1);
+        expectations.creation_observed("default/web");
+        assert!(!expectations.satisfied("default/web"));
+        expectations.deletion_observed("default/web", "default/c");
         assert!(expectations.satisfied("default/web"));
         expectations.expect_creations("default/web", 1);
         expectations.forget("default/web");

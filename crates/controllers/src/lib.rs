@@ -11,8 +11,12 @@
 //! missed event, a restart or a new leader changes nothing.
 
 pub mod cluster;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod expectations;
+pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod ownership;
@@ -118,14 +122,16 @@ pub fn start(
     let cluster: Arc<Cluster> = Cluster::new(client.clone(), &config.identity);
     cluster.start(tasks, stop);
     tasks.spawn(nodeipam::run(client, config.cluster_cidr, stop.receiver()));
-    tasks.spawn(replicaset::run(
+    let workers = config.workers;
+    tasks.spawn(replicaset::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(deployment::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(daemonset::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(job::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(cronjob::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(disruption::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(tainteviction::run(
         Arc::clone(&cluster),
-        config.workers,
-        stop.clone(),
-    ));
-    tasks.spawn(deployment::run(
-        Arc::clone(&cluster),
-        config.workers,
+        workers,
         stop.clone(),
     ));
     tasks.spawn(nodelifecycle::run(
@@ -134,11 +140,6 @@ pub fn start(
             grace_period: config.node_monitor_grace_period,
             eviction_rate: config.node_eviction_rate,
         },
-        stop.clone(),
-    ));
-    tasks.spawn(tainteviction::run(
-        Arc::clone(&cluster),
-        config.workers,
         stop.clone(),
     ));
     tasks.spawn(podgc::run(

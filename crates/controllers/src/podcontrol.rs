@@ -11,8 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 
 use crate::expectations::Expectations;
+use crate::ownership::controller_of;
+use crate::pods::is_terminating;
 use crate::pods::slow_start_batches;
-use crate::runtime::{Events, key_of};
+use crate::runtime::{Change, Events, key_of};
 
 /// Creations in flight at once, across one slow-start batch.
 pub const MAX_IN_FLIGHT: usize = 500;
@@ -230,6 +232,76 @@ impl PodControl {
                 Ok(false)
             }
             Err(error) => Err(error),
+        }
+    }
+}
+
+/// The key (`namespace/name`) of the object of `kind` that controls `pod`.
+pub fn owner_key(pod: &Pod, kind: &str) -> Option<String> {
+    let reference = controller_of(&pod.metadata)?;
+    (reference.kind == kind).then(|| {
+        format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            reference.name
+        )
+    })
+}
+
+/// What a pod change means to controllers of `kind` (upstream's
+/// `addPod`, `updatePod`, `deletePod`): the expectations it meets, the
+/// controllers to queue (`queue`), and, for a pod that is or became an
+/// orphan, a call to `orphan` so the controllers that select it can queue
+/// themselves.
+pub fn observe_pod_change(
+    kind: &str,
+    expectations: &Expectations,
+    change: &Change<'_, Pod>,
+    mut queue: impl FnMut(String),
+    mut orphan: impl FnMut(&Pod),
+) {
+    match change {
+        Change::Added(pod) => match owner_key(pod, kind) {
+            Some(key) => {
+                if is_terminating(pod) {
+                    expectations.deletion_observed(&key, &pod_key(pod));
+                } else {
+                    expectations.creation_observed(&key);
+                }
+                queue(key);
+            }
+            None => orphan(pod),
+        },
+        Change::Updated { old, new } => {
+            let (old_key, new_key) = (owner_key(old, kind), owner_key(new, kind));
+            if let Some(key) = &new_key
+                && is_terminating(new)
+                && !is_terminating(old)
+            {
+                expectations.deletion_observed(key, &pod_key(new));
+            }
+            if old_key != new_key
+                && let Some(key) = old_key
+            {
+                queue(key);
+            }
+            match new_key {
+                Some(key) => queue(key),
+                None => {
+                    if controller_of(&new.metadata).is_none()
+                        && (old.metadata.labels != new.metadata.labels
+                            || controller_of(&old.metadata).is_some())
+                    {
+                        orphan(new);
+                    }
+                }
+            }
+        }
+        Change::Deleted(pod) => {
+            if let Some(key) = owner_key(pod, kind) {
+                expectations.deletion_observed(&key, &pod_key(pod));
+                queue(key);
+            }
         }
     }
 }

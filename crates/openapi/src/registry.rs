@@ -68,6 +68,7 @@ static BUILTIN_KINDS: &[BuiltinKind] = &[
     kind::<apps::ReplicaSet>("apps", "v1", "ReplicaSet"),
     kind::<apps::StatefulSet>("apps", "v1", "StatefulSet"),
     kind::<autoscaling::Scale>("autoscaling", "v1", "Scale"),
+    kind::<batch::CronJob>("batch", "v1", "CronJob"),
     kind::<batch::Job>("batch", "v1", "Job"),
     kind::<coordination::Lease>("coordination.k8s.io", "v1", "Lease"),
     kind::<discovery::EndpointSlice>("discovery.k8s.io", "v1", "EndpointSlice"),

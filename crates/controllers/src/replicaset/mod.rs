@@ -15,8 +15,8 @@ use kube::api::{Api, PostParams};
 use scheduler::core::selectors::selector_matches;
 
 use crate::cluster::{BY_NAMESPACE, Cluster};
-use crate::ownership::{controller_of, controller_reference};
-use crate::podcontrol::{PodControl, describe, pod_key};
+use crate::ownership::controller_reference;
+use crate::podcontrol::{PodControl, describe, observe_pod_change};
 use crate::pods;
 use crate::runtime::{Change, Events, Next, Stop, WorkQueue, key_of, run_workers};
 
@@ -42,66 +42,17 @@ struct Controller {
     pods: PodControl,
 }
 
-/// The key of the ReplicaSet that controls `pod`, if one does.
-fn owner_key(pod: &Pod) -> Option<String> {
-    let reference = controller_of(&pod.metadata)?;
-    (reference.kind == "ReplicaSet").then(|| {
-        format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            reference.name
-        )
-    })
-}
-
 impl Controller {
     /// Queues the ReplicaSets a pod change concerns: its controller, or,
     /// for an orphan, every ReplicaSet of its namespace that selects it.
     fn pod_changed(&self, queue: &WorkQueue<String>, change: &Change<'_, Pod>) {
-        let expectations = &self.pods.expectations;
-        match change {
-            Change::Added(pod) => match owner_key(pod) {
-                Some(key) => {
-                    if pods::is_terminating(pod) {
-                        expectations.deletion_observed(&key, &pod_key(pod));
-                    } else {
-                        expectations.creation_observed(&key);
-                    }
-                    queue.add(key);
-                }
-                None => self.queue_selecting(queue, pod),
-            },
-            Change::Updated { old, new } => {
-                let (old_key, new_key) = (owner_key(old), owner_key(new));
-                if let Some(key) = &new_key
-                    && pods::is_terminating(new)
-                    && !pods::is_terminating(old)
-                {
-                    expectations.deletion_observed(key, &pod_key(new));
-                }
-                if old_key != new_key
-                    && let Some(key) = old_key
-                {
-                    queue.add(key);
-                }
-                match new_key {
-                    Some(key) => queue.add(key),
-                    None => {
-                        if old.metadata.labels != new.metadata.labels
-                            || controller_of(&old.metadata).is_some()
-                        {
-                            self.queue_selecting(queue, new);
-                        }
-                    }
-                }
-            }
-            Change::Deleted(pod) => {
-                if let Some(key) = owner_key(pod) {
-                    expectations.deletion_observed(&key, &pod_key(pod));
-                    queue.add(key);
-                }
-            }
-        }
+        observe_pod_change(
+            "ReplicaSet",
+            &self.pods.expectations,
+            change,
+            |key| queue.add(key),
+            |pod| self.queue_selecting(queue, pod),
+        );
     }
 
     fn queue_selecting(&self, queue: &WorkQueue<String>, pod: &Pod) {

@@ -217,16 +217,17 @@ impl Events {
         &self,
         reference: &ObjectReference,
         warning: bool,
-        reason: &'static str,
+        reason: impl Into<String>,
         note: String,
     ) {
         if !self.allowed(reference) {
             return;
         }
+        let reason = reason.into();
         let events = self.clone();
         let reference = reference.clone();
         tokio::spawn(async move {
-            events.publish(&reference, warning, reason, note).await;
+            events.publish(&reference, warning, &reason, note).await;
         });
     }
 }

@@ -91,3 +91,61 @@ pub(crate) fn job_cells(job: &Value, now: UnixNanos) -> Vec<Value> {
 }
 
 const GO_ZERO_TIME_NANOS: UnixNanos = -62_135_596_800 * 1_000_000_000;
+
+pub(crate) fn cron_job_columns() -> Vec<Column> {
+    vec![
+        name_column(),
+        text("Schedule", "The schedule in Cron format."),
+        text("Timezone", "The time zone the schedule is in."),
+        text("Suspend", "Whether new jobs are suspended."),
+        crate::columns::integer("Active", "The number of running jobs."),
+        text("Last Schedule", "When a job was last scheduled."),
+        age_column(),
+        wide("Containers", CONTAINERS_DESCRIPTION),
+        wide("Images", IMAGES_DESCRIPTION),
+        wide(
+            "Selector",
+            "A label query over pods that should match the pod count.",
+        ),
+    ]
+}
+
+pub(crate) fn cron_job_cells(cron_job: &Value, now: UnixNanos) -> Vec<Value> {
+    let time_zone = match str_at(cron_job, &["spec", "timeZone"]) {
+        "" => "<none>".to_string(),
+        zone => zone.to_string(),
+    };
+    let suspend = match get(cron_job, &["spec", "suspend"]).and_then(Value::as_bool) {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "<unset>",
+    };
+    let last_schedule = match time_at(cron_job, &["status", "lastScheduleTime"]) {
+        Some(time) => crate::timestamp::since(Some(time), now),
+        None => "<none>".to_string(),
+    };
+    let template = &[
+        "spec",
+        "jobTemplate",
+        "spec",
+        "template",
+        "spec",
+        "containers",
+    ];
+    let (names, images) = container_cells(array_at(cron_job, template));
+    vec![
+        json!(name(cron_job)),
+        json!(str_at(cron_job, &["spec", "schedule"])),
+        json!(time_zone),
+        json!(suspend),
+        json!(array_at(cron_job, &["status", "active"]).len()),
+        json!(last_schedule),
+        json!(age(cron_job, now)),
+        json!(names),
+        json!(images),
+        json!(format_label_selector(get(
+            cron_job,
+            &["spec", "jobTemplate", "spec", "selector"]
+        ))),
+    ]
+}

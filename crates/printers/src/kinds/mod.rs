@@ -53,6 +53,7 @@ pub(crate) fn printer(group: &str, kind: &str) -> Option<Printer> {
                 apps::controller_revision_cells,
             ),
             ("batch", "Job") => (batch::job_columns, batch::job_cells),
+            ("batch", "CronJob") => (batch::cron_job_columns, batch::cron_job_cells),
             ("discovery.k8s.io", "EndpointSlice") => (
                 discovery::endpoint_slice_columns,
                 discovery::endpoint_slice_cells,

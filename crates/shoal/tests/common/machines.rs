@@ -39,6 +39,11 @@ pub struct Machines {
     client_veth: String,
     /// A private mount holding the hosts' mount namespace files.
     mount_dir: PathBuf,
+    /// The hosts' /24 (`10.x.y`), the busybox archive they import, and
+    /// the flags a machine joins with (for `add_machine`).
+    subnet: String,
+    archive: PathBuf,
+    join_flags: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -107,6 +112,9 @@ impl Machines {
             switch: switch.clone(),
             client_veth: client_veth.clone(),
             mount_dir: mount_dir.clone(),
+            subnet: subnet.clone(),
+            archive: PathBuf::new(),
+            join_flags: Vec::new(),
             dir,
         };
         in_namespace(&switch, "ip", &["link", "add", "br0", "type", "bridge"]);
@@ -139,94 +147,9 @@ impl Machines {
             ],
         );
         run("ip", &["link", "set", &client_veth, "up"]);
-        let archive = busybox_archive(machines.dir.path());
+        machines.archive = busybox_archive(machines.dir.path());
         for index in 0..=agents {
-            let name = if index == 0 {
-                "server".to_string()
-            } else {
-                format!("agent-{index}")
-            };
-            let namespace = format!("shm{pid}h{index}");
-            let ip = format!("{subnet}.{}", 10 + index);
-            run("ip", &["netns", "add", &namespace]);
-            let port = format!("shm{pid}p{index}");
-            run(
-                "ip",
-                &[
-                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                    "netns", &namespace,
-                ],
-            );
-            in_namespace(&switch, "ip", &["link", "set", &port, "master", "br0"]);
-            in_namespace(&switch, "ip", &["link", "set", &port, "up"]);
-            in_namespace(&namespace, "ip", &["link", "set", "lo", "up"]);
-            in_namespace(
-                &namespace,
-                "ip",
-                &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            );
-            in_namespace(&namespace, "ip", &["link", "set", "eth0", "up"]);
-            let mount_namespace = mount_dir.join(&namespace);
-            std::fs::write(&mount_namespace, b"").expect("a mount namespace file");
-            let mount_namespace_text = mount_namespace.display().to_string();
-            run(
-                "unshare",
-                &[
-                    &format!("--mount={mount_namespace_text}"),
-                    "--propagation",
-                    "slave",
-                    "true",
-                ],
-            );
-            // The host's own /sys (its network devices), with the
-            // machine's cgroup hierarchies moved over from the old one.
-            let keep = mount_dir.join(format!("{namespace}-cgroup"));
-            std::fs::create_dir_all(&keep).expect("a mount point");
-            let keep = keep.display().to_string();
-            run(
-                "nsenter",
-                &[
-                    &format!("--mount={mount_namespace_text}"),
-                    &format!("--net=/run/netns/{namespace}"),
-                    "sh",
-                    "-c",
-                    &format!(
-                        "mount --rbind /sys/fs/cgroup {keep} && mount -t sysfs sysfs /sys && mount --move {keep} /sys/fs/cgroup"
-                    ),
-                ],
-            );
-            // The test veth is every host's way out, as a default gateway.
-            in_namespace(
-                &namespace,
-                "ip",
-                &["route", "add", "default", "via", &format!("{subnet}.1")],
-            );
-            let data_dir = machines.dir.path().join(&name);
-            std::fs::create_dir_all(&data_dir).expect("a data directory");
-            run(
-                env!("CARGO_BIN_EXE_shoal"),
-                &[
-                    "image",
-                    "--data-dir",
-                    &data_dir.display().to_string(),
-                    "import",
-                    "--name",
-                    "busybox:1",
-                    &format!("oci-archive:{}", archive.display()),
-                ],
-            );
-            machines.machines.push(Machine {
-                log: machines.dir.path().join(format!("{name}.log")),
-                name,
-                namespace,
-                ip,
-                mount_namespace,
-                data_dir,
-                port: port.clone(),
-                process: None,
-                flags: Vec::new(),
-                launches: 0,
-            });
+            machines.add_host(index);
         }
         let server_ip = machines.machines[0].ip.clone();
         machines.launch(
@@ -248,17 +171,140 @@ impl Machines {
             &machines.kubeconfig,
         )
         .expect("the admin kubeconfig");
+        machines.join_flags = vec![
+            format!("--join=https://{server_ip}:6443"),
+            format!("--token={token}"),
+        ];
+        let join_flags = machines.join_flags.clone();
+        let join_flags: Vec<&str> = join_flags.iter().map(String::as_str).collect();
         for index in 1..=agents {
-            machines.launch(
-                index,
-                &[
-                    &format!("--join=https://{server_ip}:6443"),
-                    &format!("--token={token}"),
-                ],
-            );
+            machines.launch(index, &join_flags);
         }
         machines.wait_ready(agents + 1, Duration::from_secs(60));
         machines
+    }
+
+    /// Makes test host `index` (0 is the server, then `agent-N`): its
+    /// namespaces, its veth on the bridge, its data directory with the
+    /// image imported. Nothing runs on it yet.
+    fn add_host(&mut self, index: usize) {
+        let pid = std::process::id();
+        let subnet = self.subnet.clone();
+        let name = if index == 0 {
+            "server".to_string()
+        } else {
+            format!("agent-{index}")
+        };
+        let namespace = format!("shm{pid}h{index}");
+        let ip = format!("{subnet}.{}", 10 + index);
+        run("ip", &["netns", "add", &namespace]);
+        let port = format!("shm{pid}p{index}");
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.switch,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &namespace,
+            ],
+        );
+        in_namespace(&self.switch, "ip", &["link", "set", &port, "master", "br0"]);
+        in_namespace(&self.switch, "ip", &["link", "set", &port, "up"]);
+        in_namespace(&namespace, "ip", &["link", "set", "lo", "up"]);
+        in_namespace(
+            &namespace,
+            "ip",
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        in_namespace(&namespace, "ip", &["link", "set", "eth0", "up"]);
+        let mount_namespace = self.mount_dir.join(&namespace);
+        std::fs::write(&mount_namespace, b"").expect("a mount namespace file");
+        let mount_namespace_text = mount_namespace.display().to_string();
+        run(
+            "unshare",
+            &[
+                &format!("--mount={mount_namespace_text}"),
+                "--propagation",
+                "slave",
+                "true",
+            ],
+        );
+        // The host's own /sys (its network devices), with the
+        // machine's cgroup hierarchies moved over from the old one.
+        let keep = self.mount_dir.join(format!("{namespace}-cgroup"));
+        std::fs::create_dir_all(&keep).expect("a mount point");
+        let keep = keep.display().to_string();
+        run(
+            "nsenter",
+            &[
+                &format!("--mount={mount_namespace_text}"),
+                &format!("--net=/run/netns/{namespace}"),
+                "sh",
+                "-c",
+                &format!(
+                    "mount --rbind /sys/fs/cgroup {keep} && mount -t sysfs sysfs /sys && mount --move {keep} /sys/fs/cgroup"
+                ),
+            ],
+        );
+        // The test veth is every host's way out, as a default gateway.
+        in_namespace(
+            &namespace,
+            "ip",
+            &["route", "add", "default", "via", &format!("{subnet}.1")],
+        );
+        let data_dir = self.dir.path().join(&name);
+        std::fs::create_dir_all(&data_dir).expect("a data directory");
+        run(
+            env!("CARGO_BIN_EXE_shoal"),
+            &[
+                "image",
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "import",
+                "--name",
+                "busybox:1",
+                &format!("oci-archive:{}", self.archive.display()),
+            ],
+        );
+        self.machines.push(Machine {
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+            namespace,
+            ip,
+            mount_namespace,
+            data_dir,
+            port,
+            process: None,
+            flags: Vec::new(),
+            launches: 0,
+        });
+    }
+
+    /// Adds a machine that joins the running cluster (the next
+    /// `agent-N`); returns its index once its node is Ready.
+    pub fn add_machine(&mut self) -> usize {
+        let index = self.machines.len();
+        self.add_host(index);
+        let join_flags = self.join_flags.clone();
+        let join_flags: Vec<&str> = join_flags.iter().map(String::as_str).collect();
+        self.launch(index, &join_flags);
+        self.wait_ready(index + 1, Duration::from_secs(60));
+        index
+    }
+
+    /// Stops machine `index`'s shoal (SIGTERM, then SIGKILL after 10 s),
+    /// as a machine that goes away; its pods' containers stay until the
+    /// cluster is dropped.
+    pub fn stop_machine(&mut self, index: usize) {
+        stop(&mut self.machines[index]);
     }
 
     /// Stops machine `index`'s shoal (SIGTERM) and starts it again with
