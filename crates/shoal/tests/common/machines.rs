@@ -77,6 +77,12 @@ impl Machines {
     /// A server and `agents` joined machines, all Ready, each holding the
     /// image `busybox:1`.
     pub fn start(agents: usize) -> Machines {
+        Machines::start_with_images(agents, &[])
+    }
+
+    /// As `start`, with the same busybox image imported under more names
+    /// too (e.g. `busybox:2`, for an image update).
+    pub fn start_with_images(agents: usize, more_images: &[&str]) -> Machines {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         assert!(
             status
@@ -201,18 +207,20 @@ impl Machines {
             );
             let data_dir = machines.dir.path().join(&name);
             std::fs::create_dir_all(&data_dir).expect("a data directory");
-            run(
-                env!("CARGO_BIN_EXE_shoal"),
-                &[
-                    "image",
-                    "--data-dir",
-                    &data_dir.display().to_string(),
-                    "import",
-                    "--name",
-                    "busybox:1",
-                    &format!("oci-archive:{}", archive.display()),
-                ],
-            );
+            for image in std::iter::once(&"busybox:1").chain(more_images) {
+                run(
+                    env!("CARGO_BIN_EXE_shoal"),
+                    &[
+                        "image",
+                        "--data-dir",
+                        &data_dir.display().to_string(),
+                        "import",
+                        "--name",
+                        image,
+                        &format!("oci-archive:{}", archive.display()),
+                    ],
+                );
+            }
             machines.machines.push(Machine {
                 log: machines.dir.path().join(format!("{name}.log")),
                 name,
