@@ -277,9 +277,8 @@ struct Sync<'a> {
     /// The ReplicaSets as this sync leaves them (created ones appended).
     world: Vec<ReplicaSet>,
     actions: Vec<Action>,
-    /// Actions that must follow every ReplicaSet write.
+    /// When to look again (the progress deadline).
     recheck_after: Option<Duration>,
-    rolled_back: bool,
 }
 
 impl<'a> Sync<'a> {
@@ -302,7 +301,6 @@ impl<'a> Sync<'a> {
             world: input.replica_sets,
             actions: Vec::new(),
             recheck_after: None,
-            rolled_back: false,
         }
     }
 
@@ -620,8 +618,9 @@ impl<'a> Sync<'a> {
     /// Upstream's `isScalingEvent`: an active ReplicaSet was sized for a
     /// different replica count.
     fn is_scaling_event(&mut self) -> bool {
-        let new = self.new_replica_set(false);
-        let _ = new;
+        // As upstream, finding the new ReplicaSet also brings its revision
+        // up to date.
+        self.new_replica_set(false);
         let desired = self.desired();
         let all: Vec<usize> = (0..self.world.len()).collect();
         self.active(&all).into_iter().any(|index| {
@@ -1017,7 +1016,6 @@ impl<'a> Sync<'a> {
             ),
         );
         self.recheck_after = None;
-        self.rolled_back = true;
     }
 
     /// Upstream's `rolloutRolling`.

@@ -4,7 +4,8 @@
 //!
 //! A rollout fails when it passes its progress deadline, or when a pod of
 //! its new ReplicaSet crash-loops (a container waiting in
-//! `CrashLoopBackOff`, or restarted `RESTART_LIMIT` times), or has not been
+//! `CrashLoopBackOff`, or restarted `RESTART_LIMIT` times, or cannot get
+//! its image: `ImagePullBackOff`, `ErrImageNeverPull`, `InvalidImageName`), or has not been
 //! Ready for as long as the deadline. The ReplicaSets a rollout completed
 //! with carry `shoal.io/fully-available`; the newest of them (by revision)
 //! that is not the new one is where the Deployment goes back to. The failed
@@ -38,6 +39,14 @@ pub const REASON_DEADLINE: &str = "ProgressDeadlineExceeded";
 pub const REASON_CRASH_LOOP: &str = "CrashLoopBackOff";
 pub const REASON_RESTARTS: &str = "TooManyRestarts";
 pub const REASON_NOT_READY: &str = "PodNotReady";
+pub const REASON_IMAGE: &str = "ImagePullBackOff";
+
+/// Waiting reasons that say a container cannot get its image: the agent
+/// has failed to pull it at least twice (`ImagePullBackOff`), or it can
+/// never have it (`ErrImageNeverPull`: absent with `imagePullPolicy:
+/// Never`; `InvalidImageName`). A rollout to such an image does not
+/// progress by waiting, so the rollback need not wait for the deadline.
+const IMAGE_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
 
 /// Restarts of one container that count as a crash loop.
 pub const RESTART_LIMIT: i32 = 3;
@@ -106,12 +115,27 @@ pub fn failure(
         let Some(status) = pod.status.as_ref() else {
             continue;
         };
-        for container in status.container_statuses.iter().flatten() {
+        let containers = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for container in containers {
             let waiting = container
                 .state
                 .as_ref()
                 .and_then(|state| state.waiting.as_ref())
                 .and_then(|waiting| waiting.reason.as_deref());
+            if let Some(reason) = waiting.filter(|reason| IMAGE_FAILURES.contains(reason)) {
+                let image = &container.image;
+                return Some(Failure {
+                    reason: REASON_IMAGE,
+                    detail: format!(
+                        "container \"{}\" of pod \"{pod_name}\" cannot get image \"{image}\" ({reason})",
+                        container.name
+                    ),
+                });
+            }
             if waiting == Some("CrashLoopBackOff") {
                 return Some(Failure {
                     reason: REASON_CRASH_LOOP,

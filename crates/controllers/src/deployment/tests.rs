@@ -788,6 +788,86 @@ fn a_stalled_rollout_passes_its_deadline() {
     assert!(world.deployment.spec.as_ref().unwrap().template == template("missing:1"));
 }
 
+fn waiting_pod(reason: &str) -> Arc<Pod> {
+    let mut pod = (*crash_looping_pod()).clone();
+    let statuses = pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap();
+    statuses[0].restart_count = 0;
+    statuses[0].image = "busybox:nope".into();
+    statuses[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .waiting
+        .as_mut()
+        .unwrap()
+        .reason = Some(reason.into());
+    Arc::new(pod)
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_is_rolled_back_without_waiting_for_the_deadline() {
+    let mut deployment = auto_rollback_deployment();
+    // A deadline far away: the rollback must not be the deadline's.
+    deployment.spec.as_mut().unwrap().progress_deadline_seconds = Some(600);
+    let mut world = World::new(deployment);
+    world.converge(10);
+    set_image(&mut world.deployment, "busybox:nope");
+    world.sync();
+    let new_uid = world
+        .replica_sets
+        .iter()
+        .find(|rs| World::image_of(rs) == "busybox:nope")
+        .and_then(|rs| rs.metadata.uid.clone())
+        .unwrap();
+    // A first failed pull is not yet a failure; the back-off after it is.
+    world
+        .pods
+        .insert(new_uid.clone(), vec![waiting_pod("ErrImagePull")]);
+    world.now += 1;
+    let plan = world.sync();
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|action| matches!(action, Action::RollBack { .. })),
+        "one failed pull is not a failed rollout: {plan:?}"
+    );
+    world
+        .pods
+        .insert(new_uid, vec![waiting_pod("ImagePullBackOff")]);
+    world.now += 1;
+    let plan = world.sync();
+    assert!(
+        plan.actions
+            .iter()
+            .any(|action| matches!(action, Action::RollBack { .. })),
+        "{plan:?}"
+    );
+    let condition = progress::condition(&world.status(), rollback::ROLLED_BACK)
+        .unwrap()
+        .clone();
+    assert_eq!(condition.reason.as_deref(), Some(rollback::REASON_IMAGE));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("busybox:nope")
+    );
+    world.converge(20);
+    assert!(complete(&world));
+    assert_eq!(
+        world.deployment.spec.as_ref().unwrap().template,
+        template("busybox:1")
+    );
+}
+
 fn crash_looping_pod() -> Arc<Pod> {
     Arc::new(Pod {
         metadata: ObjectMeta {
@@ -1126,4 +1206,95 @@ fn a_thousand_replica_rollout_takes_a_handful_of_steps() {
     let rounds = world.converge(40);
     assert!(complete(&world));
     assert!(rounds <= 12, "{rounds} rounds");
+}
+
+#[test]
+fn a_recreate_cut_short_after_any_write_is_finished_by_the_next() {
+    let mut deployment = deployment(4, "busybox:1");
+    deployment.spec.as_mut().unwrap().strategy = Some(DeploymentStrategy {
+        type_: Some("Recreate".into()),
+        rolling_update: None,
+    });
+    let mut reference = World::new(deployment);
+    reference.converge(10);
+    set_image(&mut reference.deployment, "busybox:2");
+    for _step in 0..10 {
+        let plan = reference.plan();
+        if plan.actions.is_empty() {
+            break;
+        }
+        for limit in 0..plan.actions.len() {
+            let mut cut = reference.clone();
+            cut.apply(&plan, limit);
+            // Recreate never asks for new pods while old ones exist.
+            let new_asked = cut
+                .replica_sets
+                .iter()
+                .any(|rs| World::image_of(rs) == "busybox:2" && spec_replicas(rs) > 0);
+            let old_exist = cut
+                .replica_sets
+                .iter()
+                .any(|rs| World::image_of(rs) == "busybox:1" && rolling::status_replicas(rs) > 0);
+            assert!(
+                !(new_asked && old_exist),
+                "cut after {limit}: {:?}",
+                cut.sizes()
+            );
+            cut.converge(20);
+            assert!(complete(&cut), "cut after {limit}: {:?}", cut.sizes());
+            assert_eq!(cut.sizes().get("busybox:2"), Some(&4));
+        }
+        reference.apply(&plan, usize::MAX);
+        reference.settle_all();
+        reference.now += 1;
+    }
+    assert!(complete(&reference));
+}
+
+#[test]
+fn an_automatic_rollback_cut_short_does_not_roll_back_twice() {
+    let mut world = World::new(auto_rollback_deployment());
+    world.converge(10);
+    set_image(&mut world.deployment, "busybox:crash");
+    world.sync();
+    world.settle(|rs| World::image_of(rs) == "busybox:1");
+    let uid = world
+        .replica_sets
+        .iter()
+        .find(|rs| World::image_of(rs) == "busybox:crash")
+        .and_then(|rs| rs.metadata.uid.clone())
+        .unwrap();
+    world.pods.insert(uid, vec![crash_looping_pod()]);
+    let plan = world.plan();
+    let rollback_at = plan
+        .actions
+        .iter()
+        .position(|action| matches!(action, Action::RollBack { .. }))
+        .expect("a rollback");
+    // Only the template was written: the next sync carries on from there.
+    world.apply(&plan, rollback_at + 1);
+    assert_eq!(
+        world.deployment.spec.as_ref().unwrap().template,
+        template("busybox:1")
+    );
+    for _ in 0..20 {
+        world.settle_all();
+        let plan = world.sync();
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|action| matches!(action, Action::RollBack { .. })),
+            "no second rollback: {plan:?}"
+        );
+        world.now += 1;
+    }
+    assert!(complete(&world));
+    assert_eq!(
+        world.sizes(),
+        BTreeMap::from([
+            ("busybox:1".to_string(), 3),
+            ("busybox:crash".to_string(), 0)
+        ])
+    );
 }

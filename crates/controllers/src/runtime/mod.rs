@@ -107,9 +107,16 @@ pub async fn run_workers<T, E, F, Fut>(
 /// Like upstream's event broadcaster, it filters spam: each object gets a
 /// burst of `EVENT_BURST` events, then one more per `EVENT_REFILL` (so
 /// scaling to a thousand pods records a few dozen events, not a thousand).
+///
+/// Each event is published by a recorder of its own: kube's `Recorder`
+/// folds events that differ only in their note into one series that keeps
+/// the first note, where upstream's broadcaster keeps distinct messages
+/// apart ("Scaled up replica set web-x from 3 to 5" must not show as a
+/// repeat of "… from 0 to 3").
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: kube::Client,
+    reporter: Reporter,
     budgets: Arc<parking_lot::Mutex<std::collections::HashMap<String, EventBudget>>>,
 }
 
@@ -126,13 +133,11 @@ struct EventBudget {
 impl Events {
     pub fn new(client: kube::Client, controller: &str, instance: &str) -> Events {
         Events {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.to_string(),
-                    instance: Some(instance.to_string()),
-                },
-            ),
+            client,
+            reporter: Reporter {
+                controller: controller.to_string(),
+                instance: Some(instance.to_string()),
+            },
             budgets: Arc::default(),
         }
     }
@@ -207,7 +212,8 @@ impl Events {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, reference).await {
             tracing::debug!(%reason, %error, "cannot record an event");
         }
     }

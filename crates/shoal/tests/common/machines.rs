@@ -43,6 +43,8 @@ pub struct Machines {
     /// the flags a machine joins with (for `add_machine`).
     subnet: String,
     archive: PathBuf,
+    /// The names every machine imports the busybox archive under.
+    images: Vec<String>,
     join_flags: Vec<String>,
     pub dir: tempfile::TempDir,
 }
@@ -84,6 +86,12 @@ impl Machines {
     /// A server and `agents` joined machines, all Ready, each holding the
     /// image `busybox:1`.
     pub fn start(agents: usize) -> Machines {
+        Machines::start_with_images(agents, &[])
+    }
+
+    /// As `start`, with the same busybox image imported under more names
+    /// too (e.g. `busybox:2`, for an image update).
+    pub fn start_with_images(agents: usize, more_images: &[&str]) -> Machines {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         assert!(
             status
@@ -114,6 +122,10 @@ impl Machines {
             mount_dir: mount_dir.clone(),
             subnet: subnet.clone(),
             archive: PathBuf::new(),
+            images: std::iter::once("busybox:1")
+                .chain(more_images.iter().copied())
+                .map(str::to_string)
+                .collect(),
             join_flags: Vec::new(),
             dir,
         };
@@ -262,18 +274,20 @@ impl Machines {
         );
         let data_dir = self.dir.path().join(&name);
         std::fs::create_dir_all(&data_dir).expect("a data directory");
-        run(
-            env!("CARGO_BIN_EXE_shoal"),
-            &[
-                "image",
-                "--data-dir",
-                &data_dir.display().to_string(),
-                "import",
-                "--name",
-                "busybox:1",
-                &format!("oci-archive:{}", self.archive.display()),
-            ],
-        );
+        for image in &self.images {
+            run(
+                env!("CARGO_BIN_EXE_shoal"),
+                &[
+                    "image",
+                    "--data-dir",
+                    &data_dir.display().to_string(),
+                    "import",
+                    "--name",
+                    image,
+                    &format!("oci-archive:{}", self.archive.display()),
+                ],
+            );
+        }
         self.machines.push(Machine {
             log: self.dir.path().join(format!("{name}.log")),
             name,
