@@ -408,9 +408,17 @@ pub async fn eviction_refusal(
             .filter(|candidate| selector.matches(&objects::labels_of(&candidate.object)))
             .collect();
         let expected = covered.len() as i64;
+        // Pods being deleted are no longer counted healthy (as upstream's
+        // disruption controller), so an eviction sees the ones before it.
         let healthy = covered
             .iter()
-            .filter(|candidate| is_ready(&candidate.object))
+            .filter(|candidate| {
+                candidate
+                    .object
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_none()
+                    && is_ready(&candidate.object)
+            })
             .count() as i64;
         let desired = if let Some(min) = budget.object.pointer("/spec/minAvailable") {
             scaled(min, expected, true)

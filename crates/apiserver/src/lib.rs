@@ -86,6 +86,10 @@ pub struct Api {
     /// Work for the garbage collector (`gc`), run by `run_collector`.
     collector: tokio::sync::mpsc::UnboundedSender<gc::Work>,
     collector_queue: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<gc::Work>>>,
+    /// Held from an eviction's disruption-budget check to its delete, so
+    /// that evictions in parallel (`kubectl drain` sends them so) are
+    /// judged one after another, each seeing the ones before it.
+    evictions: tokio::sync::Mutex<()>,
 }
 
 /// The strategic merge patch schema of the built-in kinds, built once.
@@ -111,6 +115,7 @@ impl Api {
             config,
             collector,
             collector_queue: parking_lot::Mutex::new(Some(queue)),
+            evictions: tokio::sync::Mutex::new(()),
         })
     }
 

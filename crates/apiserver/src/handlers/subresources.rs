@@ -181,10 +181,17 @@ pub(super) async fn evict(
     name: &str,
 ) -> Result<hyper::Response<Body>, ApiError> {
     let key = key(request, name);
-    if storage::get(api.kv.as_ref(), &key).await?.is_none() {
+    let _judged_alone = api.evictions.lock().await;
+    let Some(pod) = storage::get(api.kv.as_ref(), &key).await? else {
         return Err(ApiError::not_found(request.resource, name));
-    }
-    if let Some(refusal) = crate::gc::eviction_refusal(api, request.namespace, name).await? {
+    };
+    // A pod already being deleted, or finished, disrupts nothing more.
+    let phase = pod.object.pointer("/status/phase").and_then(|p| p.as_str());
+    let settled = pod.object.pointer("/metadata/deletionTimestamp").is_some()
+        || matches!(phase, Some("Succeeded" | "Failed"));
+    if !settled
+        && let Some(refusal) = crate::gc::eviction_refusal(api, request.namespace, name).await?
+    {
         return Err(ApiError::too_many_requests(refusal));
     }
     delete(api, request, name).await?;
