@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 
 use crate::ownership::controller_uid;
-use crate::runtime::{Informer, Stop};
+use crate::runtime::{Informer, Next, Stop, WorkQueue, run_workers};
 
 /// Index: objects by the uid of their controller (`ownerReferences`).
 pub const BY_CONTROLLER: &str = "controller";
@@ -154,5 +154,39 @@ impl Cluster {
         self.jobs.synced().await;
         self.cron_jobs.synced().await;
         self.disruption_budgets.synced().await;
+    }
+
+    /// A controller's main loop: waits for every informer's first listing
+    /// (or `stop`), queues every key of its `primary` kind once (its first
+    /// pass over what exists), then runs `workers` workers reconciling
+    /// what `queue` hands out until `stop`.
+    pub async fn run_controller<K, E, F, Fut>(
+        &self,
+        name: &'static str,
+        primary: &Informer<K>,
+        queue: Arc<WorkQueue<String>>,
+        workers: usize,
+        reconcile: F,
+        stop: Stop,
+    ) where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        E: std::fmt::Display,
+        F: Fn(String) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = Result<Next, E>> + Send,
+    {
+        tokio::select! {
+            _ = self.synced() => {}
+            _ = stop.clone().wait() => return,
+        }
+        for key in primary.keys() {
+            queue.add(key);
+        }
+        run_workers(name, queue, workers, reconcile, stop).await;
     }
 }

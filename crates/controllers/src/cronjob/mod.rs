@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use crate::cluster::{BY_CONTROLLER, Cluster};
 use crate::ownership::{controller_of, controller_reference};
 use crate::podcontrol::describe;
-use crate::runtime::{Events, Next, Stop, WorkQueue, key_of, run_workers};
+use crate::runtime::{Events, Next, Stop, WorkQueue, key_of};
 
 /// The controller's name in events and logs (upstream's).
 pub const NAME: &str = "cronjob-controller";
@@ -194,22 +194,11 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
             }
         });
     }
-    tokio::select! {
-        _ = cluster.synced() => {}
-        _ = stop.clone().wait() => return,
-    }
-    for key in cluster.cron_jobs.keys() {
-        queue.add(key);
-    }
-    run_workers(
-        NAME,
-        queue,
-        workers,
-        move |key| {
-            let controller = Arc::clone(&controller);
-            async move { controller.reconcile(key).await }
-        },
-        stop,
-    )
-    .await;
+    let reconcile = move |key| {
+        let controller = Arc::clone(&controller);
+        async move { controller.reconcile(key).await }
+    };
+    cluster
+        .run_controller(NAME, &cluster.cron_jobs, queue, workers, reconcile, stop)
+        .await;
 }

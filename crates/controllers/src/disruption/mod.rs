@@ -17,7 +17,7 @@ use scheduler::core::selectors::selector_matches;
 use crate::cluster::{BY_NAMESPACE, Cluster};
 use crate::ownership::controller_of;
 use crate::pods;
-use crate::runtime::{Events, Next, Stop, WorkQueue, key_of, run_workers};
+use crate::runtime::{Events, Next, Stop, WorkQueue, key_of};
 
 /// The controller's name in events and logs (upstream's).
 pub const NAME: &str = "disruption-controller";
@@ -158,22 +158,18 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
             queue_namespace(&handler_cluster, &queue, namespace);
         });
     }
-    tokio::select! {
-        _ = cluster.synced() => {}
-        _ = stop.clone().wait() => return,
-    }
-    for key in cluster.disruption_budgets.keys() {
-        queue.add(key);
-    }
-    run_workers(
-        NAME,
-        queue,
-        workers,
-        move |key| {
-            let controller = Arc::clone(&controller);
-            async move { controller.reconcile(key).await }
-        },
-        stop,
-    )
-    .await;
+    let reconcile = move |key| {
+        let controller = Arc::clone(&controller);
+        async move { controller.reconcile(key).await }
+    };
+    cluster
+        .run_controller(
+            NAME,
+            &cluster.disruption_budgets,
+            queue,
+            workers,
+            reconcile,
+            stop,
+        )
+        .await;
 }

@@ -18,7 +18,7 @@ use crate::cluster::{BY_NAMESPACE, Cluster};
 use crate::ownership::controller_reference;
 use crate::podcontrol::{PodControl, describe, observe_pod_change};
 use crate::pods;
-use crate::runtime::{Change, Events, Next, Stop, WorkQueue, key_of, run_workers};
+use crate::runtime::{Change, Events, Next, Stop, WorkQueue, key_of};
 
 /// The controller's name in events and logs (upstream's).
 pub const NAME: &str = "replicaset-controller";
@@ -203,22 +203,11 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
             .pods
             .on_change(move |change| controller_for_handler.pod_changed(&queue, change));
     }
-    tokio::select! {
-        _ = cluster.synced() => {}
-        _ = stop.clone().wait() => return,
-    }
-    for key in cluster.replica_sets.keys() {
-        queue.add(key);
-    }
-    run_workers(
-        NAME,
-        queue,
-        workers,
-        move |key| {
-            let controller = Arc::clone(&controller);
-            async move { controller.reconcile(key).await }
-        },
-        stop,
-    )
-    .await;
+    let reconcile = move |key| {
+        let controller = Arc::clone(&controller);
+        async move { controller.reconcile(key).await }
+    };
+    cluster
+        .run_controller(NAME, &cluster.replica_sets, queue, workers, reconcile, stop)
+        .await;
 }
