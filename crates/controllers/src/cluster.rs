@@ -62,6 +62,24 @@ where
     });
 }
 
+/// Runs `informer` over `api` on `tasks` until `stop`.
+fn watch<K>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    informer: &Arc<Informer<K>>,
+    api: Api<K>,
+    stop: &Stop,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    tasks.spawn(Arc::clone(informer).run(api, watcher::Config::default(), stop.clone()));
+}
+
 impl Cluster {
     /// The informers, empty and not yet running (`start` runs them).
     pub fn new(client: kube::Client, identity: &str) -> Arc<Cluster> {
@@ -101,45 +119,31 @@ impl Cluster {
     /// Runs every informer until `stop`.
     pub fn start(&self, tasks: &mut tokio::task::JoinSet<()>, stop: &Stop) {
         let client = &self.client;
-        let config = watcher::Config::default;
-        tasks.spawn(Arc::clone(&self.pods).run(Api::all(client.clone()), config(), stop.clone()));
-        tasks.spawn(Arc::clone(&self.nodes).run(Api::all(client.clone()), config(), stop.clone()));
-        tasks.spawn(Arc::clone(&self.node_leases).run(
+        watch(tasks, &self.pods, Api::all(client.clone()), stop);
+        watch(tasks, &self.nodes, Api::all(client.clone()), stop);
+        watch(
+            tasks,
+            &self.node_leases,
             Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.replica_sets).run(
+            stop,
+        );
+        watch(tasks, &self.replica_sets, Api::all(client.clone()), stop);
+        watch(tasks, &self.deployments, Api::all(client.clone()), stop);
+        watch(tasks, &self.daemon_sets, Api::all(client.clone()), stop);
+        watch(
+            tasks,
+            &self.controller_revisions,
             Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.deployments).run(
+            stop,
+        );
+        watch(tasks, &self.jobs, Api::all(client.clone()), stop);
+        watch(tasks, &self.cron_jobs, Api::all(client.clone()), stop);
+        watch(
+            tasks,
+            &self.disruption_budgets,
             Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.daemon_sets).run(
-            Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.controller_revisions).run(
-            Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.jobs).run(Api::all(client.clone()), config(), stop.clone()));
-        tasks.spawn(Arc::clone(&self.cron_jobs).run(
-            Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
-        tasks.spawn(Arc::clone(&self.disruption_budgets).run(
-            Api::all(client.clone()),
-            config(),
-            stop.clone(),
-        ));
+            stop,
+        );
     }
 
     /// Waits until every informer holds its first complete listing.
