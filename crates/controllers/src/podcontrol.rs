@@ -14,7 +14,7 @@ use crate::expectations::Expectations;
 use crate::ownership::controller_of;
 use crate::pods::is_terminating;
 use crate::pods::slow_start_batches;
-use crate::runtime::{Change, Events, key_of};
+use crate::runtime::{Change, Events, Informer, WorkQueue, key_of};
 
 /// Creations in flight at once, across one slow-start batch.
 pub const MAX_IN_FLIGHT: usize = 500;
@@ -253,6 +253,32 @@ pub fn owner_key(pod: &Pod, kind: &str) -> Option<String> {
 /// controllers to queue (`queue`), and, for a pod that is or became an
 /// orphan, a call to `orphan` so the controllers that select it can queue
 /// themselves.
+/// Queues an owner's key on each change to it; a deleted owner's
+/// expectations are dropped with it.
+pub fn queue_owner_changes<K>(
+    owners: &Informer<K>,
+    queue: &Arc<WorkQueue<String>>,
+    expectations: &Arc<Expectations>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let queue = Arc::clone(queue);
+    let expectations = Arc::clone(expectations);
+    owners.on_change(move |change| {
+        let key = key_of(change.object());
+        if let Change::Deleted(_) = change {
+            expectations.forget(&key);
+        }
+        queue.add(key);
+    });
+}
+
 pub fn observe_pod_change(
     kind: &str,
     expectations: &Expectations,

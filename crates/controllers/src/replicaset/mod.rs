@@ -16,7 +16,7 @@ use scheduler::core::selectors::selector_matches;
 
 use crate::cluster::{BY_NAMESPACE, Cluster};
 use crate::ownership::controller_reference;
-use crate::podcontrol::{PodControl, describe, observe_pod_change};
+use crate::podcontrol::{PodControl, describe, observe_pod_change, queue_owner_changes};
 use crate::pods;
 use crate::runtime::{Change, Events, Next, Stop, WorkQueue, key_of};
 
@@ -185,17 +185,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         cluster: Arc::clone(&cluster),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        let controller_for_handler = Arc::clone(&controller);
-        cluster.replica_sets.on_change(move |change| {
-            let key = key_of(change.object());
-            if let Change::Deleted(_) = change {
-                controller_for_handler.pods.expectations.forget(&key);
-            }
-            queue.add(key);
-        });
-    }
+    queue_owner_changes(&cluster.replica_sets, &queue, &controller.pods.expectations);
     {
         let queue = Arc::clone(&queue);
         let controller_for_handler = Arc::clone(&controller);
