@@ -204,6 +204,26 @@ impl PodControl {
         self.set_references(pod, references).await
     }
 
+    /// Carries a claim out for the owner `reference` names: adopts its
+    /// orphans and releases what stopped matching; returns the pods the
+    /// owner controls now.
+    pub async fn carry_out(
+        &self,
+        claim: crate::replicaset::core::Claim,
+        reference: &OwnerReference,
+    ) -> Result<Vec<Arc<Pod>>, kube::Error> {
+        let mut owned = claim.owned;
+        for orphan in claim.adopt {
+            if self.adopt(&orphan, reference).await? {
+                owned.push(orphan);
+            }
+        }
+        for pod in &claim.release {
+            self.release(pod, &reference.uid).await?;
+        }
+        Ok(owned)
+    }
+
     async fn set_references(
         &self,
         pod: &Pod,

@@ -148,30 +148,16 @@ impl Controller {
             .collect();
         let selector = daemon_set.spec.as_ref().map(|spec| &spec.selector);
         let claimed = claim(&uid, deleting, selector, &all_pods);
-        owned.extend(claimed.owned);
         let reference = controller_reference(daemon_set.as_ref());
-        for orphan in &claimed.adopt {
-            if self
-                .pods
-                .adopt(orphan, &reference)
-                .await
-                .map_err(|source| DaemonSetError::Claim {
-                    key: key.clone(),
-                    source,
-                })?
-            {
-                owned.push(Arc::clone(orphan));
-            }
-        }
-        for pod in &claimed.release {
+        owned.extend(
             self.pods
-                .release(pod, &uid)
+                .carry_out(claimed, &reference)
                 .await
                 .map_err(|source| DaemonSetError::Claim {
                     key: key.clone(),
                     source,
-                })?;
-        }
+                })?,
+        );
         let nodes = self.cluster.nodes.list();
         let hash = core::template_hash(&daemon_set);
         let now = Timestamp::now();

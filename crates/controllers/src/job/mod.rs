@@ -79,30 +79,16 @@ impl Controller {
             .collect();
         let selector = job.spec.as_ref().and_then(|spec| spec.selector.as_ref());
         let claimed = claim(&uid, deleting, selector, &all_pods);
-        owned.extend(claimed.owned);
         let reference = controller_reference(job.as_ref());
-        for orphan in &claimed.adopt {
-            if self
-                .pods
-                .adopt(orphan, &reference)
-                .await
-                .map_err(|source| JobError::Claim {
-                    key: key.clone(),
-                    source,
-                })?
-            {
-                owned.push(Arc::clone(orphan));
-            }
-        }
-        for pod in &claimed.release {
+        owned.extend(
             self.pods
-                .release(pod, &uid)
+                .carry_out(claimed, &reference)
                 .await
                 .map_err(|source| JobError::Claim {
                     key: key.clone(),
                     source,
-                })?;
-        }
+                })?,
+        );
 
         let plan = core::plan(&job, &owned, may_act, Timestamp::now());
         if plan.unsupported {

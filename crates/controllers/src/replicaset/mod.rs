@@ -85,30 +85,15 @@ impl Controller {
             replica_set.spec.as_ref().map(|spec| &spec.selector),
             &all_pods,
         );
-        let mut owned = claim.owned;
         let reference = controller_reference(replica_set.as_ref());
-        for orphan in &claim.adopt {
-            let adopted = self
-                .pods
-                .adopt(orphan, &reference)
-                .await
-                .map_err(|source| ReplicaSetError::Claim {
-                    key: key.clone(),
-                    source,
-                })?;
-            if adopted {
-                owned.push(Arc::clone(orphan));
-            }
-        }
-        for pod in &claim.release {
-            self.pods
-                .release(pod, &uid)
-                .await
-                .map_err(|source| ReplicaSetError::Claim {
-                    key: key.clone(),
-                    source,
-                })?;
-        }
+        let owned = self
+            .pods
+            .carry_out(claim, &reference)
+            .await
+            .map_err(|source| ReplicaSetError::Claim {
+                key: key.clone(),
+                source,
+            })?;
         let object = replica_set.object_ref(&());
         let mut failure = None;
         if may_scale {
