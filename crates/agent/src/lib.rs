@@ -46,6 +46,14 @@ pub struct AgentConfig {
     /// is sent when it differs, or when `status_report` has passed.
     pub status_check: Duration,
     pub status_report: Duration,
+    /// The cluster DNS pods are pointed at (kubelet's `--cluster-dns`;
+    /// empty: pods use the machine's resolver).
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster's domain (kubelet's `--cluster-domain`).
+    pub cluster_domain: String,
+    /// The machine's resolver configuration, the base of `dnsPolicy:
+    /// Default` (kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
 }
 
 impl AgentConfig {
@@ -65,6 +73,9 @@ impl AgentConfig {
             lease_duration: Duration::from_secs(40),
             status_check: Duration::from_secs(10),
             status_report: Duration::from_secs(60),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }

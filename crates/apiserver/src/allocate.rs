@@ -13,19 +13,34 @@ use crate::registry::ResourceType;
 use crate::status::{ApiError, Cause};
 use crate::storage::{self, Written};
 
-/// kubeadm's default service range, 10.96.0.0/12; its first address is the
-/// `kubernetes` service's.
-pub const SERVICE_RANGE_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
-pub const SERVICE_RANGE_BITS: u32 = 12;
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 fn is_service(resource: &ResourceType) -> bool {
     resource.group.is_empty() && resource.kind == "Service"
 }
 
-fn in_range(ip: Ipv4Addr) -> bool {
-    let mask = u32::MAX << (32 - SERVICE_RANGE_BITS);
-    u32::from(ip) & mask == SERVICE_RANGE_BASE
+/// Whether a ClusterIP may be asked for: inside the range, and neither its
+/// network nor its broadcast address.
+fn in_range(range: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
+    range.contains(&ip) && ip != range.network() && ip != range.broadcast()
+}
+
+/// Where a ClusterIP nobody asked for is drawn from, as offsets into the
+/// range: kube-apiserver keeps the range's low block (1/16 of it, at least
+/// 16 and at most 256 addresses) for addresses asked by name — the
+/// `kubernetes` service's first, kube-dns' tenth — and draws from above it
+/// while it can.
+fn dynamic_offsets(range: ipnet::Ipv4Net) -> std::ops::Range<u32> {
+    let size = 1u64 << (32 - u32::from(range.prefix_len()));
+    let size = size.min(u64::from(u32::MAX)) as u32;
+    let reserved = (size / 16).clamp(16, 256);
+    if size > reserved + 2 {
+        reserved..size - 1
+    } else {
+        // Too small to keep a block back: past the network address and
+        // the `kubernetes` service's first.
+        2.min(size.saturating_sub(1))..size.saturating_sub(1)
+    }
 }
 
 fn ip_key(ip: Ipv4Addr) -> String {
@@ -108,13 +123,16 @@ pub async fn on_create(
                     "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
                 ));
             };
-            if !in_range(ip) {
+            let range = api.config.service_cidr;
+            if !in_range(range, ip) {
                 return Err(invalid(
                     resource,
                     object,
                     "spec.clusterIPs",
                     &json!([given]),
-                    "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+                    &format!(
+                        "failed to allocate IP {given}: provided IP is not in the valid range. The range of valid IPs is {range}"
+                    ),
                 ));
             }
             if !dry_run && !claim(api, &ip_key(ip), &owner).await? {
@@ -129,11 +147,11 @@ pub async fn on_create(
             Some(ip)
         } else {
             let mut found = None;
-            let size = 1u32 << (32 - SERVICE_RANGE_BITS);
-            for _ in 0..64 {
-                // Past the network address and the `kubernetes` service's .1.
-                let offset = 2 + rand::random::<u32>() % (size - 3);
-                let ip = Ipv4Addr::from(SERVICE_RANGE_BASE + offset);
+            let range = api.config.service_cidr;
+            let offsets = dynamic_offsets(range);
+            for _ in 0..64.min(offsets.len()) {
+                let offset = offsets.start + rand::random::<u32>() % offsets.len() as u32;
+                let ip = crate::nth_address(range, offset);
                 if dry_run || claim(api, &ip_key(ip), &owner).await? {
                     found = Some(ip);
                     break;

@@ -41,6 +41,7 @@ mod status;
 mod storage;
 mod table;
 mod validation;
+pub use validation::is_dns1123_label;
 mod watch;
 
 use std::sync::Arc;
@@ -73,7 +74,31 @@ pub struct ApiConfig {
     /// `--default-unreachable-toleration-seconds`; 300 there, 0 in shoal).
     pub default_not_ready_toleration_seconds: i64,
     pub default_unreachable_toleration_seconds: i64,
+    /// The range Services' ClusterIPs come from (`--service-cidr`); its
+    /// first address is the `kubernetes` service's.
+    pub service_cidr: ipnet::Ipv4Net,
 }
+
+impl ApiConfig {
+    /// The `kubernetes` service's address: the service range's first.
+    pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
+        nth_address(self.service_cidr, 1)
+    }
+
+    /// The cluster DNS service's (`kube-system/kube-dns`) address: the
+    /// service range's tenth, as k3s and kubeadm place it.
+    pub fn cluster_dns_ip(&self) -> std::net::Ipv4Addr {
+        nth_address(self.service_cidr, 10)
+    }
+}
+
+/// The `n`th address of `range` (0 is the network's own address).
+pub fn nth_address(range: ipnet::Ipv4Net, n: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(range.network()).wrapping_add(n))
+}
+
+/// The default service range (`--service-cidr`), k3s' 10.43.0.0/16.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 
 /// The API server's state: what it serves and the store it serves it from.
 pub struct Api {
@@ -228,7 +253,7 @@ impl Api {
         let service = serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": "10.96.0.1", "ports": [
+            "spec": {"clusterIP": self.config.kubernetes_service_ip().to_string(), "ports": [
                 {"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}
             ]}
         });

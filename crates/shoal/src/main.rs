@@ -165,6 +165,17 @@ struct NodeArgs {
     /// The cluster's pod range; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
+    /// The range Services' ClusterIPs come from; its first address is the
+    /// `kubernetes` service's, its tenth the cluster DNS's.
+    #[arg(long, default_value = apiserver::DEFAULT_SERVICE_CIDR)]
+    service_cidr: ipnet::Ipv4Net,
+    /// The cluster DNS address pods' resolv.conf names [default: the
+    /// service range's tenth address, kube-dns' ClusterIP].
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Where the node agent serves logs, exec and attach to the API server.
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,

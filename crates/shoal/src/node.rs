@@ -16,6 +16,9 @@ pub struct NodeSettings {
     pub labels: std::collections::BTreeMap<String, String>,
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
     pub cluster_cidr: ipnet::Ipv4Net,
+    pub service_cidr: ipnet::Ipv4Net,
+    pub cluster_dns: std::net::Ipv4Addr,
+    pub cluster_domain: String,
     pub agent_port: u16,
     pub max_pods: u32,
     pub insecure_images: bool,
@@ -94,12 +97,42 @@ impl NodeSettings {
                 node.node_monitor_grace_period, node.node_lease_renew_interval
             ));
         }
+        if node.service_cidr.prefix_len() > 28 {
+            return Err(format!(
+                "invalid --service-cidr {}: it must hold at least 16 addresses",
+                node.service_cidr
+            ));
+        }
+        if node.service_cidr.contains(&node.cluster_cidr.network())
+            || node.cluster_cidr.contains(&node.service_cidr.network())
+        {
+            return Err(format!(
+                "--service-cidr {} overlaps --cluster-cidr {}: services and pods need ranges of their own",
+                node.service_cidr, node.cluster_cidr
+            ));
+        }
+        let cluster_domain = node.cluster_domain.trim_end_matches('.').to_string();
+        if cluster_domain.is_empty()
+            || cluster_domain
+                .split('.')
+                .any(|label| !apiserver::is_dns1123_label(label))
+        {
+            return Err(format!(
+                "invalid --cluster-domain {:?}: it must be a DNS name such as cluster.local",
+                node.cluster_domain
+            ));
+        }
         Ok(NodeSettings {
             name,
             ip: node.node_ip,
             labels,
             taints,
             cluster_cidr: node.cluster_cidr,
+            service_cidr: node.service_cidr,
+            cluster_dns: node
+                .cluster_dns
+                .unwrap_or_else(|| apiserver::nth_address(node.service_cidr, 10)),
+            cluster_domain,
             agent_port: node.agent_port,
             max_pods: node.max_pods,
             insecure_images,
@@ -122,6 +155,8 @@ impl NodeSettings {
         config.agent_port = self.agent_port;
         config.max_pods = self.max_pods;
         config.insecure_images = self.insecure_images;
+        config.cluster_dns = vec![IpAddr::V4(self.cluster_dns)];
+        config.cluster_domain = self.cluster_domain.clone();
         // kubelet's ratio: a 40 s Lease renewed every 10 s.
         config.lease_renew = self.lease_renew;
         config.lease_duration = self.lease_renew * 4;

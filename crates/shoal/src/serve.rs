@@ -164,7 +164,7 @@ async fn start_api(
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
         "kubernetes.default.svc.cluster.local".to_string(),
-        "10.96.0.1".to_string(),
+        apiserver::nth_address(platform.node.service_cidr, 1).to_string(),
     ];
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         names.push(host.trim().to_string());
@@ -204,6 +204,7 @@ async fn start_api(
             default_unreachable_toleration_seconds: platform
                 .node
                 .default_unreachable_toleration_seconds,
+            service_cidr: platform.node.service_cidr,
         },
     );
     // The first start elects the member's leadership first: retry briefly.

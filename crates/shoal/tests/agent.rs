@@ -69,6 +69,9 @@ fn the_agent_runs_pods_as_kubelet_does() {
     // Environment and volumes from a ConfigMap and a Secret, and the
     // downward API.
     cluster.apply(&pod("configured", "Never", "  containers:\n  - name: main\n    image: busybox:1\n    imagePullPolicy: Never\n    command: [sh, -c, 'test \"$GREETING\" = hello && test \"$PASSWORD\" = s3cret && test \"$POD\" = configured && test \"$(cat /config/file.txt)\" = from-a-configmap && test \"$(cat /secret/password)\" = s3cret']\n    env:\n    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}\n    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: credentials, key: password}}}\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    volumeMounts: [{name: config, mountPath: /config}, {name: secret, mountPath: /secret}]\n  volumes:\n  - {name: config, configMap: {name: settings}}\n  - {name: secret, secret: {secretName: credentials}}\n"));
+    // Names: the cluster DNS in resolv.conf, the pod's own name (with its
+    // subdomain) and its host aliases in /etc/hosts.
+    cluster.apply(&pod("names", "Never", "  hostname: db-0\n  subdomain: db\n  hostAliases: [{ip: 192.0.2.4, hostnames: [foo.local]}]\n  containers:\n  - name: main\n    image: busybox:1\n    imagePullPolicy: Never\n    command: [sh, -c, 'grep -q \"^search default.svc.cluster.local svc.cluster.local cluster.local\" /etc/resolv.conf && grep -qx \"nameserver 10.43.0.10\" /etc/resolv.conf && grep -qx \"options ndots:5\" /etc/resolv.conf && grep -q \"db-0.db.default.svc.cluster.local\" /etc/hosts && grep -q \"^192.0.2.4.foo.local\" /etc/hosts && test \"$(hostname)\" = db-0']\n"));
     // A memory limit the kernel enforces.
     cluster.apply(&pod("greedy", "Never", "  containers:\n  - {name: main, image: busybox:1, imagePullPolicy: Never, command: [sh, -c, 'dd if=/dev/zero of=/dev/null bs=64M count=1'], resources: {limits: {memory: 16Mi}}}\n"));
     // Probes: a liveness probe that starts failing, a readiness probe that
@@ -108,6 +111,7 @@ fn the_agent_runs_pods_as_kubelet_does() {
     );
     wait_phase(&cluster, "inits", "Succeeded");
     wait_phase(&cluster, "configured", "Succeeded");
+    wait_phase(&cluster, "names", "Succeeded");
     wait_phase(&cluster, "greedy", "Failed");
     assert_eq!(
         cluster.pod_field(

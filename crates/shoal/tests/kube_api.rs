@@ -518,7 +518,7 @@ fn a_restart_keeps_the_objects_and_the_credentials() {
         "kubectl get service kubernetes -o jsonpath={.spec.clusterIP}",
         &cwd,
     );
-    assert_eq!(before, "10.96.0.1");
+    assert_eq!(before, "10.43.0.1");
     shoal.restart();
     assert_eq!(
         kubectl.ok("kubectl get configmap kept -o jsonpath={.data.a}", &cwd),

@@ -7,6 +7,7 @@
 //! running containers rather than starting them again.
 
 pub mod events;
+pub mod names;
 pub mod probe;
 pub mod spec;
 pub mod status;

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::events::Events;
 use super::probe::{self, Outcome, ProbeState};
 use super::status::terminated_of;
-use super::{spec, volumes};
+use super::{names, spec, volumes};
 use crate::AgentConfig;
 
 /// What a worker shares with the agent.
@@ -82,6 +82,9 @@ pub struct Worker {
     pub(super) pod_ip: Option<IpAddr>,
     pub(super) sandbox_ready: bool,
     pub(super) mounts: Option<HashMap<String, PathBuf>>,
+    /// The pod's `/etc/resolv.conf` and `/etc/hosts` (`names`), written
+    /// with its volumes and mounted into every container.
+    pub(super) name_mounts: Vec<Mount>,
     pub(super) runs: HashMap<String, Run>,
     pub(super) last_sent: Option<serde_json::Value>,
     pub(super) started_at: Time,
@@ -123,6 +126,7 @@ impl Worker {
             pod_ip: None,
             sandbox_ready: false,
             mounts: None,
+            name_mounts: Vec::new(),
             runs: HashMap::new(),
             last_sent: None,
             started_at: now(),
@@ -338,8 +342,56 @@ impl Worker {
                 }
             }
         }
+        match self.write_name_files() {
+            Ok(name_mounts) => self.name_mounts = name_mounts,
+            Err(error) => {
+                self.ctx.events.pod(
+                    &self.pod,
+                    true,
+                    "FailedMount",
+                    format!("cannot write the pod's resolv.conf and hosts files: {error}"),
+                );
+                return false;
+            }
+        }
         self.mounts = Some(mounts);
         true
+    }
+
+    /// Writes the pod's `resolv.conf` and `hosts` into its directory
+    /// (`names`), and says where each container mounts them.
+    fn write_name_files(&self) -> std::io::Result<Vec<Mount>> {
+        let config = &self.ctx.config;
+        let dir = volumes::pod_dir(&config.data_dir, &self.uid);
+        std::fs::create_dir_all(&dir)?;
+        let host_resolv_conf = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
+        let settings = names::NameSettings {
+            cluster_dns: &config.cluster_dns,
+            cluster_domain: &config.cluster_domain,
+            host_resolv_conf: &host_resolv_conf,
+        };
+        let mut files = vec![("resolv.conf", names::resolv_conf(&self.pod, &settings))];
+        if let Some(hosts) = names::hosts_file(&self.pod, self.pod_ip, &config.cluster_domain) {
+            files.push(("etc-hosts", hosts));
+        }
+        let mut mounts = Vec::new();
+        for (file, text) in files {
+            let path = dir.join(file);
+            let staged = dir.join(format!(".{file}.new"));
+            std::fs::write(&staged, text)?;
+            std::fs::rename(&staged, &path)?;
+            let container_path = if file == "etc-hosts" {
+                "/etc/hosts"
+            } else {
+                "/etc/resolv.conf"
+            };
+            mounts.push(Mount {
+                host_path: path,
+                container_path: PathBuf::from(container_path),
+                read_only: false,
+            });
+        }
+        Ok(mounts)
     }
 
     /// Reads the current instance's status from the runtime.
@@ -737,6 +789,15 @@ impl Worker {
                 container_path: PathBuf::from(&mount.mount_path),
                 read_only: mount.read_only.unwrap_or(false),
             });
+        }
+        // The pod's name files, unless the container mounts its own there.
+        for name_mount in &self.name_mounts {
+            if !container_mounts
+                .iter()
+                .any(|mount| mount.container_path == name_mount.container_path)
+            {
+                container_mounts.push(name_mount.clone());
+            }
         }
         let capabilities = security.capabilities.clone().unwrap_or_default();
         let attempt = self
