@@ -316,3 +316,23 @@ async fn release_keys(kv: &dyn client::Kv, keys: Vec<String>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_nobody_asked_for_come_from_above_the_named_block() {
+        let range: ipnet::Ipv4Net = "10.43.0.0/16".parse().unwrap();
+        // 1/16 of 65,536 is 4,096: capped at 256.
+        assert_eq!(dynamic_offsets(range), 256..65_535);
+        let small: ipnet::Ipv4Net = "10.43.0.0/24".parse().unwrap();
+        assert_eq!(dynamic_offsets(small), 16..255);
+        let tiny: ipnet::Ipv4Net = "10.43.0.0/28".parse().unwrap();
+        assert_eq!(dynamic_offsets(tiny), 2..15);
+        assert!(in_range(range, "10.43.0.10".parse().unwrap()));
+        assert!(!in_range(range, "10.43.0.0".parse().unwrap()));
+        assert!(!in_range(range, "10.43.255.255".parse().unwrap()));
+        assert!(!in_range(range, "10.96.0.1".parse().unwrap()));
+    }
+}
