@@ -16,6 +16,8 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoint;
+pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod expectations;
 pub mod job;
 pub mod nodeipam;
@@ -131,6 +133,16 @@ pub fn start(
     tasks.spawn(cronjob::run(Arc::clone(&cluster), workers, stop.clone()));
     tasks.spawn(disruption::run(Arc::clone(&cluster), workers, stop.clone()));
     tasks.spawn(endpoint::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(endpointslice::run(
+        Arc::clone(&cluster),
+        workers,
+        stop.clone(),
+    ));
+    tasks.spawn(endpointslicemirroring::run(
+        Arc::clone(&cluster),
+        workers,
+        stop.clone(),
+    ));
     tasks.spawn(tainteviction::run(
         Arc::clone(&cluster),
         workers,

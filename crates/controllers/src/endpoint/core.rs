@@ -398,7 +398,7 @@ pub fn repack(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
             }
         })
         .collect();
-    packed.sort_by(|a, b| first_address(a).cmp(&first_address(b)));
+    packed.sort_by_key(first_address);
     packed
 }
 
@@ -533,7 +533,7 @@ pub fn services_selecting<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, PodStatus, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -698,7 +698,8 @@ mod tests {
             ready(web_pod("c", "10.42.0.4", None), 1),
         ]);
         let desired = desired(&service, selector_of(&service).unwrap(), &pods);
-        let mut seen: Vec<(Vec<&str>, Vec<(String, i32)>)> = desired
+        type Row<'a> = (Vec<&'a str>, Vec<(String, i32)>);
+        let mut seen: Vec<Row<'_>> = desired
             .subsets
             .iter()
             .map(|subset| {
