@@ -6,7 +6,8 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::Api;
@@ -21,6 +22,12 @@ pub const BY_CONTROLLER: &str = "controller";
 pub const BY_NAMESPACE: &str = "namespace";
 /// Index: pods by `spec.nodeName` (unscheduled pods are under "").
 pub const BY_NODE: &str = "node";
+
+/// Index: EndpointSlices by `namespace/service` (their
+/// `kubernetes.io/service-name` label).
+pub const BY_SERVICE: &str = "service";
+/// The label naming an EndpointSlice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The Lease namespace the node agents renew their heartbeats in.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -40,6 +47,9 @@ pub struct Cluster {
     pub jobs: Arc<Informer<Job>>,
     pub cron_jobs: Arc<Informer<CronJob>>,
     pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
+    pub services: Arc<Informer<Service>>,
+    pub endpoints: Arc<Informer<Endpoints>>,
+    pub endpoint_slices: Arc<Informer<EndpointSlice>>,
 }
 
 fn namespaced<K>(informer: &Informer<K>)
@@ -96,6 +106,9 @@ impl Cluster {
             jobs: Informer::new(),
             cron_jobs: Informer::new(),
             disruption_budgets: Informer::new(),
+            services: Informer::new(),
+            endpoints: Informer::new(),
+            endpoint_slices: Informer::new(),
         };
         namespaced(&cluster.pods);
         cluster.pods.add_index(BY_NODE, |pod| {
@@ -113,6 +126,23 @@ impl Cluster {
         namespaced(&cluster.jobs);
         namespaced(&cluster.cron_jobs);
         namespaced(&cluster.disruption_budgets);
+        namespaced(&cluster.services);
+        namespaced(&cluster.endpoints);
+        namespaced(&cluster.endpoint_slices);
+        cluster.endpoint_slices.add_index(BY_SERVICE, |slice| {
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
+                .map(|service| {
+                    vec![format!(
+                        "{}/{service}",
+                        slice.metadata.namespace.as_deref().unwrap_or_default()
+                    )]
+                })
+                .unwrap_or_default()
+        });
         Arc::new(cluster)
     }
 
@@ -144,6 +174,9 @@ impl Cluster {
             Api::all(client.clone()),
             stop,
         );
+        watch(tasks, &self.services, Api::all(client.clone()), stop);
+        watch(tasks, &self.endpoints, Api::all(client.clone()), stop);
+        watch(tasks, &self.endpoint_slices, Api::all(client.clone()), stop);
     }
 
     /// Waits until every informer holds its first complete listing.
@@ -158,6 +191,9 @@ impl Cluster {
         self.jobs.synced().await;
         self.cron_jobs.synced().await;
         self.disruption_budgets.synced().await;
+        self.services.synced().await;
+        self.endpoints.synced().await;
+        self.endpoint_slices.synced().await;
     }
 
     /// A controller's main loop: waits for every informer's first listing

@@ -15,6 +15,9 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoint;
+pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod expectations;
 pub mod job;
 pub mod nodeipam;
@@ -129,6 +132,17 @@ pub fn start(
     tasks.spawn(job::run(Arc::clone(&cluster), workers, stop.clone()));
     tasks.spawn(cronjob::run(Arc::clone(&cluster), workers, stop.clone()));
     tasks.spawn(disruption::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(endpoint::run(Arc::clone(&cluster), workers, stop.clone()));
+    tasks.spawn(endpointslice::run(
+        Arc::clone(&cluster),
+        workers,
+        stop.clone(),
+    ));
+    tasks.spawn(endpointslicemirroring::run(
+        Arc::clone(&cluster),
+        workers,
+        stop.clone(),
+    ));
     tasks.spawn(tainteviction::run(
         Arc::clone(&cluster),
         workers,
