@@ -723,11 +723,18 @@ fn service(args: &[Value]) -> Result<Value, FuncError> {
     arity("service", args, 1..=1)?;
     let (scope, name) = service_name("service", args)?;
     let Some(data) = scope.snapshot.services.get(&name) else {
-        return Ok(Value::Nil);
+        // Not read yet: the render is done again once it is. Its fields are
+        // there, empty, so the template's field accesses succeed meanwhile.
+        return Ok(service_value(&name, &Json::Null));
     };
     let Some(object) = &data.service else {
         return Err(error(format!("service {name} does not exist")));
     };
+    Ok(service_value(&name, object))
+}
+
+/// A Service object as the template sees it.
+fn service_value(name: &ServiceName, object: &Json) -> Value {
     let text = |pointer: &str| {
         object
             .pointer(pointer)
@@ -780,7 +787,7 @@ fn service(args: &[Value]) -> Result<Value, FuncError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Value::Object(HashMap::from([
+    Value::Object(HashMap::from([
         ("Name".to_string(), Value::from(name.name.as_str())),
         (
             "Namespace".to_string(),
@@ -797,7 +804,7 @@ fn service(args: &[Value]) -> Result<Value, FuncError> {
             strings(list("/spec/externalIPs")),
         ),
         ("Ports".to_string(), Value::Array(ports)),
-    ])))
+    ]))
 }
 
 #[cfg(test)]

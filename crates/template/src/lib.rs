@@ -15,7 +15,11 @@
 //! around here: its functions are plain `fn` pointers, so the data a render
 //! reads sits in a thread-local for the render (`functions`); its execution
 //! errors carry no position, so the line an error names is found from the
-//! failing call (`render`).
+//! failing call (`render`); it runs a `range`'s `{{else}}` even after
+//! elements, so such ranges are rewritten to Go's meaning first (`compat`).
+//! Known differences that remain: ranging over a map (a `json` object)
+//! goes in no fixed order (Go sorts the keys), ranging over nil is an error
+//! (Go does nothing), and `printf "%q"` does not quote.
 //!
 //! # Functions
 //!
@@ -61,6 +65,7 @@
 //! reload command runs. A failed read, render or check leaves the
 //! destination as it was and removes the staged file.
 
+mod compat;
 mod data;
 mod functions;
 mod render;
@@ -90,19 +95,36 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read template {path}: {source}")]
-    TemplateFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read template {path}: {io}")]
+    TemplateFile { path: PathBuf, io: std::io::Error },
+    // The causes below are in the message, not chained as sources, so a
+    // report prints each once on one line.
     #[error("cannot read the store: {0}")]
-    Store(#[from] ClientError),
+    Store(ClientError),
     #[error("template {0}")]
-    Render(#[from] RenderError),
-    #[error(transparent)]
-    Stage(#[from] StageError),
+    Render(RenderError),
+    #[error("{0}")]
+    Stage(StageError),
     #[error("staging task failed: {0}")]
     Task(String),
+}
+
+impl From<ClientError> for TemplateError {
+    fn from(error: ClientError) -> Self {
+        TemplateError::Store(error)
+    }
+}
+
+impl From<RenderError> for TemplateError {
+    fn from(error: RenderError) -> Self {
+        TemplateError::Render(error)
+    }
+}
+
+impl From<StageError> for TemplateError {
+    fn from(error: StageError) -> Self {
+        TemplateError::Stage(error)
+    }
 }
 
 /// How many times a render is done again to read Services it named that
@@ -130,10 +152,10 @@ pub struct Synced {
 impl Templater {
     /// Reads the template file; the store is first reached by [`Templater::sync`].
     pub fn new(kv: Arc<dyn Kv>, settings: Settings) -> Result<Templater, TemplateError> {
-        let template_text = std::fs::read_to_string(&settings.template_file).map_err(|source| {
+        let template_text = std::fs::read_to_string(&settings.template_file).map_err(|io| {
             TemplateError::TemplateFile {
                 path: settings.template_file.clone(),
-                source,
+                io,
             }
         })?;
         let file_label = settings.template_file.display().to_string();

@@ -32,7 +32,7 @@ pub struct Rendered {
 pub fn render(file: &str, text: &str, snapshot: Rc<Snapshot>) -> Result<Rendered, RenderError> {
     let mut template = Template::with_name(file);
     template.add_funcs(FUNCTIONS);
-    if let Err(parse) = template.parse(text) {
+    if let Err(parse) = template.parse(crate::compat::rewrite_range_else(text)) {
         let (line, message) = parse_error_line(&parse.to_string(), file, text);
         return Err(RenderError {
             file: file.to_string(),
@@ -214,6 +214,13 @@ a,b X yes a_b_c
         )
         .expect_err("no field Nope");
         assert_eq!(error.line, Some(3));
+    }
+
+    #[test]
+    fn a_range_else_runs_only_for_an_empty_list() {
+        let template = "{{range gets \"/a/*\"}}[{{.Value}}]{{else}}none{{end}} {{range gets \"/b/*\"}}[{{.Value}}]{{else}}none{{end}}";
+        let rendered = render("t.tmpl", template, snapshot(&[("/a/x", "1")])).expect("renders");
+        assert_eq!(rendered.text, "[1] none");
     }
 
     #[test]

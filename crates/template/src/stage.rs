@@ -33,16 +33,10 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("cannot stage {path}: {source}")]
-    Staging {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot run {command:?}: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    #[error("cannot stage {path}: {io}")]
+    Staging { path: PathBuf, io: std::io::Error },
+    #[error("cannot run {command:?}: {io}")]
+    Spawn { command: String, io: std::io::Error },
     #[error("check command {command:?} failed ({status}), {dest} left as it was: {output}")]
     CheckFailed {
         command: String,
@@ -50,11 +44,8 @@ pub enum StageError {
         dest: PathBuf,
         output: String,
     },
-    #[error("cannot move the staged file over {dest}: {source}")]
-    Swap {
-        dest: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot move the staged file over {dest}: {io}")]
+    Swap { dest: PathBuf, io: std::io::Error },
     #[error("reload command {command:?} failed ({status}) after {dest} was replaced: {output}")]
     ReloadFailed {
         command: String,
@@ -75,9 +66,9 @@ pub fn sync(dest: &Path, contents: &[u8], commands: &Commands) -> Result<Outcome
     if existing.is_some() && fs::read(dest).is_ok_and(|current| current == contents) {
         return Ok(Outcome::Unchanged);
     }
-    let staging = |source| StageError::Staging {
+    let staging = |io| StageError::Staging {
         path: dest.to_path_buf(),
-        source,
+        io,
     };
     let directory = match dest.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -125,7 +116,7 @@ pub fn sync(dest: &Path, contents: &[u8], commands: &Commands) -> Result<Outcome
     }
     staged.persist(dest).map_err(|error| StageError::Swap {
         dest: dest.to_path_buf(),
-        source: error.error,
+        io: error.error,
     })?;
     // The rename is durable once the directory is.
     if let Ok(directory) = fs::File::open(directory) {
@@ -152,9 +143,9 @@ fn run(command: &str) -> Result<(bool, String, String), StageError> {
         .arg("-c")
         .arg(command)
         .output()
-        .map_err(|source| StageError::Spawn {
+        .map_err(|io| StageError::Spawn {
             command: command.to_string(),
-            source,
+            io,
         })?;
     let said = if output.stderr.is_empty() {
         &output.stdout
