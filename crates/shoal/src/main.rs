@@ -4,6 +4,7 @@
 mod node;
 mod serve;
 mod sim;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,9 @@ enum Command {
     /// Run seeds of the store's deterministic simulation (simulated network,
     /// clock and disk; one checker per invariant). See TESTING.md.
     Sim(Box<sim::SimArgs>),
+    /// Render a configuration file from store keys and Services' endpoints,
+    /// check it, swap it in atomically and reload (confd's role).
+    Template(Box<template::TemplateArgs>),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -315,7 +319,7 @@ enum ClusterState {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogLevel {
+pub enum LogLevel {
     Debug,
     Info,
     Warn,
@@ -444,6 +448,10 @@ fn main() -> ExitCode {
             };
         }
         Command::Sim(args) => return sim::run(*args),
+        Command::Template(args) => {
+            init_logging(args.log_level);
+            return template::run(*args);
+        }
         Command::Controllers(args) => {
             init_logging(args.log_level);
             return match serve::run_controllers(
