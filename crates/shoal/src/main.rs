@@ -148,6 +148,28 @@ struct UpArgs {
     token: Option<String>,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    dns: DnsArgs,
+}
+
+/// The cluster DNS a server runs (not a joined machine).
+#[derive(Args)]
+struct DnsArgs {
+    /// The cluster's DNS domain: services are SERVICE.NAMESPACE.svc.DOMAIN.
+    #[arg(long, default_value = dns::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
+    /// Where the cluster DNS listens (UDP and TCP), or `none` for no DNS
+    /// [default: the advertise address, port 53].
+    #[arg(long, value_name = "ADDRESS:PORT|none")]
+    cluster_dns_listen: Option<String>,
+    /// An upstream resolver for names outside the cluster's domains
+    /// (repeatable) [default: the non-loopback nameservers of
+    /// /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "ADDRESS[:PORT]")]
+    dns_upstreams: Vec<String>,
+    /// The domain SkyDNS records under /skydns/ in the store are served in.
+    #[arg(long, default_value = dns::DEFAULT_SKYDNS_DOMAIN)]
+    skydns_domain: String,
 }
 
 /// How this machine appears as a Node and runs pods.
@@ -177,9 +199,6 @@ struct NodeArgs {
     /// service range's tenth address, kube-dns' ClusterIP].
     #[arg(long)]
     cluster_dns: Option<std::net::Ipv4Addr>,
-    /// The cluster's DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
     /// Where the node agent serves logs, exec and attach to the API server.
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
@@ -509,11 +528,27 @@ fn main() -> ExitCode {
                     args.api_listen.ip()
                 }
             });
+            let dns = match serve::DnsSettings::from_args(
+                &args.dns.cluster_domain,
+                args.dns.cluster_dns_listen.as_deref(),
+                &args.dns.dns_upstreams,
+                &args.dns.skydns_domain,
+                advertise,
+                node.service_cidr,
+                node.cluster_dns,
+            ) {
+                Ok(dns) => dns,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
             let platform = serve::Platform {
                 data_dir: args.data_dir,
                 api_listen: args.api_listen,
                 advertise_address: advertise,
                 node,
+                dns,
             };
             (config, args.log_level, Some(platform))
         }

@@ -111,7 +111,7 @@ impl NodeSettings {
                 node.service_cidr, node.cluster_cidr
             ));
         }
-        let cluster_domain = node.cluster_domain.trim_end_matches('.').to_string();
+        let cluster_domain = args.dns.cluster_domain.trim_end_matches('.').to_string();
         if cluster_domain.is_empty()
             || cluster_domain
                 .split('.')
@@ -119,7 +119,7 @@ impl NodeSettings {
         {
             return Err(format!(
                 "invalid --cluster-domain {:?}: it must be a DNS name such as cluster.local",
-                node.cluster_domain
+                args.dns.cluster_domain
             ));
         }
         Ok(NodeSettings {

@@ -12,6 +12,78 @@ pub struct Platform {
     pub advertise_address: std::net::IpAddr,
     /// This machine as a node: its agent's settings.
     pub node: crate::node::NodeSettings,
+    /// The cluster DNS this server runs, if any.
+    pub dns: Option<DnsSettings>,
+}
+
+/// The cluster DNS's flags, checked.
+pub struct DnsSettings {
+    pub listen: std::net::SocketAddr,
+    /// Whether the listen address was asked for (a taken port is then an
+    /// error) or is the default (then a warning, and no DNS).
+    pub listen_given: bool,
+    /// The address pods reach this server's DNS at: its endpoint in the
+    /// kube-dns Service.
+    pub endpoint_address: std::net::IpAddr,
+    /// The kube-dns Service's ClusterIP (`--cluster-dns`).
+    pub cluster_ip: std::net::Ipv4Addr,
+    pub config: dns::DnsConfig,
+}
+
+impl DnsSettings {
+    pub fn from_args(
+        cluster_domain: &str,
+        listen: Option<&str>,
+        upstreams: &[String],
+        skydns_domain: &str,
+        advertise_address: std::net::IpAddr,
+        service_cidr: ipnet::Ipv4Net,
+        cluster_ip: std::net::Ipv4Addr,
+    ) -> Result<Option<DnsSettings>, String> {
+        let listen_given = listen.is_some();
+        let listen = match listen {
+            Some("none") => return Ok(None),
+            Some(text) => text
+                .parse::<std::net::SocketAddr>()
+                .map_err(|error| format!("--cluster-dns-listen {text}: {error}"))?,
+            None => std::net::SocketAddr::new(advertise_address, 53),
+        };
+        let upstreams = if upstreams.is_empty() {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .map(|text| dns::server::upstreams_from_resolv_conf(&text))
+                .unwrap_or_default()
+        } else {
+            upstreams
+                .iter()
+                .map(|text| {
+                    text.parse::<std::net::SocketAddr>()
+                        .or_else(|_| {
+                            text.parse::<std::net::IpAddr>()
+                                .map(|ip| std::net::SocketAddr::new(ip, 53))
+                        })
+                        .map_err(|error| format!("--dns-upstream {text}: {error}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let config = dns::DnsConfig {
+            cluster_domain: dns::domain(cluster_domain).map_err(|error| error.to_string())?,
+            skydns_domain: dns::domain(skydns_domain).map_err(|error| error.to_string())?,
+            reverse_authority: vec![ipnet::IpNet::V4(service_cidr)],
+            upstreams,
+        };
+        let endpoint_address = if listen.ip().is_unspecified() {
+            advertise_address
+        } else {
+            listen.ip()
+        };
+        Ok(Some(DnsSettings {
+            listen,
+            listen_given,
+            endpoint_address,
+            cluster_ip,
+            config,
+        }))
+    }
 }
 
 /// Starts the member, serves clients on every `--listen-client-urls` address,
@@ -64,6 +136,16 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             let started =
                 start_api(platform, listener, &member, &stop_receiver, &mut servers).await?;
             let kubeconfig = started.kubeconfig;
+            if let Some(settings) = &platform.dns {
+                start_dns(
+                    settings,
+                    platform.node.cluster_cidr,
+                    &kubeconfig,
+                    &member,
+                    &stop_receiver,
+                )
+                .await?;
+            }
             if !platform.node.disable_scheduler {
                 scheduler_task = Some(start_scheduler(&kubeconfig, scheduler_stop).await?);
             }
@@ -249,6 +331,54 @@ async fn start_api(
         kubeconfig: pki.admin_kubeconfig,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
     })
+}
+
+/// Starts the cluster DNS on `settings.listen`, and makes sure the
+/// kube-dns Service lists it (in the background: DNS answers meanwhile).
+async fn start_dns(
+    settings: &DnsSettings,
+    cluster_cidr: ipnet::Ipv4Net,
+    kubeconfig: &std::path::Path,
+    member: &Arc<store::Member>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let sockets = match dns::server::bind(settings.listen).await {
+        Ok(sockets) => sockets,
+        Err(error) if !settings.listen_given => {
+            tracing::warn!(%error, "the cluster DNS is not running (choose an address with --cluster-dns-listen)");
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let client = crate::node::client_from(kubeconfig)
+        .await
+        .context("the cluster DNS's client")?;
+    let kv: client::SharedKv = Arc::new(client::Local::new(Arc::clone(member)));
+    let mut config = settings.config.clone();
+    config
+        .reverse_authority
+        .push(ipnet::IpNet::V4(cluster_cidr));
+    let mut stop_dns = stop.clone();
+    tokio::spawn(dns::run(config, sockets, client.clone(), kv, async move {
+        let _ = stop_dns.wait_for(|stopped| *stopped).await;
+    }));
+    let cluster_ip = settings.cluster_ip;
+    let address = settings.endpoint_address;
+    let port = settings.listen.port();
+    tokio::spawn(async move {
+        // Another server may be writing the same objects, or the API may
+        // still be settling: retry for a minute.
+        for _ in 0..30 {
+            match dns::kube_dns::ensure(client.clone(), cluster_ip, address, port).await {
+                Ok(()) => return,
+                Err(error) => tracing::debug!(%error, "kube-dns not written yet"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        tracing::warn!("cannot write the kube-dns Service and its endpoints");
+    });
+    tracing::info!(listen = %settings.listen, "the cluster DNS is serving");
+    Ok(())
 }
 
 /// What `start_api` made that the operator is told about.
