@@ -159,7 +159,9 @@ struct DnsArgs {
     #[arg(long, default_value = dns::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
     /// Where the cluster DNS listens (UDP and TCP), or `none` for no DNS
-    /// [default: the advertise address, port 53].
+    /// [default: the advertise address, port 53; when that is loopback,
+    /// which pods cannot reach, the address this machine reaches other
+    /// networks from].
     #[arg(long, value_name = "ADDRESS:PORT|none")]
     cluster_dns_listen: Option<String>,
     /// An upstream resolver for names outside the cluster's domains

@@ -46,6 +46,18 @@ impl DnsSettings {
             Some(text) => text
                 .parse::<std::net::SocketAddr>()
                 .map_err(|error| format!("--cluster-dns-listen {text}: {error}"))?,
+            // Pods cannot reach a loopback address of the machine: a server
+            // whose API is on loopback (a one-machine cluster) serves DNS on
+            // the address it reaches other networks from.
+            None if advertise_address.is_loopback() => {
+                let outward = agent::local_address_towards(std::net::IpAddr::from([192, 0, 2, 1]))
+                    .ok()
+                    .filter(|address| !address.is_loopback())
+                    .ok_or_else(|| {
+                        "the API is advertised on a loopback address and this machine has no route out: pass --cluster-dns-listen ADDRESS:53 (an address pods reach) or none".to_string()
+                    })?;
+                std::net::SocketAddr::new(outward, 53)
+            }
             None => std::net::SocketAddr::new(advertise_address, 53),
         };
         let upstreams = if upstreams.is_empty() {
