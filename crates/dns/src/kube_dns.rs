@@ -21,7 +21,7 @@ pub const NAME: &str = "kube-dns";
 /// Who writes the EndpointSlice (its `managed-by` label): not the
 /// mirroring controller, which the Endpoints' `skip-mirror` label keeps
 /// away.
-const MANAGED_BY: &str = "shoal.io/cluster-dns";
+const MANAGED_BY: &str = "cluster-dns.shoal.io";
 
 /// The writes a conflict (another server updating at once) retries.
 const MAX_ATTEMPTS: usize = 8;

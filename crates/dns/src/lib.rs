@@ -8,6 +8,7 @@
 //! Service pods reach it by.
 
 pub mod cluster;
+pub mod fastpath;
 pub mod kube_dns;
 pub mod resolve;
 pub mod server;

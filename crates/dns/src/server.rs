@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use crate::fastpath::{self, AnswerCache};
 use crate::resolve::{self, Outcome, SharedZones, Zones};
 
 /// The most TCP connections served at once; more wait in the kernel's
@@ -173,6 +174,9 @@ async fn serve_udp(
     forwards: Arc<Semaphore>,
 ) {
     let mut buffer = vec![0u8; 65535];
+    let mut cache = AnswerCache::default();
+    let mut key = Vec::with_capacity(300);
+    let mut reply = Vec::with_capacity(usize::from(resolve::EDNS_PAYLOAD));
     loop {
         let (length, peer) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -184,9 +188,23 @@ async fn serve_udp(
             }
         };
         let packet = &buffer[..length];
-        let handled = handle_packet(&zones.current(), packet, true);
+        let current = zones.current();
+        cache.follow(&current);
+        let plain = fastpath::read_query(packet, true, &mut key);
+        if let Some(query) = &plain
+            && cache.answer(&key, query, packet, &mut reply)
+        {
+            if let Err(error) = socket.send_to(&reply, peer).await {
+                tracing::debug!(%error, %peer, "dns: udp send failed");
+            }
+            continue;
+        }
+        let handled = handle_packet(&current, packet, true);
         match handled {
             Handled::Reply(bytes) => {
+                if let Some(query) = &plain {
+                    cache.keep(&key, &bytes, query);
+                }
                 if let Err(error) = socket.send_to(&bytes, peer).await {
                     tracing::debug!(%error, %peer, "dns: udp send failed");
                 }

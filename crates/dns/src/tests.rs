@@ -369,6 +369,71 @@ fn resolv_conf_upstreams_skip_loopback() {
     );
 }
 
+#[test]
+fn cached_answers_are_the_full_paths_with_the_new_id_and_letters() {
+    let zones = Arc::new(zones(&[]));
+    let mut cache = crate::fastpath::AnswerCache::default();
+    cache.follow(&zones);
+    let mut key = Vec::new();
+    let mut reply = Vec::new();
+    let first = resolve::query(1, "web.default.svc.cluster.local.", RecordType::A)
+        .to_vec()
+        .unwrap();
+    let query = crate::fastpath::read_query(&first, true, &mut key).expect("a plain query");
+    assert!(!cache.answer(&key, &query, &first, &mut reply));
+    let Handled::Reply(full) = handle_packet(&zones, &first, true) else {
+        panic!("no reply");
+    };
+    cache.keep(&key, &full, &query);
+    for (id, name, record_type) in [
+        (2, "WEB.default.svc.Cluster.Local.", RecordType::A),
+        (3, "nothere.default.svc.cluster.local.", RecordType::A),
+        (4, "web.default.svc.cluster.local.", RecordType::AAAA),
+    ] {
+        let packet = resolve::query(id, name, record_type).to_vec().unwrap();
+        let query = crate::fastpath::read_query(&packet, true, &mut key).unwrap();
+        let Handled::Reply(full) = handle_packet(&zones, &packet, true) else {
+            panic!("no reply");
+        };
+        if !cache.answer(&key, &query, &packet, &mut reply) {
+            cache.keep(&key, &full, &query);
+            assert!(cache.answer(&key, &query, &packet, &mut reply));
+        }
+        // The same message; names may be compressed differently, as
+        // hickory compresses only names of the same letters.
+        assert_eq!(
+            Message::from_vec(&reply).unwrap(),
+            Message::from_vec(&full).unwrap(),
+            "{name} {record_type}"
+        );
+        assert_eq!(
+            &reply[12..query_name_end(&packet)],
+            &packet[12..query_name_end(&packet)]
+        );
+    }
+    // New zones: the cache starts over.
+    cache.follow(&Arc::new(zones_clone(&zones)));
+    assert!(!cache.answer(&key, &query, &first, &mut reply));
+}
+
+fn query_name_end(packet: &[u8]) -> usize {
+    let mut offset = 12;
+    while packet[offset] != 0 {
+        offset += 1 + usize::from(packet[offset]);
+    }
+    offset + 1
+}
+
+fn zones_clone(zones: &Zones) -> Zones {
+    Zones {
+        cluster: Arc::clone(&zones.cluster),
+        reverse_v4: Arc::clone(&zones.reverse_v4),
+        reverse_v6: Arc::clone(&zones.reverse_v6),
+        reverse_authority: zones.reverse_authority.clone(),
+        skydns: Arc::clone(&zones.skydns),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 

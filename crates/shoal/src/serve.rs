@@ -380,10 +380,11 @@ async fn start_dns(
     tokio::spawn(async move {
         // Another server may be writing the same objects, or the API may
         // still be settling: retry for a minute.
-        for _ in 0..30 {
+        for attempt in 0..30 {
             match dns::kube_dns::ensure(client.clone(), cluster_ip, address, port).await {
                 Ok(()) => return,
-                Err(error) => tracing::debug!(%error, "kube-dns not written yet"),
+                Err(error) if attempt < 3 => tracing::debug!(%error, "kube-dns not written yet"),
+                Err(error) => tracing::warn!(%error, "kube-dns not written yet"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }

@@ -178,6 +178,11 @@ impl Shoal {
         }
     }
 
+    /// The store's client URL (for etcdctl).
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
