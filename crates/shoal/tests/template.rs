@@ -284,6 +284,9 @@ fn scenario(flavor: Flavor) {
 }
 "#,
     );
+    // The watch starts while its template cannot render: the error is
+    // logged, the old file kept, and writing the key mends it.
+    delete(&cluster, "/app/name");
     let log = dir.join("watch.log");
     let mut child = shoal_template(
         &cluster,
@@ -305,6 +308,26 @@ fn scenario(flavor: Flavor) {
     .stderr(std::fs::File::create(&log).expect("a log file"))
     .spawn()
     .expect("start shoal template --watch");
+    let deadline = Instant::now() + RENDER_WAIT;
+    while !read(&log).contains("key does not exist: /app/name") {
+        assert!(
+            Instant::now() < deadline,
+            "no render error logged:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        read(&log).contains(&format!("{watched}:1: key does not exist: /app/name")),
+        "the logged error names the template line:\n{}",
+        read(&log)
+    );
+    assert_eq!(
+        read(&dest_path),
+        first,
+        "the old file is kept while the render fails"
+    );
+    put(&cluster, "/app/name", "web");
     wait_for_text(
         &dest_path,
         "upstream web {\n    server 127.0.0.1:8080 down;\n}\n",

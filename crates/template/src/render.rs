@@ -224,6 +224,52 @@ a,b X yes a_b_c
     }
 
     #[test]
+    fn services_and_their_endpoints_render_from_the_snapshot() {
+        use crate::data::{ServiceData, ServiceName};
+        let slice = |name: &str, ips: &[&str]| {
+            serde_json::json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "web"}},
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip]})).collect::<Vec<_>>()
+            })
+        };
+        let web = ServiceName::parse("default/web").unwrap();
+        let missing = ServiceName::parse("default/gone").unwrap();
+        let mut snapshot = Snapshot::default();
+        snapshot.services.insert(
+            web,
+            ServiceData {
+                service: Some(serde_json::json!({
+                    "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.20", "clusterIPs": ["10.43.0.20"],
+                             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}
+                })),
+                // An address in two slices (a pod moving between them) is listed once.
+                slices: vec![slice("web-a", &["10.42.1.2", "10.42.0.9"]), slice("web-b", &["10.42.0.9"])],
+            },
+        );
+        snapshot.services.insert(missing, ServiceData::default());
+        let snapshot = Rc::new(snapshot);
+        let rendered = render(
+            "t.tmpl",
+            "{{with service \"web\"}}{{.ClusterIP}} {{.Type}}{{range .Ports}} {{.Name}}:{{.Port}}->{{.TargetPort}}{{end}}{{end}}\n\
+             {{range endpoints \"default/web\"}}{{.IP}}:{{.Port}} {{end}}\n\
+             {{len (endpoints \"default/gone\")}}",
+            snapshot.clone(),
+        )
+        .expect("renders");
+        assert_eq!(
+            rendered.text,
+            "10.43.0.20 ClusterIP http:80->http\n10.42.0.9:8080 10.42.1.2:8080 \n0"
+        );
+        let error = render("t.tmpl", "\n{{service \"default/gone\"}}", snapshot)
+            .expect_err("no such service");
+        assert_eq!(
+            error.to_string(),
+            "t.tmpl:2: service default/gone does not exist"
+        );
+    }
+
+    #[test]
     fn the_services_named_are_reported() {
         let rendered = render(
             "t.tmpl",

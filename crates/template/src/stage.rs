@@ -24,8 +24,7 @@ pub struct Commands {
 /// What a sync did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The destination already held the rendered text (and had the mode it
-    /// would be given): nothing was run.
+    /// The destination already held the rendered text: nothing was run.
     Unchanged,
     /// The destination was replaced and the reload command (if any) ran.
     Replaced,

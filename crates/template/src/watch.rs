@@ -1,9 +1,10 @@
 //! `--watch`: one store watch per key prefix and per Service the template
 //! reads (its EndpointSlices' namespace, filtered by the service-name label,
 //! and its Service object), each started just after the revision the last
-//! render read, so no change falls between a render and its watches. A
-//! burst of changes is one render: a change schedules a sync a short quiet
-//! window later, and changes within the window join it.
+//! render read, so no change falls between a render and its watches. Renders
+//! for changes start at least a short window apart: a change after a quiet
+//! spell is rendered at once, and the changes of a burst that follow it
+//! join one render at the window's end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::Templater;
 use crate::data::{ServiceName, slice_belongs_to};
 use crate::stage::Outcome;
 
-/// How long after a change the sync waits for more changes to join it.
+/// The least time between the starts of two syncs for changes.
 const COALESCE_WINDOW: Duration = Duration::from_millis(100);
 /// The first retry after a failed sync or a lost watch, doubled each time
 /// up to the maximum.
@@ -99,10 +100,12 @@ pub async fn run(templater: &Templater, shutdown: impl std::future::Future<Outpu
     let mut watchers: BTreeMap<Target, JoinHandle<()>> = BTreeMap::new();
     let mut retry_delay = FIRST_RETRY_DELAY;
     let mut next_sync = Some(Instant::now());
+    let mut last_sync: Option<Instant> = None;
     let dest = templater.settings().dest.display().to_string();
     loop {
         if next_sync.is_some_and(|at| at <= Instant::now()) {
             next_sync = None;
+            last_sync = Some(Instant::now());
             let result = tokio::select! {
                 _ = &mut shutdown => break,
                 result = templater.sync() => result,
@@ -145,7 +148,8 @@ pub async fn run(templater: &Templater, shutdown: impl std::future::Future<Outpu
             Some(notice) = notices.recv() => match notice {
                 Notice::Changed(target) => {
                     tracing::debug!("{target} changed");
-                    let at = Instant::now() + COALESCE_WINDOW;
+                    let now = Instant::now();
+                    let at = last_sync.map_or(now, |last| (last + COALESCE_WINDOW).max(now));
                     next_sync = Some(next_sync.map_or(at, |scheduled| scheduled.min(at)));
                 }
                 Notice::Lost(target, error) => {
