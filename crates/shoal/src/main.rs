@@ -60,6 +60,10 @@ enum Command {
     /// Run seeds of the store's deterministic simulation (simulated network,
     /// clock and disk; one checker per invariant). See TESTING.md.
     Sim(Box<sim::SimArgs>),
+    /// The node's service proxy (its rules are run by the agent of
+    /// `shoal up`).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -78,6 +82,14 @@ struct ControllersArgs {
     node_monitor_grace_period: std::time::Duration,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+}
+
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// Delete every rule the service proxy made on this machine (its
+    /// nftables table `ip shoal`). Stopping the agent leaves them, so that
+    /// running pods keep reaching services.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -433,6 +445,19 @@ fn main() -> ExitCode {
             };
         }
         Command::Sim(args) => return sim::run(*args),
+        Command::Proxy(ProxyCommand::Cleanup) => {
+            return match proxy::cleanup() {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("the service proxy has no rules on this machine");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: cannot delete the service proxy's rules: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Controllers(args) => {
             init_logging(args.log_level);
             return match serve::run_controllers(
