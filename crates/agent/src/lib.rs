@@ -1,7 +1,8 @@
 //! shoal's node agent, kubelet's role: one per machine. It registers the
 //! machine as a Node, renews the Node's Lease in `kube-node-lease` as its
 //! heartbeat, reports the Node's status when it changes (or once a minute),
-//! and converges the machine to the pods bound to it.
+//! converges the machine to the pods bound to it, and runs the service
+//! proxy (`proxy`: Services and EndpointSlices as nftables rules).
 //!
 //! The agent reaches the cluster only through the Kubernetes API (a
 //! `kube::Client`), never the store: a machine that joined with `--join`
@@ -296,6 +297,18 @@ pub async fn run(
         nodes,
         config.node_name.clone(),
         pod_runtime.clone(),
+        shutdown.clone(),
+    ));
+    // The service proxy (kube-proxy's role): its rules stay when the agent
+    // stops, so running pods keep reaching services; `shoal proxy cleanup`
+    // removes them.
+    tasks.spawn(proxy::run(
+        client.clone(),
+        proxy::ProxyConfig::new(proxy::NodeContext {
+            node_name: config.node_name.clone(),
+            cluster_cidr,
+        }),
+        proxy::Observer::default(),
         shutdown.clone(),
     ));
     let stream_runtime = pod_runtime.clone();

@@ -64,6 +64,10 @@ enum Command {
     /// Render a configuration file from store keys and Services' endpoints,
     /// check it, swap it in atomically and reload (confd's role).
     Template(Box<template::TemplateArgs>),
+    /// The node's service proxy (its rules are run by the agent of
+    /// `shoal up`).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -82,6 +86,14 @@ struct ControllersArgs {
     node_monitor_grace_period: std::time::Duration,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+}
+
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// Delete every rule the service proxy made on this machine (its
+    /// nftables table `ip shoal`). Stopping the agent leaves them, so that
+    /// running pods keep reaching services.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -472,6 +484,19 @@ fn main() -> ExitCode {
         Command::Template(args) => {
             init_logging(args.log_level);
             return template::run(*args);
+        }
+        Command::Proxy(ProxyCommand::Cleanup) => {
+            return match proxy::cleanup() {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("the service proxy has no rules on this machine");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: cannot delete the service proxy's rules: {error}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Controllers(args) => {
             init_logging(args.log_level);

@@ -634,10 +634,20 @@ pub fn connect(attachment: &Attachment, host_ns: &File, container_ns: &File) -> 
         )),
     )?;
     setns(host_ns, CloneFlags::CLONE_NEWNET).context("cannot return to the host's network")?;
+    // Hairpin mode: where br_netfilter is loaded (Docker and many
+    // distributions load it), a packet a container sends to a service or
+    // host port that DNATs back to that same container is bridged rather
+    // than routed, and a bridge sends a frame back out of the port it came
+    // in on only in hairpin mode (kubelet's "hairpin-veth" for the same
+    // reason).
     let host_side = tool(
         "ip",
-        &["link", "set", host_veth, "master", bridge, "up"],
-        None,
+        &["-batch", "-"],
+        Some(&format!(
+            "link set {host_veth} master {bridge} up
+             link set {host_veth} type bridge_slave hairpin on
+"
+        )),
     );
     setns(container_ns, CloneFlags::CLONE_NEWNET)
         .context("cannot enter the container's network")?;
