@@ -117,6 +117,19 @@ fn wait_for_text(dest: &Path, expected: &str, log: &Path) {
     );
 }
 
+/// A running `shoal template --watch`, killed if the test ends before it
+/// stopped (a failed assertion must not leave it running).
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// SIGTERM, then the exit status within a bound.
 fn terminate(child: &mut Child, log: &Path) -> std::process::ExitStatus {
     let status = Command::new("kill")
@@ -288,26 +301,28 @@ fn scenario(flavor: Flavor) {
     // logged, the old file kept, and writing the key mends it.
     delete(&cluster, "/app/name");
     let log = dir.join("watch.log");
-    let mut child = shoal_template(
-        &cluster,
-        &[
-            "--template-file",
-            &watched,
-            "--dest",
-            &dest,
-            "--keys",
-            "/app",
-            "--reload-cmd",
-            &reload_cmd,
-            "--watch",
-        ],
-    )
-    // The watch's own debug lines (what changed), not the gRPC stack's.
-    .env("SHOAL_LOG", "info,template=debug")
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).expect("a log file"))
-    .spawn()
-    .expect("start shoal template --watch");
+    let mut watcher = Watcher(
+        shoal_template(
+            &cluster,
+            &[
+                "--template-file",
+                &watched,
+                "--dest",
+                &dest,
+                "--keys",
+                "/app",
+                "--reload-cmd",
+                &reload_cmd,
+                "--watch",
+            ],
+        )
+        // The watch's own debug lines (what changed), not the gRPC stack's.
+        .env("SHOAL_LOG", "info,template=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("start shoal template --watch"),
+    );
     let deadline = Instant::now() + RENDER_WAIT;
     while !read(&log).contains("key does not exist: /app/name") {
         assert!(
@@ -365,7 +380,7 @@ fn scenario(flavor: Flavor) {
         "upstream web2 {\n    server 127.0.0.1:8080 down;\n}\n",
         &log,
     );
-    let status = terminate(&mut child, &log);
+    let status = terminate(&mut watcher.0, &log);
     assert!(
         status.success(),
         "a clean stop on SIGTERM: {status}; log:\n{}",
