@@ -255,7 +255,9 @@ pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Resul
         }
         _ => {}
     }
-    // Node ports carry over when the update leaves them out.
+    // Node ports carry over when the update leaves them out, if the new
+    // type has node ports.
+    let keeps_node_ports = needs_node_ports(new);
     if let (Some(old_ports), Some(new_ports)) = (
         old.pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -263,6 +265,9 @@ pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Resul
         new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
     ) {
         for port in new_ports.iter_mut() {
+            if !keeps_node_ports {
+                continue;
+            }
             if port.get("nodePort").is_some_and(|value| !value.is_null()) {
                 continue;
             }
@@ -276,6 +281,172 @@ pub fn on_update(resource: &ResourceType, old: &Value, new: &mut Value) -> Resul
         }
     }
     Ok(())
+}
+
+/// Before validation: an updated Service whose new type has no node ports
+/// drops the ones the update kept as they were (upstream's
+/// `dropTypeDependentFields`), so `type: ClusterIP` alone is a valid change.
+pub fn drop_type_dependent_fields(resource: &ResourceType, old: &Value, new: &mut Value) {
+    if !is_service(resource) || needs_node_ports(new) {
+        return;
+    }
+    let held = node_ports_of(old);
+    for port in new
+        .pointer_mut("/spec/ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let unchanged = port
+            .get("nodePort")
+            .and_then(Value::as_u64)
+            .and_then(|given| u16::try_from(given).ok())
+            .is_some_and(|given| held.contains(&given));
+        if unchanged && let Some(fields) = port.as_object_mut() {
+            fields.remove("nodePort");
+        }
+    }
+}
+
+fn needs_node_ports(service: &Value) -> bool {
+    matches!(
+        service.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+fn node_ports_of(service: &Value) -> Vec<u16> {
+    service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|port| port.get("nodePort").and_then(Value::as_u64))
+        .filter_map(|port| u16::try_from(port).ok())
+        .filter(|port| *port != 0)
+        .collect()
+}
+
+/// The node ports an update claimed, and those it gives up once written.
+#[derive(Debug, Default)]
+pub struct NodePortChanges {
+    claimed: Vec<String>,
+    given_up: Vec<String>,
+}
+
+impl NodePortChanges {
+    /// The update was written: the ports it no longer uses go back.
+    pub async fn commit(self, kv: &dyn client::Kv) {
+        release_keys(kv, self.given_up).await;
+    }
+
+    /// The update was not written: what it claimed goes back.
+    pub async fn abandon(self, kv: &dyn client::Kv) {
+        release_keys(kv, self.claimed).await;
+    }
+}
+
+/// Claims the node ports an updated Service newly needs (a ClusterIP
+/// Service becoming a NodePort one, a port added or given another node
+/// port), answering a port taken or out of range as upstream does, and
+/// notes the ones it stops using (a NodePort Service becoming a ClusterIP
+/// one). Claims nothing on a dry run.
+pub async fn on_update_node_ports(
+    api: &Api,
+    resource: &ResourceType,
+    old: &Value,
+    new: &mut Value,
+    dry_run: bool,
+) -> Result<NodePortChanges, ApiError> {
+    let mut changes = NodePortChanges::default();
+    if !is_service(resource) {
+        return Ok(changes);
+    }
+    let held = node_ports_of(old);
+    let owner = format!(
+        "{}/{}",
+        new.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        new.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if needs_node_ports(new)
+        && let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut)
+    {
+        for (index, port) in ports.iter_mut().enumerate() {
+            let wanted = port.get("nodePort").and_then(Value::as_u64).unwrap_or(0);
+            let port_error = |detail: &str| {
+                ApiError::invalid(
+                    resource,
+                    &name,
+                    vec![Cause::invalid(
+                        format!("spec.ports[{index}].nodePort"),
+                        &json!(wanted),
+                        detail,
+                    )],
+                )
+            };
+            if wanted != 0 {
+                let Some(wanted) = u16::try_from(wanted)
+                    .ok()
+                    .filter(|port| NODE_PORTS.contains(port))
+                else {
+                    changes.abandon(api.kv.as_ref()).await;
+                    return Err(port_error(&format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    )));
+                };
+                if held.contains(&wanted) || dry_run {
+                    continue;
+                }
+                let key = port_key(wanted);
+                if !claim(api, &key, &owner).await? {
+                    changes.abandon(api.kv.as_ref()).await;
+                    return Err(port_error("provided port is already allocated"));
+                }
+                changes.claimed.push(key);
+                continue;
+            }
+            let mut found = None;
+            for _ in 0..64 {
+                let candidate = NODE_PORTS.start()
+                    + rand::random::<u16>() % (NODE_PORTS.end() - NODE_PORTS.start() + 1);
+                if held.contains(&candidate) {
+                    continue;
+                }
+                if dry_run || claim(api, &port_key(candidate), &owner).await? {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            let Some(chosen) = found else {
+                changes.abandon(api.kv.as_ref()).await;
+                return Err(ApiError::internal(
+                    "failed to allocate a nodePort: range is full",
+                ));
+            };
+            if !dry_run {
+                changes.claimed.push(port_key(chosen));
+            }
+            port["nodePort"] = json!(chosen);
+        }
+    }
+    let kept = node_ports_of(new);
+    changes.given_up = held
+        .into_iter()
+        .filter(|port| !kept.contains(port))
+        .map(port_key)
+        .collect();
+    Ok(changes)
 }
 
 /// Gives a deleted Service's addresses back.

@@ -326,6 +326,14 @@ pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
                 if matches!(service_type, "NodePort" | "LoadBalancer") {
                     set_default(spec, "externalTrafficPolicy", json!("Cluster"));
                 }
+                // Upstream's default stickiness: three hours.
+                if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP")
+                    && spec
+                        .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+                        .is_none_or(Value::is_null)
+                {
+                    spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+                }
                 if service_type != "ExternalName" {
                     set_default(spec, "ipFamilies", json!(["IPv4"]));
                     set_default(spec, "ipFamilyPolicy", json!("SingleStack"));

@@ -239,8 +239,8 @@ impl Api {
     }
 
     /// The `kubernetes` Service in `default` (the service range's first
-    /// address, port 443) and its Endpoints, the API's own address: how
-    /// pods find the API, as kube-apiserver publishes it.
+    /// address, port 443), its Endpoints and its EndpointSlice, the API's
+    /// own address: how pods find the API, as kube-apiserver publishes it.
     async fn bootstrap_kubernetes_service(&self) -> Result<(), String> {
         let (host, port) = self
             .config
@@ -262,11 +262,24 @@ impl Api {
             "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
         });
-        for (plural, object) in [("services", service), ("endpoints", endpoints)] {
+        // The Endpoints are not mirrored (skip-mirror): kube-apiserver
+        // writes the slice the proxies read itself, named as the Service.
+        let slice = serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]
+        });
+        for (group, plural, object) in [
+            ("", "services", service),
+            ("", "endpoints", endpoints),
+            ("discovery.k8s.io", "endpointslices", slice),
+        ] {
             let resource = self
                 .registry
-                .find("", "v1", plural)
-                .ok_or("a core resource is not registered")?;
+                .find(group, "v1", plural)
+                .ok_or("a built-in resource is not registered")?;
             let options = handlers::WriteOptions {
                 field_manager: Some("kube-apiserver".to_string()),
                 ..Default::default()

@@ -26,16 +26,43 @@ impl Cause {
         }
     }
 
-    /// `Invalid value: <value>: <detail>`, as Go's field.Invalid renders it.
+    /// `Invalid value: <value>: <detail>`, as Go's field.Invalid renders it
+    /// (a list of strings as Go's `%#v` does: `[]string{"10.43.0.5"}`).
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Cause {
         let shown = match value {
             Value::String(text) => format!("\"{text}\""),
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                let quoted: Vec<String> = items.iter().map(Value::to_string).collect();
+                format!("[]string{{{}}}", quoted.join(", "))
+            }
             other => other.to_string(),
         };
         Cause {
             reason: "FieldValueInvalid",
             field: field.into(),
             message: format!("Invalid value: {shown}: {detail}"),
+        }
+    }
+
+    /// `Forbidden: <detail>`, as Go's field.Forbidden renders it.
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+
+    /// `Duplicate value: <value>`, as Go's field.Duplicate renders it.
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Cause {
+        let shown = match value {
+            Value::String(text) => format!("\"{text}\""),
+            other => other.to_string(),
+        };
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {shown}"),
         }
     }
 

@@ -257,6 +257,23 @@ pub fn validate(resource: &ResourceType, object: &Value) -> Vec<Cause> {
                     causes.push(Cause::required("spec.ports"));
                 }
             }
+            let types = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+            if let Some(given) = object.pointer("/spec/type")
+                && !given.as_str().is_some_and(|given| types.contains(&given))
+            {
+                causes.push(Cause::unsupported("spec.type", given, &types));
+            }
+            if let Some(given) = object.pointer("/spec/sessionAffinity")
+                && !matches!(given.as_str(), Some("ClientIP" | "None"))
+            {
+                causes.push(Cause::unsupported(
+                    "spec.sessionAffinity",
+                    given,
+                    &["ClientIP", "None"],
+                ));
+            }
+            let n_ports = ports.map_or(0, Vec::len);
+            let mut names = std::collections::HashSet::new();
             for (index, port) in ports.into_iter().flatten().enumerate() {
                 let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&number) {
@@ -264,6 +281,31 @@ pub fn validate(resource: &ResourceType, object: &Value) -> Vec<Cause> {
                         format!("spec.ports[{index}].port"),
                         port.get("port").unwrap_or(&Value::Null),
                         "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                let name = port.get("name").and_then(Value::as_str).unwrap_or("");
+                if n_ports > 1 && name.is_empty() {
+                    causes.push(Cause::required(format!("spec.ports[{index}].name")));
+                } else if !name.is_empty() && !names.insert(name) {
+                    causes.push(Cause::duplicate(
+                        format!("spec.ports[{index}].name"),
+                        &Value::String(name.to_string()),
+                    ));
+                }
+                if let Some(protocol) = port.get("protocol")
+                    && !matches!(protocol.as_str(), Some("TCP" | "UDP" | "SCTP"))
+                {
+                    causes.push(Cause::unsupported(
+                        format!("spec.ports[{index}].protocol"),
+                        protocol,
+                        &["SCTP", "TCP", "UDP"],
+                    ));
+                }
+                let node_port = port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+                if node_port != 0 && service_type == Some("ClusterIP") {
+                    causes.push(Cause::forbidden(
+                        format!("spec.ports[{index}].nodePort"),
+                        "may not be used when `type` is 'ClusterIP'",
                     ));
                 }
             }

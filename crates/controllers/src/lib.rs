@@ -28,6 +28,7 @@ pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod servicelb;
 pub mod tainteviction;
 
 use std::future::Future;
@@ -143,6 +144,7 @@ pub fn start(
         workers,
         stop.clone(),
     ));
+    tasks.spawn(servicelb::run(Arc::clone(&cluster), workers, stop.clone()));
     tasks.spawn(tainteviction::run(
         Arc::clone(&cluster),
         workers,

@@ -476,11 +476,20 @@ pub(super) async fn store_update(
             .unwrap_or(1);
         objects::metadata_mut(&mut merged).insert("generation".to_string(), json!(generation + 1));
     }
+    crate::allocate::drop_type_dependent_fields(resource, &current.object, &mut merged);
     let causes = validation::validate(resource, &merged);
     if !causes.is_empty() {
         return Err(ApiError::invalid(resource, &name, causes));
     }
     crate::allocate::on_update(resource, &current.object, &mut merged)?;
+    let node_ports = crate::allocate::on_update_node_ports(
+        api,
+        resource,
+        &current.object,
+        &mut merged,
+        options.dry_run,
+    )
+    .await?;
     // A finalizer list emptied on an object being deleted completes the delete.
     let finishing = merged.pointer("/metadata/deletionTimestamp").is_some()
         && merged
@@ -491,6 +500,7 @@ pub(super) async fn store_update(
         return Ok(Some(merged));
     }
     if finishing {
+        node_ports.abandon(api.kv.as_ref()).await;
         return match storage::delete_if(api.kv.as_ref(), key, current.mod_revision).await? {
             Written::Done(_) => {
                 crate::registry_sync::after_delete(api, resource, &merged);
@@ -512,16 +522,26 @@ pub(super) async fn store_update(
     };
     if unchanged {
         // kube-apiserver writes nothing for a no-op update.
+        node_ports.abandon(api.kv.as_ref()).await;
         return Ok(Some(current.object.clone()));
     }
-    match write_if(api, resource, key, &merged, current.mod_revision).await? {
-        Written::Done(revision) => {
+    let written = write_if(api, resource, key, &merged, current.mod_revision).await;
+    match written {
+        Ok(Written::Done(revision)) => {
+            node_ports.commit(api.kv.as_ref()).await;
             objects::metadata_mut(&mut merged)
                 .insert("resourceVersion".to_string(), json!(revision.to_string()));
             crate::registry_sync::after_write(api, resource, &merged);
             Ok(Some(merged))
         }
-        Written::Lost => Ok(None),
+        Ok(Written::Lost) => {
+            node_ports.abandon(api.kv.as_ref()).await;
+            Ok(None)
+        }
+        Err(error) => {
+            node_ports.abandon(api.kv.as_ref()).await;
+            Err(error)
+        }
     }
 }
 
