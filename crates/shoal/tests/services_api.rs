@@ -360,6 +360,12 @@ spec:
         },
         |exists| !exists,
     );
+    // Its slices go with it (their owner reference to it).
+    cluster.wait_for(
+        "web-all's slices deleted",
+        |cluster| cluster.slices_of("web-all").len(),
+        |count| *count == 0,
+    );
 }
 
 #[test]
