@@ -130,6 +130,27 @@ impl Cluster {
         seen
     }
 
+    /// Asserts that nothing writes a Service's Endpoints or slices again
+    /// for two seconds (a controller that found its own write different
+    /// from what it wants would write in a loop).
+    fn assert_settled(&self, service: &str) {
+        let versions = || {
+            let endpoints = self.json(&format!("kubectl get endpoints {service} -o json"));
+            let mut versions = vec![endpoints["metadata"]["resourceVersion"].to_string()];
+            for slice in self.slices_of(service) {
+                versions.push(slice["metadata"]["resourceVersion"].to_string());
+            }
+            versions
+        };
+        let settled = versions();
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            versions(),
+            settled,
+            "{service}'s endpoints are written again"
+        );
+    }
+
     /// The EndpointSlices of a Service.
     fn slices_of(&self, service: &str) -> Vec<Value> {
         let list = self.json(&format!(
@@ -283,6 +304,8 @@ spec:
                 .collect()
         },
     );
+    // Settled: nothing is written again.
+    cluster.assert_settled("web");
     for slice in cluster.slices_of("web") {
         assert_eq!(
             slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
@@ -360,6 +383,12 @@ spec:
         },
         |exists| !exists,
     );
+    // Its slices go with it (their owner reference to it).
+    cluster.wait_for(
+        "web-all's slices deleted",
+        |cluster| cluster.slices_of("web-all").len(),
+        |count| *count == 0,
+    );
 }
 
 #[test]
@@ -420,7 +449,7 @@ subsets:
     );
 
     // The user's Endpoints are left as they were written.
-    std::thread::sleep(Duration::from_secs(2));
+    cluster.assert_settled("db");
     assert_eq!(
         cluster.endpoints_of("db"),
         addresses(&[
@@ -598,7 +627,7 @@ metadata:
 spec:
   selector: {app: web}
   ports:
-  - {name: http, port: 80, targetPort: 8080}
+  - {port: 80, targetPort: 8080}
 "#,
     );
     for index in 1..=5 {
@@ -616,6 +645,8 @@ spec:
         |cluster| cluster.slice_endpoints_of("web").len(),
         |count| *count == 5,
     );
+    // Settled, with an unnamed port too: nothing is written again.
+    cluster.assert_settled("web");
     let ip = cluster.json("kubectl get service web -o json")["spec"]["clusterIP"]
         .as_str()
         .unwrap()

@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 
-use crate::cluster::{BY_SERVICE, Cluster, SERVICE_NAME_LABEL};
+use crate::cluster::{BY_NODE, BY_SERVICE, Cluster, SERVICE_NAME_LABEL};
 use crate::endpoint::core as endpoints;
 use crate::ownership::controller_reference;
 use crate::runtime::{Change, Next, Stop, WorkQueue, key_of};
@@ -254,6 +254,33 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         let cluster_for_handler = Arc::clone(&cluster);
         cluster.pods.on_change(move |change| {
             crate::endpoint::queue_services_of_pod(&cluster_for_handler, &queue, change);
+        });
+    }
+    {
+        // A node's zone is its endpoints' zone.
+        let queue = Arc::clone(&queue);
+        let cluster_for_handler = Arc::clone(&cluster);
+        cluster.nodes.on_change(move |change| {
+            let Change::Updated { old, new } = change else {
+                return;
+            };
+            let zone = |node: &k8s_openapi::api::core::v1::Node| {
+                node.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(core::ZONE_LABEL).cloned())
+            };
+            if zone(old) == zone(new) {
+                return;
+            }
+            let name = new.metadata.name.as_deref().unwrap_or_default();
+            for pod in cluster_for_handler.pods.by_index(BY_NODE, name) {
+                crate::endpoint::queue_services_of_pod(
+                    &cluster_for_handler,
+                    &queue,
+                    &Change::Added(pod.as_ref()),
+                );
+            }
         });
     }
     {
