@@ -516,11 +516,9 @@ fn taken_or_out_of_range_addresses_answer_as_upstream() {
             "  clusterIP: 192.168.7.7\n  ports:\n  - port: 80\n",
         ),
     );
-    assert!(
-        outside.trim().starts_with(
-            "The Service \"outside\" is invalid: spec.clusterIPs: Invalid value: []string{\"192.168.7.7\"}: failed to allocate IP"
-        ) && outside.contains("is not in the valid range. The range of valid IPs is 10."),
-        "{outside}"
+    assert_eq!(
+        outside.trim(),
+        "The Service \"outside\" is invalid: spec.clusterIPs: Invalid value: []string{\"192.168.7.7\"}: failed to allocate IP 192.168.7.7: provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16"
     );
 
     cluster.apply(
