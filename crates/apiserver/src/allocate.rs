@@ -73,6 +73,46 @@ fn invalid(
     ApiError::invalid(resource, name, vec![Cause::invalid(field, value, detail)])
 }
 
+/// A node port asked for, if it is one.
+fn node_port_in_range(wanted: u64) -> Option<u16> {
+    u16::try_from(wanted)
+        .ok()
+        .filter(|port| NODE_PORTS.contains(port))
+}
+
+fn node_port_out_of_range() -> String {
+    format!(
+        "provided port is not in the valid range. The range of valid ports is {}-{}",
+        NODE_PORTS.start(),
+        NODE_PORTS.end()
+    )
+}
+
+fn node_ports_full() -> ApiError {
+    ApiError::internal("failed to allocate a nodePort: range is full")
+}
+
+/// A free node port, claimed for `owner` (only looked for on a dry run),
+/// other than those in `held`; `None` when 64 random tries found none.
+async fn claim_free_node_port(
+    api: &Api,
+    owner: &str,
+    held: &[u16],
+    dry_run: bool,
+) -> Result<Option<u16>, ApiError> {
+    for _ in 0..64 {
+        let candidate = NODE_PORTS.start()
+            + rand::random::<u16>() % (NODE_PORTS.end() - NODE_PORTS.start() + 1);
+        if held.contains(&candidate) {
+            continue;
+        }
+        if dry_run || claim(api, &port_key(candidate), owner).await? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
 /// Allocates a new Service's ClusterIP and node ports (claims nothing on a
 /// dry run).
 pub async fn on_create(
@@ -195,28 +235,16 @@ pub async fn on_create(
                 )
             };
             let chosen = if wanted != 0 {
-                let out_of_range = "provided port is not in the valid range. The range of valid ports is 30000-32767";
-                let wanted = u16::try_from(wanted)
-                    .ok()
-                    .filter(|port| NODE_PORTS.contains(port))
-                    .ok_or_else(|| port_error(out_of_range))?;
+                let wanted = node_port_in_range(wanted)
+                    .ok_or_else(|| port_error(&node_port_out_of_range()))?;
                 if !dry_run && !claim(api, &port_key(wanted), &owner).await? {
                     return Err(port_error("provided port is already allocated"));
                 }
                 wanted
             } else {
-                let mut found = None;
-                for _ in 0..64 {
-                    let candidate = NODE_PORTS.start()
-                        + rand::random::<u16>() % (NODE_PORTS.end() - NODE_PORTS.start() + 1);
-                    if dry_run || claim(api, &port_key(candidate), &owner).await? {
-                        found = Some(candidate);
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
-                    ApiError::internal("failed to allocate a nodePort: range is full")
-                })?
+                claim_free_node_port(api, &owner, &[], dry_run)
+                    .await?
+                    .ok_or_else(node_ports_full)?
             };
             port["nodePort"] = json!(chosen);
         }
@@ -394,16 +422,9 @@ pub async fn on_update_node_ports(
                 )
             };
             if wanted != 0 {
-                let Some(wanted) = u16::try_from(wanted)
-                    .ok()
-                    .filter(|port| NODE_PORTS.contains(port))
-                else {
+                let Some(wanted) = node_port_in_range(wanted) else {
                     changes.abandon(api.kv.as_ref()).await;
-                    return Err(port_error(&format!(
-                        "provided port is not in the valid range. The range of valid ports is {}-{}",
-                        NODE_PORTS.start(),
-                        NODE_PORTS.end()
-                    )));
+                    return Err(port_error(&node_port_out_of_range()));
                 };
                 if held.contains(&wanted) || dry_run {
                     continue;
@@ -416,23 +437,9 @@ pub async fn on_update_node_ports(
                 changes.claimed.push(key);
                 continue;
             }
-            let mut found = None;
-            for _ in 0..64 {
-                let candidate = NODE_PORTS.start()
-                    + rand::random::<u16>() % (NODE_PORTS.end() - NODE_PORTS.start() + 1);
-                if held.contains(&candidate) {
-                    continue;
-                }
-                if dry_run || claim(api, &port_key(candidate), &owner).await? {
-                    found = Some(candidate);
-                    break;
-                }
-            }
-            let Some(chosen) = found else {
+            let Some(chosen) = claim_free_node_port(api, &owner, &held, dry_run).await? else {
                 changes.abandon(api.kv.as_ref()).await;
-                return Err(ApiError::internal(
-                    "failed to allocate a nodePort: range is full",
-                ));
+                return Err(node_ports_full());
             };
             if !dry_run {
                 changes.claimed.push(port_key(chosen));
