@@ -100,6 +100,13 @@ pub enum Workload {
     /// running anything) against a real server and its scheduler: bindings
     /// per second and create-to-bound latency.
     HollowNodes(workloads::hollow::HollowNodesArgs),
+    /// The service proxy's sync against a real API server, rules in the
+    /// network namespace `--netns`: from an endpoint change written to the
+    /// API to its rules in the kernel, and the full resync.
+    ProxySync(workloads::proxy::ProxySyncArgs),
+    /// The service proxy's rules without a server: nftables against
+    /// iptables-restore, a full sync and one endpoint change, in `--netns`.
+    ProxyRules(workloads::proxy::ProxyRulesArgs),
 }
 
 /// Runs one benchmark and prints its summary on stdout (progress goes to
@@ -123,6 +130,13 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             workloads::kube::watch_latency(&args, workload).await?
         }
         Workload::HollowNodes(workload) => workloads::hollow::hollow_nodes(&args, workload).await?,
+        Workload::ProxySync(workload) => workloads::proxy::proxy_sync(workload).await?,
+        Workload::ProxyRules(workload) => {
+            let workload = workload.clone();
+            tokio::task::spawn_blocking(move || workloads::proxy::proxy_rules(&workload))
+                .await
+                .context("the proxy-rules workload panicked")??
+        }
         _ => run_etcd_workload(&args).await?,
     };
     match args.output {
@@ -177,8 +191,10 @@ async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> 
         Workload::KubeCreate(_)
         | Workload::KubeList(_)
         | Workload::KubeWatchLatency(_)
-        | Workload::HollowNodes(_) => {
-            unreachable!("the Kubernetes API workloads are run by run_async")
+        | Workload::HollowNodes(_)
+        | Workload::ProxySync(_)
+        | Workload::ProxyRules(_) => {
+            unreachable!("the Kubernetes API and proxy workloads are run by run_async")
         }
     };
     Ok(summary)

@@ -27,7 +27,6 @@ fn endpoint_chain(targets: &ServiceTargets, endpoint: &Endpoint) -> String {
 
 /// The KUBE-SERVICES rules: one per ClusterIP and port.
 fn write_services(text: &mut String, services: &[ServiceTargets]) {
-    let _ = writeln!(text, ":KUBE-SERVICES - [0:0]");
     for targets in services {
         if targets.cluster.is_empty() {
             continue;
@@ -44,7 +43,19 @@ fn write_services(text: &mut String, services: &[ServiceTargets]) {
     }
 }
 
-/// One service's KUBE-SVC chain and its KUBE-SEP chains.
+/// Declares one service's KUBE-SVC chain and its KUBE-SEP chains
+/// (iptables-restore wants every chain declared before any rule names it).
+fn declare_service(text: &mut String, targets: &ServiceTargets) {
+    if targets.cluster.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, ":{} - [0:0]", service_chain(targets));
+    for endpoint in &targets.cluster {
+        let _ = writeln!(text, ":{} - [0:0]", endpoint_chain(targets, endpoint));
+    }
+}
+
+/// The rules of one service's KUBE-SVC chain and its KUBE-SEP chains.
 fn write_service(text: &mut String, targets: &ServiceTargets, cluster_cidr: &str) {
     if targets.cluster.is_empty() {
         return;
@@ -52,10 +63,6 @@ fn write_service(text: &mut String, targets: &ServiceTargets, cluster_cidr: &str
     let port = &targets.port;
     let protocol = port.protocol.nft();
     let service = service_chain(targets);
-    let _ = writeln!(text, ":{service} - [0:0]");
-    for endpoint in &targets.cluster {
-        let _ = writeln!(text, ":{} - [0:0]", endpoint_chain(targets, endpoint));
-    }
     for ip in &port.cluster_ips {
         let _ = writeln!(
             text,
@@ -96,8 +103,11 @@ fn write_service(text: &mut String, targets: &ServiceTargets, cluster_cidr: &str
 /// 1.26 (and still does on a full sync).
 pub fn full(services: &[ServiceTargets], cluster_cidr: &str) -> String {
     let mut text = String::from(
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n",
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-SERVICES - [0:0]\n",
     );
+    for targets in services {
+        declare_service(&mut text, targets);
+    }
     write_services(&mut text, services);
     for targets in services {
         write_service(&mut text, targets, cluster_cidr);
@@ -122,13 +132,21 @@ pub fn partial(
     after: &ServiceTargets,
     cluster_cidr: &str,
 ) -> String {
-    let mut text = String::from("*nat\n");
+    let mut text = String::from("*nat\n:KUBE-SERVICES - [0:0]\n");
+    declare_service(&mut text, after);
+    // Declared to flush them: a chain must be empty to be deleted.
+    let removed: Vec<&Endpoint> = before
+        .cluster
+        .iter()
+        .filter(|endpoint| !after.cluster.contains(endpoint))
+        .collect();
+    for endpoint in &removed {
+        let _ = writeln!(text, ":{} - [0:0]", endpoint_chain(before, endpoint));
+    }
     write_services(&mut text, services);
     write_service(&mut text, after, cluster_cidr);
-    for endpoint in &before.cluster {
-        if !after.cluster.contains(endpoint) {
-            let _ = writeln!(text, "-X {}", endpoint_chain(before, endpoint));
-        }
+    for endpoint in removed {
+        let _ = writeln!(text, "-X {}", endpoint_chain(before, endpoint));
     }
     text.push_str("COMMIT\n");
     text

@@ -1,7 +1,7 @@
 //! The nftables ruleset, laid out as kube-proxy's nftables mode lays it out
 //! so that an endpoint change is a small transaction: verdict maps from
 //! (address, protocol, port) and from (protocol, node port) to a chain per
-//! service port, which picks an endpoint with `numgen random mod N`, and a
+//! service port, which picks an endpoint with `numgen random`, and a
 //! chain per endpoint that DNATs. Rendering is pure: objects in, `nft -f`
 //! text out; `Nft` is the one place that runs `nft`.
 //!
@@ -134,17 +134,24 @@ fn pick_rules(port: &ServicePort, id: &str, endpoints: &[Endpoint]) -> Vec<Strin
             ));
         }
     }
-    let mut choices = String::new();
+    // One rule per endpoint, each drawing its own number: endpoint k of N
+    // is taken with probability 1/(N-k) when none before it was, which is
+    // 1/N overall (iptables' `statistic` chain). Not one `numgen ... vmap
+    // { … }`: every anonymous vmap is a set of its own, and the kernel
+    // names a new set by scanning the table's sets, so 10,000 of them made
+    // a full sync quadratic (BENCHMARKS.md, the proxy's rule sync).
+    let n_endpoints = endpoints.len();
     for (index, endpoint) in endpoints.iter().enumerate() {
-        if index > 0 {
-            choices.push_str(", ");
+        let remaining = n_endpoints - index;
+        if remaining > 1 {
+            rules.push(format!(
+                "numgen random mod {remaining} == 0 goto {}",
+                endpoint_chain(id, endpoint)
+            ));
+        } else {
+            rules.push(format!("goto {}", endpoint_chain(id, endpoint)));
         }
-        let _ = write!(choices, "{index} : goto {}", endpoint_chain(id, endpoint));
     }
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {choices} }}",
-        endpoints.len()
-    ));
     rules
 }
 
@@ -180,11 +187,11 @@ pub fn service_objects(targets: &ServiceTargets, context: &RuleContext) -> Objec
     }
 
     let masquerade_outsiders = |rules: &mut Vec<String>| {
-        if !port.cluster_ips.is_empty() {
-            let addresses: Vec<String> = port.cluster_ips.iter().map(|ip| ip.to_string()).collect();
+        // One rule per address rather than an anonymous set (see
+        // `pick_rules`).
+        for ip in &port.cluster_ips {
             rules.push(format!(
-                "ip daddr {{ {} }} ip saddr != {cidr} jump mark-for-masquerade",
-                addresses.join(", ")
+                "ip daddr {ip} ip saddr != {cidr} jump mark-for-masquerade"
             ));
         }
     };
@@ -716,8 +723,9 @@ mod tests {
         assert_eq!(
             objects.chains["svc-default/web/tcp/http"],
             vec![
-                "ip daddr { 10.43.0.5 } ip saddr != 10.42.0.0/16 jump mark-for-masquerade",
-                "numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.5/8080, 1 : goto ep-default/web/tcp/http__10.42.0.6/8080 }",
+                "ip daddr 10.43.0.5 ip saddr != 10.42.0.0/16 jump mark-for-masquerade",
+                "numgen random mod 2 == 0 goto ep-default/web/tcp/http__10.42.0.5/8080",
+                "goto ep-default/web/tcp/http__10.42.0.6/8080",
             ]
         );
         assert_eq!(
@@ -766,7 +774,7 @@ mod tests {
             service[1],
             "ip saddr @aff-30-default/web/tcp/http__10.42.0.5/8080 goto ep-default/web/tcp/http__10.42.0.5/8080"
         );
-        assert!(service[2].starts_with("numgen random mod 1 vmap"));
+        assert_eq!(service[2], "goto ep-default/web/tcp/http__10.42.0.5/8080");
         assert_eq!(
             objects.chains["ep-default/web/tcp/http__10.42.0.5/8080"][1],
             "update @aff-30-default/web/tcp/http__10.42.0.5/8080 { ip saddr }"
@@ -809,7 +817,10 @@ mod tests {
             "ip saddr 10.42.0.0/16 goto svc-default/web/tcp/http"
         );
         assert_eq!(external[3], "goto local-default/web/tcp/http");
-        assert!(objects.chains["local-default/web/tcp/http"][1].contains("mod 1 vmap"));
+        assert_eq!(
+            objects.chains["local-default/web/tcp/http"][1],
+            "goto ep-default/web/tcp/http__10.42.0.6/8080"
+        );
 
         // Endpoints elsewhere only: outsiders are dropped, pods still served.
         let objects = service_objects(&targets(port, vec![endpoint(5)], vec![]), &context());
@@ -859,8 +870,9 @@ mod tests {
                 "flush chain ip shoal svc-default/web/tcp/http",
                 "add rule ip shoal ep-default/web/tcp/http__10.42.0.7/8080 ip saddr 10.42.0.7 jump mark-for-masquerade",
                 "add rule ip shoal ep-default/web/tcp/http__10.42.0.7/8080 meta l4proto tcp dnat to 10.42.0.7:8080",
-                "add rule ip shoal svc-default/web/tcp/http ip daddr { 10.43.0.5 } ip saddr != 10.42.0.0/16 jump mark-for-masquerade",
-                "add rule ip shoal svc-default/web/tcp/http numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.5/8080, 1 : goto ep-default/web/tcp/http__10.42.0.7/8080 }",
+                "add rule ip shoal svc-default/web/tcp/http ip daddr 10.43.0.5 ip saddr != 10.42.0.0/16 jump mark-for-masquerade",
+                "add rule ip shoal svc-default/web/tcp/http numgen random mod 2 == 0 goto ep-default/web/tcp/http__10.42.0.5/8080",
+                "add rule ip shoal svc-default/web/tcp/http goto ep-default/web/tcp/http__10.42.0.7/8080",
                 "delete chain ip shoal ep-default/web/tcp/http__10.42.0.6/8080",
             ]
         );

@@ -6,4 +6,5 @@ mod hollow_deployment;
 pub mod kube;
 pub mod kv;
 pub mod lease;
+pub mod proxy;
 pub mod watch;
