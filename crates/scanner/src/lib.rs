@@ -5,4 +5,9 @@
 
 pub mod index;
 pub mod layer;
+pub mod matcher;
 pub mod packages;
+pub mod report;
+pub mod severity;
+pub mod version;
+pub mod vulndb;

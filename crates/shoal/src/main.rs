@@ -2,13 +2,14 @@
 //! lives in its own module; this file only parses the command line.
 
 mod node;
+mod scan;
 mod serve;
 mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use store::config::{parse_initial_cluster, parse_url, parse_url_list};
 use url::Url;
 
@@ -60,6 +61,9 @@ enum Command {
     /// Run seeds of the store's deterministic simulation (simulated network,
     /// clock and disk; one checker per invariant). See TESTING.md.
     Sim(Box<sim::SimArgs>),
+    /// Import and inspect the vulnerability data `shoal image scan` matches
+    /// images against.
+    Vulndb(scan::VulndbArgs),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -395,8 +399,17 @@ fn main() -> ExitCode {
     if let Some(code) = runtime::reexec_dispatch() {
         return code;
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = scan::add_to(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| {
+            if let Some(code) = scan::dispatch(&matches) {
+                return Ok(Err(code));
+            }
+            Cli::from_arg_matches(&matches).map(Ok)
+        });
+    let cli = match parsed {
+        Ok(Ok(cli)) => cli,
+        Ok(Err(code)) => return code,
         Err(error) => {
             use clap::error::ErrorKind;
             if matches!(
@@ -452,6 +465,15 @@ fn main() -> ExitCode {
                 args.node_monitor_grace_period,
             ) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Vulndb(args) => {
+            return match scan::run_vulndb(args) {
+                Ok(code) => code,
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::FAILURE
