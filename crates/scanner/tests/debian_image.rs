@@ -206,3 +206,185 @@ fn a_tampered_layer_is_reported_not_read() {
         index.warnings[0]
     );
 }
+
+fn dpkg_greater(a: &str, b: &str) -> bool {
+    std::process::Command::new("dpkg")
+        .args(["--compare-versions", a, "gt", b])
+        .status()
+        .expect("dpkg runs")
+        .success()
+}
+
+/// The done-when of the matcher: advisories made from the image's own
+/// source versions (a newer fix, the same version, an older `~` version,
+/// an epoch bump, no fix yet, never affected, and another release), and the
+/// findings are exactly those whose fixed version dpkg calls newer than the
+/// installed source version, plus the unfixed ones.
+#[test]
+fn findings_are_exactly_the_fixes_newer_than_the_installed_source_version() {
+    use scanner::matcher::{FindingState, match_image};
+    use scanner::vulndb::VulnDb;
+    use std::collections::BTreeSet;
+
+    let paragraphs = host_status_paragraphs();
+    let os_release = fs::read_to_string("/usr/lib/os-release").unwrap();
+    assert!(
+        os_release.contains("ID=debian"),
+        "this test builds a Debian image from this machine's packages"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    common::write_oci_layout(
+        &layout,
+        "latest",
+        &[common::layer(&[
+            file("etc/os-release", os_release),
+            file("var/lib/dpkg/status", status_file(&paragraphs)),
+        ])],
+    );
+    let source_text = format!("oci:{}", layout.display());
+    let source = Source::parse(&source_text).unwrap();
+    let data_dir = work.path().join("data");
+    let index =
+        index::index_image_source(&source_text, &source, &LayerCache::open(&data_dir)).unwrap();
+    let os = index.os.clone().unwrap();
+    let codename = os.version_codename.clone().unwrap();
+    let version_id = os.version_id.clone().unwrap();
+
+    let mut sources: Vec<(String, String)> = index
+        .packages
+        .iter()
+        .map(|p| {
+            (
+                p.installed.source_name.clone(),
+                p.installed.source_version.clone(),
+            )
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let sources: Vec<(String, String)> = sources.into_iter().take(60).collect();
+
+    let mut osv_entries = Vec::new();
+    let mut tracker = serde_json::Map::new();
+    // (source, vulnerability) -> the fixed version, None when unfixed.
+    let mut expected_by_source: Vec<(String, String, Option<String>)> = Vec::new();
+    for (case_idx, (source_name, source_version)) in sources.iter().enumerate() {
+        let id = format!("CVE-2099-{case_idx:04}");
+        let osv_advisory = |ecosystem: &str, fixed: &str| {
+            serde_json::json!({
+                "id": id, "modified": "2026-01-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": ecosystem, "name": source_name},
+                    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}],
+                "database_specific": {"severity": "HIGH"},
+            })
+        };
+        let mut tracker_release = |release: serde_json::Value| {
+            tracker.insert(
+                source_name.clone(),
+                serde_json::json!({id.clone(): {"releases": {codename.clone(): release}}}),
+            );
+        };
+        let (epoch, rest) = match source_version.split_once(':') {
+            Some((epoch, rest)) => (epoch.parse::<u32>().unwrap(), rest),
+            None => (0, source_version.as_str()),
+        };
+        let fixed = match case_idx % 7 {
+            0 => Some(format!("{source_version}+deb12u99")),
+            1 => Some(source_version.clone()),
+            2 => Some(format!("{source_version}~pre1")),
+            3 => Some(format!("{}:{rest}", epoch + 1)),
+            4 => {
+                tracker_release(serde_json::json!({"status": "open", "urgency": "medium"}));
+                expected_by_source.push((source_name.clone(), id.clone(), None));
+                continue;
+            }
+            5 => {
+                tracker_release(serde_json::json!({"status": "resolved", "fixed_version": "0", "urgency": "low"}));
+                continue;
+            }
+            _ => {
+                // Another release's advisory says nothing about this image.
+                osv_entries.push((format!("{id}.json"), osv_advisory("Debian:1", "999:0").to_string()));
+                continue;
+            }
+        }
+        .unwrap();
+        if case_idx % 2 == 0 {
+            osv_entries.push((
+                format!("{id}.json"),
+                osv_advisory(&format!("Debian:{version_id}"), &fixed).to_string(),
+            ));
+        } else {
+            tracker_release(
+                serde_json::json!({"status": "resolved", "fixed_version": fixed, "urgency": "high"}),
+            );
+        }
+        if dpkg_greater(&fixed, source_version) {
+            expected_by_source.push((source_name.clone(), id.clone(), Some(fixed)));
+        }
+    }
+    let db = VulnDb::open(&data_dir).unwrap();
+    let zip_path = work.path().join("osv.zip");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+        for (name, text) in &osv_entries {
+            zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    db.import_file(&zip_path).unwrap();
+    let tracker_path = work.path().join("tracker.json");
+    fs::write(
+        &tracker_path,
+        serde_json::Value::Object(tracker).to_string(),
+    )
+    .unwrap();
+    db.import_file(&tracker_path).unwrap();
+
+    let report = match_image(&index, &db).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let found: BTreeSet<(String, String, Option<String>)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            assert_eq!(f.state == FindingState::Fixed, f.fixed_version.is_some());
+            (
+                f.package.clone(),
+                f.vulnerability.clone(),
+                f.fixed_version.clone(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, Option<String>)> = index
+        .packages
+        .iter()
+        .flat_map(|p| {
+            expected_by_source
+                .iter()
+                .filter(|(source, _, _)| *source == p.installed.source_name)
+                .map(|(_, id, fixed)| (p.installed.name.clone(), id.clone(), fixed.clone()))
+        })
+        .collect();
+    assert!(expected.len() >= 10, "too few cases: {expected:?}");
+    assert_eq!(found, expected);
+    assert!(report.n_not_affected > 0);
+
+    // The update actions name each affected source once, at its fix.
+    let actions = scanner::report::update_actions(&report);
+    let fixed_sources: BTreeSet<&str> = expected_by_source
+        .iter()
+        .filter(|(_, _, fixed)| fixed.is_some())
+        .map(|(source, _, _)| source.as_str())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .map(|a| a.source_name.as_str())
+            .collect::<BTreeSet<_>>(),
+        fixed_sources
+    );
+}
