@@ -16,9 +16,12 @@ use scanner::index::{self, LayerCache};
 use scanner::matcher::{FindingState, match_image};
 use scanner::vulndb::VulnDb;
 
-/// A changelog's entries, newest first: version and the CVE ids its text names.
-fn changelog_entries(source_name: &str, text: &str) -> Vec<(String, BTreeSet<String>)> {
-    let mut entries: Vec<(String, BTreeSet<String>)> = Vec::new();
+/// A changelog entry: its version and the CVE ids its text names.
+type Entry = (String, BTreeSet<String>);
+
+/// A changelog's entries, newest first.
+fn changelog_entries(source_name: &str, text: &str) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(&format!("{source_name} (")) {
             if let Some((version, _)) = rest.split_once(')') {
@@ -75,8 +78,8 @@ fn cves_from_the_packages_own_changelogs() {
     // Sources whose newest changelog entry is the installed version, names
     // CVEs, and has an older entry to go back to. Only packages without a
     // binNMU or source version of their own are moved back.
-    let mut chosen: BTreeMap<String, (String, String, Vec<(String, BTreeSet<String>)>)> =
-        BTreeMap::new();
+    // source -> (installed version, previous version, entries).
+    let mut chosen: BTreeMap<String, (String, String, Vec<Entry>)> = BTreeMap::new();
     for paragraph in &paragraphs {
         let name = field(paragraph, "Package").unwrap();
         let version = field(paragraph, "Version").unwrap_or("");
