@@ -64,7 +64,7 @@ pub struct LayerCache {
 }
 
 /// Bumped when `LayerFiles` changes meaning, so old entries are re-read.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct CacheEntry {

@@ -59,7 +59,10 @@ pub fn is_wanted_file(path: &str) -> bool {
         || path
             .strip_prefix(DPKG_STATUS_DIR)
             .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+            // distroless keeps each package's `NAME.md5sums` beside it.
+            .is_some_and(|name| {
+                !name.is_empty() && !name.contains('/') && !name.ends_with(".md5sums")
+            })
 }
 
 /// Whether removing or hiding `path` (and everything below it) can change
@@ -200,6 +203,7 @@ mod tests {
         assert!(is_wanted_file("var/lib/dpkg/status"));
         assert!(is_wanted_file("var/lib/dpkg/status.d/base-files"));
         assert!(!is_wanted_file("var/lib/dpkg/status.d"));
+        assert!(!is_wanted_file("var/lib/dpkg/status.d/base-files.md5sums"));
         assert!(!is_wanted_file("var/lib/dpkg/status.d/a/b"));
         assert!(!is_wanted_file("var/lib/dpkg/status-old"));
         assert!(covers_wanted("var"));

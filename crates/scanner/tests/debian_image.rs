@@ -157,6 +157,7 @@ fn status_d_whiteouts_and_opaque_directories() {
         pick[3].clone(),
     ]));
     assert_eq!(listing(&index), expected);
+    assert!(index.warnings.is_empty(), "{:?}", index.warnings);
 
     let third = common::layer(&[
         Entry::Opaque {
