@@ -178,6 +178,7 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
             "{n_apk} apk packages were not matched: apk version ordering is not implemented yet"
         ));
     }
+    let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
     let mut by_source: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
     let mut findings: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
@@ -189,7 +190,7 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
         if !by_source.contains_key(installed.source_name.as_str()) {
             let mut advisories = Vec::new();
             for release in &releases {
-                advisories.extend(db.advisories_for(release, &installed.source_name)?);
+                advisories.extend(reader.advisories_for(release, &installed.source_name)?);
             }
             by_source.insert(&installed.source_name, advisories);
         }

@@ -341,20 +341,18 @@ impl VulnDb {
         release: &str,
         package: &str,
     ) -> Result<Vec<Advisory>, VulnDbError> {
+        self.reader()?.advisories_for(release, package)
+    }
+
+    /// A snapshot of the advisories for many lookups (one read transaction
+    /// for a whole image rather than one per package).
+    pub fn reader(&self) -> Result<Reader, VulnDbError> {
         let read = self.database.begin_read().map_err(|e| self.fail(e))?;
         let table = read.open_table(ADVISORIES).map_err(|e| self.fail(e))?;
-        let prefix = format!("{release}\0{package}\0");
-        let mut found = Vec::new();
-        for entry in table.range(prefix.as_str()..).map_err(|e| self.fail(e))? {
-            let (key, value) = entry.map_err(|e| self.fail(e))?;
-            if !key.value().starts_with(&prefix) {
-                break;
-            }
-            if let Ok(advisory) = serde_json::from_slice::<Advisory>(value.value()) {
-                found.push(advisory);
-            }
-        }
-        Ok(found)
+        Ok(Reader {
+            path: self.path.clone(),
+            table,
+        })
     }
 
     /// The oldest import among the sources, if any.
@@ -364,6 +362,38 @@ impl VulnDb {
             .iter()
             .map(|status| status.imported_at_unix_seconds)
             .min())
+    }
+}
+
+/// Reads advisories from one snapshot of the database.
+pub struct Reader {
+    path: PathBuf,
+    table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl Reader {
+    /// The advisories for one package of one release.
+    pub fn advisories_for(
+        &self,
+        release: &str,
+        package: &str,
+    ) -> Result<Vec<Advisory>, VulnDbError> {
+        let fail = |error: redb::StorageError| VulnDbError::Database {
+            path: self.path.clone(),
+            source: error.into(),
+        };
+        let prefix = format!("{release}\0{package}\0");
+        let mut found = Vec::new();
+        for entry in self.table.range(prefix.as_str()..).map_err(fail)? {
+            let (key, value) = entry.map_err(fail)?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            if let Ok(advisory) = serde_json::from_slice::<Advisory>(value.value()) {
+                found.push(advisory);
+            }
+        }
+        Ok(found)
     }
 }
 
