@@ -2,6 +2,7 @@
 //! lives in its own module; this file only parses the command line.
 
 mod node;
+mod scan;
 mod serve;
 mod sim;
 mod template;
@@ -9,7 +10,7 @@ mod template;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use store::config::{parse_initial_cluster, parse_url, parse_url_list};
 use url::Url;
 
@@ -68,6 +69,9 @@ enum Command {
     /// `shoal up`).
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Import and inspect the vulnerability data `shoal image scan` matches
+    /// images against.
+    Vulndb(scan::VulndbArgs),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -432,8 +436,17 @@ fn main() -> ExitCode {
     if let Some(code) = runtime::reexec_dispatch() {
         return code;
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = scan::add_to(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| {
+            if let Some(code) = scan::dispatch(&matches) {
+                return Ok(Err(code));
+            }
+            Cli::from_arg_matches(&matches).map(Ok)
+        });
+    let cli = match parsed {
+        Ok(Ok(cli)) => cli,
+        Ok(Err(code)) => return code,
         Err(error) => {
             use clap::error::ErrorKind;
             if matches!(
@@ -506,6 +519,15 @@ fn main() -> ExitCode {
                 args.node_monitor_grace_period,
             ) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Vulndb(args) => {
+            return match scan::run_vulndb(args) {
+                Ok(code) => code,
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::FAILURE

@@ -1,0 +1,13 @@
+//! shoal's image scanner (Clair's role). The indexer (`index`, `layer`,
+//! `packages`) reads an image's layers from the runtime's content store and
+//! lists the OS and its packages, each with the layer that introduced it.
+//! No printing, no network: the binary does both.
+
+pub mod index;
+pub mod layer;
+pub mod matcher;
+pub mod packages;
+pub mod report;
+pub mod severity;
+pub mod version;
+pub mod vulndb;
