@@ -295,6 +295,21 @@ pub fn desired(
 /// An address's identity when packing: its IP and the object it is.
 type AddressKey = (String, Option<String>);
 
+/// A subset's addresses, each with whether it is ready.
+pub fn addresses_of(subset: &EndpointSubset) -> impl Iterator<Item = (&EndpointAddress, bool)> {
+    let ready = subset
+        .addresses
+        .iter()
+        .flatten()
+        .map(|address| (address, true));
+    let not_ready = subset
+        .not_ready_addresses
+        .iter()
+        .flatten()
+        .map(|address| (address, false));
+    ready.chain(not_ready)
+}
+
 fn address_key(address: &EndpointAddress) -> AddressKey {
     (
         address.ip.clone(),
@@ -337,19 +352,7 @@ pub fn repack(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
                 })
                 .collect(),
         };
-        let listed = subset
-            .addresses
-            .iter()
-            .flatten()
-            .map(|address| (address, true))
-            .chain(
-                subset
-                    .not_ready_addresses
-                    .iter()
-                    .flatten()
-                    .map(|address| (address, false)),
-            );
-        for (address, ready) in listed {
+        for (address, ready) in addresses_of(&subset) {
             let key = address_key(address);
             addresses
                 .entry(key.clone())

@@ -119,6 +119,23 @@ pub fn owner_key_of(slice: &EndpointSlice, manager: &str) -> Option<String> {
     ))
 }
 
+/// Queues the owner of every slice `manager` manages that changes (a slice
+/// changed or deleted by someone else is put right), before and after the
+/// change.
+pub fn queue_slice_owners(cluster: &Cluster, queue: Arc<WorkQueue<String>>, manager: &'static str) {
+    cluster.endpoint_slices.on_change(move |change| {
+        let slices: Vec<&EndpointSlice> = match change {
+            Change::Added(slice) | Change::Deleted(slice) => vec![slice],
+            Change::Updated { old, new } => vec![old, new],
+        };
+        for slice in slices {
+            if let Some(key) = owner_key_of(slice, manager) {
+                queue.add(key);
+            }
+        }
+    });
+}
+
 /// Carries out `plan` for the owner `key`: creations first, then updates,
 /// then deletions (so a moving endpoint is never missing), recording each
 /// write in `written`.
@@ -283,21 +300,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
             }
         });
     }
-    {
-        // A slice changed or deleted by someone else is put right.
-        let queue = Arc::clone(&queue);
-        cluster.endpoint_slices.on_change(move |change| {
-            let slices: Vec<&EndpointSlice> = match change {
-                Change::Added(slice) | Change::Deleted(slice) => vec![slice],
-                Change::Updated { old, new } => vec![old, new],
-            };
-            for slice in slices {
-                if let Some(key) = owner_key_of(slice, core::CONTROLLER_NAME) {
-                    queue.add(key);
-                }
-            }
-        });
-    }
+    queue_slice_owners(&cluster, Arc::clone(&queue), core::CONTROLLER_NAME);
     let reconcile = move |key| {
         let controller = Arc::clone(&controller);
         async move { controller.reconcile(key).await }

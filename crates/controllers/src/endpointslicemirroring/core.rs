@@ -75,19 +75,7 @@ pub fn groups(endpoints: &Endpoints) -> Vec<Group> {
             ports,
             endpoints: Vec::new(),
         });
-        let addresses = subset
-            .addresses
-            .iter()
-            .flatten()
-            .map(|address| (address, true))
-            .chain(
-                subset
-                    .not_ready_addresses
-                    .iter()
-                    .flatten()
-                    .map(|address| (address, false)),
-            );
-        for (address, ready) in addresses {
+        for (address, ready) in crate::endpoint::core::addresses_of(subset) {
             if address.ip.parse::<std::net::Ipv4Addr>().is_err() || mirrored >= MAX_MIRRORED {
                 continue;
             }

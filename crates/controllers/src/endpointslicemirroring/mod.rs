@@ -9,12 +9,10 @@ pub mod core;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
 use crate::cluster::Cluster;
 use crate::endpointslice::core::{MAX_ENDPOINTS_PER_SLICE, Plan, plan};
-use crate::endpointslice::{SliceError, Written, carry_out, managed_slices, owner_key_of};
-use crate::runtime::{Change, Next, Stop, WorkQueue, key_of};
+use crate::endpointslice::{SliceError, Written, carry_out, managed_slices, queue_slice_owners};
+use crate::runtime::{Next, Stop, WorkQueue, key_of};
 
 /// The controller's name in logs (upstream's).
 pub const NAME: &str = "endpointslice-mirroring-controller";
@@ -81,20 +79,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
             .services
             .on_change(move |change| queue.add(key_of(change.object())));
     }
-    {
-        let queue = Arc::clone(&queue);
-        cluster.endpoint_slices.on_change(move |change| {
-            let slices: Vec<&EndpointSlice> = match change {
-                Change::Added(slice) | Change::Deleted(slice) => vec![slice],
-                Change::Updated { old, new } => vec![old, new],
-            };
-            for slice in slices {
-                if let Some(key) = owner_key_of(slice, core::CONTROLLER_NAME) {
-                    queue.add(key);
-                }
-            }
-        });
-    }
+    queue_slice_owners(&cluster, Arc::clone(&queue), core::CONTROLLER_NAME);
     let reconcile = move |key| {
         let controller = Arc::clone(&controller);
         async move { controller.reconcile(key).await }
