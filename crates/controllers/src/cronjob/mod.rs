@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use crate::cluster::{BY_CONTROLLER, Cluster};
 use crate::ownership::{controller_of, controller_reference};
 use crate::podcontrol::describe;
-use crate::runtime::{Events, Next, Stop, WorkQueue, key_of};
+use crate::runtime::{Events, Next, Stop, WorkQueue};
 
 /// The controller's name in events and logs (upstream's).
 pub const NAME: &str = "cronjob-controller";
@@ -175,12 +175,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         cluster: Arc::clone(&cluster),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .cron_jobs
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.cron_jobs.queue_keys(&queue);
     {
         // A Job's change concerns its CronJob.
         let queue = Arc::clone(&queue);

@@ -128,12 +128,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         cluster: Arc::clone(&cluster),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .disruption_budgets
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.disruption_budgets.queue_keys(&queue);
     {
         let queue = Arc::clone(&queue);
         let handler_cluster = Arc::clone(&cluster);

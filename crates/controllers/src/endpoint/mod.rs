@@ -110,12 +110,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         cluster: Arc::clone(&cluster),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .services
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.services.queue_keys(&queue);
     {
         let queue = Arc::clone(&queue);
         let cluster_for_handler = Arc::clone(&cluster);

@@ -18,7 +18,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use crate::cluster::{BY_NODE, BY_SERVICE, Cluster, SERVICE_NAME_LABEL};
 use crate::endpoint::core as endpoints;
 use crate::ownership::controller_reference;
-use crate::runtime::{Change, Next, Stop, WorkQueue, key_of};
+use crate::runtime::{Change, Next, Stop, WorkQueue};
 
 /// The controller's name in logs (upstream's).
 pub const NAME: &str = "endpointslice-controller";
@@ -260,12 +260,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         written: Written::default(),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .services
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.services.queue_keys(&queue);
     {
         let queue = Arc::clone(&queue);
         let cluster_for_handler = Arc::clone(&cluster);

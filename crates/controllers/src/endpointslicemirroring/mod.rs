@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::cluster::Cluster;
 use crate::endpointslice::core::{MAX_ENDPOINTS_PER_SLICE, Plan, plan};
 use crate::endpointslice::{SliceError, Written, carry_out, managed_slices, queue_slice_owners};
-use crate::runtime::{Next, Stop, WorkQueue, key_of};
+use crate::runtime::{Next, Stop, WorkQueue};
 
 /// The controller's name in logs (upstream's).
 pub const NAME: &str = "endpointslice-mirroring-controller";
@@ -65,20 +65,10 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         written: Written::default(),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .endpoints
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
-    {
-        // A Service that gains or loses its selector, or comes or goes,
-        // changes whether its Endpoints are mirrored.
-        let queue = Arc::clone(&queue);
-        cluster
-            .services
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.endpoints.queue_keys(&queue);
+    // A Service that gains or loses its selector, or comes or goes,
+    // changes whether its Endpoints are mirrored.
+    cluster.services.queue_keys(&queue);
     queue_slice_owners(&cluster, Arc::clone(&queue), core::CONTROLLER_NAME);
     let reconcile = move |key| {
         let controller = Arc::clone(&controller);

@@ -154,6 +154,13 @@ where
             .push(Box::new(handler));
     }
 
+    /// Queues the key of every object that changes: what a controller of
+    /// this kind (its primary informer) needs from it.
+    pub fn queue_keys(&self, queue: &Arc<super::WorkQueue<Key>>) {
+        let queue = Arc::clone(queue);
+        self.on_change(move |change| queue.add(key_of(change.object())));
+    }
+
     pub fn get(&self, key: &str) -> Option<Arc<K>> {
         let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
         copy.objects.get(key).cloned()

@@ -66,12 +66,7 @@ pub async fn run(cluster: Arc<Cluster>, workers: usize, stop: Stop) {
         cluster: Arc::clone(&cluster),
     });
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    {
-        let queue = Arc::clone(&queue);
-        cluster
-            .services
-            .on_change(move |change| queue.add(key_of(change.object())));
-    }
+    cluster.services.queue_keys(&queue);
     {
         // A node coming, going or changing readiness or address changes
         // every LoadBalancer's ingress.
