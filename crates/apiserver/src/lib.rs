@@ -84,12 +84,6 @@ impl ApiConfig {
     pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
         nth_address(self.service_cidr, 1)
     }
-
-    /// The cluster DNS service's (`kube-system/kube-dns`) address: the
-    /// service range's tenth, as k3s and kubeadm place it.
-    pub fn cluster_dns_ip(&self) -> std::net::Ipv4Addr {
-        nth_address(self.service_cidr, 10)
-    }
 }
 
 /// The `n`th address of `range` (0 is the network's own address).
