@@ -303,6 +303,7 @@ const PIPE_BYTES: usize = 256 * 1024;
 pub fn relay(
     socket: tokio::net::TcpStream,
     http: std::sync::Arc<crate::gateway::HttpApi>,
+    info: std::sync::Arc<crate::conn::ConnInfo>,
 ) -> RelayedConnection {
     let _ = socket.set_nodelay(true);
     let (server_end, relay_end) = tokio::io::duplex(PIPE_BYTES);
@@ -317,7 +318,7 @@ pub fn relay(
         };
         if prefix.as_slice() != PREFACE {
             drop(relay_end);
-            http.serve_connection(crate::gateway::Prefixed::new(prefix, socket))
+            http.serve_connection(crate::gateway::Prefixed::new(prefix, socket), info)
                 .await;
             return;
         }

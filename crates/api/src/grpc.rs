@@ -83,6 +83,7 @@ pub(crate) struct Services {
 pub(crate) async fn serve_connection<T>(
     io: T,
     services: Arc<Services>,
+    info: Arc<crate::conn::ConnInfo>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -119,7 +120,9 @@ pub(crate) async fn serve_connection<T>(
             () = sleep_until(closing), if closing.is_some() => break,
             Some(()) = calls.next(), if !calls.is_empty() => {}
             accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => match Inline::for_path(request.uri().path()) {
+                Some(Ok((request, respond))) => {
+                    let request = carrying(request, &info);
+                    match Inline::for_path(request.uri().path()) {
                     Some(Inline::Kv(call)) => calls.push(Either::Left(answer(
                         Arc::clone(&services),
                         call,
@@ -143,7 +146,7 @@ pub(crate) async fn serve_connection<T>(
                     None => {
                         tokio::spawn(pass_to_tonic(services.routes.clone(), request, respond));
                     }
-                },
+                }},
                 Some(Err(error)) => {
                     tracing::debug!(%error, "client connection failed");
                     break;
@@ -162,6 +165,15 @@ pub(crate) async fn serve_connection<T>(
         )
         .await;
     }
+}
+
+/// The request with its connection's facts in its extensions.
+fn carrying<B>(
+    mut request: http::Request<B>,
+    info: &Arc<crate::conn::ConnInfo>,
+) -> http::Request<B> {
+    request.extensions_mut().insert(Arc::clone(info));
+    request
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

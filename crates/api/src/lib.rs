@@ -4,6 +4,7 @@
 //! to etcd's statuses.
 
 pub mod authority;
+pub mod conn;
 mod election;
 mod encoded_range;
 mod errors;
@@ -98,10 +99,12 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    let connection = authority::relay(socket, Arc::clone(&http));
+                    let info = conn::ConnInfo::plain();
+                    let connection = authority::relay(socket, Arc::clone(&http), Arc::clone(&info));
                     connections.spawn(grpc::serve_connection(
                         connection,
                         Arc::clone(&services),
+                        info,
                         stop.clone(),
                     ));
                 }

@@ -22,6 +22,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use store::Member;
+
+use crate::conn::ConnInfo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Every response body the HTTP server sends.
@@ -38,11 +40,12 @@ impl HttpApi {
     }
 
     /// Serves HTTP/1.1 requests on one client connection until it closes.
-    pub async fn serve_connection<S>(self: Arc<Self>, connection: S)
+    pub async fn serve_connection<S>(self: Arc<Self>, connection: S, info: Arc<ConnInfo>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Arc::clone(&info));
             let api = self.clone();
             async move { Ok::<_, Infallible>(api.handle(request).await) }
         });
