@@ -16,6 +16,7 @@
 
 mod allocate;
 mod apply;
+pub mod authn;
 mod body;
 mod cache;
 mod convert;
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     /// The range Services' ClusterIPs come from (`--service-cidr`); its
     /// first address is the `kubernetes` service's.
     pub service_cidr: ipnet::Ipv4Net,
+    /// The users of `--token-auth-file`: requests without a client
+    /// certificate may name one with `Authorization: Bearer TOKEN`.
+    pub tokens: Option<Arc<authn::TokenFile>>,
 }
 
 impl ApiConfig {

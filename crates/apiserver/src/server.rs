@@ -1,6 +1,8 @@
 //! The API's listener: TLS (rustls) with optional client certificates,
 //! HTTP/1.1 and HTTP/2 (hyper), and the authentication step in front of every
-//! request. A request without a verified client certificate is 401.
+//! request: a verified client certificate, else a bearer token from the
+//! token file (`authn`); a request with neither, or a token nobody holds,
+//! is 401.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -195,6 +197,14 @@ async fn handle(
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Body> {
     let (parts, body) = request.into_parts();
+    let user = match (user, crate::authn::bearer_token(&parts.headers)) {
+        (Some(user), _) => Some(user),
+        (None, Some(token)) => match api.config.tokens.as_ref().and_then(|file| file.user(token)) {
+            Some(user) => Some(user.clone()),
+            None => return crate::respond::error(&ApiError::unauthorized()),
+        },
+        (None, None) => None,
+    };
     let joining = user.is_none()
         && matches!(
             (&parts.method, parts.uri.path()),

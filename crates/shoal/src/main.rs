@@ -147,6 +147,10 @@ struct UpArgs {
     /// 127.0.0.1 when that is a wildcard].
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Users who authenticate with bearer tokens: a CSV file of
+    /// `token,user,uid[,"group1,group2"]` lines, as kube-apiserver's flag.
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
     /// Raise an alarm when the store's backend exceeds this many bytes (0
     /// means the default, 2 GiB), as etcd's flag.
     #[arg(long, default_value_t = 0)]
@@ -592,12 +596,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let token_auth_file = match &args.token_auth_file {
+                Some(path) => match apiserver::authn::TokenFile::load(path) {
+                    Ok(file) => Some(std::sync::Arc::new(file)),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
             let platform = serve::Platform {
                 data_dir: args.data_dir,
                 api_listen: args.api_listen,
                 advertise_address: advertise,
                 node,
                 dns,
+                token_auth_file,
             };
             (config, args.log_level, Some(platform))
         }

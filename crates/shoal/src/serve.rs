@@ -14,6 +14,8 @@ pub struct Platform {
     pub node: crate::node::NodeSettings,
     /// The cluster DNS this server runs, if any.
     pub dns: Option<DnsSettings>,
+    /// The users of `--token-auth-file`, read at start.
+    pub token_auth_file: Option<Arc<apiserver::authn::TokenFile>>,
 }
 
 /// The cluster DNS's flags, checked.
@@ -299,6 +301,7 @@ async fn start_api(
                 .node
                 .default_unreachable_toleration_seconds,
             service_cidr: platform.node.service_cidr,
+            tokens: platform.token_auth_file.clone(),
         },
     );
     // The first start elects the member's leadership first: retry briefly.
