@@ -22,6 +22,7 @@ mod cache;
 mod convert;
 mod crd_schema;
 mod discovery;
+pub mod encryption;
 mod fields;
 mod gc;
 mod handlers;
@@ -81,6 +82,8 @@ pub struct ApiConfig {
     /// The users of `--token-auth-file`: requests without a client
     /// certificate may name one with `Authorization: Bearer TOKEN`.
     pub tokens: Option<Arc<authn::TokenFile>>,
+    /// Encryption at rest (`--encryption-provider-config`).
+    pub encryption: Option<encryption::EncryptionConfig>,
 }
 
 impl ApiConfig {
@@ -101,6 +104,8 @@ pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 /// The API server's state: what it serves and the store it serves it from.
 pub struct Api {
     kv: client::SharedKv,
+    /// The store as `kv`, when encryption at rest is on.
+    encrypting: Option<Arc<encryption::EncryptingKv>>,
     registry: Registry,
     caches: cache::Caches,
     namespaces: Arc<namespaces::Namespaces>,
@@ -129,11 +134,32 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 impl Api {
     pub fn new(kv: client::SharedKv, config: ApiConfig) -> Arc<Api> {
         let (collector, queue) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Registry::new();
+        // Encryption at rest sits under everything else: the API server
+        // (and its watch cache) sees plain objects, the store ciphertext.
+        let mut encrypting = None;
+        let kv: client::SharedKv = match &config.encryption {
+            Some(encryption) => {
+                let resources = registry.all();
+                let prefixes = encryption.by_prefix(resources.iter().map(|resource| {
+                    (
+                        resource.plural.as_str(),
+                        resource.group.as_str(),
+                        resource.key_prefix(),
+                    )
+                }));
+                let wrapped = Arc::new(encryption::EncryptingKv::new(kv, prefixes));
+                encrypting = Some(Arc::clone(&wrapped));
+                wrapped
+            }
+            None => kv,
+        };
         Arc::new(Api {
             caches: cache::Caches::new(Arc::clone(&kv)),
             namespaces: Arc::default(),
             kv,
-            registry: Registry::new(),
+            encrypting,
+            registry,
             openapi: openapi_docs::OpenApi::default(),
             config,
             collector,

@@ -151,6 +151,11 @@ struct UpArgs {
     /// `token,user,uid[,"group1,group2"]` lines, as kube-apiserver's flag.
     #[arg(long, value_name = "FILE")]
     token_auth_file: Option<PathBuf>,
+    /// Encrypt chosen resources (Secrets, …) in the store: an
+    /// EncryptionConfiguration file with aescbc, aesgcm, secretbox or
+    /// identity providers, as kube-apiserver's flag.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
     /// Raise an alarm when the store's backend exceeds this many bytes (0
     /// means the default, 2 GiB), as etcd's flag.
     #[arg(long, default_value_t = 0)]
@@ -606,6 +611,16 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
+            let encryption = match &args.encryption_provider_config {
+                Some(path) => match apiserver::encryption::EncryptionConfig::load(path) {
+                    Ok(config) => Some(config),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
             let platform = serve::Platform {
                 data_dir: args.data_dir,
                 api_listen: args.api_listen,
@@ -613,6 +628,7 @@ fn main() -> ExitCode {
                 node,
                 dns,
                 token_auth_file,
+                encryption,
             };
             (config, args.log_level, Some(platform))
         }

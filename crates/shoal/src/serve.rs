@@ -16,6 +16,8 @@ pub struct Platform {
     pub dns: Option<DnsSettings>,
     /// The users of `--token-auth-file`, read at start.
     pub token_auth_file: Option<Arc<apiserver::authn::TokenFile>>,
+    /// Encryption at rest, read at start.
+    pub encryption: Option<apiserver::encryption::EncryptionConfig>,
 }
 
 /// The cluster DNS's flags, checked.
@@ -302,6 +304,7 @@ async fn start_api(
                 .default_unreachable_toleration_seconds,
             service_cidr: platform.node.service_cidr,
             tokens: platform.token_auth_file.clone(),
+            encryption: platform.encryption.clone(),
         },
     );
     // The first start elects the member's leadership first: retry briefly.

@@ -520,8 +520,14 @@ pub(super) async fn store_update(
         }
         before == after
     };
-    if unchanged {
-        // kube-apiserver writes nothing for a no-op update.
+    let stale = api
+        .encrypting
+        .as_ref()
+        .is_some_and(|encrypting| encrypting.is_stale(key));
+    if unchanged && !stale {
+        // kube-apiserver writes nothing for a no-op update, unless the
+        // stored value is sealed with an older key (then the write moves it
+        // to the current one: the last step of a key rotation).
         node_ports.abandon(api.kv.as_ref()).await;
         return Ok(Some(current.object.clone()));
     }
