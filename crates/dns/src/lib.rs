@@ -13,6 +13,7 @@ pub mod kube_dns;
 pub mod resolve;
 pub mod server;
 pub mod skydns;
+mod udp;
 pub mod watch;
 pub mod zone;
 
@@ -85,7 +86,7 @@ pub fn empty_zones(config: &DnsConfig) -> Zones {
 /// `client` and SkyDNS's keys through `kv`, and answers until `stop`.
 pub async fn run(
     config: DnsConfig,
-    sockets: (tokio::net::UdpSocket, tokio::net::TcpListener),
+    sockets: server::Sockets,
     client: kube::Client,
     kv: client::SharedKv,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -101,7 +102,7 @@ pub async fn run(
         config.skydns_domain.clone(),
         zones.clone(),
     ));
-    server::run(sockets.0, sockets.1, zones, config.upstreams, stop).await;
+    server::run(sockets, zones, config.upstreams, stop).await;
     cluster.abort();
     skydns.abort();
 }

@@ -18,7 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::fastpath::{self, AnswerCache};
 use crate::resolve::{self, Outcome, SharedZones, Zones};
 
 /// The most TCP connections served at once; more wait in the kernel's
@@ -96,10 +95,24 @@ fn format_error(packet: &[u8]) -> Handled {
     Handled::Reply(reply)
 }
 
-fn server_failure(request: &Message) -> Handled {
+pub(crate) fn server_failure(request: &Message) -> Handled {
     match resolve::error_response(request, ResponseCode::ServFail).to_vec() {
         Ok(bytes) => Handled::Reply(bytes),
         Err(_) => Handled::Drop,
+    }
+}
+
+/// The bound sockets: UDP sockets sharing one port (one per serving
+/// thread) and the TCP listener on the same port.
+pub struct Sockets {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: TcpListener,
+}
+
+impl Sockets {
+    /// The address served (the UDP and TCP ports are the same).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -110,23 +123,26 @@ pub async fn serve(
     upstreams: Vec<SocketAddr>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (udp, tcp) = bind(address).await?;
-    run(udp, tcp, zones, upstreams, stop).await;
+    let sockets = bind(address).await?;
+    run(sockets, zones, upstreams, stop).await;
     Ok(())
 }
 
-/// Binds the UDP socket and TCP listener, so a taken port is reported
+/// How many UDP threads serve: one per core the process may use, at most
+/// four.
+fn udp_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+}
+
+/// Binds the UDP sockets and TCP listener, so a taken port is reported
 /// before anything starts.
-pub async fn bind(address: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeError> {
-    let udp = UdpSocket::bind(address)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address,
-            protocol: "udp",
-            source,
-        })?;
+pub async fn bind(address: SocketAddr) -> Result<Sockets, ServeError> {
+    let udp = crate::udp::bind(address, udp_threads())?;
     // With port 0 the TCP port follows the UDP one.
-    let tcp_address = udp.local_addr().unwrap_or(address);
+    let tcp_address = udp[0].local_addr().unwrap_or(address);
     let tcp = TcpListener::bind(tcp_address)
         .await
         .map_err(|source| ServeError::Bind {
@@ -134,110 +150,49 @@ pub async fn bind(address: SocketAddr) -> Result<(UdpSocket, TcpListener), Serve
             protocol: "tcp",
             source,
         })?;
-    Ok((udp, tcp))
+    Ok(Sockets { udp, tcp })
 }
 
 /// Serves on bound sockets until `stop` completes.
 pub async fn run(
-    udp: UdpSocket,
-    tcp: TcpListener,
+    sockets: Sockets,
     zones: SharedZones,
     upstreams: Vec<SocketAddr>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let udp = Arc::new(udp);
     let upstreams = Arc::new(upstreams);
     let forwards = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
-    let n_udp_workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n_udp_workers {
-        tasks.spawn(serve_udp(
-            Arc::clone(&udp),
-            zones.clone(),
-            Arc::clone(&upstreams),
-            Arc::clone(&forwards),
-        ));
-    }
-    tasks.spawn(serve_tcp(tcp, zones, upstreams, forwards));
-    stop.await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-}
-
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    zones: SharedZones,
-    upstreams: Arc<Vec<SocketAddr>>,
-    forwards: Arc<Semaphore>,
-) {
-    let mut buffer = vec![0u8; 65535];
-    let mut cache = AnswerCache::default();
-    let mut key = Vec::with_capacity(300);
-    let mut reply = Vec::with_capacity(usize::from(resolve::EDNS_PAYLOAD));
-    loop {
-        let (length, peer) = match socket.recv_from(&mut buffer).await {
-            Ok(received) => received,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here on Linux;
-                // they concern one peer, not the socket.
-                tracing::debug!(%error, "dns: udp receive failed");
-                continue;
-            }
-        };
-        let packet = &buffer[..length];
-        let current = zones.current();
-        cache.follow(&current);
-        let plain = fastpath::read_query(packet, true, &mut key);
-        if let Some(query) = &plain
-            && cache.answer(&key, query, packet, &mut reply)
+    let shared = Arc::new(crate::udp::Shared {
+        zones: zones.clone(),
+        upstreams: Arc::clone(&upstreams),
+        forwards: Arc::clone(&forwards),
+        runtime: tokio::runtime::Handle::current(),
+        stop: Arc::default(),
+    });
+    let mut threads = Vec::new();
+    for (index, socket) in sockets.udp.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        match std::thread::Builder::new()
+            .name(format!("dns-udp-{index}"))
+            .spawn(move || crate::udp::serve(socket, shared))
         {
-            if let Err(error) = socket.send_to(&reply, peer).await {
-                tracing::debug!(%error, %peer, "dns: udp send failed");
-            }
-            continue;
-        }
-        let handled = handle_packet(&current, packet, true);
-        match handled {
-            Handled::Reply(bytes) => {
-                if let Some(query) = &plain {
-                    cache.keep(&key, &bytes, query);
-                }
-                if let Err(error) = socket.send_to(&bytes, peer).await {
-                    tracing::debug!(%error, %peer, "dns: udp send failed");
-                }
-            }
-            Handled::Drop => {}
-            Handled::Forward(request) => {
-                let Ok(permit) = Arc::clone(&forwards).try_acquire_owned() else {
-                    if let Handled::Reply(bytes) = server_failure(&request)
-                        && let Err(error) = socket.send_to(&bytes, peer).await
-                    {
-                        tracing::debug!(%error, %peer, "dns: udp send failed");
-                    }
-                    continue;
-                };
-                let socket = Arc::clone(&socket);
-                let upstreams = Arc::clone(&upstreams);
-                let packet = packet.to_vec();
-                tokio::spawn(async move {
-                    let reply = match forward_udp(&upstreams, &packet).await {
-                        Some(reply) => reply,
-                        None => match server_failure(&request) {
-                            Handled::Reply(bytes) => bytes,
-                            _ => return,
-                        },
-                    };
-                    if let Err(error) = socket.send_to(&reply, peer).await {
-                        tracing::debug!(%error, %peer, "dns: udp send failed");
-                    }
-                    drop(permit);
-                });
-            }
+            Ok(thread) => threads.push(thread),
+            Err(error) => tracing::warn!(%error, "dns: cannot start a udp thread"),
         }
     }
+    let tcp = tokio::spawn(serve_tcp(sockets.tcp, zones, upstreams, forwards));
+    stop.await;
+    tcp.abort();
+    shared
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The threads notice within their poll interval.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
 async fn serve_tcp(
@@ -319,7 +274,7 @@ async fn serve_connection(
 
 /// Asks each upstream in turn over UDP; the first answer with the query's
 /// id wins.
-async fn forward_udp(upstreams: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
+pub(crate) async fn forward_udp(upstreams: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
     let id = packet.get(..2)?;
     for upstream in upstreams {
         let local: SocketAddr = if upstream.is_ipv4() {
