@@ -195,7 +195,7 @@ pub async fn run(
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
-    let stream_listener = streams::listen(config.agent_port).await?;
+    let stream_listener = streams::listen(config.node_ip, config.agent_port).await?;
     let machine_dir = config.data_dir.clone();
     let machine = tokio::task::spawn_blocking(move || node::Machine::read(&machine_dir))
         .await

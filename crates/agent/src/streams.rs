@@ -260,13 +260,17 @@ impl StreamBackend for Backend {
     }
 }
 
-/// Binds the streaming port (all addresses: the API server may be on
-/// another machine).
-pub async fn listen(port: u16) -> Result<tokio::net::TcpListener, crate::AgentError> {
-    tokio::net::TcpListener::bind(("0.0.0.0", port))
+/// Binds the streaming port on the Node's address, the one the API server
+/// is told to call (so a machine whose Node address is loopback, as a
+/// one-machine `shoal up`'s is, listens on nothing beyond loopback).
+pub async fn listen(
+    address: std::net::IpAddr,
+    port: u16,
+) -> Result<tokio::net::TcpListener, crate::AgentError> {
+    tokio::net::TcpListener::bind((address, port))
         .await
         .map_err(|source| crate::AgentError::Io {
-            what: format!("cannot listen on port {port} for logs and exec"),
+            what: format!("cannot listen on {address} port {port} for logs and exec"),
             source,
         })
 }
