@@ -7,6 +7,7 @@ pub mod index;
 pub mod layer;
 pub mod matcher;
 pub mod packages;
+pub mod policy;
 pub mod report;
 pub mod severity;
 pub mod version;
