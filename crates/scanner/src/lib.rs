@@ -3,6 +3,7 @@
 //! lists the OS and its packages, each with the layer that introduced it.
 //! No printing, no network: the binary does both.
 
+pub mod apk_version;
 pub mod index;
 pub mod layer;
 pub mod matcher;

@@ -1,7 +1,7 @@
 //! The matcher: each package against its release's advisories, in the
-//! distribution's own version ordering. Debian and Ubuntu advisories name
-//! source packages, so a binary package is matched by its source's name and
-//! version. Fixed (a newer version clears it), unfixed (no fix yet) and not
+//! distribution's own version ordering (dpkg's, apk's). Debian and Ubuntu
+//! advisories name source packages, and Alpine's name origins, so a binary
+//! package is matched by its source's name and version. Fixed (a newer version clears it), unfixed (no fix yet) and not
 //! affected (the installed version is outside every range, or the
 //! distribution says the release never was) are kept apart.
 
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use runtime::digest::Digest;
 use serde::{Deserialize, Serialize};
 
+use crate::apk_version::compare_apk;
 use crate::index::ImageIndex;
 use crate::packages::PackageKind;
 use crate::severity::Severity;
@@ -29,6 +30,8 @@ pub enum FindingState {
 /// One vulnerability in one installed package.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
+    /// Whose package it is (and so whose version ordering applies).
+    pub package_kind: PackageKind,
     pub package: String,
     pub architecture: String,
     pub installed_version: String,
@@ -154,7 +157,19 @@ pub fn judge(
     })
 }
 
-/// Matches an image's packages against the database.
+/// The package manager's own version ordering: dpkg's for Debian and
+/// Ubuntu packages, apk's for Alpine's (which orders every text, valid or
+/// not, as apk itself does).
+pub fn version_order(kind: PackageKind) -> impl Fn(&str, &str) -> Result<Ordering, VersionError> {
+    move |a: &str, b: &str| match kind {
+        PackageKind::Deb => compare_debian(a, b),
+        PackageKind::Apk => Ok(compare_apk(a, b)),
+    }
+}
+
+/// Matches an image's packages against the database: Debian and Ubuntu
+/// packages by source package, Alpine's by origin, each in its own
+/// version ordering.
 pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnDbError> {
     let releases = release_keys(index);
     let mut report = MatchReport {
@@ -168,25 +183,12 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
         );
         return Ok(report);
     }
-    let n_apk = index
-        .packages
-        .iter()
-        .filter(|p| p.installed.kind == PackageKind::Apk)
-        .count();
-    if n_apk > 0 {
-        report.warnings.push(format!(
-            "{n_apk} apk packages were not matched: apk version ordering is not implemented yet"
-        ));
-    }
     let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
     let mut by_source: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
     let mut findings: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
     for package in &index.packages {
         let installed = &package.installed;
-        if installed.kind != PackageKind::Deb {
-            continue;
-        }
         if !by_source.contains_key(installed.source_name.as_str()) {
             let mut advisories = Vec::new();
             for release in &releases {
@@ -195,7 +197,11 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
             by_source.insert(&installed.source_name, advisories);
         }
         for advisory in &by_source[installed.source_name.as_str()] {
-            let verdict = match judge(&installed.source_version, advisory, &compare_debian) {
+            let verdict = match judge(
+                &installed.source_version,
+                advisory,
+                &version_order(installed.kind),
+            ) {
                 Ok(verdict) => verdict,
                 Err(error) => {
                     report.warnings.push(format!(
@@ -214,6 +220,7 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 Verdict::FixedIn(fixed) => (FindingState::Fixed, Some(fixed)),
             };
             let finding = Finding {
+                package_kind: installed.kind,
                 package: installed.name.clone(),
                 architecture: installed.architecture.clone(),
                 installed_version: installed.version.clone(),

@@ -276,6 +276,7 @@ mod tests {
         fixed: Option<&str>,
     ) -> Finding {
         Finding {
+            package_kind: crate::packages::PackageKind::Deb,
             package: package.to_string(),
             architecture: "amd64".to_string(),
             installed_version: "1.0-1".to_string(),

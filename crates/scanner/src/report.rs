@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::index::ImageIndex;
-use crate::matcher::{FindingState, MatchReport};
+use crate::matcher::{FindingState, MatchReport, version_order};
 use crate::severity::Severity;
-use crate::version::compare_debian;
 
 /// Lays out rows under a header in columns two spaces apart, as `kubectl`
 /// and `shoal image list` do.
@@ -125,7 +124,7 @@ pub fn update_actions(report: &MatchReport) -> Vec<UpdateAction> {
                 vulnerabilities: Vec::new(),
                 worst_severity: finding.severity,
             });
-        if compare_debian(fixed, &action.upgrade_to).is_ok_and(|o| o.is_gt()) {
+        if version_order(finding.package_kind)(fixed, &action.upgrade_to).is_ok_and(|o| o.is_gt()) {
             action.upgrade_to = fixed.clone();
         }
         if !action.packages.contains(&finding.package) {
