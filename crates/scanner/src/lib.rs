@@ -10,6 +10,7 @@ pub mod matcher;
 pub mod packages;
 pub mod policy;
 pub mod report;
+pub mod rpm_version;
 pub mod severity;
 pub mod version;
 pub mod vulndb;
