@@ -11,6 +11,7 @@ pub mod packages;
 pub mod policy;
 pub mod report;
 pub mod rpm_version;
+pub mod rpmdb;
 pub mod severity;
 pub mod version;
 pub mod vulndb;

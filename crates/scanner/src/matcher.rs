@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::apk_version::compare_apk;
 use crate::index::ImageIndex;
 use crate::packages::PackageKind;
+use crate::rpm_version::compare_rpm;
 use crate::severity::Severity;
 use crate::version::{VersionError, compare_debian};
 use crate::vulndb::{Advisory, RangeEvent, VulnDb, VulnDbError};
@@ -73,10 +74,18 @@ pub fn release_keys(index: &ImageIndex) -> Vec<String> {
             // Alpine advisories name the minor release (3.20), images the
             // patch release (3.20.3).
             "alpine" => version.split('.').take(2).collect::<Vec<_>>().join("."),
-            "debian" => version.split('.').next().unwrap_or(version).to_string(),
+            "debian" | "rocky" | "almalinux" | "rhel" | "centos" => {
+                version.split('.').next().unwrap_or(version).to_string()
+            }
             _ => version.clone(),
         };
-        keys.push(format!("{id}:{version}"));
+        // OSV's ecosystem names, as `vulndb::release_key` lowers them.
+        let distribution = match id.as_str() {
+            "rocky" => "rocky linux",
+            "rhel" => "red hat",
+            other => other,
+        };
+        keys.push(format!("{distribution}:{version}"));
     }
     if let Some(codename) = &os.version_codename
         && id == "debian"
@@ -164,6 +173,7 @@ pub fn version_order(kind: PackageKind) -> impl Fn(&str, &str) -> Result<Orderin
     move |a: &str, b: &str| match kind {
         PackageKind::Deb => compare_debian(a, b),
         PackageKind::Apk => Ok(compare_apk(a, b)),
+        PackageKind::Rpm => Ok(compare_rpm(a, b)),
     }
 }
 
@@ -185,18 +195,26 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
     }
     let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
-    let mut by_source: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
     let mut findings: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
     for package in &index.packages {
         let installed = &package.installed;
-        if !by_source.contains_key(installed.source_name.as_str()) {
-            let mut advisories = Vec::new();
-            for release in &releases {
-                advisories.extend(reader.advisories_for(release, &installed.source_name)?);
-            }
-            by_source.insert(&installed.source_name, advisories);
+        // RPM advisories name binary packages as often as source ones: an
+        // RPM is looked up under both (a finding is kept once per id).
+        let mut names = vec![installed.source_name.as_str()];
+        if installed.kind == PackageKind::Rpm && installed.name != installed.source_name {
+            names.push(installed.name.as_str());
         }
-        for advisory in &by_source[installed.source_name.as_str()] {
+        for name in &names {
+            if !by_name.contains_key(name) {
+                let mut advisories = Vec::new();
+                for release in &releases {
+                    advisories.extend(reader.advisories_for(release, name)?);
+                }
+                by_name.insert(name, advisories);
+            }
+        }
+        for advisory in names.iter().flat_map(|name| &by_name[name]) {
             let verdict = match judge(
                 &installed.source_version,
                 advisory,

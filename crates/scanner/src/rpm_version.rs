@@ -137,13 +137,17 @@ impl<'a> Evr<'a> {
 }
 
 /// Orders two `[EPOCH:]VERSION[-RELEASE]` strings as `rpm.vercmp` does: a
-/// missing epoch is 0 and a missing release empty (older than any).
+/// missing epoch is 0, and a missing release is older than any release,
+/// even an empty one (`1.0 < 1.0-`).
 pub fn compare_rpm(a: &str, b: &str) -> Ordering {
     let (a, b) = (Evr::parse(a), Evr::parse(b));
     a.epoch
         .cmp(&b.epoch)
         .then_with(|| rpmvercmp(a.version, b.version))
-        .then_with(|| rpmvercmp(a.release.unwrap_or(""), b.release.unwrap_or("")))
+        .then_with(|| match (a.release, b.release) {
+            (Some(one), Some(two)) => rpmvercmp(one, two),
+            (one, two) => one.is_some().cmp(&two.is_some()),
+        })
 }
 
 #[cfg(test)]
@@ -174,6 +178,8 @@ mod tests {
             ("1:1.0-1", "2.0-1", Greater),
             ("1.0-1.el9", "1.0-1.el9_3", Less),
             ("1.0", "1.0-5", Less),
+            ("1.0", "1.0-", Less),
+            ("1.0-", "1.0-.", Equal),
         ] {
             assert_eq!(compare_rpm(a, b), expected, "{a} vs {b}");
             assert_eq!(compare_rpm(b, a), expected.reverse(), "{b} vs {a}");

@@ -68,7 +68,7 @@ fn check_batch(pairs: Vec<(String, String)>) {
 fn ordering_matches_rpm() {
     // Batches of pairs: one rpm process per batch, not per pair.
     let mut runner = TestRunner::new(Config {
-        cases: 8,
+        cases: 16,
         ..Config::default()
     });
     let batch = proptest::collection::vec((version(), version()), 400);
@@ -98,6 +98,8 @@ fn ordering_matches_rpm_on_neighbours() {
                 Just("a"),
                 Just("0"),
                 Just("-1"),
+                Just("-"),
+                Just("-."),
                 Just("_")
             ],
         ),
