@@ -15,7 +15,7 @@ use crate::apk_version::compare_apk;
 use crate::index::ImageIndex;
 use crate::packages::PackageKind;
 use crate::rpm_version::compare_rpm;
-use crate::severity::Severity;
+use crate::severity::{Cvss, Severity};
 use crate::version::{VersionError, compare_debian};
 use crate::vulndb::{Advisory, RangeEvent, VulnDb, VulnDbError};
 
@@ -29,7 +29,7 @@ pub enum FindingState {
 }
 
 /// One vulnerability in one installed package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Whose package it is (and so whose version ordering applies).
     pub package_kind: PackageKind,
@@ -42,7 +42,12 @@ pub struct Finding {
     pub state: FindingState,
     /// The source version that clears it (with `Fixed`).
     pub fixed_version: Option<String>,
+    /// The rating that counts (`--fail-on`, the policy): the
+    /// distribution's when it gives one, else the CVSS base score's.
     pub severity: Severity,
+    /// The distribution's own rating, as the advisory gives it.
+    pub distribution_severity: Severity,
+    pub cvss: Option<Cvss>,
     pub layer: Digest,
     /// Which database said so (`osv`, `debian-security-tracker`).
     pub data_source: String,
@@ -247,7 +252,12 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 vulnerability: advisory.id.clone(),
                 state,
                 fixed_version,
-                severity: advisory.severity,
+                severity: match (advisory.severity, &advisory.cvss) {
+                    (Severity::Unknown, Some(cvss)) => cvss.rating(),
+                    (rating, _) => rating,
+                },
+                distribution_severity: advisory.severity,
+                cvss: advisory.cvss.clone(),
                 layer: package.layer.clone(),
                 data_source: advisory.source.clone(),
             };
@@ -264,12 +274,18 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 }
                 Some(existing) => {
                     let severity = existing.severity.max(finding.severity);
+                    let distribution_severity = existing
+                        .distribution_severity
+                        .max(finding.distribution_severity);
+                    let cvss = existing.cvss.clone().or_else(|| finding.cvss.clone());
                     if existing.state == FindingState::Unfixed
                         && finding.state == FindingState::Fixed
                     {
                         *existing = finding;
                     }
                     existing.severity = severity;
+                    existing.distribution_severity = distribution_severity;
+                    existing.cvss = cvss;
                 }
             }
         }
@@ -292,6 +308,7 @@ mod tests {
             versions: vec![],
             not_affected: false,
             severity: Severity::High,
+            cvss: None,
             source: "osv".into(),
         }
     }

@@ -290,6 +290,8 @@ mod tests {
             },
             fixed_version: fixed.map(str::to_string),
             severity,
+            distribution_severity: severity,
+            cvss: None,
             layer: digest(),
             data_source: "osv".to_string(),
         }

@@ -161,6 +161,10 @@ pub fn findings_table(index: &ImageIndex, report: &MatchReport) -> String {
                     .unwrap_or_else(|| "(no fix yet)".to_string()),
                 finding.vulnerability.clone(),
                 finding.severity.to_string(),
+                finding
+                    .cvss
+                    .as_ref()
+                    .map_or_else(String::new, |cvss| format!("{:.1}", cvss.base_score)),
                 finding.layer.short().to_string(),
             ]
         })
@@ -190,6 +194,7 @@ pub fn findings_table(index: &ImageIndex, report: &MatchReport) -> String {
                 "FIXED",
                 "VULNERABILITY",
                 "SEVERITY",
+                "CVSS",
                 "LAYER",
             ],
             &rows,

@@ -10,6 +10,7 @@ use runtime::image::import::Source;
 use scanner::index::{self, LayerCache};
 use scanner::matcher::{self, FindingState};
 use scanner::packages::PackageKind;
+use scanner::severity::Severity;
 use scanner::vulndb::VulnDb;
 
 const INSTALLED: &str = "\
@@ -44,16 +45,26 @@ A:x86_64
 o:zlib
 ";
 
+const CRITICAL_VECTOR: &str = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
+
 fn osv(id: &str, ecosystem: &str, package: &str, events: serde_json::Value) -> String {
-    serde_json::json!({
+    let mut advisory = serde_json::json!({
         "id": id,
         "modified": "2026-01-01T00:00:00Z",
         "affected": [{
             "package": {"ecosystem": ecosystem, "name": package},
             "ranges": [{"type": "ECOSYSTEM", "events": events}],
         }],
-    })
-    .to_string()
+    });
+    // Two advisories carry a CVSS vector: one alone, one beside the
+    // distribution's own (lower) rating.
+    if id == "CVE-2024-0001" || id == "CVE-2024-0004" {
+        advisory["severity"] = serde_json::json!([{"type": "CVSS_V3", "score": CRITICAL_VECTOR}]);
+    }
+    if id == "CVE-2024-0004" {
+        advisory["affected"][0]["ecosystem_specific"] = serde_json::json!({"severity": "low"});
+    }
+    advisory.to_string()
 }
 
 #[test]
@@ -153,6 +164,66 @@ fn alpine_packages_match_by_origin_in_apk_order() {
         ]
     );
     assert_eq!(report.n_not_affected, 2);
+    // Severity: the distribution's rating when it gives one, else the CVSS
+    // score's; the two kept apart.
+    let severities: Vec<(&str, Severity, Severity, Option<f32>)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.package.as_str(),
+                f.severity,
+                f.distribution_severity,
+                f.cvss.as_ref().map(|cvss| cvss.base_score),
+            )
+        })
+        .collect();
+    assert_eq!(
+        severities,
+        vec![
+            ("busybox", Severity::Unknown, Severity::Unknown, None),
+            (
+                "libcrypto3",
+                Severity::Critical,
+                Severity::Unknown,
+                Some(9.8)
+            ),
+            ("libssl3", Severity::Critical, Severity::Unknown, Some(9.8)),
+            ("zlib", Severity::Low, Severity::Low, Some(9.8)),
+        ]
+    );
+    let table = scanner::report::findings_table(&image, &report);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "libssl3",
+                    "3.3.1-r3",
+                    "3.3.1-r4",
+                    "CVE-2024-0001",
+                    "critical",
+                    "9.8",
+                    image.layers[0].short()
+                ]),
+        "{table}"
+    );
+
+    // A malformed vector fails its file's import.
+    let bad = work.path().join("bad-vector.json");
+    std::fs::write(
+        &bad,
+        serde_json::json!({
+            "id": "CVE-2024-0009", "modified": "2026-01-01T00:00:00Z",
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:Q"}],
+            "affected": [{"package": {"ecosystem": "Alpine:v3.20", "name": "zlib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let error = db.import_file(&bad).unwrap_err().to_string();
+    assert!(error.contains("CVE-2024-0009: CVSS vector"), "{error}");
     let actions = scanner::report::update_actions(&report);
     let openssl = actions
         .iter()
