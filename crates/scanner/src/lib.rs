@@ -9,6 +9,7 @@ pub mod layer;
 pub mod matcher;
 pub mod packages;
 pub mod policy;
+pub mod record;
 pub mod report;
 pub mod rpm_version;
 pub mod rpmdb;

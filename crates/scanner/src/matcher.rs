@@ -201,7 +201,7 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
     let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
     let mut by_name: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
-    let mut findings: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
+    let mut findings: Vec<Finding> = Vec::new();
     for package in &index.packages {
         let installed = &package.installed;
         // RPM advisories name binary packages as often as source ones: an
@@ -261,36 +261,37 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 layer: package.layer.clone(),
                 data_source: advisory.source.clone(),
             };
-            let key = (
-                installed.name.clone(),
-                installed.architecture.clone(),
-                advisory.id.clone(),
-            );
-            // Two sources on one vulnerability: a known fix wins over none,
-            // and the higher rating is kept.
-            match findings.get_mut(&key) {
-                None => {
-                    findings.insert(key, finding);
-                }
-                Some(existing) => {
-                    let severity = existing.severity.max(finding.severity);
-                    let distribution_severity = existing
-                        .distribution_severity
-                        .max(finding.distribution_severity);
-                    let cvss = existing.cvss.clone().or_else(|| finding.cvss.clone());
-                    if existing.state == FindingState::Unfixed
-                        && finding.state == FindingState::Fixed
-                    {
-                        *existing = finding;
-                    }
-                    existing.severity = severity;
-                    existing.distribution_severity = distribution_severity;
-                    existing.cvss = cvss;
-                }
-            }
+            findings.push(finding);
         }
     }
-    report.findings = findings.into_values().collect();
+    // Two sources (or, for an RPM, two names) on one vulnerability of one
+    // package: kept once, a known fix winning over none and the higher
+    // rating kept. Sorting and merging neighbours costs less than a map
+    // keyed by owned strings (one lookup and three clones per finding).
+    fn key(finding: &Finding) -> (&str, &str, &str) {
+        (
+            &finding.package,
+            &finding.architecture,
+            &finding.vulnerability,
+        )
+    }
+    findings.sort_by(|a, b| key(a).cmp(&key(b)));
+    findings.dedup_by(|later, kept| {
+        if key(later) != key(kept) {
+            return false;
+        }
+        let severity = kept.severity.max(later.severity);
+        let distribution_severity = kept.distribution_severity.max(later.distribution_severity);
+        let cvss = kept.cvss.take().or_else(|| later.cvss.take());
+        if kept.state == FindingState::Unfixed && later.state == FindingState::Fixed {
+            std::mem::swap(kept, later);
+        }
+        kept.severity = severity;
+        kept.distribution_severity = distribution_severity;
+        kept.cvss = cvss;
+        true
+    });
+    report.findings = findings;
     Ok(report)
 }
 

@@ -274,7 +274,7 @@ impl VulnDb {
                 std::collections::BTreeMap::new();
             for advisory in advisories {
                 let key = advisory_key(advisory);
-                let value = serde_json::to_vec(advisory).expect("advisories serialize");
+                let value = crate::record::encode(advisory);
                 table
                     .insert(key.as_str(), value.as_slice())
                     .map_err(|e| self.fail(e))?;
@@ -393,7 +393,7 @@ impl Reader {
             if !key.value().starts_with(&prefix) {
                 break;
             }
-            if let Ok(advisory) = serde_json::from_slice::<Advisory>(value.value()) {
+            if let Some(advisory) = crate::record::decode(value.value()) {
                 found.push(advisory);
             }
         }
