@@ -29,8 +29,10 @@ pub struct InstalledPackage {
     pub source_version: String,
 }
 
+/// A package database that cannot be read: the file and line (0 for a
+/// binary database, which has no lines, and is then left out).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct ParseError {
     pub file: String,
     pub line: usize,
