@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apk_version::compare_apk;
 use crate::index::ImageIndex;
-use crate::packages::PackageKind;
+use crate::packages::{InstalledPackage, PackageKind};
 use crate::rpm_version::compare_rpm;
 use crate::severity::{Cvss, Severity};
 use crate::version::{VersionError, compare_debian};
@@ -201,16 +201,21 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
     let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
     let mut by_name: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
-    let mut findings: Vec<Finding> = Vec::new();
-    for package in &index.packages {
-        let installed = &package.installed;
-        // RPM advisories name binary packages as often as source ones: an
-        // RPM is looked up under both (a finding is kept once per id).
+    // RPM advisories name binary packages as often as source ones: an RPM
+    // is looked up under both (a finding is kept once per id).
+    fn names_of(installed: &InstalledPackage) -> Vec<&str> {
         let mut names = vec![installed.source_name.as_str()];
         if installed.kind == PackageKind::Rpm && installed.name != installed.source_name {
             names.push(installed.name.as_str());
         }
-        for name in &names {
+        names
+    }
+    // Every advisory first, so the findings can be given their room in one
+    // allocation: growing a Vec of 67,000 findings by doubling copied and
+    // faulted in tens of megabytes per match (BENCHMARKS.md).
+    let mut n_candidates = 0;
+    for package in &index.packages {
+        for name in names_of(&package.installed) {
             if !by_name.contains_key(name) {
                 let mut advisories = Vec::new();
                 for release in &releases {
@@ -218,7 +223,13 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 }
                 by_name.insert(name, advisories);
             }
+            n_candidates += by_name[name].len();
         }
+    }
+    let mut findings: Vec<Finding> = Vec::with_capacity(n_candidates);
+    for package in &index.packages {
+        let installed = &package.installed;
+        let names = names_of(installed);
         for advisory in names.iter().flat_map(|name| &by_name[name]) {
             let verdict = match judge(
                 &installed.source_version,
@@ -275,7 +286,12 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
             &finding.vulnerability,
         )
     }
-    findings.sort_by(|a, b| key(a).cmp(&key(b)));
+    // Packages come sorted and each one's advisories in id order, so the
+    // findings usually are already: a check is one pass, where the sort
+    // allocates a scratch buffer half their size.
+    if !findings.is_sorted_by(|a, b| key(a) <= key(b)) {
+        findings.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
     findings.dedup_by(|later, kept| {
         if key(later) != key(kept) {
             return false;
