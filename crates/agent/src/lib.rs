@@ -55,6 +55,11 @@ pub struct AgentConfig {
     /// The machine's resolver configuration, the base of `dnsPolicy:
     /// Default` (kubelet's `--resolv-conf`).
     pub resolv_conf: PathBuf,
+    /// Refuse to start a container whose image has a known vulnerability
+    /// at or above this severity (`--image-scan-fail-on`; off when
+    /// `None`). The advisories are the machine's own vulnerability
+    /// database (`shoal vulndb import`).
+    pub image_scan_fail_on: Option<scanner::severity::Severity>,
 }
 
 impl AgentConfig {
@@ -77,6 +82,7 @@ impl AgentConfig {
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            image_scan_fail_on: None,
         }
     }
 }
@@ -321,8 +327,12 @@ pub async fn run(
             tracing::error!(%error, "the agent cannot serve logs and exec");
         }
     });
+    let scan_policy = config.image_scan_fail_on.map(|fail_on| {
+        std::sync::Arc::new(scanner::policy::ScanPolicy::new(&config.data_dir, fail_on))
+    });
     let context = std::sync::Arc::new(pods::worker::Context {
         events: pods::events::Events::new(client.clone(), config.node_name.clone()),
+        scan_policy,
         client,
         runtime: pod_runtime,
         config,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layer::{
     self, APK_INSTALLED_PATH, DPKG_STATUS_DIR, DPKG_STATUS_PATH, LayerFiles, OS_RELEASE_PATHS,
+    RPMDB_PATHS,
 };
 use crate::packages::{self, InstalledPackage, OsRelease};
 
@@ -64,7 +65,7 @@ pub struct LayerCache {
 }
 
 /// Bumped when `LayerFiles` changes meaning, so old entries are re-read.
-const CACHE_FORMAT: u32 = 2;
+const CACHE_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct CacheEntry {
@@ -185,6 +186,7 @@ pub struct Merged {
 fn is_package_database(path: &str) -> bool {
     path == DPKG_STATUS_PATH
         || path == APK_INSTALLED_PATH
+        || RPMDB_PATHS.contains(&path)
         || path.starts_with(&format!("{DPKG_STATUS_DIR}/"))
 }
 
@@ -230,6 +232,8 @@ pub fn merge_layers(layers: &[(Digest, LayerFiles)]) -> Merged {
             let text = &owner.files[path];
             let parsed = if path == APK_INSTALLED_PATH {
                 packages::parse_apk_installed(text, &format!("/{path}"))
+            } else if RPMDB_PATHS.contains(&path.as_str()) {
+                packages::parse_rpm_listing(text, &format!("/{path}"))
             } else if is_package_database(path) {
                 packages::parse_dpkg_status(text, &format!("/{path}"))
             } else {

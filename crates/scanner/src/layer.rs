@@ -19,6 +19,12 @@ pub const DPKG_STATUS_PATH: &str = "var/lib/dpkg/status";
 /// Distroless images keep one status file per package here instead.
 pub const DPKG_STATUS_DIR: &str = "var/lib/dpkg/status.d";
 pub const APK_INSTALLED_PATH: &str = "lib/apk/db/installed";
+/// rpm's SQLite database: RHEL 9 and its rebuilds keep it under
+/// `/var/lib/rpm`, Fedora under `/usr/lib/sysimage/rpm`.
+pub const RPMDB_PATHS: [&str; 2] = [
+    "var/lib/rpm/rpmdb.sqlite",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
 
 /// A database file larger than this is refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -56,6 +62,7 @@ pub fn is_wanted_file(path: &str) -> bool {
     OS_RELEASE_PATHS.contains(&path)
         || path == DPKG_STATUS_PATH
         || path == APK_INSTALLED_PATH
+        || RPMDB_PATHS.contains(&path)
         || path
             .strip_prefix(DPKG_STATUS_DIR)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -76,6 +83,7 @@ fn covers_wanted(path: &str) -> bool {
         || OS_RELEASE_PATHS
             .iter()
             .chain([DPKG_STATUS_PATH, APK_INSTALLED_PATH, DPKG_STATUS_DIR].iter())
+            .chain(RPMDB_PATHS.iter())
             .any(|wanted| wanted.starts_with(&dir_prefix) || *wanted == path)
 }
 
@@ -187,9 +195,12 @@ pub fn read_tar(reader: &mut impl Read, digest: &Digest) -> Result<LayerFiles, L
         }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut bytes).map_err(tar_error)?;
-        layer
-            .files
-            .insert(path, String::from_utf8_lossy(&bytes).into_owned());
+        let text = if RPMDB_PATHS.contains(&path.as_str()) {
+            crate::packages::rpm_listing(&bytes)
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        layer.files.insert(path, text);
     }
     Ok(layer)
 }

@@ -1,7 +1,7 @@
 //! The matcher: each package against its release's advisories, in the
-//! distribution's own version ordering. Debian and Ubuntu advisories name
-//! source packages, so a binary package is matched by its source's name and
-//! version. Fixed (a newer version clears it), unfixed (no fix yet) and not
+//! distribution's own version ordering (dpkg's, apk's). Debian and Ubuntu
+//! advisories name source packages, and Alpine's name origins, so a binary
+//! package is matched by its source's name and version. Fixed (a newer version clears it), unfixed (no fix yet) and not
 //! affected (the installed version is outside every range, or the
 //! distribution says the release never was) are kept apart.
 
@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use runtime::digest::Digest;
 use serde::{Deserialize, Serialize};
 
+use crate::apk_version::compare_apk;
 use crate::index::ImageIndex;
-use crate::packages::PackageKind;
-use crate::severity::Severity;
+use crate::packages::{InstalledPackage, PackageKind};
+use crate::rpm_version::compare_rpm;
+use crate::severity::{Cvss, Severity};
 use crate::version::{VersionError, compare_debian};
 use crate::vulndb::{Advisory, RangeEvent, VulnDb, VulnDbError};
 
@@ -27,8 +29,10 @@ pub enum FindingState {
 }
 
 /// One vulnerability in one installed package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
+    /// Whose package it is (and so whose version ordering applies).
+    pub package_kind: PackageKind,
     pub package: String,
     pub architecture: String,
     pub installed_version: String,
@@ -38,7 +42,12 @@ pub struct Finding {
     pub state: FindingState,
     /// The source version that clears it (with `Fixed`).
     pub fixed_version: Option<String>,
+    /// The rating that counts (`--fail-on`, the policy): the
+    /// distribution's when it gives one, else the CVSS base score's.
     pub severity: Severity,
+    /// The distribution's own rating, as the advisory gives it.
+    pub distribution_severity: Severity,
+    pub cvss: Option<Cvss>,
     pub layer: Digest,
     /// Which database said so (`osv`, `debian-security-tracker`).
     pub data_source: String,
@@ -70,10 +79,18 @@ pub fn release_keys(index: &ImageIndex) -> Vec<String> {
             // Alpine advisories name the minor release (3.20), images the
             // patch release (3.20.3).
             "alpine" => version.split('.').take(2).collect::<Vec<_>>().join("."),
-            "debian" => version.split('.').next().unwrap_or(version).to_string(),
+            "debian" | "rocky" | "almalinux" | "rhel" | "centos" => {
+                version.split('.').next().unwrap_or(version).to_string()
+            }
             _ => version.clone(),
         };
-        keys.push(format!("{id}:{version}"));
+        // OSV's ecosystem names, as `vulndb::release_key` lowers them.
+        let distribution = match id.as_str() {
+            "rocky" => "rocky linux",
+            "rhel" => "red hat",
+            other => other,
+        };
+        keys.push(format!("{distribution}:{version}"));
     }
     if let Some(codename) = &os.version_codename
         && id == "debian"
@@ -154,7 +171,20 @@ pub fn judge(
     })
 }
 
-/// Matches an image's packages against the database.
+/// The package manager's own version ordering: dpkg's for Debian and
+/// Ubuntu packages, apk's for Alpine's (which orders every text, valid or
+/// not, as apk itself does).
+pub fn version_order(kind: PackageKind) -> impl Fn(&str, &str) -> Result<Ordering, VersionError> {
+    move |a: &str, b: &str| match kind {
+        PackageKind::Deb => compare_debian(a, b),
+        PackageKind::Apk => Ok(compare_apk(a, b)),
+        PackageKind::Rpm => Ok(compare_rpm(a, b)),
+    }
+}
+
+/// Matches an image's packages against the database: Debian and Ubuntu
+/// packages by source package, Alpine's by origin, each in its own
+/// version ordering.
 pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnDbError> {
     let releases = release_keys(index);
     let mut report = MatchReport {
@@ -168,34 +198,44 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
         );
         return Ok(report);
     }
-    let n_apk = index
-        .packages
-        .iter()
-        .filter(|p| p.installed.kind == PackageKind::Apk)
-        .count();
-    if n_apk > 0 {
-        report.warnings.push(format!(
-            "{n_apk} apk packages were not matched: apk version ordering is not implemented yet"
-        ));
-    }
     let reader = db.reader()?;
     // Advisories per source package, read once for all its binaries.
-    let mut by_source: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
-    let mut findings: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<Advisory>> = BTreeMap::new();
+    // RPM advisories name binary packages as often as source ones: an RPM
+    // is looked up under both (a finding is kept once per id).
+    fn names_of(installed: &InstalledPackage) -> Vec<&str> {
+        let mut names = vec![installed.source_name.as_str()];
+        if installed.kind == PackageKind::Rpm && installed.name != installed.source_name {
+            names.push(installed.name.as_str());
+        }
+        names
+    }
+    // Every advisory first, so the findings can be given their room in one
+    // allocation: growing a Vec of 67,000 findings by doubling copied and
+    // faulted in tens of megabytes per match (BENCHMARKS.md).
+    let mut n_candidates = 0;
+    for package in &index.packages {
+        for name in names_of(&package.installed) {
+            if !by_name.contains_key(name) {
+                let mut advisories = Vec::new();
+                for release in &releases {
+                    advisories.extend(reader.advisories_for(release, name)?);
+                }
+                by_name.insert(name, advisories);
+            }
+            n_candidates += by_name[name].len();
+        }
+    }
+    let mut findings: Vec<Finding> = Vec::with_capacity(n_candidates);
     for package in &index.packages {
         let installed = &package.installed;
-        if installed.kind != PackageKind::Deb {
-            continue;
-        }
-        if !by_source.contains_key(installed.source_name.as_str()) {
-            let mut advisories = Vec::new();
-            for release in &releases {
-                advisories.extend(reader.advisories_for(release, &installed.source_name)?);
-            }
-            by_source.insert(&installed.source_name, advisories);
-        }
-        for advisory in &by_source[installed.source_name.as_str()] {
-            let verdict = match judge(&installed.source_version, advisory, &compare_debian) {
+        let names = names_of(installed);
+        for advisory in names.iter().flat_map(|name| &by_name[name]) {
+            let verdict = match judge(
+                &installed.source_version,
+                advisory,
+                &version_order(installed.kind),
+            ) {
                 Ok(verdict) => verdict,
                 Err(error) => {
                     report.warnings.push(format!(
@@ -214,6 +254,7 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 Verdict::FixedIn(fixed) => (FindingState::Fixed, Some(fixed)),
             };
             let finding = Finding {
+                package_kind: installed.kind,
                 package: installed.name.clone(),
                 architecture: installed.architecture.clone(),
                 installed_version: installed.version.clone(),
@@ -222,34 +263,51 @@ pub fn match_image(index: &ImageIndex, db: &VulnDb) -> Result<MatchReport, VulnD
                 vulnerability: advisory.id.clone(),
                 state,
                 fixed_version,
-                severity: advisory.severity,
+                severity: match (advisory.severity, &advisory.cvss) {
+                    (Severity::Unknown, Some(cvss)) => cvss.rating(),
+                    (rating, _) => rating,
+                },
+                distribution_severity: advisory.severity,
+                cvss: advisory.cvss.clone(),
                 layer: package.layer.clone(),
                 data_source: advisory.source.clone(),
             };
-            let key = (
-                installed.name.clone(),
-                installed.architecture.clone(),
-                advisory.id.clone(),
-            );
-            // Two sources on one vulnerability: a known fix wins over none,
-            // and the higher rating is kept.
-            match findings.get_mut(&key) {
-                None => {
-                    findings.insert(key, finding);
-                }
-                Some(existing) => {
-                    let severity = existing.severity.max(finding.severity);
-                    if existing.state == FindingState::Unfixed
-                        && finding.state == FindingState::Fixed
-                    {
-                        *existing = finding;
-                    }
-                    existing.severity = severity;
-                }
-            }
+            findings.push(finding);
         }
     }
-    report.findings = findings.into_values().collect();
+    // Two sources (or, for an RPM, two names) on one vulnerability of one
+    // package: kept once, a known fix winning over none and the higher
+    // rating kept. Sorting and merging neighbours costs less than a map
+    // keyed by owned strings (one lookup and three clones per finding).
+    fn key(finding: &Finding) -> (&str, &str, &str) {
+        (
+            &finding.package,
+            &finding.architecture,
+            &finding.vulnerability,
+        )
+    }
+    // Packages come sorted and each one's advisories in id order, so the
+    // findings usually are already: a check is one pass, where the sort
+    // allocates a scratch buffer half their size.
+    if !findings.is_sorted_by(|a, b| key(a) <= key(b)) {
+        findings.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+    findings.dedup_by(|later, kept| {
+        if key(later) != key(kept) {
+            return false;
+        }
+        let severity = kept.severity.max(later.severity);
+        let distribution_severity = kept.distribution_severity.max(later.distribution_severity);
+        let cvss = kept.cvss.take().or_else(|| later.cvss.take());
+        if kept.state == FindingState::Unfixed && later.state == FindingState::Fixed {
+            std::mem::swap(kept, later);
+        }
+        kept.severity = severity;
+        kept.distribution_severity = distribution_severity;
+        kept.cvss = cvss;
+        true
+    });
+    report.findings = findings;
     Ok(report)
 }
 
@@ -267,6 +325,7 @@ mod tests {
             versions: vec![],
             not_affected: false,
             severity: Severity::High,
+            cvss: None,
             source: "osv".into(),
         }
     }

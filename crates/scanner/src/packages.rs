@@ -2,6 +2,8 @@
 //! one-file-per-package `status.d/` of distroless images) and apk's
 //! `installed`. Parsers only: text in, packages out.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 /// Which package manager a package belongs to, so it is compared with that
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub enum PackageKind {
     Deb,
     Apk,
+    Rpm,
 }
 
 /// One installed package, before the indexer knows its layer.
@@ -26,8 +29,10 @@ pub struct InstalledPackage {
     pub source_version: String,
 }
 
+/// A package database that cannot be read: the file and line (0 for a
+/// binary database, which has no lines, and is then left out).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct ParseError {
     pub file: String,
     pub line: usize,
@@ -136,6 +141,86 @@ pub fn parse_dpkg_status(text: &str, file: &str) -> Result<Vec<InstalledPackage>
             architecture: architecture.to_string(),
             source_name: source_name.to_string(),
             source_version: source_version.to_string(),
+        });
+    }
+    Ok(packages)
+}
+
+/// The first line of the listing the layer reader makes of an rpm
+/// database: the SQLite file is read once, when its layer is, and its
+/// packages kept as text (the per-layer cache holds text, not megabytes of
+/// database); then one line per package, tab-separated: name, epoch (empty
+/// when none), version, release, arch, source RPM.
+pub const RPM_LISTING_HEADER: &str = "shoal rpm listing 1";
+/// Starts the listing's second line when the database could not be read.
+pub const RPM_LISTING_ERROR: &str = "error\t";
+
+/// The listing of an rpm database file (`rpmdb.sqlite`), or the line that
+/// says why there is none.
+pub fn rpm_listing(database: &[u8]) -> String {
+    let mut text = format!("{RPM_LISTING_HEADER}\n");
+    match crate::rpmdb::read_sqlite(database) {
+        Ok(found) => {
+            for package in found {
+                let epoch = package.epoch.map(|e| e.to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    text,
+                    "{}\t{epoch}\t{}\t{}\t{}\t{}",
+                    package.name,
+                    package.version,
+                    package.release,
+                    package.arch,
+                    package.source_rpm
+                );
+            }
+        }
+        Err(error) => {
+            let _ = writeln!(text, "{RPM_LISTING_ERROR}{error}");
+        }
+    }
+    text
+}
+
+/// Parses the listing `rpm_listing` made of `file`.
+pub fn parse_rpm_listing(text: &str, file: &str) -> Result<Vec<InstalledPackage>, ParseError> {
+    let error = |line: usize, message: String| ParseError {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(RPM_LISTING_HEADER) {
+        return Err(error(1, "not an rpm database listing".to_string()));
+    }
+    let mut packages = Vec::new();
+    for line in lines {
+        if let Some(message) = line.strip_prefix(RPM_LISTING_ERROR) {
+            // The database itself is the file; it has no lines to name.
+            return Err(error(0, message.to_string()));
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, epoch, version, release, arch, source_rpm] = fields[..] else {
+            return Err(error(
+                0,
+                format!("a listing line has {} fields", fields.len()),
+            ));
+        };
+        let package = crate::rpmdb::RpmPackage {
+            name: name.to_string(),
+            epoch: epoch.parse().ok(),
+            version: version.to_string(),
+            release: release.to_string(),
+            arch: arch.to_string(),
+            source_rpm: source_rpm.to_string(),
+        };
+        let evr = package.evr();
+        packages.push(InstalledPackage {
+            kind: PackageKind::Rpm,
+            source_name: package.source_name(),
+            name: package.name,
+            version: evr.clone(),
+            architecture: package.arch,
+            source_version: evr,
         });
     }
     Ok(packages)

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::index::ImageIndex;
-use crate::matcher::{FindingState, MatchReport};
+use crate::matcher::{FindingState, MatchReport, version_order};
 use crate::severity::Severity;
-use crate::version::compare_debian;
 
 /// Lays out rows under a header in columns two spaces apart, as `kubectl`
 /// and `shoal image list` do.
@@ -125,7 +124,7 @@ pub fn update_actions(report: &MatchReport) -> Vec<UpdateAction> {
                 vulnerabilities: Vec::new(),
                 worst_severity: finding.severity,
             });
-        if compare_debian(fixed, &action.upgrade_to).is_ok_and(|o| o.is_gt()) {
+        if version_order(finding.package_kind)(fixed, &action.upgrade_to).is_ok_and(|o| o.is_gt()) {
             action.upgrade_to = fixed.clone();
         }
         if !action.packages.contains(&finding.package) {
@@ -162,6 +161,10 @@ pub fn findings_table(index: &ImageIndex, report: &MatchReport) -> String {
                     .unwrap_or_else(|| "(no fix yet)".to_string()),
                 finding.vulnerability.clone(),
                 finding.severity.to_string(),
+                finding
+                    .cvss
+                    .as_ref()
+                    .map_or_else(String::new, |cvss| format!("{:.1}", cvss.base_score)),
                 finding.layer.short().to_string(),
             ]
         })
@@ -191,6 +194,7 @@ pub fn findings_table(index: &ImageIndex, report: &MatchReport) -> String {
                 "FIXED",
                 "VULNERABILITY",
                 "SEVERITY",
+                "CVSS",
                 "LAYER",
             ],
             &rows,

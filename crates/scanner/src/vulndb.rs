@@ -21,7 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::severity::Severity;
+use crate::severity::{Cvss, Severity};
 
 const ADVISORIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("vulndb_advisories");
 const IDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("vulndb_ids");
@@ -59,7 +59,7 @@ pub enum RangeEvent {
 }
 
 /// What an advisory says about one package in one release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Advisory {
     /// The vulnerability: a CVE id, or the advisory's own (DSA-…, OSV id).
     pub id: String,
@@ -78,7 +78,11 @@ pub struct Advisory {
     /// The distribution says this release was never affected.
     #[serde(default)]
     pub not_affected: bool,
+    /// The distribution's rating (`Unknown` when it gives none).
     pub severity: Severity,
+    /// The CVSS v3 base vector and score the advisory gives, if any.
+    #[serde(default)]
+    pub cvss: Option<Cvss>,
     pub source: String,
 }
 
@@ -270,7 +274,7 @@ impl VulnDb {
                 std::collections::BTreeMap::new();
             for advisory in advisories {
                 let key = advisory_key(advisory);
-                let value = serde_json::to_vec(advisory).expect("advisories serialize");
+                let value = crate::record::encode(advisory);
                 table
                     .insert(key.as_str(), value.as_slice())
                     .map_err(|e| self.fail(e))?;
@@ -389,7 +393,7 @@ impl Reader {
             if !key.value().starts_with(&prefix) {
                 break;
             }
-            if let Ok(advisory) = serde_json::from_slice::<Advisory>(value.value()) {
+            if let Some(advisory) = crate::record::decode(value.value()) {
                 found.push(advisory);
             }
         }
@@ -460,6 +464,29 @@ fn strings(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// An OSV `severity` list's CVSS v3 vector, scored; a malformed one fails
+/// the file's import like any other malformed field. Other CVSS versions
+/// (v2, v4) are not scored and are left out.
+fn cvss_of(severity: Option<&Value>, id: &str, path: &str) -> Result<Option<Cvss>, VulnDbError> {
+    let Some(ratings) = severity.and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    for rating in ratings {
+        if rating.get("type").and_then(Value::as_str) != Some("CVSS_V3") {
+            continue;
+        }
+        let vector = rating.get("score").and_then(Value::as_str).unwrap_or("");
+        return Cvss::from_v3_vector(vector)
+            .map(Some)
+            .map_err(|error| VulnDbError::Malformed {
+                path: path.to_string(),
+                line: 0,
+                message: format!("{id}: {error}"),
+            });
+    }
+    Ok(None)
+}
+
 /// One OSV advisory: a record per affected (ecosystem, package) with
 /// ECOSYSTEM ranges. Other range types (SEMVER, GIT) describe upstream
 /// sources, not distribution packages, and are left out.
@@ -484,12 +511,13 @@ fn parse_osv(value: &Value, path: &str) -> Result<Vec<Advisory>, VulnDbError> {
         .and_then(|ratings| {
             ratings.iter().find_map(|rating| {
                 let kind = rating.get("type")?.as_str()?;
-                // CVSS vectors would need their score computed; ratings
-                // given as words (Ubuntu's, Debian's) are used as they are.
+                // Ratings given as words (Ubuntu's, Debian's) are the
+                // distribution's; CVSS vectors are read apart.
                 (!kind.starts_with("CVSS")).then(|| rating.get("score")?.as_str())?
             })
         })
         .map(Severity::from_rating);
+    let advisory_cvss = cvss_of(value.get("severity"), id, path)?;
     let mut advisories = Vec::new();
     let affected = value
         .get("affected")
@@ -554,6 +582,7 @@ fn parse_osv(value: &Value, path: &str) -> Result<Vec<Advisory>, VulnDbError> {
             .or(text_rating)
             .or(advisory_rating)
             .unwrap_or(Severity::Unknown);
+        let cvss = cvss_of(entry.get("severity"), id, path)?.or_else(|| advisory_cvss.clone());
         advisories.push(Advisory {
             id: id.to_string(),
             aliases: aliases.clone(),
@@ -563,6 +592,7 @@ fn parse_osv(value: &Value, path: &str) -> Result<Vec<Advisory>, VulnDbError> {
             versions,
             not_affected: false,
             severity,
+            cvss,
             source: SOURCE_OSV.to_string(),
         });
     }
@@ -603,6 +633,7 @@ fn parse_debian_tracker(value: &Value, path: &str) -> Result<Vec<Advisory>, Vuln
                     versions: Vec::new(),
                     not_affected: false,
                     severity,
+                    cvss: None,
                     source: SOURCE_DEBIAN_TRACKER.to_string(),
                 };
                 match (status, fixed_version) {

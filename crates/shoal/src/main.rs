@@ -235,6 +235,12 @@ struct NodeArgs {
     /// `image`: run images without a trusted signature on this machine.
     #[arg(long = "insecure-options", value_name = "image")]
     insecure_options: Option<String>,
+    /// Refuse to start a container whose image has a known vulnerability
+    /// at or above this severity (negligible, low, medium, high,
+    /// critical), matched against this machine's `shoal vulndb` data; with
+    /// no data, every image is refused. Off by default.
+    #[arg(long, value_name = "SEVERITY")]
+    image_scan_fail_on: Option<scanner::severity::Severity>,
     /// Run no node agent on this server (it then runs no pods).
     #[arg(long)]
     disable_agent: bool,

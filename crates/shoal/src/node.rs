@@ -22,6 +22,7 @@ pub struct NodeSettings {
     pub agent_port: u16,
     pub max_pods: u32,
     pub insecure_images: bool,
+    pub image_scan_fail_on: Option<scanner::severity::Severity>,
     pub disable_agent: bool,
     pub disable_scheduler: bool,
     pub disable_controllers: bool,
@@ -136,6 +137,7 @@ impl NodeSettings {
             agent_port: node.agent_port,
             max_pods: node.max_pods,
             insecure_images,
+            image_scan_fail_on: node.image_scan_fail_on,
             disable_agent: node.disable_agent,
             disable_scheduler: node.disable_scheduler,
             disable_controllers: node.disable_controllers,
@@ -155,6 +157,7 @@ impl NodeSettings {
         config.agent_port = self.agent_port;
         config.max_pods = self.max_pods;
         config.insecure_images = self.insecure_images;
+        config.image_scan_fail_on = self.image_scan_fail_on;
         config.cluster_dns = vec![IpAddr::V4(self.cluster_dns)];
         config.cluster_domain = self.cluster_domain.clone();
         // kubelet's ratio: a 40 s Lease renewed every 10 s.

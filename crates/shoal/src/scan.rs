@@ -15,6 +15,7 @@ use runtime::image::import::Source;
 use runtime::image::store::Store;
 use scanner::index::{self, ImageIndex, LayerCache};
 use scanner::matcher;
+use scanner::policy::{ScanPolicy, Verdict};
 use scanner::report;
 use scanner::severity::Severity;
 use scanner::vulndb::VulnDb;
@@ -72,17 +73,67 @@ fn now_unix_seconds() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-/// Adds `scan` to the runtime's `image` subcommand.
+/// Adds `scan` to the runtime's `image` subcommand, and `--scan-fail-on`
+/// to its `run`.
 pub fn add_to(command: clap::Command) -> clap::Command {
-    command.mut_subcommand("image", |image| {
-        image.subcommand(ScanArgs::augment_args(clap::Command::new("scan").about(
-            "List an image's OS and packages (from the content store, or an OCI layout or archive)",
-        )))
-    })
+    command
+        .mut_subcommand("image", |image| {
+            image.subcommand(ScanArgs::augment_args(clap::Command::new("scan").about(
+                "List an image's OS and packages (from the content store, or an OCI layout or archive)",
+            )))
+        })
+        .mut_subcommand("run", |run| {
+            run.arg(
+                clap::Arg::new(SCAN_FAIL_ON)
+                    .long("scan-fail-on")
+                    .value_name("SEVERITY")
+                    .value_parser(clap::value_parser!(Severity))
+                    .help("Refuse to run the image when its scan finds a vulnerability at or above this severity (negligible, low, medium, high, critical); needs `shoal vulndb import` data"),
+            )
+        })
 }
 
-/// Runs `image scan` when that is what was asked; `None` otherwise.
+/// The id of `run --scan-fail-on`.
+const SCAN_FAIL_ON: &str = "scan_fail_on";
+
+/// `run --scan-fail-on`: scans the image first and refuses it, or lets the
+/// runtime's `run` go on (`None`).
+fn check_run(run_matches: &ArgMatches) -> Option<ExitCode> {
+    let fail_on = *run_matches.get_one::<Severity>(SCAN_FAIL_ON)?;
+    let data_dir = run_matches.get_one::<PathBuf>("data_dir")?;
+    let image = run_matches.get_one::<String>("image")?;
+    let policy = ScanPolicy::new(data_dir, fail_on);
+    let checked = Store::open(data_dir)
+        .map_err(|error| format!("{error:#}"))
+        .and_then(|store| {
+            policy
+                .check(&store, image, image)
+                .map_err(|error| error.to_string())
+        });
+    match checked {
+        Ok(Verdict::Allowed { warnings, .. }) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            None
+        }
+        Ok(Verdict::Refused(refusal)) => {
+            eprintln!("error: refused by --scan-fail-on {fail_on}: {refusal}");
+            Some(ExitCode::FAILURE)
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Some(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Runs `image scan` when that is what was asked, or refuses a `run` by
+/// its `--scan-fail-on`; `None` otherwise.
 pub fn dispatch(matches: &ArgMatches) -> Option<ExitCode> {
+    if let ("run", run_matches) = matches.subcommand()? {
+        return check_run(run_matches);
+    }
     let ("image", image_matches) = matches.subcommand()? else {
         return None;
     };

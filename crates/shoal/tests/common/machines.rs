@@ -92,6 +92,11 @@ impl Machines {
     /// As `start`, with the same busybox image imported under more names
     /// too (e.g. `busybox:2`, for an image update).
     pub fn start_with_images(agents: usize, more_images: &[&str]) -> Machines {
+        Machines::start_with(agents, more_images, &[])
+    }
+
+    /// As `start_with_images`, with more `shoal up` flags for the server.
+    pub fn start_with(agents: usize, more_images: &[&str], server_flags: &[&str]) -> Machines {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         assert!(
             status
@@ -164,13 +169,12 @@ impl Machines {
             machines.add_host(index);
         }
         let server_ip = machines.machines[0].ip.clone();
-        machines.launch(
-            0,
-            &[
-                "--api-listen=0.0.0.0:6443",
-                &format!("--advertise-address={server_ip}"),
-            ],
-        );
+        let advertise = format!("--advertise-address={server_ip}");
+        let server_launch_flags: Vec<&str> = ["--api-listen=0.0.0.0:6443", advertise.as_str()]
+            .into_iter()
+            .chain(server_flags.iter().copied())
+            .collect();
+        machines.launch(0, &server_launch_flags);
         let join_command = machines.wait_for_log(0, "shoal up --join ", Duration::from_secs(60));
         let token = join_command
             .split("--token ")

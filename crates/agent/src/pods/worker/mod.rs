@@ -39,6 +39,9 @@ pub struct Context {
     pub runtime: PodRuntime,
     pub config: AgentConfig,
     pub events: Events,
+    /// The image scan policy, when it is on: shared by every worker, so
+    /// an image is scanned once for all the pods that run it.
+    pub scan_policy: Option<Arc<scanner::policy::ScanPolicy>>,
 }
 
 /// What the worker is told.

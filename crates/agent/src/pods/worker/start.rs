@@ -1,6 +1,8 @@
 //! Starting a container: its back-off, its image (by pull policy, with
 //! the pod's registry credentials) and its runtime spec from the pod's.
 
+use scanner::policy::Verdict;
+
 use super::*;
 
 impl Worker {
@@ -69,6 +71,9 @@ impl Worker {
             Some(image) => image,
             None => return,
         };
+        if !self.scan_allows(container, &image).await {
+            return;
+        }
         // The configuration.
         let container_spec = match self.container_spec(container, &image).await {
             Ok(spec) => spec,
@@ -248,6 +253,56 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// Asks the image scan policy, when it is on, whether `image` may run;
+    /// a refusal (or a scan that cannot be made) leaves the container
+    /// waiting with reason `ImageScanRefused`, a Warning event of that
+    /// reason on the pod, and another check after the pull back-off.
+    async fn scan_allows(&mut self, container: &Container, image: &ImageInfo) -> bool {
+        let Some(policy) = self.ctx.scan_policy.clone() else {
+            return true;
+        };
+        let name = container.name.clone();
+        let data_dir = self.ctx.config.data_dir.clone();
+        let reference = image.id.clone();
+        let shown_as = container
+            .image
+            .clone()
+            .unwrap_or_else(|| image.local_name.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let store = runtime::image::store::Store::open(&data_dir)
+                .map_err(|error| format!("cannot open the content store: {error:#}"))?;
+            policy
+                .check(&store, &reference, &shown_as)
+                .map_err(|error| error.to_string())
+        })
+        .await
+        .unwrap_or_else(|error| Err(format!("the image scan stopped: {error}")));
+        let message = match checked {
+            Ok(Verdict::Allowed { warnings, .. }) => {
+                for warning in warnings {
+                    tracing::debug!(image = %image.local_name, %warning, "image scan");
+                }
+                return true;
+            }
+            Ok(Verdict::Refused(refusal)) => refusal.to_string(),
+            Err(message) => message,
+        };
+        let run = self.runs.entry(name.clone()).or_default();
+        run.waiting = Some(("ImageScanRefused".to_string(), message.clone()));
+        run.image_retry = Some(Instant::now() + BACKOFF_START);
+        // With `Always`, the next check pulls again: a newer image under the
+        // same tag may pass.
+        run.image = None;
+        self.ctx.events.pod_field(
+            &self.pod,
+            Some(format!("spec.containers{{{name}}}")),
+            true,
+            "ImageScanRefused",
+            message,
+        );
+        false
     }
 
     /// Registry credentials from the pod's `imagePullSecrets`.
