@@ -27,6 +27,40 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// A floating-point gauge (`Gauge<f64>`): sizes, seconds, ratios.
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// A family whose members are fixed when it is made: live handles with
+/// their labels. An observation touches only its handle (no map lookup, no
+/// lock, no label set built); a scrape walks the members.
+#[derive(Debug)]
+pub struct FixedFamily<L, M> {
+    members: Vec<(L, M)>,
+}
+
+impl<L, M> FixedFamily<L, M> {
+    pub fn new(members: Vec<(L, M)>) -> Self {
+        FixedFamily { members }
+    }
+}
+
+impl<L, M> prometheus_client::encoding::EncodeMetric for FixedFamily<L, M>
+where
+    L: EncodeLabelSet,
+    M: prometheus_client::encoding::EncodeMetric + prometheus_client::metrics::TypedMetric,
+{
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        for (labels, metric) in &self.members {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        M::TYPE
+    }
+}
+
 /// The exposition format a scrape gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
