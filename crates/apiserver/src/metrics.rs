@@ -378,7 +378,7 @@ mod tests {
         assert!(text.contains("shoal_pods{phase=\"Running\"} 3\n"), "{text}");
         assert!(text.contains("apiserver_request_total{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"cluster\",component=\"apiserver\",code=\"200\"} 1\n"), "{text}");
         assert!(
-            text.contains("apiserver_request_duration_seconds_bucket{le=\"0.005\",verb=\"LIST\""),
+            text.contains("apiserver_request_duration_seconds_bucket{verb=\"LIST\",group=\"\",version=\"v1\",resource=\"pods\",subresource=\"\",scope=\"cluster\",component=\"apiserver\",le=\"0.005\"} 1\n"),
             "{text}"
         );
     }
