@@ -10,6 +10,7 @@
 
 pub mod join;
 pub mod lease;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod routes;

@@ -96,6 +96,21 @@ fn exited(runtime: PodRuntime, id: ContainerId) -> BoxFuture<'static, ()> {
 }
 
 impl StreamBackend for Backend {
+    fn metrics(
+        &self,
+        accept: Option<String>,
+    ) -> BoxFuture<'_, Result<(&'static str, String), StreamError>> {
+        let runtime = self.runtime.clone();
+        async move {
+            let snapshot = tokio::task::spawn_blocking(move || crate::metrics::read(&runtime))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(crate::metrics::render(snapshot, accept.as_deref()))
+        }
+        .boxed()
+    }
+
     fn log_files(&self, container: &ContainerRef) -> BoxFuture<'_, Result<LogFiles, StreamError>> {
         let container = container.clone();
         async move {

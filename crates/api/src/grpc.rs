@@ -45,6 +45,7 @@ use tonic::service::Routes;
 use crate::KvService;
 use crate::encoded_range::check_request_encoding;
 use crate::grpc_watch;
+use crate::metrics::{CallRecord, GrpcMetrics};
 
 /// HTTP/2 settings: a 1 MiB window per stream, as hyper's server had under
 /// tonic, and a 16 KiB limit on a request's headers. Concurrent streams are
@@ -76,6 +77,8 @@ pub(crate) struct Services {
     pub routes: Routes,
     /// The largest request message accepted, in bytes.
     pub max_message: usize,
+    /// Calls by method and code, and bytes each way (`/metrics`).
+    pub metrics: Arc<GrpcMetrics>,
 }
 
 /// Serves HTTP/2 on one accepted connection until the peer closes it, it
@@ -122,12 +125,14 @@ pub(crate) async fn serve_connection<T>(
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     let request = carrying(request, &info);
+                    let record = services.metrics.call(request.uri().path());
                     match Inline::for_path(request.uri().path()) {
                     Some(Inline::Kv(call)) => calls.push(Either::Left(answer(
                         Arc::clone(&services),
                         call,
                         request,
                         respond,
+                        record,
                     ))),
                     Some(Inline::Watch) => {
                         let watch = grpc_watch::serve(
@@ -138,13 +143,21 @@ pub(crate) async fn serve_connection<T>(
                             respond,
                         );
                         // A panic ends this stream alone (its drop resets it).
+                        // The stream ends when its client goes: counted as
+                        // Canceled when the record drops.
                         let watch = std::panic::AssertUnwindSafe(watch)
                             .catch_unwind()
-                            .map(|_| ());
+                            .map(move |_| drop(record));
                         calls.push(Either::Right(watch));
                     }
                     None => {
-                        tokio::spawn(pass_to_tonic(services.routes.clone(), request, respond));
+                        tokio::spawn(pass_to_tonic(
+                            services.routes.clone(),
+                            request,
+                            respond,
+                            record,
+                            Arc::clone(&services.metrics),
+                        ));
                     }
                 }},
                 Some(Err(error)) => {
@@ -219,10 +232,12 @@ async fn answer(
     call: KvCall,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
+    mut record: Option<CallRecord>,
 ) {
     let outcome = std::pin::pin!(async {
         check_request_encoding(request.headers())?;
         let body = read_message(request.into_body(), services.max_message).await?;
+        services.metrics.received(MESSAGE_PREFIX_LEN + body.len());
         let kv = &services.kv;
         match call {
             KvCall::Put => encode(kv.put(decode(body)?).await?.get_ref()),
@@ -245,11 +260,19 @@ async fn answer(
         outcome = outcome => outcome,
         _ = poll_fn(|context| respond.poll_reset(context)) => return,
     };
+    let code = match &outcome {
+        Ok(_) => 0,
+        Err(status) => status.code() as i32,
+    };
+    if let Some(record) = &mut record {
+        record.set_code(code);
+    }
     match outcome {
         Ok(message) => {
             let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
                 return;
             };
+            services.metrics.sent(message.len());
             if stream.send_data(message, false).is_ok() {
                 let _ = stream.send_trailers(ok_trailers());
             }
@@ -364,9 +387,11 @@ async fn pass_to_tonic(
     mut routes: Routes,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
+    mut record: Option<CallRecord>,
+    metrics: Arc<GrpcMetrics>,
 ) {
     let (parts, body) = request.into_parts();
-    let request = http::Request::from_parts(parts, RequestBody::new(body));
+    let request = http::Request::from_parts(parts, RequestBody::new(body, Some(metrics.clone())));
     if let Err(never) =
         poll_fn(|context| Service::<http::Request<RequestBody>>::poll_ready(&mut routes, context))
             .await
@@ -382,19 +407,28 @@ async fn pass_to_tonic(
     let Ok(response) = response;
     let (parts, body) = response.into_parts();
     let end_of_stream = body.is_end_stream();
+    // A trailers-only answer (an error) carries its status in the headers.
+    if let Some(record) = &mut record {
+        record.set_code_from(&parts.headers);
+    }
     let Ok(stream) = respond.send_response(http::Response::from_parts(parts, ()), end_of_stream)
     else {
         return;
     };
     if !end_of_stream {
-        send_body(stream, body).await;
+        send_body(stream, body, record.as_mut(), &metrics).await;
     }
 }
 
 /// Writes a response body to its stream: data as the stream's flow control
 /// allows, then the trailers (or an empty end). Stops when the client resets
 /// the stream (a cancelled watch), dropping the body.
-async fn send_body(mut stream: h2::SendStream<Bytes>, body: tonic::body::Body) {
+async fn send_body(
+    mut stream: h2::SendStream<Bytes>,
+    body: tonic::body::Body,
+    mut record: Option<&mut CallRecord>,
+    metrics: &GrpcMetrics,
+) {
     let mut body = std::pin::pin!(body);
     loop {
         let frame = tokio::select! {
@@ -415,12 +449,16 @@ async fn send_body(mut stream: h2::SendStream<Bytes>, body: tonic::body::Body) {
         };
         match frame.into_data() {
             Ok(data) => {
+                metrics.sent(data.len());
                 if send_data(&mut stream, data).await.is_err() {
                     return;
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
+                    if let Some(record) = record.as_deref_mut() {
+                        record.set_code_from(&trailers);
+                    }
                     let _ = stream.send_trailers(trailers);
                     return;
                 }
@@ -451,13 +489,15 @@ async fn send_data(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Resul
 pub(crate) struct RequestBody {
     stream: h2::RecvStream,
     data_done: bool,
+    metrics: Option<Arc<GrpcMetrics>>,
 }
 
 impl RequestBody {
-    fn new(stream: h2::RecvStream) -> RequestBody {
+    fn new(stream: h2::RecvStream, metrics: Option<Arc<GrpcMetrics>>) -> RequestBody {
         RequestBody {
             stream,
             data_done: false,
+            metrics,
         }
     }
 }
@@ -475,6 +515,9 @@ impl Body for RequestBody {
             match ready!(this.stream.poll_data(context)) {
                 Some(Ok(data)) => {
                     let _ = this.stream.flow_control().release_capacity(data.len());
+                    if let Some(metrics) = &this.metrics {
+                        metrics.received(data.len());
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),

@@ -13,6 +13,7 @@ mod grpc;
 mod grpc_watch;
 mod lease;
 mod lock;
+pub mod metrics;
 mod v2;
 mod validate;
 mod watch;
@@ -75,7 +76,13 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
     let kv = encoded_range::KvRoutes::new(kv, member.clone(), max_message);
-    let http = Arc::new(gateway::HttpApi::new(member.clone()));
+    let grpc_metrics = Arc::new(metrics::GrpcMetrics::default());
+    let endpoint = ::metrics::Endpoint::with_process_metrics();
+    endpoint.add(Arc::new(member.metrics_registry()));
+    let mut grpc_registry = ::metrics::Registry::default();
+    grpc_registry.register_collector(Box::new(grpc_metrics.clone()));
+    endpoint.add(Arc::new(grpc_registry));
+    let http = Arc::new(gateway::HttpApi::new(member.clone(), endpoint));
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -90,6 +97,7 @@ pub async fn serve(
         kv: Arc::new(KvService { member: kv_member }),
         routes,
         max_message,
+        metrics: grpc_metrics,
     });
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

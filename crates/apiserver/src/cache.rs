@@ -301,6 +301,15 @@ impl Caches {
         }
     }
 
+    /// Each cache's prefix and how many watchers it feeds now.
+    pub fn watcher_counts(&self) -> Vec<(String, usize)> {
+        self.caches
+            .lock()
+            .iter()
+            .map(|(prefix, cache)| (prefix.clone(), cache.changes.receiver_count()))
+            .collect()
+    }
+
     /// The cache of the objects under `prefix` (a resource's key prefix).
     pub fn get(&self, prefix: &str) -> Arc<Cache> {
         let mut caches = self.caches.lock();

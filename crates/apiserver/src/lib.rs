@@ -29,6 +29,7 @@ mod handlers;
 pub mod join;
 mod kinds;
 mod managed;
+pub mod metrics;
 mod namespaces;
 mod node_proxy;
 mod objects;
@@ -118,6 +119,9 @@ pub struct Api {
     /// that evictions in parallel (`kubectl drain` sends them so) are
     /// judged one after another, each seeing the ones before it.
     evictions: tokio::sync::Mutex<()>,
+    /// Requests, watchers and object counts (`/metrics`).
+    metrics: metrics::ApiMetrics,
+    metrics_endpoint: Arc<::metrics::Endpoint>,
 }
 
 /// The strategic merge patch schema of the built-in kinds, built once.
@@ -154,7 +158,9 @@ impl Api {
             }
             None => kv,
         };
-        Arc::new(Api {
+        let api_metrics = metrics::ApiMetrics::default();
+        let metrics_endpoint = metrics::endpoint(&api_metrics);
+        let api = Arc::new(Api {
             caches: cache::Caches::new(Arc::clone(&kv)),
             namespaces: Arc::default(),
             kv,
@@ -165,7 +171,20 @@ impl Api {
             collector,
             collector_queue: parking_lot::Mutex::new(Some(queue)),
             evictions: tokio::sync::Mutex::new(()),
-        })
+            metrics: api_metrics,
+            metrics_endpoint,
+        });
+        let mut watchers = ::metrics::Registry::default();
+        watchers.register_collector(Box::new(metrics::WatcherCollector(Arc::downgrade(&api))));
+        api.metrics_endpoint.add(Arc::new(watchers));
+        tokio::spawn(metrics::keep_counts(Arc::downgrade(&api)));
+        api
+    }
+
+    /// What the API port's `/metrics` serves; the scheduler and the
+    /// controllers running beside this server add their registries to it.
+    pub fn metrics_endpoint(&self) -> &Arc<::metrics::Endpoint> {
+        &self.metrics_endpoint
     }
 
     /// Queues work for the garbage collector.
@@ -347,6 +366,15 @@ impl Api {
         match segments.as_slice() {
             ["version"] if is_get => respond::json(200, &discovery::version()),
             ["healthz"] | ["livez"] | ["readyz"] if is_get => respond::text(200, "ok"),
+            ["metrics"] if is_get => {
+                let (content_type, body) = self.metrics_endpoint.render(Some(&accept));
+                let mut response = hyper::Response::new(respond::full(body));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(content_type),
+                );
+                response
+            }
             ["api"] if is_get => self.discovery_root(true, &accept),
             ["apis"] if is_get => self.discovery_root(false, &accept),
             ["api", "v1"] if is_get => self.resource_list("", "v1"),
@@ -447,6 +475,20 @@ impl Api {
         {
             return respond::error(&ApiError::not_found_path());
         }
+        let started = std::time::Instant::now();
+        let labels = metrics::DurationLabels {
+            verb: metrics::verb(&parts.method, name.is_some(), query.watch),
+            group: group.to_string(),
+            version: version.to_string(),
+            resource: resource.plural.clone(),
+            subresource: subresource.unwrap_or("").to_string(),
+            scope: match (name.is_some(), namespace.is_some()) {
+                (true, _) => "resource",
+                (false, true) => "namespace",
+                (false, false) => "cluster",
+            },
+            component: "apiserver",
+        };
         let request = handlers::Request {
             user,
             resource: &resource,
@@ -457,7 +499,10 @@ impl Api {
             query: &query,
             body: &body,
         };
-        handlers::dispatch(self, request).await
+        let response = handlers::dispatch(self, request).await;
+        self.metrics
+            .record(labels, response.status().as_u16(), started.elapsed());
+        response
     }
 }
 

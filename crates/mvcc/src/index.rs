@@ -79,6 +79,10 @@ impl KeyIndex {
 
     /// Records a change. Entries must arrive in ascending revision order per key, which holds
     /// both when replaying the revisions table and when applying new writes.
+    pub fn n_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     pub fn push(&mut self, key: &[u8], entry: IndexEntry) {
         if let Some(history) = self.keys.get_mut(key) {
             debug_assert!(

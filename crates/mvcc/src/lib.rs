@@ -356,6 +356,12 @@ impl Mvcc {
         }
     }
 
+    /// How many keys the index holds: live ones, and deleted ones until a
+    /// compaction drops their history (etcd's `keys_total` counts the same).
+    pub fn n_keys_indexed(&self) -> usize {
+        self.index.read().n_keys()
+    }
+
     /// An estimate of the bytes the MVCC state occupies: the sum of its stored records.
     pub fn db_size_in_use(&self) -> u64 {
         self.stored_bytes.load(Ordering::Relaxed)

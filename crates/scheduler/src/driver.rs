@@ -286,8 +286,14 @@ impl Driver {
                 continue;
             };
             let key = core::pod_key(&pod);
+            let attempt_started = Instant::now();
             let decision = {
                 let mut shared = self.lock();
+                let metrics = &self.config.metrics;
+                metrics.pending_active.set(shared.active.len() as i64);
+                metrics
+                    .pending_unschedulable
+                    .set(shared.unschedulable.len() as i64);
                 match shared.cluster.schedule(&pod) {
                     Ok(placement) => {
                         shared.cluster.assume(&pod, &placement.node);
@@ -311,6 +317,14 @@ impl Driver {
                     }
                 }
             };
+            self.config.metrics.attempt(
+                if decision.is_ok() {
+                    crate::metrics::AttemptResult::Scheduled
+                } else {
+                    crate::metrics::AttemptResult::Unschedulable
+                },
+                attempt_started.elapsed(),
+            );
             match decision {
                 Ok(placement) => {
                     let driver = Arc::clone(&self);

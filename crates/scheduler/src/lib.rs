@@ -9,6 +9,7 @@
 pub mod core;
 mod driver;
 mod events;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct SchedulerConfig {
     pub scheduled_events: bool,
     pub scheduled_events_per_second: usize,
     pub event_backlog: usize,
+    /// Attempts, their latency and the queues (`/metrics`), shared by every
+    /// term this instance leads.
+    pub metrics: std::sync::Arc<metrics::SchedulerMetrics>,
 }
 
 impl SchedulerConfig {
@@ -53,6 +57,7 @@ impl SchedulerConfig {
             scheduled_events: true,
             scheduled_events_per_second: 50,
             event_backlog: 256,
+            metrics: std::sync::Arc::default(),
         }
     }
 }

@@ -163,7 +163,8 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 .await?;
             }
             if !platform.node.disable_scheduler {
-                scheduler_task = Some(start_scheduler(&kubeconfig, scheduler_stop).await?);
+                scheduler_task =
+                    Some(start_scheduler(&kubeconfig, scheduler_stop, &started.metrics).await?);
             }
             if !platform.node.disable_controllers {
                 let client = crate::node::client_from(&kubeconfig)
@@ -329,6 +330,7 @@ async fn start_api(
         .await;
         Ok(())
     }));
+    let metrics_endpoint = Arc::clone(api.metrics_endpoint());
     let mut stop_collector = stop.clone();
     tokio::spawn(api.run_collector(async move {
         let _ = stop_collector.wait_for(|stopped| *stopped).await;
@@ -347,6 +349,7 @@ async fn start_api(
     }
     Ok(ApiStarted {
         kubeconfig: pki.admin_kubeconfig,
+        metrics: metrics_endpoint,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
     })
 }
@@ -404,6 +407,8 @@ async fn start_dns(
 struct ApiStarted {
     kubeconfig: std::path::PathBuf,
     join_command: String,
+    /// The API port's `/metrics`, where the scheduler adds its own.
+    metrics: Arc<metrics::Endpoint>,
 }
 
 /// Starts the scheduler (`scheduler::run`) with a client of the API built
@@ -412,11 +417,13 @@ struct ApiStarted {
 async fn start_scheduler(
     kubeconfig: &std::path::Path,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    metrics_endpoint: &metrics::Endpoint,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let client = crate::node::client_from(kubeconfig)
         .await
         .context("the scheduler's client")?;
     let config = scheduler::SchedulerConfig::new(&identity());
+    metrics_endpoint.add(Arc::new(config.metrics.registry()));
     Ok(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 mod inbox;
 pub mod lease;
+pub mod metrics;
 mod node;
 mod raft_log;
 mod raft_stream;
@@ -261,7 +262,8 @@ impl Member {
         let activity = transport::PeerActivity::default();
         let runtime = tokio::runtime::Handle::current();
         let mut network =
-            transport::PeerNetwork::new(runtime.clone(), inbox_sender.clone(), activity.clone());
+            transport::PeerNetwork::new(runtime.clone(), inbox_sender.clone(), activity.clone())
+                .with_metrics(status.metrics.peer.clone());
         let mut known_peer_urls: HashMap<u64, Vec<String>> = state_machine
             .members()
             .into_iter()
@@ -643,7 +645,29 @@ impl Member {
         }
     }
 
+    /// etcd's metrics for this member, to be served on its client port
+    /// (`/metrics`), where the API adds its gRPC counters.
+    pub fn metrics_registry(&self) -> ::metrics::Registry {
+        let mut registry = ::metrics::Registry::default();
+        self.status.metrics.register(&mut registry);
+        registry.register_collector(Box::new(crate::metrics::MemberCollector {
+            member_id: self.member_id,
+            status: self.status.clone(),
+            watch_hub: self.watch_hub.clone(),
+            state_machine: self.state_machine.clone(),
+            db_path: self.db_path.clone(),
+            quota_backend_bytes: self.config.quota_backend_bytes,
+        }));
+        registry
+    }
+
+    /// The live metric handles, for the API's counts.
+    pub fn metrics(&self) -> &crate::metrics::StoreMetrics {
+        &self.status.metrics
+    }
+
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.status.metrics.mvcc_range.inc();
         if !request.serializable {
             self.linearizable_barrier().await?;
         }
@@ -659,6 +683,7 @@ impl Member {
         &self,
         request: RangeRequest,
     ) -> Result<(mvcc::EncodedRange, ResponseHeader), StoreError> {
+        self.status.metrics.mvcc_range.inc();
         if !request.serializable {
             self.linearizable_barrier().await?;
         }

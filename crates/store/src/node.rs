@@ -168,6 +168,8 @@ pub struct NodeStatus {
     /// member can no longer promise durability, so whoever runs it must stop
     /// it (`Member::stopped` tells them).
     pub storage_failure: parking_lot::Mutex<Option<String>>,
+    /// etcd's metrics, updated by the loop, the log and the peer streams.
+    pub metrics: crate::metrics::StoreMetrics,
 }
 
 /// On the leader: waits (up to `patience`) until it has committed an entry of its
@@ -374,6 +376,9 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const MAX_INPUTS_PER_ROUND: usize = 8192;
 /// With 100 ms ticks, about a thousand revocations a second.
 const MAX_REVOKES_PER_TICK: usize = 100;
+/// An apply slower than this counts in `etcd_server_slow_apply_total`, as
+/// etcd's 100 ms warning threshold.
+const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 impl<const FAULTS: bool> Node<FAULTS> {
     /// The bugs the simulation puts back; none, at compile time, in a member.
@@ -573,6 +578,7 @@ impl<const FAULTS: bool> Node<FAULTS> {
         }
         if let Err(error) = self.raw.propose(Vec::new(), data) {
             tracing::debug!(%error, "proposal dropped");
+            self.status.metrics.proposals_failed.inc();
             if let Some(waiter) = self.waiters.remove(&id) {
                 let _ = waiter.send(ApplyResult::Error(StoreError::Timeout));
             }
@@ -593,6 +599,7 @@ impl<const FAULTS: bool> Node<FAULTS> {
             .partition(|parked| now.duration_since(parked.since) > give_up_after);
         self.parked = kept;
         for parked in expired {
+            self.status.metrics.proposals_failed.inc();
             if let Some(waiter) = self.waiters.remove(&parked.id) {
                 let _ = waiter.send(ApplyResult::Error(StoreError::NoLeader));
             }
@@ -845,8 +852,14 @@ impl<const FAULTS: bool> Node<FAULTS> {
             let to = message.to;
             if !self.network.is_connected(to) {
                 tracing::debug!(to = %format!("{to:x}"), "message for an unknown member dropped");
-            } else if !self.network.send(message) {
-                self.raw.report_unreachable(to);
+            } else {
+                let is_heartbeat = message.get_msg_type() == MessageType::MsgHeartbeat;
+                if !self.network.send(message) {
+                    if is_heartbeat {
+                        self.status.metrics.heartbeat_send_failures.inc();
+                    }
+                    self.raw.report_unreachable(to);
+                }
             }
         }
         self.network.flush();
@@ -905,7 +918,12 @@ impl<const FAULTS: bool> Node<FAULTS> {
         if let Some(hard_state) = ready.hs() {
             log.set_hard_state(hard_state.clone());
         }
-        log.flush(ready.must_sync() && !skip_fsync)?;
+        let flushed = log.flush(ready.must_sync() && !skip_fsync)?;
+        let metrics = &self.status.metrics;
+        metrics.wal_write_bytes.inc_by(flushed.written_bytes);
+        if let Some(sync_duration) = flushed.sync_duration {
+            metrics.wal_fsync_duration.observe_duration(sync_duration);
+        }
         self.send(ready.take_persisted_messages());
 
         self.apply_committed(&ready.take_committed_entries())?;
@@ -933,12 +951,17 @@ impl<const FAULTS: bool> Node<FAULTS> {
         if committed.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
         let mut results = Vec::new();
         let mut events = Vec::new();
         self.apply_entries(&wtx, committed, &mut results, &mut events)?;
         self.commit_applied(wtx)?;
         self.after_apply(results, events, false);
+        // etcd's warning threshold for an apply ("apply request took too long").
+        if started.elapsed() > SLOW_APPLY {
+            self.status.metrics.slow_apply.inc();
+        }
         Ok(())
     }
 
@@ -973,6 +996,7 @@ impl<const FAULTS: bool> Node<FAULTS> {
                             );
                             continue;
                         }
+                        count_request(&self.status.metrics, &request);
                         let result =
                             state_machine.apply_request(&mut writer, wtx, &request, events)?;
                         if let (Some(update), ApplyResult::Members { .. }) =
@@ -1032,13 +1056,24 @@ impl<const FAULTS: bool> Node<FAULTS> {
         } else {
             self.made_durable();
         }
-        wtx.commit().map_err(|error| error.to_string())
+        let started = std::time::Instant::now();
+        wtx.commit().map_err(|error| error.to_string())?;
+        self.status
+            .metrics
+            .backend_commit_duration
+            .observe_duration(started.elapsed());
+        Ok(())
     }
 
     /// Commits everything applied so far durably.
     fn make_durable(&mut self) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let wtx = self.db.begin_write().map_err(|error| error.to_string())?;
         wtx.commit().map_err(|error| error.to_string())?;
+        self.status
+            .metrics
+            .backend_commit_duration
+            .observe_duration(started.elapsed());
         self.made_durable();
         Ok(())
     }
@@ -1201,21 +1236,43 @@ impl<const FAULTS: bool> Node<FAULTS> {
 
     fn publish_status(&self) {
         let raft = &self.raw.raft;
-        self.status
-            .leader_id
-            .store(raft.leader_id, Ordering::Release);
+        let metrics = &self.status.metrics;
+        let previous_leader = self.status.leader_id.swap(raft.leader_id, Ordering::AcqRel);
+        if previous_leader != raft.leader_id && raft.leader_id != raft::INVALID_ID {
+            metrics.leader_changes_seen.inc();
+        }
         self.status.term.store(raft.term, Ordering::Release);
-        self.status
+        let previous_commit = self
+            .status
             .commit_index
-            .store(raft.raft_log.committed, Ordering::Release);
-        self.status.applied_index.store(
-            self.state_machine.mvcc.consistent_index(),
-            Ordering::Release,
-        );
+            .swap(raft.raft_log.committed, Ordering::AcqRel);
+        metrics
+            .proposals_committed
+            .inc_by(raft.raft_log.committed.saturating_sub(previous_commit));
+        let applied = self.state_machine.mvcc.consistent_index();
+        let previous_applied = self.status.applied_index.swap(applied, Ordering::AcqRel);
+        metrics
+            .proposals_applied
+            .inc_by(applied.saturating_sub(previous_applied));
+        metrics
+            .proposals_pending
+            .set((self.waiters.len() + self.parked.len()) as i64);
         let committed_term = raft.raft_log.term(raft.raft_log.committed).unwrap_or(0);
         self.status
             .committed_in_term
             .store(committed_term == raft.term, Ordering::Release);
+    }
+}
+
+/// Counts a request by kind in etcd's `etcd_mvcc_*_total`, on every member
+/// that applies it, as etcd counts them.
+fn count_request(metrics: &crate::metrics::StoreMetrics, request: &RaftRequest) {
+    if request.put.is_some() {
+        metrics.mvcc_put.inc();
+    } else if request.delete_range.is_some() {
+        metrics.mvcc_delete.inc();
+    } else if request.txn.is_some() {
+        metrics.mvcc_txn.inc();
     }
 }
 

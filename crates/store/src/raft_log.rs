@@ -44,6 +44,14 @@ const TRUNCATED: &str = "truncated";
 /// `--snapshot-count`, 100,000 by default) cost about 45 MB with 256-byte values.
 const RECENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// What a [`RaftLog::flush`] did, for the metrics.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub written_bytes: u64,
+    /// How long the fsync took, if one was asked for.
+    pub sync_duration: Option<std::time::Duration>,
+}
+
 pub struct RaftLog {
     hard_state: HardState,
     conf_state: ConfState,
@@ -387,8 +395,10 @@ impl RaftLog {
     /// Writes what `append` and `set_hard_state` gathered to the file, syncing
     /// it if `sync`; then drops the oldest entries beyond the memory budget
     /// from memory (they are in the file now).
-    pub fn flush(&mut self, sync: bool) -> Result<(), String> {
+    pub fn flush(&mut self, sync: bool) -> Result<Flushed, String> {
+        let mut flushed = Flushed::default();
         if !self.pending.is_empty() {
+            flushed.written_bytes = self.pending.len() as u64;
             self.wal
                 .append(&self.pending)
                 .map_err(|error| format!("writing the raft log file: {error}"))?;
@@ -396,15 +406,17 @@ impl RaftLog {
             self.pending.clear();
         }
         if sync {
+            let started = std::time::Instant::now();
             self.wal
                 .sync()
                 .map_err(|error| format!("syncing the raft log file: {error}"))?;
+            flushed.sync_duration = Some(started.elapsed());
         }
         while self.recent_bytes > self.recent_budget && self.recent.len() > 1 {
             let entry = self.recent.pop_front().expect("checked above");
             self.recent_bytes -= entry_bytes(&entry);
         }
-        Ok(())
+        Ok(flushed)
     }
 
     pub fn set_conf_state(

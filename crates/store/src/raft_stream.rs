@@ -74,12 +74,19 @@ pub struct Outbox {
     /// The buffer a direct write swaps in for `pending` (kept for its
     /// capacity).
     spare: Vec<u8>,
+    /// `etcd_network_peer_sent_bytes_total{To=peer}`, if counted.
+    sent_bytes: Option<metrics::Counter>,
 }
 
 impl Outbox {
     /// Starts the sender thread for `peer_id` at `url` (a peer URL).
     /// Failures are reported to the raft loop through `feedback`.
-    pub fn start(peer_id: u64, url: &str, feedback: Sender<NodeInput>) -> io::Result<Outbox> {
+    pub fn start(
+        peer_id: u64,
+        url: &str,
+        feedback: Sender<NodeInput>,
+        sent_bytes: Option<metrics::Counter>,
+    ) -> io::Result<Outbox> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pending: Vec::new(),
@@ -98,6 +105,7 @@ impl Outbox {
         Ok(Outbox {
             shared,
             spare: Vec::new(),
+            sent_bytes,
         })
     }
 
@@ -108,7 +116,11 @@ impl Outbox {
         if state.pending_frames >= QUEUE_LEN {
             return false;
         }
+        let before = state.pending.len();
         encode_frame(message, &mut state.pending);
+        if let Some(sent_bytes) = &self.sent_bytes {
+            sent_bytes.inc_by((state.pending.len() - before) as u64);
+        }
         state.pending_frames += 1;
         true
     }
@@ -400,7 +412,17 @@ fn is_timeout(error: &io::Error) -> bool {
 
 /// Reads one raft stream until it ends, fails, `stopping` is set, or the raft
 /// loop is gone, handing each message to `inbox`.
-pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &AtomicBool) {
+/// The bytes received from each peer (`From`), counted by the readers.
+pub type ReceivedBytes = metrics::Family<crate::metrics::PeerLabels, metrics::Counter>;
+
+pub fn read_stream(
+    mut stream: TcpStream,
+    inbox: &Sender<NodeInput>,
+    stopping: &AtomicBool,
+    received_bytes: Option<&ReceivedBytes>,
+) {
+    // The counter of the peer the stream comes from, looked up once.
+    let mut from_counter: Option<(u64, metrics::Counter)> = None;
     let remote = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |address| address.to_string());
@@ -421,6 +443,18 @@ pub fn read_stream(mut stream: TcpStream, inbox: &Sender<NodeInput>, stopping: &
                 Err(error) => return Err(error.to_string()),
             }
             while let Some(message) = reader.next_message()? {
+                if let Some(received_bytes) = received_bytes {
+                    let counter = match &from_counter {
+                        Some((from, counter)) if *from == message.from => counter,
+                        _ => {
+                            let labels = crate::metrics::PeerMetrics::from(message.from);
+                            let counter = received_bytes.get_or_create_owned(&labels);
+                            &from_counter.insert((message.from, counter)).1
+                        }
+                    };
+                    // The frame: a 4-byte length and the encoded message.
+                    counter.inc_by(4 + u64::from(message.compute_size()));
+                }
                 if inbox.send(NodeInput::Raft(message)).is_err() {
                     return Ok(());
                 }
@@ -445,6 +479,7 @@ pub fn spawn_reader(
     inbox: Sender<NodeInput>,
     stopping: Arc<AtomicBool>,
     readers: Arc<AtomicUsize>,
+    received_bytes: Option<ReceivedBytes>,
 ) {
     if readers.fetch_add(1, Ordering::Relaxed) >= MAX_READERS {
         readers.fetch_sub(1, Ordering::Relaxed);
@@ -458,7 +493,7 @@ pub fn spawn_reader(
     let spawned = std::thread::Builder::new()
         .name("raft-recv".into())
         .spawn(move || {
-            read_stream(stream, &inbox, &stopping);
+            read_stream(stream, &inbox, &stopping, received_bytes.as_ref());
             counted.fetch_sub(1, Ordering::Relaxed);
         });
     if let Err(error) = spawned {
@@ -616,7 +651,13 @@ mod tests {
         std::thread::spawn(move || {
             for connection in listener.incoming() {
                 let Ok(connection) = connection else { return };
-                spawn_reader(connection, inbox.clone(), stopping.clone(), readers.clone());
+                spawn_reader(
+                    connection,
+                    inbox.clone(),
+                    stopping.clone(),
+                    readers.clone(),
+                    None,
+                );
             }
         });
     }
@@ -633,7 +674,7 @@ mod tests {
         serve(listener, peer_inbox, stopping.clone());
 
         let (feedback, feedback_received) = inbox::channel();
-        let mut outbox = Outbox::start(2, &format!("http://{address}"), feedback).unwrap();
+        let mut outbox = Outbox::start(2, &format!("http://{address}"), feedback, None).unwrap();
         let mut sent = 0;
         for _ in 0..50 {
             for _ in 0..(sent % 7 + 1) {
@@ -650,7 +691,8 @@ mod tests {
         let down_address = closed.local_addr().unwrap();
         drop(closed);
         let (feedback, feedback_received_down) = inbox::channel();
-        let mut to_nowhere = Outbox::start(3, &format!("http://{down_address}"), feedback).unwrap();
+        let mut to_nowhere =
+            Outbox::start(3, &format!("http://{down_address}"), feedback, None).unwrap();
         assert!(to_nowhere.send(&message(1)));
         to_nowhere.flush();
         let reports = receive(&feedback_received_down, 1);
@@ -690,10 +732,10 @@ mod tests {
         std::thread::spawn(move || {
             let (connection, _) = listener.accept().unwrap();
             std::thread::sleep(Duration::from_millis(500));
-            read_stream(connection, &peer_inbox, &AtomicBool::new(false));
+            read_stream(connection, &peer_inbox, &AtomicBool::new(false), None);
         });
         let (feedback, feedback_received) = inbox::channel();
-        let mut outbox = Outbox::start(2, &format!("http://{address}"), feedback).unwrap();
+        let mut outbox = Outbox::start(2, &format!("http://{address}"), feedback, None).unwrap();
         let big = |index: u64| {
             let mut message = message(index);
             message.mut_entries()[0].data = vec![index as u8; 20_000].into();

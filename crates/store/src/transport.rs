@@ -210,6 +210,7 @@ pub async fn serve_peers(
     let accept = tokio::spawn(accept_peers(
         listener,
         grpc_connections,
+        context.status.metrics.peer.received_bytes.clone(),
         context.inbox.clone(),
         stopped.clone(),
         stopping.clone(),
@@ -243,6 +244,7 @@ const FIRST_BYTE_PATIENCE: Duration = Duration::from_secs(10);
 async fn accept_peers(
     listener: tokio::net::TcpListener,
     grpc_connections: mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
+    received_bytes: crate::raft_stream::ReceivedBytes,
     inbox: Sender<NodeInput>,
     stopped: Arc<AtomicBool>,
     stopping: Stopping,
@@ -270,6 +272,7 @@ async fn accept_peers(
         let inbox = inbox.clone();
         let stopped = stopped.clone();
         let readers = readers.clone();
+        let received_bytes = received_bytes.clone();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             match tokio::time::timeout(FIRST_BYTE_PATIENCE, socket.peek(&mut first)).await {
@@ -278,7 +281,13 @@ async fn accept_peers(
                         socket.set_nonblocking(false)?;
                         Ok(socket)
                     }) {
-                        Ok(socket) => raft_stream::spawn_reader(socket, inbox, stopped, readers),
+                        Ok(socket) => raft_stream::spawn_reader(
+                            socket,
+                            inbox,
+                            stopped,
+                            readers,
+                            Some(received_bytes),
+                        ),
                         Err(error) => tracing::warn!(%error, "cannot read a raft stream"),
                     }
                 }
@@ -317,16 +326,35 @@ impl PeerSender {
         urls: Vec<String>,
         feedback: Sender<NodeInput>,
         activity: PeerActivity,
+        metrics: Option<crate::metrics::PeerMetrics>,
     ) -> PeerSender {
+        let to = crate::metrics::PeerMetrics::to(peer_id);
+        let sent_bytes = metrics
+            .as_ref()
+            .map(|metrics| metrics.sent_bytes.get_or_create_owned(&to));
+        let round_trip_time = metrics
+            .as_ref()
+            .map(|metrics| metrics.round_trip_time.get_or_create_owned(&to));
+        let sent_failures = metrics
+            .as_ref()
+            .map(|metrics| metrics.sent_failures.get_or_create_owned(&to));
         let stream = urls.first().and_then(|url| {
-            raft_stream::Outbox::start(peer_id, url, feedback.clone())
+            raft_stream::Outbox::start(peer_id, url, feedback.clone(), sent_bytes)
                 .inspect_err(|error| {
                     tracing::error!(peer = %format!("{peer_id:x}"), %error, "cannot start a raft stream");
                 })
                 .ok()
         });
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_LEN);
-        runtime.spawn(run_sender(peer_id, urls, receiver, feedback, activity));
+        runtime.spawn(run_sender(
+            peer_id,
+            urls,
+            receiver,
+            feedback,
+            activity,
+            round_trip_time,
+            sent_failures,
+        ));
         PeerSender { queue, stream }
     }
 
@@ -357,9 +385,16 @@ pub struct PeerNetwork {
     /// finished snapshots.
     feedback: Sender<NodeInput>,
     activity: PeerActivity,
+    metrics: Option<crate::metrics::PeerMetrics>,
 }
 
 impl PeerNetwork {
+    /// Counts traffic and round trips per peer in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::PeerMetrics) -> PeerNetwork {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn new(
         runtime: tokio::runtime::Handle,
         feedback: Sender<NodeInput>,
@@ -370,6 +405,7 @@ impl PeerNetwork {
             runtime,
             feedback,
             activity,
+            metrics: None,
         }
     }
 }
@@ -394,6 +430,7 @@ impl crate::node::Network for PeerNetwork {
             peer_urls.to_vec(),
             self.feedback.clone(),
             self.activity.clone(),
+            self.metrics.clone(),
         );
         self.peers.insert(member_id, sender);
     }
@@ -413,6 +450,8 @@ async fn run_sender(
     mut receiver: mpsc::Receiver<Message>,
     feedback: Sender<NodeInput>,
     activity: PeerActivity,
+    round_trip_time: Option<metrics::Histogram>,
+    sent_failures: Option<metrics::Counter>,
 ) {
     let Some(url) = urls.first() else {
         tracing::error!(peer = %format!("{peer_id:x}"), "peer has no URL; its messages are dropped");
@@ -468,8 +507,18 @@ async fn run_sender(
                 })
                 .collect(),
         };
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(deadline, client.send(encoded)).await;
         let delivered = matches!(outcome, Ok(Ok(_)));
+        // The once-a-second probe is a round trip to the peer (etcd's prober
+        // measures the same); failed sends are its `sent_failures`.
+        if delivered && batch.is_empty() {
+            if let Some(round_trip_time) = &round_trip_time {
+                round_trip_time.observe_duration(started.elapsed());
+            }
+        } else if !delivered && let Some(sent_failures) = &sent_failures {
+            sent_failures.inc();
+        }
         if delivered {
             activity
                 .lock()

@@ -290,6 +290,11 @@ impl WatchHub {
         watcher.outlet.try_send(WatchMessage::Progress { revision })
     }
 
+    /// How many watchers are registered (for the metrics; takes the hub lock).
+    pub fn n_watchers(&self) -> usize {
+        self.watchers.lock().group_of.len()
+    }
+
     pub fn exists(&self, id: u64) -> bool {
         self.watchers.lock().get(id).is_some()
     }

@@ -144,4 +144,12 @@ pub trait StreamBackend: Send + Sync + 'static {
     fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<Process, StreamError>>;
     /// Attaches to a container's main process.
     fn attach(&self, request: AttachRequest) -> BoxFuture<'_, Result<Process, StreamError>>;
+    /// The node's metrics for `/metrics`: the content type and the body in
+    /// the format the scrape's `Accept` asks for. Without metrics, 404.
+    fn metrics(
+        &self,
+        _accept: Option<String>,
+    ) -> BoxFuture<'_, Result<(&'static str, String), StreamError>> {
+        Box::pin(async { Err(StreamError::NotFound("404 page not found".to_string())) })
+    }
 }

@@ -194,6 +194,23 @@ impl AgentServer {
         let is_get_or_post = is_get || method == http::Method::POST;
         let outcome = match segments.as_slice() {
             ["healthz"] if is_get => return text_response(200, "ok"),
+            ["metrics"] if is_get => {
+                let accept = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string);
+                match self.backend.metrics(accept).await {
+                    Ok((content_type, body)) => {
+                        return hyper::Response::builder()
+                            .status(200)
+                            .header(http::header::CONTENT_TYPE, content_type)
+                            .body(full(body))
+                            .unwrap_or_else(|_| hyper::Response::new(empty()));
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             ["containerLogs", namespace, pod, name] if is_get => {
                 self.logs(container(namespace, pod, name), &query).await
             }

@@ -32,11 +32,12 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// The HTTP/1.1 APIs of one member.
 pub struct HttpApi {
     member: Arc<Member>,
+    metrics: Arc<metrics::Endpoint>,
 }
 
 impl HttpApi {
-    pub fn new(member: Arc<Member>) -> HttpApi {
-        HttpApi { member }
+    pub fn new(member: Arc<Member>, metrics: Arc<metrics::Endpoint>) -> HttpApi {
+        HttpApi { member, metrics }
     }
 
     /// Serves HTTP/1.1 requests on one client connection until it closes.
@@ -67,6 +68,7 @@ impl HttpApi {
             match path.as_str() {
                 "/health" => get_only(&request).unwrap_or_else(|| self.health()),
                 "/version" => get_only(&request).unwrap_or_else(version),
+                "/metrics" => get_only(&request).unwrap_or_else(|| self.serve_metrics(&request)),
                 _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
             }
         };
@@ -85,6 +87,23 @@ impl HttpApi {
     }
 
     /// etcd's `/health`: healthy while a leader is known and no alarm is raised.
+    /// etcd's `/metrics`: the member's, the port's gRPC counts and the
+    /// process's, in the format the scrape's `Accept` asks for. It never
+    /// fails: values that cannot be read (a member without a leader) are
+    /// served as they are.
+    fn serve_metrics<B>(&self, request: &Request<B>) -> Response<Body> {
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok());
+        let (content_type, body) = self.metrics.render(accept);
+        let mut response = full(StatusCode::OK, body);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+
     fn health(&self) -> Response<Body> {
         let healthy =
             self.member.status().leader_id != 0 && self.member.alarm_descriptions().is_empty();
