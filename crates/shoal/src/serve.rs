@@ -191,6 +191,7 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             );
             eprintln!("  export KUBECONFIG={}", kubeconfig.display());
             eprintln!("  try: kubectl get nodes");
+            eprintln!("  dashboard: {}", started.dashboard);
             eprintln!("  another machine joins with:");
             eprintln!("    {}", started.join_command);
             eprintln!("  stop with Ctrl-C");
@@ -283,6 +284,18 @@ async fn start_api(
         apiserver::join::JoinAuthority::load(&platform.data_dir.join("pki"), &token)
             .context("cannot load the cluster CA")?,
     );
+    let dashboard_token = crate::dashboard::ensure_token(&platform.data_dir.join("pki"))?;
+    let mut tokens = platform
+        .token_auth_file
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
+    if !tokens.insert(&dashboard_token.token, crate::dashboard::user()) {
+        anyhow::bail!(
+            "the dashboard token in {} is also in --token-auth-file",
+            dashboard_token.path.display()
+        );
+    }
     let kv: client::SharedKv = Arc::new(client::Local::new(Arc::clone(member)));
     let api = apiserver::Api::new(
         kv,
@@ -301,7 +314,7 @@ async fn start_api(
                 .node
                 .default_unreachable_toleration_seconds,
             service_cidr: platform.node.service_cidr,
-            tokens: platform.token_auth_file.clone(),
+            tokens: Some(Arc::new(tokens)),
         },
     );
     // The first start elects the member's leadership first: retry briefly.
@@ -345,6 +358,10 @@ async fn start_api(
     Ok(ApiStarted {
         kubeconfig: pki.admin_kubeconfig,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
+        dashboard: format!(
+            "https://{address}/ui/ (log in with the token in {})",
+            dashboard_token.path.display()
+        ),
     })
 }
 
@@ -401,6 +418,8 @@ async fn start_dns(
 struct ApiStarted {
     kubeconfig: std::path::PathBuf,
     join_command: String,
+    /// The dashboard's address and where its login token is.
+    dashboard: String,
 }
 
 /// Starts the scheduler (`scheduler::run`) with a client of the API built
