@@ -28,7 +28,7 @@ pub enum TokenFileError {
 }
 
 /// The users of a static token file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TokenFile {
     users: HashMap<[u8; 32], User>,
 }
@@ -98,6 +98,17 @@ impl TokenFile {
     /// The user `token` names, if any.
     pub fn user(&self, token: &str) -> Option<&User> {
         self.users.get(&digest(token))
+    }
+
+    /// Adds `token` for `user` (shoal's dashboard token, beside the token
+    /// file's users); `false`, and nothing changed, if `token` is taken.
+    pub fn insert(&mut self, token: &str, user: User) -> bool {
+        let digest = digest(token);
+        if self.users.contains_key(&digest) {
+            return false;
+        }
+        self.users.insert(digest, user);
+        true
     }
 
     pub fn len(&self) -> usize {

@@ -694,6 +694,16 @@ impl Kv for EncryptingKv {
         })
     }
 
+    fn member_list(
+        &self,
+    ) -> BoxFuture<'_, Result<proto::etcdserverpb::MemberListResponse, ClientError>> {
+        self.inner.member_list()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<proto::etcdserverpb::StatusResponse, ClientError>> {
+        self.inner.status()
+    }
+
     fn watch(&self, request: WatchRequest) -> BoxFuture<'_, Result<WatchStream, ClientError>> {
         Box::pin(async move {
             let stream = self.inner.watch(request).await?;

@@ -21,6 +21,7 @@ mod body;
 mod cache;
 mod convert;
 mod crd_schema;
+mod dashboard;
 mod discovery;
 pub mod encryption;
 mod fields;
@@ -384,6 +385,7 @@ impl Api {
             },
             ["apis", group, version] if is_get => self.resource_list(group, version),
             ["openapi", rest @ ..] if is_get => self.openapi.serve(&self.registry, rest, &accept),
+            ["ui", "api", "store"] if is_get => dashboard::store(self).await,
             ["api", "v1", rest @ ..] => {
                 self.resource_request(user, "", "v1", rest, parts, query, body)
                     .await

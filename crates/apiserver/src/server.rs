@@ -196,6 +196,11 @@ async fn handle(
     user: Option<User>,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<Body> {
+    // The dashboard's page holds no data: it is served to anyone, and asks
+    // for a token before it calls the API.
+    if let Some(page) = crate::dashboard::page(request.method(), request.uri().path()) {
+        return page;
+    }
     let (parts, body) = request.into_parts();
     let user = match (user, crate::authn::bearer_token(&parts.headers)) {
         (Some(user), _) => Some(user),

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use futures::Stream;
 use futures::future::BoxFuture;
 use proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, MemberListResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, StatusResponse, TxnRequest, TxnResponse,
 };
 use proto::mvccpb::Event;
 
@@ -77,6 +77,12 @@ pub trait Kv: Send + Sync {
     /// Starts a watcher; it is registered by the time the future resolves, so
     /// a write made after that is seen.
     fn watch(&self, request: WatchRequest) -> BoxFuture<'_, Result<WatchStream, ClientError>>;
+    /// The store's members (etcd's `MemberList`), for the dashboard's
+    /// store page.
+    fn member_list(&self) -> BoxFuture<'_, Result<MemberListResponse, ClientError>>;
+    /// The status of the member this client talks to (etcd's
+    /// `Maintenance.Status`): leader, raft term and index, revision, DB size.
+    fn status(&self) -> BoxFuture<'_, Result<StatusResponse, ClientError>>;
 }
 
 /// A store shared by the parts of one process.

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use futures::future::BoxFuture;
 use proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, MemberListResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, StatusResponse, TxnRequest, TxnResponse,
 };
 use store::watch::{WatchHub, WatchMessage, WatchQueue, WatchReceiver, WatchSpec};
 use store::{Member, StoreError};
@@ -103,6 +103,33 @@ impl Kv for Local {
                 ended: false,
             });
             Ok(stream)
+        })
+    }
+
+    fn member_list(&self) -> BoxFuture<'_, Result<MemberListResponse, ClientError>> {
+        Box::pin(async move {
+            Ok(MemberListResponse {
+                header: Some(self.member.current_header()),
+                members: self.member.members(),
+            })
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<StatusResponse, ClientError>> {
+        Box::pin(async move {
+            let status = self.member.status();
+            Ok(StatusResponse {
+                header: Some(self.member.header(status.revision)),
+                version: store::ETCD_API_VERSION.to_string(),
+                db_size: i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX),
+                leader: status.leader_id,
+                raft_index: status.commit_index,
+                raft_term: status.term,
+                raft_applied_index: status.applied_index,
+                errors: self.member.alarm_descriptions(),
+                db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
+                is_learner: self.member.is_learner(),
+            })
         })
     }
 }

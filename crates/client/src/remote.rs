@@ -3,12 +3,15 @@
 
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::kv_client::KvClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::watch_client::WatchClient;
 use proto::etcdserverpb::watch_request::RequestUnion;
 use proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse, WatchCreateRequest,
+    DeleteRangeRequest, DeleteRangeResponse, MemberListRequest, MemberListResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse, TxnRequest,
+    TxnResponse, WatchCreateRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -170,6 +173,28 @@ impl Kv for Remote {
             );
             let stream: WatchStream = Box::pin(updates.fuse());
             Ok(stream)
+        })
+    }
+
+    fn member_list(&self) -> BoxFuture<'_, Result<MemberListResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = ClusterClient::new(self.channel.clone());
+            Ok(client
+                .member_list(MemberListRequest::default())
+                .await
+                .map_err(error)?
+                .into_inner())
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<StatusResponse, ClientError>> {
+        Box::pin(async move {
+            let mut client = MaintenanceClient::new(self.channel.clone());
+            Ok(client
+                .status(StatusRequest {})
+                .await
+                .map_err(error)?
+                .into_inner())
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The `shoal` binary: one program for every part of shoal. Each subcommand
 //! lives in its own module; this file only parses the command line.
 
+mod dashboard;
 mod node;
 mod scan;
 mod serve;

@@ -194,6 +194,7 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
             );
             eprintln!("  export KUBECONFIG={}", kubeconfig.display());
             eprintln!("  try: kubectl get nodes");
+            eprintln!("  dashboard: {}", started.dashboard);
             eprintln!("  another machine joins with:");
             eprintln!("    {}", started.join_command);
             eprintln!("  stop with Ctrl-C");
@@ -286,6 +287,18 @@ async fn start_api(
         apiserver::join::JoinAuthority::load(&platform.data_dir.join("pki"), &token)
             .context("cannot load the cluster CA")?,
     );
+    let dashboard_token = crate::dashboard::ensure_token(&platform.data_dir.join("pki"))?;
+    let mut tokens = platform
+        .token_auth_file
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
+    if !tokens.insert(&dashboard_token.token, crate::dashboard::user()) {
+        anyhow::bail!(
+            "the dashboard token in {} is also in --token-auth-file",
+            dashboard_token.path.display()
+        );
+    }
     let kv: client::SharedKv = Arc::new(client::Local::new(Arc::clone(member)));
     let api = apiserver::Api::new(
         kv,
@@ -304,7 +317,7 @@ async fn start_api(
                 .node
                 .default_unreachable_toleration_seconds,
             service_cidr: platform.node.service_cidr,
-            tokens: platform.token_auth_file.clone(),
+            tokens: Some(Arc::new(tokens)),
             encryption: platform.encryption.clone(),
         },
     );
@@ -351,6 +364,10 @@ async fn start_api(
         kubeconfig: pki.admin_kubeconfig,
         metrics: metrics_endpoint,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
+        dashboard: format!(
+            "https://{address}/ui/ (log in with the token in {})",
+            dashboard_token.path.display()
+        ),
     })
 }
 
@@ -409,6 +426,8 @@ struct ApiStarted {
     join_command: String,
     /// The API port's `/metrics`, where the scheduler adds its own.
     metrics: Arc<metrics::Endpoint>,
+    /// The dashboard's address and where its login token is.
+    dashboard: String,
 }
 
 /// Starts the scheduler (`scheduler::run`) with a client of the API built

@@ -197,6 +197,9 @@ pub(super) async fn list(
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(next) = &next {
         metadata["continue"] = json!(next);
+        if let Some(remaining) = remaining_item_count(api, request, next).await {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
     }
     let accept = header(request.parts, http::header::ACCEPT);
     let objects: Vec<Value> = items.into_iter().map(|item| item.object).collect();
@@ -215,6 +218,32 @@ pub(super) async fn list(
         200,
         &list_object(resource, metadata, objects),
     ))
+}
+
+/// How many objects follow a page (kube-apiserver's `remainingItemCount`):
+/// a count of the keys after its continue point at its revision, so a
+/// client can show a total without reading every page. Only without
+/// selectors, whose matches a count of keys cannot tell.
+async fn remaining_item_count(api: &Api, request: &Request<'_>, next: &str) -> Option<i64> {
+    let empty = |selector: &Option<String>| selector.as_deref().is_none_or(str::is_empty);
+    if !empty(&request.query.label_selector) || !empty(&request.query.field_selector) {
+        return None;
+    }
+    // The token's start is the key just after the page's last.
+    let (revision, start) = decode_continue(next).ok()?;
+    let prefix = list_prefix(request.resource, request.namespace);
+    let response = api
+        .kv
+        .range(proto::etcdserverpb::RangeRequest {
+            key: start.into_bytes().into(),
+            range_end: client::prefix_end(prefix.as_bytes()).into(),
+            revision,
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    Some(response.count)
 }
 
 /// A `<Kind>List` of `items` (moved in, not copied: `json!` would copy them).
