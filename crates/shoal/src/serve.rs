@@ -154,17 +154,18 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 start_dns(
                     settings,
                     platform.node.cluster_cidr,
-                    &kubeconfig,
+                    &started.dns_kubeconfig,
                     &member,
                     &stop_receiver,
                 )
                 .await?;
             }
             if !platform.node.disable_scheduler {
-                scheduler_task = Some(start_scheduler(&kubeconfig, scheduler_stop).await?);
+                scheduler_task =
+                    Some(start_scheduler(&started.scheduler_kubeconfig, scheduler_stop).await?);
             }
             if !platform.node.disable_controllers {
-                let client = crate::node::client_from(&kubeconfig)
+                let client = crate::node::client_from(&started.controllers_kubeconfig)
                     .await
                     .context("the controllers' client")?;
                 let mut config =
@@ -342,7 +343,19 @@ async fn start_api(
         .await
         .context("cannot start the node agent")?;
     }
+    // The scheduler, the controllers and the DNS each reach the API as a
+    // user of their own, with a role of their own (authz::bootstrap).
+    let component = |name: &str, user: &str| {
+        apiserver::pki::component_kubeconfig(&pki.dir, name, user, &format!("https://{address}"))
+            .with_context(|| format!("cannot write the {name} kubeconfig"))
+    };
     Ok(ApiStarted {
+        scheduler_kubeconfig: component("scheduler", apiserver::authz::bootstrap::SCHEDULER_USER)?,
+        controllers_kubeconfig: component(
+            "controllers",
+            apiserver::authz::bootstrap::CONTROLLERS_USER,
+        )?,
+        dns_kubeconfig: component("dns", apiserver::authz::bootstrap::DNS_USER)?,
         kubeconfig: pki.admin_kubeconfig,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
     })
@@ -400,6 +413,9 @@ async fn start_dns(
 /// What `start_api` made that the operator is told about.
 struct ApiStarted {
     kubeconfig: std::path::PathBuf,
+    scheduler_kubeconfig: std::path::PathBuf,
+    controllers_kubeconfig: std::path::PathBuf,
+    dns_kubeconfig: std::path::PathBuf,
     join_command: String,
 }
 
