@@ -34,7 +34,7 @@ mod node_proxy;
 mod objects;
 mod openapi_docs;
 pub mod pki;
-mod query;
+pub mod query;
 mod registry;
 mod registry_sync;
 mod respond;
