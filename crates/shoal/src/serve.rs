@@ -420,7 +420,7 @@ struct ApiStarted {
 }
 
 /// Starts the scheduler (`scheduler::run`) with a client of the API built
-/// from the admin kubeconfig; it competes for the scheduler's Lease and, when
+/// from its own kubeconfig (user system:kube-scheduler); it competes for the scheduler's Lease and, when
 /// it holds it, binds pods. It stops when `stop` turns true.
 async fn start_scheduler(
     kubeconfig: &std::path::Path,
