@@ -14,6 +14,7 @@ use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::policy::v1 as policy;
+use k8s_openapi::api::rbac::v1 as rbac;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// The outcome of decoding a body into its kind's schema.
@@ -72,6 +73,12 @@ pub fn decode(resource: &ResourceType, value: Value) -> Result<Decoded, String> 
         ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(value),
         ("events.k8s.io", "Event") => round_trip::<k8s_openapi::api::events::v1::Event>(value),
         ("policy", "PodDisruptionBudget") => round_trip::<policy::PodDisruptionBudget>(value),
+        ("rbac.authorization.k8s.io", "ClusterRole") => round_trip::<rbac::ClusterRole>(value),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            round_trip::<rbac::ClusterRoleBinding>(value)
+        }
+        ("rbac.authorization.k8s.io", "Role") => round_trip::<rbac::Role>(value),
+        ("rbac.authorization.k8s.io", "RoleBinding") => round_trip::<rbac::RoleBinding>(value),
         _ => Ok(value),
     }?;
     let mut unknown_fields = Vec::new();

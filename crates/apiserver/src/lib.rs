@@ -17,6 +17,7 @@
 mod allocate;
 mod apply;
 pub mod authn;
+pub mod authz;
 mod body;
 mod cache;
 mod convert;
@@ -36,7 +37,7 @@ mod node_proxy;
 mod objects;
 mod openapi_docs;
 pub mod pki;
-mod query;
+pub mod query;
 mod registry;
 mod registry_sync;
 mod respond;
@@ -109,7 +110,9 @@ pub struct Api {
     /// The store as `kv`, when encryption at rest is on.
     encrypting: Option<Arc<encryption::EncryptingKv>>,
     registry: Registry,
-    caches: cache::Caches,
+    caches: Arc<cache::Caches>,
+    /// Who may do what: RBAC and the Node rule, from in-memory indexes.
+    authorizer: Arc<authz::Authorizer>,
     namespaces: Arc<namespaces::Namespaces>,
     openapi: openapi_docs::OpenApi,
     config: ApiConfig,
@@ -123,6 +126,9 @@ pub struct Api {
     /// Requests, watchers and object counts (`/metrics`).
     metrics: metrics::ApiMetrics,
     metrics_endpoint: Arc<::metrics::Endpoint>,
+    /// Set once `bootstrap` started the authorization indexes (bootstrap
+    /// is retried while the store elects its leader).
+    authorization_started: std::sync::atomic::AtomicBool,
 }
 
 /// The strategic merge patch schema of the built-in kinds, built once.
@@ -162,7 +168,8 @@ impl Api {
         let api_metrics = metrics::ApiMetrics::default();
         let metrics_endpoint = metrics::endpoint(&api_metrics);
         let api = Arc::new(Api {
-            caches: cache::Caches::new(Arc::clone(&kv)),
+            caches: Arc::new(cache::Caches::new(Arc::clone(&kv))),
+            authorizer: authz::Authorizer::new(),
             namespaces: Arc::default(),
             kv,
             encrypting,
@@ -174,6 +181,7 @@ impl Api {
             evictions: tokio::sync::Mutex::new(()),
             metrics: api_metrics,
             metrics_endpoint,
+            authorization_started: std::sync::atomic::AtomicBool::new(false),
         });
         let mut watchers = ::metrics::Registry::default();
         watchers.register_collector(Box::new(metrics::WatcherCollector(Arc::downgrade(&api))));
@@ -250,6 +258,7 @@ impl Api {
     /// namespaces; and serves the custom resources stored CRDs define.
     pub async fn bootstrap(&self) -> Result<(), String> {
         tokio::spawn(Arc::clone(&self.namespaces).follow(Arc::clone(&self.kv)));
+        self.start_authorization();
         let (crds, _) = storage::list(
             self.kv.as_ref(),
             "/registry/apiextensions.k8s.io/customresourcedefinitions/",
@@ -279,7 +288,103 @@ impl Api {
                 Err(error) => return Err(format!("creating namespace {name}: {}", error.message)),
             }
         }
-        self.bootstrap_kubernetes_service().await
+        self.bootstrap_kubernetes_service().await?;
+        self.bootstrap_rbac().await
+    }
+
+    /// Starts the authorization indexes (once): RBAC's four kinds and the
+    /// pods the Node rule needs, each followed through the watch cache,
+    /// and the clusterrole-aggregation controller.
+    fn start_authorization(&self) {
+        if self
+            .authorization_started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        tokio::spawn(authz::rbac::follow(
+            Arc::clone(&self.authorizer),
+            Arc::clone(&self.caches),
+            Arc::clone(&self.kv),
+        ));
+        let authorizer = Arc::clone(&self.authorizer);
+        let caches = Arc::clone(&self.caches);
+        let kv = Arc::clone(&self.kv);
+        tokio::spawn(async move {
+            authz::rbac::follow_prefix(authz::node::PODS_PREFIX, &caches, &kv, |event| {
+                authorizer.pods.handle(event)
+            })
+            .await
+        });
+        tokio::spawn(authz::aggregate::run(
+            Arc::clone(&self.authorizer),
+            Arc::clone(&self.kv),
+        ));
+    }
+
+    /// Writes the default roles and bindings (`authz::bootstrap`), putting
+    /// back those changed without `autoupdate: "false"`, and waits until
+    /// the RBAC index has read the store.
+    async fn bootstrap_rbac(&self) -> Result<(), String> {
+        let mut objects: Vec<(&str, Option<String>, serde_json::Value)> = Vec::new();
+        for role in authz::bootstrap::cluster_roles() {
+            objects.push(("clusterroles", None, role));
+        }
+        for binding in authz::bootstrap::cluster_role_bindings() {
+            objects.push(("clusterrolebindings", None, binding));
+        }
+        for (plural, object) in authz::bootstrap::namespaced() {
+            let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
+            objects.push((plural, namespace, object));
+        }
+        for (plural, namespace, object) in objects {
+            let resource = self
+                .registry
+                .find(authz::rbac::GROUP, "v1", plural)
+                .ok_or("the RBAC resources are not registered")?;
+            let name = objects::name_of(&object).to_string();
+            let key = resource.key(namespace.as_deref(), &name);
+            match storage::get(self.kv.as_ref(), &key)
+                .await
+                .map_err(|error| error.message)?
+            {
+                None => {
+                    let options = handlers::WriteOptions {
+                        field_manager: Some("kube-apiserver".to_string()),
+                        ..Default::default()
+                    };
+                    match handlers::create_object(
+                        self,
+                        &resource,
+                        namespace.as_deref(),
+                        object,
+                        &options,
+                    )
+                    .await
+                    {
+                        Ok(_) => {}
+                        Err(error) if error.reason == "AlreadyExists" => {}
+                        Err(error) => {
+                            return Err(format!("creating {plural} {name}: {}", error.message));
+                        }
+                    }
+                }
+                Some(stored) if authz::bootstrap::needs_reconcile(&stored.object, &object) => {
+                    let mut current = stored.object;
+                    for field in ["rules", "aggregationRule", "roleRef", "subjects"] {
+                        if let Some(value) = object.get(field) {
+                            current[field] = value.clone();
+                        }
+                    }
+                    storage::put_if(self.kv.as_ref(), &key, &current, stored.mod_revision)
+                        .await
+                        .map_err(|error| error.message)?;
+                }
+                Some(_) => {}
+            }
+        }
+        self.authorizer.rbac.wait_loaded().await;
+        Ok(())
     }
 
     /// The `kubernetes` Service in `default` (the service range's first
@@ -357,6 +462,32 @@ impl Api {
         };
         let accept = header(&parts, http::header::ACCEPT);
         tracing::debug!(user = %user.name, method = %parts.method, %path, "request");
+        let info = authz::request_info(&parts.method, &path, &query);
+        let attributes = info.attributes(user);
+        let decision = self.authorizer.authorize(&attributes);
+        if decision != authz::Decision::Allow {
+            tracing::debug!(user = %user.name, verb = %info.verb, %path, "forbidden");
+            return respond::error(&authz::forbidden(&attributes, &decision));
+        }
+        if let Err(error) = authz::node::admit_create(user, &info, &body) {
+            return respond::error(&error);
+        }
+        if info.resource_request
+            && info.verb == "create"
+            && info.name.is_empty()
+            && let Some(review) =
+                authz::reviews::Review::of(&info.api_group, &info.api_version, &info.resource)
+        {
+            let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+            let content_type = header(&parts, http::header::CONTENT_TYPE);
+            let answer = body::decode_object(&content_type, &body).and_then(|request| {
+                authz::reviews::answer(&self.authorizer, review, user, namespace, &request)
+            });
+            return match answer {
+                Ok(answer) => respond::json(201, &answer),
+                Err(error) => respond::error(&error),
+            };
+        }
         let segments: Vec<&str> = path
             .trim_start_matches('/')
             .trim_end_matches('/')

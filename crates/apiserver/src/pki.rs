@@ -284,3 +284,32 @@ pub fn kubeconfig(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str)
         base64(key_pem)
     )
 }
+
+/// The kubeconfig of one of shoal's own components that reaches the API as
+/// `user` (its certificate made once under `dir` as `NAME.crt`/`NAME.key`,
+/// the kubeconfig `NAME.kubeconfig` rewritten for `server_url`): each
+/// component its own user, so RBAC gives each only what it needs.
+pub fn component_kubeconfig(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    server_url: &str,
+) -> Result<PathBuf, PkiError> {
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    if !cert_path.exists() || !key_path.exists() {
+        let (_, issuer) = load_issuer(dir)?;
+        let (cert, key) = client_certificate(&issuer, user, &[])?;
+        write_file(&key_path, &key, true)?;
+        write_file(&cert_path, &cert, false)?;
+    }
+    let path = dir.join(format!("{name}.kubeconfig"));
+    let text = kubeconfig(
+        server_url,
+        &read(&dir.join("ca.crt"))?,
+        &read(&cert_path)?,
+        &read(&key_path)?,
+    );
+    write_file(&path, &text, true)?;
+    Ok(path)
+}

@@ -202,19 +202,29 @@ async fn handle(
         return page;
     }
     let (parts, body) = request.into_parts();
-    let user = match (user, crate::authn::bearer_token(&parts.headers)) {
+    // The join paths carry the join token as their bearer token: it is
+    // the join authority's to check, not the token file's.
+    let join_path = matches!(
+        (&parts.method, parts.uri.path()),
+        (&http::Method::GET, "/cacerts") | (&http::Method::POST, "/shoal/v1/join")
+    );
+    let bearer = if join_path {
+        None
+    } else {
+        crate::authn::bearer_token(&parts.headers)
+    };
+    let user = match (user, bearer) {
         (Some(user), _) => Some(user),
         (None, Some(token)) => match api.config.tokens.as_ref().and_then(|file| file.user(token)) {
             Some(user) => Some(user.clone()),
-            None => return crate::respond::error(&ApiError::unauthorized()),
+            None => {
+                tracing::debug!(path = %parts.uri.path(), "a bearer token nobody holds");
+                return crate::respond::error(&ApiError::unauthorized());
+            }
         },
         (None, None) => None,
     };
-    let joining = user.is_none()
-        && matches!(
-            (&parts.method, parts.uri.path()),
-            (&http::Method::GET, "/cacerts") | (&http::Method::POST, "/shoal/v1/join")
-        );
+    let joining = user.is_none() && join_path;
     let Some(user) = user.or_else(|| joining.then(User::anonymous)) else {
         return crate::respond::error(&ApiError::unauthorized());
     };

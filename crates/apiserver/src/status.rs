@@ -111,6 +111,11 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
+    /// A 403 with its message whole (authorization builds it).
+    pub fn forbidden(message: impl Into<String>, details: Value) -> ApiError {
+        ApiError::new(403, "Forbidden", message).with_details(details)
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }

@@ -37,6 +37,23 @@ fn validate_name(resource: &ResourceType, object: &Value, causes: &mut Vec<Cause
     let name = object.pointer("/metadata/name").and_then(Value::as_str);
     match name {
         None | Some("") => causes.push(Cause::required("metadata.name")),
+        // RBAC's names are path segments (`system:node`, kube-apiserver's
+        // `ValidateRBACName`).
+        Some(name) if resource.group == "rbac.authorization.k8s.io" => {
+            for (bad, message) in [
+                (name == "." || name == "..", format!("may not be '{name}'")),
+                (name.contains('/'), "may not contain '/'".to_string()),
+                (name.contains('%'), "may not contain '%'".to_string()),
+            ] {
+                if bad {
+                    causes.push(Cause::invalid(
+                        "metadata.name",
+                        &Value::String(name.to_string()),
+                        &message,
+                    ));
+                }
+            }
+        }
         Some(name) => {
             let (valid, message) = if name_is_label(resource) {
                 (is_dns1123_label(name), DNS1123_LABEL_MESSAGE)

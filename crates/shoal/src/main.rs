@@ -2,6 +2,7 @@
 //! lives in its own module; this file only parses the command line.
 
 mod dashboard;
+mod kubeconfig;
 mod node;
 mod scan;
 mod serve;
@@ -73,6 +74,10 @@ enum Command {
     /// Import and inspect the vulnerability data `shoal image scan` matches
     /// images against.
     Vulndb(scan::VulndbArgs),
+    /// Issue a kubeconfig for a user: a client certificate from the cluster
+    /// CA with the user as its common name and the groups as its
+    /// organizations. Run on a server (it reads the CA from the data dir).
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     #[command(flatten)]
     Runtime(runtime::Command),
 }
@@ -534,6 +539,15 @@ fn main() -> ExitCode {
                 args.cluster_cidr,
                 args.node_monitor_grace_period,
             ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Kubeconfig(args) => {
+            return match kubeconfig::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");

@@ -156,18 +156,24 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                 start_dns(
                     settings,
                     platform.node.cluster_cidr,
-                    &kubeconfig,
+                    &started.dns_kubeconfig,
                     &member,
                     &stop_receiver,
                 )
                 .await?;
             }
             if !platform.node.disable_scheduler {
-                scheduler_task =
-                    Some(start_scheduler(&kubeconfig, scheduler_stop, &started.metrics).await?);
+                scheduler_task = Some(
+                    start_scheduler(
+                        &started.scheduler_kubeconfig,
+                        scheduler_stop,
+                        &started.metrics,
+                    )
+                    .await?,
+                );
             }
             if !platform.node.disable_controllers {
-                let client = crate::node::client_from(&kubeconfig)
+                let client = crate::node::client_from(&started.controllers_kubeconfig)
                     .await
                     .context("the controllers' client")?;
                 let mut config =
@@ -360,7 +366,19 @@ async fn start_api(
         .await
         .context("cannot start the node agent")?;
     }
+    // The scheduler, the controllers and the DNS each reach the API as a
+    // user of their own, with a role of their own (authz::bootstrap).
+    let component = |name: &str, user: &str| {
+        apiserver::pki::component_kubeconfig(&pki.dir, name, user, &format!("https://{address}"))
+            .with_context(|| format!("cannot write the {name} kubeconfig"))
+    };
     Ok(ApiStarted {
+        scheduler_kubeconfig: component("scheduler", apiserver::authz::bootstrap::SCHEDULER_USER)?,
+        controllers_kubeconfig: component(
+            "controllers",
+            apiserver::authz::bootstrap::CONTROLLERS_USER,
+        )?,
+        dns_kubeconfig: component("dns", apiserver::authz::bootstrap::DNS_USER)?,
         kubeconfig: pki.admin_kubeconfig,
         metrics: metrics_endpoint,
         join_command: format!("shoal up --join https://{address} --token {}", token.text()),
@@ -423,6 +441,9 @@ async fn start_dns(
 /// What `start_api` made that the operator is told about.
 struct ApiStarted {
     kubeconfig: std::path::PathBuf,
+    scheduler_kubeconfig: std::path::PathBuf,
+    controllers_kubeconfig: std::path::PathBuf,
+    dns_kubeconfig: std::path::PathBuf,
     join_command: String,
     /// The API port's `/metrics`, where the scheduler adds its own.
     metrics: Arc<metrics::Endpoint>,
@@ -431,7 +452,7 @@ struct ApiStarted {
 }
 
 /// Starts the scheduler (`scheduler::run`) with a client of the API built
-/// from the admin kubeconfig; it competes for the scheduler's Lease and, when
+/// from its own kubeconfig (user system:kube-scheduler); it competes for the scheduler's Lease and, when
 /// it holds it, binds pods. It stops when `stop` turns true.
 async fn start_scheduler(
     kubeconfig: &std::path::Path,
