@@ -11,6 +11,7 @@
 
 pub mod iptables;
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod state;
 pub mod sync;

@@ -60,7 +60,7 @@ pub struct SyncReport {
     pub duration: Duration,
     /// The services whose rules were written.
     pub services: Vec<ServiceKey>,
-    /// The script's size, in bytes.
+    /// The netlink batch's size, in bytes.
     pub transaction_bytes: usize,
 }
 
@@ -155,9 +155,21 @@ fn apply_change(proxier: &mut Proxier, listing: &mut Listing, change: Change) {
     }
 }
 
-/// Plans and applies one sync (blocking: it runs `nft`).
-fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::NftError> {
+/// Plans and applies one sync (blocking: it talks to the kernel).
+/// `generation` is the ruleset's generation after the proxy's last commit:
+/// a periodic full sync finding it unchanged has nothing to repair.
+fn sync_once(
+    proxier: &mut Proxier,
+    nft: &nft::Nft,
+    generation: &mut Option<u32>,
+) -> Result<SyncReport, nft::NftError> {
     let started = Instant::now();
+    if proxier.needs_listing()
+        && let Some(last) = *generation
+        && nft.generation()? == last
+    {
+        proxier.skip_full_sync();
+    }
     let names = if proxier.needs_listing() {
         Some(nft.existing_names()?)
     } else {
@@ -166,10 +178,16 @@ fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::N
     let plan = proxier.plan(names);
     let full = plan.full;
     let services = plan.services.clone();
-    let transaction_bytes = plan.transaction.text().len();
-    match nft.apply(&plan.transaction) {
-        Ok(()) => {
+    let empty = plan.transaction.is_empty();
+    match nft.apply_sized(&plan.transaction) {
+        Ok(transaction_bytes) => {
             proxier.committed(plan);
+            if !empty {
+                // Another commit between ours and this read would be
+                // missed until the next change of ours; the window is one
+                // netlink round trip.
+                *generation = nft.generation().ok();
+            }
             let committed_at = Instant::now();
             Ok(SyncReport {
                 committed_at,
@@ -181,6 +199,7 @@ fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::N
         }
         Err(error) => {
             proxier.failed();
+            *generation = None;
             Err(error)
         }
     }
@@ -212,6 +231,8 @@ pub async fn run(
     .boxed();
     let mut changes = futures::stream::select(services, slices);
     let mut proxier = Some(Proxier::new(config.node.clone()));
+    // The ruleset generation after the last commit of ours.
+    let mut generation: Option<u32> = None;
     let mut listing = Listing::default();
     let mut earliest_sync = tokio::time::Instant::now();
     let mut next_full_sync = tokio::time::Instant::now() + config.full_sync_interval;
@@ -241,7 +262,7 @@ pub async fn run(
         }
         let now = tokio::time::Instant::now();
         if now >= next_full_sync {
-            state.request_full_sync();
+            state.request_periodic_full_sync();
             next_full_sync = now + config.full_sync_interval;
         }
         if !ready || !state.pending() || now < earliest_sync {
@@ -249,13 +270,17 @@ pub async fn run(
         }
         let mut working = proxier.take().expect("the proxier is here between syncs");
         let nft = config.nft.clone();
+        let mut last_generation = generation;
         let (working, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = sync_once(&mut working, &nft);
-            (working, outcome)
+            let outcome = sync_once(&mut working, &nft, &mut last_generation);
+            (working, outcome, last_generation)
         })
         .await
         {
-            Ok(done) => done,
+            Ok((working, outcome, last_generation)) => {
+                generation = last_generation;
+                (working, outcome)
+            }
             Err(error) => {
                 tracing::error!(%error, "the proxy's sync task failed");
                 return;
