@@ -1,10 +1,11 @@
 //! The sync loop: kube-rs watchers on every Service and EndpointSlice feed
 //! the `Proxier`; changes are coalesced (one sync at most every
-//! `min_sync_interval`) and each sync is one `nft -f` transaction. A failed
-//! transaction is logged with nft's message and followed, after
-//! `retry_interval`, by a full sync; a full sync also runs every
-//! `full_sync_interval`, repairing whatever changed the table behind the
-//! proxy's back.
+//! `min_sync_interval`) and each sync is one nf_tables netlink batch. A
+//! failed transaction is logged with the command the kernel refused and
+//! followed, after `retry_interval`, by a full sync; a full sync also runs
+//! every `full_sync_interval`, repairing whatever changed the table behind
+//! the proxy's back (skipped when the ruleset's generation shows nothing
+//! did).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::state::{NodeContext, Proxier};
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub node: NodeContext,
-    /// How `nft` is run (the machine's own network namespace for an agent).
+    /// Where the table is (the machine's own network namespace for an agent).
     pub nft: nft::Nft,
     /// The least time between the end of one sync and the start of the
     /// next: changes arriving meanwhile go in one transaction.
@@ -53,7 +54,7 @@ impl ProxyConfig {
 /// What one sync did, for whoever watches the proxy (the benchmark).
 #[derive(Clone, Debug)]
 pub struct SyncReport {
-    /// When the transaction was committed (nft returned).
+    /// When the transaction was committed (the kernel acknowledged it).
     pub committed_at: Instant,
     pub full: bool,
     /// From the plan's start to the commit, listing included.
