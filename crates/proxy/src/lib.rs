@@ -3,14 +3,16 @@
 //! is translated to a ready endpoint without passing through a process.
 //!
 //! `model` reads the API objects, `state` keeps what is known and what the
-//! kernel holds and plans each sync, `nft` renders the nftables table and
-//! runs `nft`, `sync` is the loop the node agent runs, and `iptables`
+//! kernel holds and plans each sync, `nft` renders the nftables table,
+//! `netlink` sends it to the kernel as nf_tables batches, `sync` is the
+//! loop the node agent runs, and `iptables`
 //! renders the same services as an iptables-restore rule set of
 //! kube-proxy's classic shape, only to measure it against nftables
 //! (ARCHITECTURE.md, BENCHMARKS.md).
 
 pub mod iptables;
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod state;
 pub mod sync;

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::model::{Endpoint, ServicePort, ServiceTargets};
 
@@ -372,24 +372,134 @@ pub fn base_chain_names() -> BTreeSet<&'static str> {
     base_chains().into_iter().map(|(name, _, _)| name).collect()
 }
 
-/// One `nft -f` script, built up in order.
+/// One change to the table, in the order a transaction makes them. Rules,
+/// set declarations, element keys and verdicts are nft's syntax: the text
+/// is what `nft -f` reads, and `netlink` compiles the same text into
+/// nf_tables messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    AddTable,
+    /// Deletes every rule of the table (chains, sets and maps stay).
+    FlushTable,
+    DeleteTable,
+    AddMap(Map),
+    FlushMap(Map),
+    /// A chain, with its hook declaration for a base chain.
+    AddChain {
+        name: String,
+        hook: Option<&'static str>,
+    },
+    AddSet {
+        name: String,
+        declaration: String,
+    },
+    /// Appends a rule to a chain.
+    AddRule {
+        chain: String,
+        rule: String,
+    },
+    /// Elements as (key, verdict).
+    AddElements {
+        map: Map,
+        elements: Vec<(String, String)>,
+    },
+    DeleteElements {
+        map: Map,
+        keys: Vec<String>,
+    },
+    FlushChain(String),
+    DeleteChain(String),
+    DeleteSet(String),
+}
+
+impl Command {
+    fn write_text(&self, text: &mut String) {
+        let _ = match self {
+            Command::AddTable => writeln!(text, "add table ip {TABLE}"),
+            Command::FlushTable => writeln!(text, "flush table ip {TABLE}"),
+            Command::DeleteTable => writeln!(text, "delete table ip {TABLE}"),
+            Command::AddMap(map) => writeln!(
+                text,
+                "add map ip {TABLE} {} {{ type {} : verdict ; }}",
+                map.name(),
+                map.key_type()
+            ),
+            Command::FlushMap(map) => writeln!(text, "flush map ip {TABLE} {}", map.name()),
+            Command::AddChain {
+                name,
+                hook: Some(hook),
+            } => writeln!(text, "add chain ip {TABLE} {name} {{ {hook} }}"),
+            Command::AddChain { name, hook: None } => {
+                writeln!(text, "add chain ip {TABLE} {name}")
+            }
+            Command::AddSet { name, declaration } => {
+                writeln!(text, "add set ip {TABLE} {name} {{ {declaration} }}")
+            }
+            Command::AddRule { chain, rule } => {
+                writeln!(text, "add rule ip {TABLE} {chain} {rule}")
+            }
+            Command::AddElements { map, elements } => {
+                // A long `add element` is parsed far faster than many
+                // short ones.
+                for chunk in elements.chunks(1000) {
+                    let _ = write!(text, "add element ip {TABLE} {} {{ ", map.name());
+                    for (index, (key, verdict)) in chunk.iter().enumerate() {
+                        let separator = if index == 0 { "" } else { ", " };
+                        let _ = write!(text, "{separator}{key} : {verdict}");
+                    }
+                    text.push_str(" }\n");
+                }
+                Ok(())
+            }
+            Command::DeleteElements { map, keys } => writeln!(
+                text,
+                "delete element ip {TABLE} {} {{ {} }}",
+                map.name(),
+                keys.join(", ")
+            ),
+            Command::FlushChain(name) => writeln!(text, "flush chain ip {TABLE} {name}"),
+            Command::DeleteChain(name) => writeln!(text, "delete chain ip {TABLE} {name}"),
+            Command::DeleteSet(name) => writeln!(text, "delete set ip {TABLE} {name}"),
+        };
+    }
+}
+
+/// One atomic change to the table: commands in order, and their text as
+/// an `nft -f` script (rendered when first asked for).
 #[derive(Debug, Default)]
 pub struct Transaction {
-    text: String,
+    commands: Vec<Command>,
+    text: std::sync::OnceLock<String>,
 }
 
 impl Transaction {
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
     pub fn text(&self) -> &str {
-        &self.text
+        self.text.get_or_init(|| {
+            let mut text = String::new();
+            for command in &self.commands {
+                command.write_text(&mut text);
+            }
+            text
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.commands.is_empty()
     }
 
-    fn line(&mut self, line: std::fmt::Arguments<'_>) {
-        let _ = self.text.write_fmt(line);
-        self.text.push('\n');
+    fn push(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// Adds a command at the end (for a caller building its own, such as
+    /// the table's deletion).
+    pub fn push_command(&mut self, command: Command) {
+        self.push(command);
+        self.text.take();
     }
 }
 
@@ -403,76 +513,77 @@ pub fn full_sync(
     stale_sets: &BTreeSet<String>,
 ) -> Transaction {
     let mut tx = Transaction::default();
-    tx.line(format_args!("add table ip {TABLE}"));
-    tx.line(format_args!("flush table ip {TABLE}"));
+    tx.push(Command::AddTable);
+    tx.push(Command::FlushTable);
     for map in Map::ALL {
-        tx.line(format_args!(
-            "add map ip {TABLE} {} {{ type {} : verdict ; }}",
-            map.name(),
-            map.key_type()
-        ));
-        tx.line(format_args!("flush map ip {TABLE} {}", map.name()));
+        tx.push(Command::AddMap(map));
+        tx.push(Command::FlushMap(map));
     }
     let base = base_chains();
     for (name, hook, _) in &base {
-        match hook {
-            Some(hook) => tx.line(format_args!("add chain ip {TABLE} {name} {{ {hook} }}")),
-            None => tx.line(format_args!("add chain ip {TABLE} {name}")),
-        }
+        tx.push(Command::AddChain {
+            name: name.to_string(),
+            hook: *hook,
+        });
     }
     for (name, declaration) in &objects.sets {
-        tx.line(format_args!(
-            "add set ip {TABLE} {name} {{ {declaration} }}"
-        ));
+        tx.push(Command::AddSet {
+            name: name.clone(),
+            declaration: declaration.clone(),
+        });
     }
     for name in objects.chains.keys() {
-        tx.line(format_args!("add chain ip {TABLE} {name}"));
+        tx.push(Command::AddChain {
+            name: name.clone(),
+            hook: None,
+        });
     }
     for (name, _, rules) in &base {
         for rule in rules {
-            tx.line(format_args!("add rule ip {TABLE} {name} {rule}"));
+            tx.push(Command::AddRule {
+                chain: name.to_string(),
+                rule: rule.clone(),
+            });
         }
     }
     for (name, rules) in &objects.chains {
         for rule in rules {
-            tx.line(format_args!("add rule ip {TABLE} {name} {rule}"));
+            tx.push(Command::AddRule {
+                chain: name.clone(),
+                rule: rule.clone(),
+            });
         }
     }
     add_elements(&mut tx, objects.elements.iter());
+    let base_names = base_chain_names();
     for name in stale_chains {
-        if !objects.chains.contains_key(name) && !base_chain_names().contains(name.as_str()) {
-            tx.line(format_args!("delete chain ip {TABLE} {name}"));
+        if !objects.chains.contains_key(name) && !base_names.contains(name.as_str()) {
+            tx.push(Command::DeleteChain(name.clone()));
         }
     }
     for name in stale_sets {
-        if !objects.sets.contains_key(name) {
-            tx.line(format_args!("delete set ip {TABLE} {name}"));
+        // The kernel lists maps among sets; the table's own stay.
+        if !objects.sets.contains_key(name) && !Map::ALL.iter().any(|map| map.name() == name) {
+            tx.push(Command::DeleteSet(name.clone()));
         }
     }
     tx
 }
 
-/// Elements of one map go in one command each map (a long `add element`
-/// is parsed far faster than many short ones).
+/// Elements go in one command per map.
 fn add_elements<'a>(
     tx: &mut Transaction,
     elements: impl Iterator<Item = (&'a (Map, String), &'a String)>,
 ) {
-    let mut by_map: BTreeMap<Map, Vec<String>> = BTreeMap::new();
+    let mut by_map: BTreeMap<Map, Vec<(String, String)>> = BTreeMap::new();
     for ((map, key), verdict) in elements {
         by_map
             .entry(*map)
             .or_default()
-            .push(format!("{key} : {verdict}"));
+            .push((key.clone(), verdict.clone()));
     }
     for (map, elements) in by_map {
-        for chunk in elements.chunks(1000) {
-            tx.line(format_args!(
-                "add element ip {TABLE} {} {{ {} }}",
-                map.name(),
-                chunk.join(", ")
-            ));
-        }
+        tx.push(Command::AddElements { map, elements });
     }
 }
 
@@ -484,38 +595,41 @@ pub fn incremental(old: &Objects, new: &Objects) -> Transaction {
     let mut tx = Transaction::default();
     for (name, declaration) in &new.sets {
         if !old.sets.contains_key(name) {
-            tx.line(format_args!(
-                "add set ip {TABLE} {name} {{ {declaration} }}"
-            ));
+            tx.push(Command::AddSet {
+                name: name.clone(),
+                declaration: declaration.clone(),
+            });
         }
     }
     for name in new.chains.keys() {
         if !old.chains.contains_key(name) {
-            tx.line(format_args!("add chain ip {TABLE} {name}"));
+            tx.push(Command::AddChain {
+                name: name.clone(),
+                hook: None,
+            });
         }
     }
-    let mut removed_elements: BTreeMap<Map, Vec<&str>> = BTreeMap::new();
+    let mut removed_elements: BTreeMap<Map, Vec<String>> = BTreeMap::new();
     for ((map, key), verdict) in &old.elements {
         if new.elements.get(&(*map, key.clone())) != Some(verdict) {
-            removed_elements.entry(*map).or_default().push(key);
+            removed_elements.entry(*map).or_default().push(key.clone());
         }
     }
     for (map, keys) in removed_elements {
-        tx.line(format_args!(
-            "delete element ip {TABLE} {} {{ {} }}",
-            map.name(),
-            keys.join(", ")
-        ));
+        tx.push(Command::DeleteElements { map, keys });
     }
     for (name, rules) in &old.chains {
         if new.chains.get(name) != Some(rules) {
-            tx.line(format_args!("flush chain ip {TABLE} {name}"));
+            tx.push(Command::FlushChain(name.clone()));
         }
     }
     for (name, rules) in &new.chains {
         if old.chains.get(name) != Some(rules) {
             for rule in rules {
-                tx.line(format_args!("add rule ip {TABLE} {name} {rule}"));
+                tx.push(Command::AddRule {
+                    chain: name.clone(),
+                    rule: rule.clone(),
+                });
             }
         }
     }
@@ -527,12 +641,12 @@ pub fn incremental(old: &Objects, new: &Objects) -> Transaction {
     );
     for name in old.chains.keys() {
         if !new.chains.contains_key(name) {
-            tx.line(format_args!("delete chain ip {TABLE} {name}"));
+            tx.push(Command::DeleteChain(name.clone()));
         }
     }
     for name in old.sets.keys() {
         if !new.sets.contains_key(name) {
-            tx.line(format_args!("delete set ip {TABLE} {name}"));
+            tx.push(Command::DeleteSet(name.clone()));
         }
     }
     tx
@@ -545,13 +659,18 @@ pub enum NftError {
     Spawn(#[source] std::io::Error),
     #[error("nft failed: {message}")]
     Failed { message: String },
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
 }
 
-/// How `nft` is run: on this machine's network namespace, or through
-/// `nsenter` in another (the tests' and the benchmark's).
+/// Where the table lives: this machine's network namespace, or another
+/// (the tests' and the benchmark's). Transactions go to the kernel over
+/// netlink (`crate::netlink`); the `nft` program is run only to list the
+/// table for people and tests, and for the benchmark's comparison.
 #[derive(Clone, Debug)]
 pub struct Nft {
     command: Vec<String>,
+    netns: Option<String>,
 }
 
 impl Default for Nft {
@@ -561,14 +680,15 @@ impl Default for Nft {
 }
 
 impl Nft {
-    /// `nft` itself, in the caller's network namespace.
+    /// The caller's network namespace.
     pub fn host() -> Nft {
         Nft {
             command: vec!["nft".to_string()],
+            netns: None,
         }
     }
 
-    /// `nft` in the named network namespace (`ip netns add NAME`).
+    /// The named network namespace (`ip netns add NAME`).
     pub fn in_netns(name: &str) -> Nft {
         Nft {
             command: vec![
@@ -576,12 +696,23 @@ impl Nft {
                 format!("--net=/run/netns/{name}"),
                 "nft".to_string(),
             ],
+            netns: Some(name.to_string()),
         }
+    }
+
+    /// A netlink socket in the table's network namespace.
+    pub fn socket(&self) -> Result<crate::netlink::Socket, NftError> {
+        Ok(match &self.netns {
+            None => crate::netlink::Socket::open()?,
+            Some(name) => crate::netlink::Socket::open_in(std::path::Path::new(&format!(
+                "/run/netns/{name}"
+            )))?,
+        })
     }
 
     /// Runs `nft` with `args`, `input` on its standard input; its output.
     fn run(&self, args: &[&str], input: Option<&str>) -> Result<String, NftError> {
-        let mut child = Command::new(&self.command[0])
+        let mut child = std::process::Command::new(&self.command[0])
             .args(&self.command[1..])
             .args(args)
             .stdin(if input.is_some() {
@@ -610,9 +741,24 @@ impl Nft {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Commits one transaction atomically (`nft -f -`): it is in the kernel
-    /// when this returns Ok.
+    /// Commits one transaction atomically, as one netlink batch: it is in
+    /// the kernel when this returns Ok.
     pub fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
+        self.apply_sized(tx).map(drop)
+    }
+
+    /// As `apply`; the batch's size in bytes (0 for an empty transaction).
+    pub fn apply_sized(&self, tx: &Transaction) -> Result<usize, NftError> {
+        if tx.is_empty() {
+            return Ok(0);
+        }
+        Ok(crate::netlink::apply(&self.socket()?, tx)?)
+    }
+
+    /// Commits one transaction through the `nft` program (`nft -f -`), as
+    /// the proxy did before it spoke netlink: kept for the benchmark's
+    /// comparison and the tests' differential check.
+    pub fn apply_with_program(&self, tx: &Transaction) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
         }
@@ -627,42 +773,23 @@ impl Nft {
     }
 
     /// The chains and sets the kernel's table has now (none when it has
-    /// no table), for a full sync to delete what it no longer wants.
+    /// no table), for a full sync to delete what it no longer wants: their
+    /// names only, not their rules.
     pub fn existing_names(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), NftError> {
-        let listing = match self.run(&["-t", "list", "table", "ip", TABLE], None) {
-            Ok(listing) => listing,
-            Err(NftError::Failed { message }) if message.contains("No such file or directory") => {
-                return Ok(Default::default());
-            }
-            Err(error) => return Err(error),
-        };
-        let mut chains = BTreeSet::new();
-        let mut sets = BTreeSet::new();
-        for line in listing.lines() {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("chain"), Some(name)) => {
-                    chains.insert(name.to_string());
-                }
-                (Some("set"), Some(name)) => {
-                    sets.insert(name.to_string());
-                }
-                _ => {}
-            }
-        }
-        Ok((chains, sets))
+        Ok(crate::netlink::table_names(&self.socket()?)?)
+    }
+
+    /// The ruleset's generation, which every committed transaction in the
+    /// namespace changes: equal to the one read after the proxy's last
+    /// commit, nobody else has changed the ruleset since.
+    pub fn generation(&self) -> Result<u32, NftError> {
+        Ok(crate::netlink::generation(&self.socket()?)?)
     }
 
     /// Deletes the proxy's table, if there is one: the machine's ruleset
     /// is then as it was before the proxy ran. Whether there was one.
     pub fn delete_table(&self) -> Result<bool, NftError> {
-        match self.run(&["delete", "table", "ip", TABLE], None) {
-            Ok(_) => Ok(true),
-            Err(NftError::Failed { message }) if message.contains("No such file or directory") => {
-                Ok(false)
-            }
-            Err(error) => Err(error),
-        }
+        Ok(crate::netlink::delete_table(&self.socket()?)?)
     }
 }
 
@@ -911,7 +1038,10 @@ mod tests {
             "svc-default/old/tcp/http".to_string(),
             "services".to_string(),
         ]);
-        let stale_sets = BTreeSet::from(["aff-default/old/tcp/http__10.42.0.9/80".to_string()]);
+        let stale_sets = BTreeSet::from([
+            "aff-default/old/tcp/http__10.42.0.9/80".to_string(),
+            "service-ips".to_string(),
+        ]);
         let text = full_sync(&objects, &stale_chains, &stale_sets)
             .text()
             .to_string();
@@ -921,6 +1051,7 @@ mod tests {
         assert!(!text.contains("delete chain ip shoal svc-default/web/tcp/http\n"));
         assert!(!text.contains("delete chain ip shoal services\n"));
         assert!(text.contains("delete set ip shoal aff-default/old/tcp/http__10.42.0.9/80\n"));
+        assert!(!text.contains("delete set ip shoal service-ips\n"));
         assert!(text.contains(
             "add element ip shoal service-ips { 10.43.0.5 . tcp . 80 : goto svc-default/web/tcp/http }"
         ));

@@ -47,6 +47,12 @@ pub struct Proxier {
     applied: HashMap<ServiceKey, Objects>,
     dirty: BTreeSet<ServiceKey>,
     full_sync_needed: bool,
+    /// Whether `applied` is what the kernel holds as far as the proxy's
+    /// own transactions go: false before the first commit and after a
+    /// failed one.
+    applied_is_known: bool,
+    /// Whether the pending full sync may be skipped (a periodic one).
+    full_sync_skippable: bool,
 }
 
 impl Proxier {
@@ -62,6 +68,8 @@ impl Proxier {
             applied: HashMap::new(),
             dirty: BTreeSet::new(),
             full_sync_needed: true,
+            applied_is_known: false,
+            full_sync_skippable: false,
         }
     }
 
@@ -74,6 +82,31 @@ impl Proxier {
     /// kernel may no longer hold what `applied` says).
     pub fn request_full_sync(&mut self) {
         self.full_sync_needed = true;
+        self.full_sync_skippable = false;
+    }
+
+    /// Asks for the periodic full sync, which repairs what changed the
+    /// table behind the proxy's back: one the caller may skip
+    /// (`skip_full_sync`) when nothing did.
+    pub fn request_periodic_full_sync(&mut self) {
+        if !self.full_sync_needed {
+            self.full_sync_skippable = true;
+        }
+        self.full_sync_needed = true;
+    }
+
+    /// The caller found the ruleset untouched since the proxy's last commit
+    /// (its generation unchanged): a pending full sync would rewrite the
+    /// table to what it holds, so only the changed services are synced.
+    /// Whether the full sync was dropped (never when the proxy does not
+    /// know what the kernel holds: at the start, after a failure).
+    pub fn skip_full_sync(&mut self) -> bool {
+        if self.full_sync_needed && self.full_sync_skippable && self.applied_is_known {
+            self.full_sync_needed = false;
+            true
+        } else {
+            false
+        }
     }
 
     pub fn n_services(&self) -> usize {
@@ -218,6 +251,7 @@ impl Proxier {
         if plan.full {
             self.applied.clear();
             self.full_sync_needed = false;
+            self.applied_is_known = true;
         }
         for (key, objects) in plan.applied {
             self.dirty.remove(&key);
@@ -234,6 +268,7 @@ impl Proxier {
     /// case something else changed it.
     pub fn failed(&mut self) {
         self.full_sync_needed = true;
+        self.applied_is_known = false;
     }
 
     /// Chains the kernel holds for the service now (for tests and the
@@ -377,6 +412,29 @@ mod tests {
     }
 
     #[test]
+    fn a_periodic_full_sync_is_skipped_only_once_the_kernel_is_known() {
+        let mut proxier = proxier();
+        proxier.update_service(&service("web", "10.43.0.5"));
+        assert!(!proxier.skip_full_sync(), "the first sync is always full");
+        let plan = proxier.plan(None);
+        assert!(plan.full);
+        proxier.committed(plan);
+        proxier.request_full_sync();
+        assert!(!proxier.skip_full_sync(), "an asked-for full sync is done");
+        proxier.request_periodic_full_sync();
+        assert!(!proxier.skip_full_sync(), "and stays asked for");
+        let plan = proxier.plan(None);
+        assert!(plan.full);
+        proxier.committed(plan);
+        proxier.request_periodic_full_sync();
+        proxier.update_slice(&slice("web-1", "web", &["10.42.0.5"]));
+        assert!(proxier.skip_full_sync());
+        let plan = proxier.plan(None);
+        assert!(!plan.full);
+        assert_eq!(plan.services, vec![ServiceKey::new("default", "web")]);
+    }
+
+    #[test]
     fn a_failed_sync_is_followed_by_a_full_one() {
         let mut proxier = proxier();
         proxier.update_service(&service("web", "10.43.0.5"));
@@ -388,6 +446,11 @@ mod tests {
         drop(plan);
         proxier.failed();
         assert!(proxier.needs_listing());
+        proxier.request_periodic_full_sync();
+        assert!(
+            !proxier.skip_full_sync(),
+            "after a failure the kernel is not known"
+        );
         let plan = proxier.plan(Some((
             BTreeSet::from(["ep-default/gone/tcp/http__10.42.0.1/80".to_string()]),
             BTreeSet::new(),

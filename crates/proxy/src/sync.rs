@@ -1,10 +1,11 @@
 //! The sync loop: kube-rs watchers on every Service and EndpointSlice feed
 //! the `Proxier`; changes are coalesced (one sync at most every
-//! `min_sync_interval`) and each sync is one `nft -f` transaction. A failed
-//! transaction is logged with nft's message and followed, after
-//! `retry_interval`, by a full sync; a full sync also runs every
-//! `full_sync_interval`, repairing whatever changed the table behind the
-//! proxy's back.
+//! `min_sync_interval`) and each sync is one nf_tables netlink batch. A
+//! failed transaction is logged with the command the kernel refused and
+//! followed, after `retry_interval`, by a full sync; a full sync also runs
+//! every `full_sync_interval`, repairing whatever changed the table behind
+//! the proxy's back (skipped when the ruleset's generation shows nothing
+//! did).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::state::{NodeContext, Proxier};
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub node: NodeContext,
-    /// How `nft` is run (the machine's own network namespace for an agent).
+    /// Where the table is (the machine's own network namespace for an agent).
     pub nft: nft::Nft,
     /// The least time between the end of one sync and the start of the
     /// next: changes arriving meanwhile go in one transaction.
@@ -53,14 +54,14 @@ impl ProxyConfig {
 /// What one sync did, for whoever watches the proxy (the benchmark).
 #[derive(Clone, Debug)]
 pub struct SyncReport {
-    /// When the transaction was committed (nft returned).
+    /// When the transaction was committed (the kernel acknowledged it).
     pub committed_at: Instant,
     pub full: bool,
     /// From the plan's start to the commit, listing included.
     pub duration: Duration,
     /// The services whose rules were written.
     pub services: Vec<ServiceKey>,
-    /// The script's size, in bytes.
+    /// The netlink batch's size, in bytes.
     pub transaction_bytes: usize,
 }
 
@@ -155,9 +156,21 @@ fn apply_change(proxier: &mut Proxier, listing: &mut Listing, change: Change) {
     }
 }
 
-/// Plans and applies one sync (blocking: it runs `nft`).
-fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::NftError> {
+/// Plans and applies one sync (blocking: it talks to the kernel).
+/// `generation` is the ruleset's generation after the proxy's last commit:
+/// a periodic full sync finding it unchanged has nothing to repair.
+fn sync_once(
+    proxier: &mut Proxier,
+    nft: &nft::Nft,
+    generation: &mut Option<u32>,
+) -> Result<SyncReport, nft::NftError> {
     let started = Instant::now();
+    if proxier.needs_listing()
+        && let Some(last) = *generation
+        && nft.generation()? == last
+    {
+        proxier.skip_full_sync();
+    }
     let names = if proxier.needs_listing() {
         Some(nft.existing_names()?)
     } else {
@@ -166,10 +179,16 @@ fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::N
     let plan = proxier.plan(names);
     let full = plan.full;
     let services = plan.services.clone();
-    let transaction_bytes = plan.transaction.text().len();
-    match nft.apply(&plan.transaction) {
-        Ok(()) => {
+    let empty = plan.transaction.is_empty();
+    match nft.apply_sized(&plan.transaction) {
+        Ok(transaction_bytes) => {
             proxier.committed(plan);
+            if !empty {
+                // Another commit between ours and this read would be
+                // missed until the next change of ours; the window is one
+                // netlink round trip.
+                *generation = nft.generation().ok();
+            }
             let committed_at = Instant::now();
             Ok(SyncReport {
                 committed_at,
@@ -181,6 +200,7 @@ fn sync_once(proxier: &mut Proxier, nft: &nft::Nft) -> Result<SyncReport, nft::N
         }
         Err(error) => {
             proxier.failed();
+            *generation = None;
             Err(error)
         }
     }
@@ -212,6 +232,8 @@ pub async fn run(
     .boxed();
     let mut changes = futures::stream::select(services, slices);
     let mut proxier = Some(Proxier::new(config.node.clone()));
+    // The ruleset generation after the last commit of ours.
+    let mut generation: Option<u32> = None;
     let mut listing = Listing::default();
     let mut earliest_sync = tokio::time::Instant::now();
     let mut next_full_sync = tokio::time::Instant::now() + config.full_sync_interval;
@@ -241,7 +263,7 @@ pub async fn run(
         }
         let now = tokio::time::Instant::now();
         if now >= next_full_sync {
-            state.request_full_sync();
+            state.request_periodic_full_sync();
             next_full_sync = now + config.full_sync_interval;
         }
         if !ready || !state.pending() || now < earliest_sync {
@@ -249,13 +271,17 @@ pub async fn run(
         }
         let mut working = proxier.take().expect("the proxier is here between syncs");
         let nft = config.nft.clone();
+        let mut last_generation = generation;
         let (working, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = sync_once(&mut working, &nft);
-            (working, outcome)
+            let outcome = sync_once(&mut working, &nft, &mut last_generation);
+            (working, outcome, last_generation)
         })
         .await
         {
-            Ok(done) => done,
+            Ok((working, outcome, last_generation)) => {
+                generation = last_generation;
+                (working, outcome)
+            }
             Err(error) => {
                 tracing::error!(%error, "the proxy's sync task failed");
                 return;

@@ -4,14 +4,16 @@
 //! through `nsenter`, so the machine's own ruleset is untouched.
 //!
 //! `proxy-sync` runs the proxy's real sync loop (kube-rs watchers, the
-//! coalescing, `nft -f`) against an API server: objects are made through the
-//! API, then each endpoint change is an API write timed to the commit of the
-//! transaction that carries it (`nft` has returned: the rules are in the
-//! kernel), and checked there with `nft list chain`. Full resyncs are timed
-//! as the loop runs them (listing the table, rendering, `nft -f`).
+//! coalescing, one netlink batch per sync) against an API server: objects
+//! are made through the API, then each endpoint change is an API write
+//! timed to the commit of the transaction that carries it (the batch is
+//! acknowledged: the rules are in the kernel), and checked there with
+//! `nft list chain`. Full resyncs are timed as the loop runs them (listing
+//! the table's names, rendering, the batch).
 //!
 //! `proxy-rules` needs no server: the same services straight into the
-//! proxy's planner, timed for nftables and for an iptables-restore rule set
+//! proxy's planner, timed for nftables (over netlink, and through the `nft`
+//! program as the proxy did before) and for an iptables-restore rule set
 //! of kube-proxy's classic shape, full and one endpoint change (the measured
 //! choice in ARCHITECTURE.md).
 
@@ -349,7 +351,7 @@ pub async fn proxy_sync(args: &ProxySyncArgs) -> anyhow::Result<Summary> {
             changes_duration,
         ))
         .section(Section::new(
-            "endpoint change: the sync alone (plan and nft)",
+            "endpoint change: the sync alone (plan and netlink batch)",
             sync_durations,
             changes_duration,
         ))
@@ -407,7 +409,9 @@ pub fn proxy_rules(args: &ProxyRulesArgs) -> anyhow::Result<Summary> {
             addresses_of(index, per_service),
         ));
     }
-    let sync = |proxier: &mut Proxier| -> anyhow::Result<Duration> {
+    // `by_program`: the same transaction through `nft -f`, as the proxy
+    // applied them before it spoke netlink.
+    let sync = |proxier: &mut Proxier, by_program: bool| -> anyhow::Result<Duration> {
         let started = Instant::now();
         let names = if proxier.needs_listing() {
             Some(nft.existing_names()?)
@@ -415,28 +419,62 @@ pub fn proxy_rules(args: &ProxyRulesArgs) -> anyhow::Result<Summary> {
             None
         };
         let plan = proxier.plan(names);
-        nft.apply(&plan.transaction)?;
+        if by_program {
+            nft.apply_with_program(&plan.transaction)?;
+        } else {
+            nft.apply(&plan.transaction)?;
+        }
         proxier.committed(plan);
         Ok(started.elapsed())
     };
-    let first = sync(&mut proxier)?;
-    let mut nft_full = Recorder::new();
-    let started = Instant::now();
-    for _ in 0..args.full_syncs {
-        proxier.request_full_sync();
-        nft_full.record(sync(&mut proxier)?);
+    let first = sync(&mut proxier, false)?;
+    let mut sections = Vec::new();
+    for (by_program, label, address_block) in [
+        (false, "nftables over netlink", 41),
+        (true, "nftables through the nft program", 39),
+    ] {
+        let mut full = Recorder::new();
+        let started = Instant::now();
+        for _ in 0..args.full_syncs {
+            proxier.request_full_sync();
+            full.record(sync(&mut proxier, by_program)?);
+        }
+        let full_duration = started.elapsed();
+        let mut change = Recorder::new();
+        let started = Instant::now();
+        for change_index in 0..args.changes {
+            let index = (change_index * 7919) % args.services;
+            let mut addresses = addresses_of(index, per_service);
+            addresses[0] = endpoint_address([10, address_block], change_index);
+            proxier.update_slice(&slice(NAMESPACE_OF_RULES, index, addresses));
+            change.record(sync(&mut proxier, by_program)?);
+        }
+        let change_duration = started.elapsed();
+        sections.push(Section::new(
+            &format!("{label}: full resync"),
+            full,
+            full_duration,
+        ));
+        sections.push(Section::new(
+            &format!("{label}: one endpoint change"),
+            change,
+            change_duration,
+        ));
     }
-    let nft_full_duration = started.elapsed();
-    let mut nft_change = Recorder::new();
+    // A periodic resync with nothing changed behind the proxy's back is
+    // one read of the ruleset's generation (the sync loop then skips it).
+    let mut unchanged = Recorder::new();
     let started = Instant::now();
-    for change in 0..args.changes {
-        let index = (change * 7919) % args.services;
-        let mut addresses = addresses_of(index, per_service);
-        addresses[0] = endpoint_address([10, 41], change);
-        proxier.update_slice(&slice(NAMESPACE_OF_RULES, index, addresses));
-        nft_change.record(sync(&mut proxier)?);
+    for _ in 0..args.changes {
+        let began = Instant::now();
+        nft.generation()?;
+        unchanged.record(began.elapsed());
     }
-    let nft_change_duration = started.elapsed();
+    sections.push(Section::new(
+        "periodic resync, ruleset unchanged (generation read)",
+        unchanged,
+        started.elapsed(),
+    ));
     nft.delete_table()?;
 
     // The same services for iptables: rendered from the same model.
@@ -457,18 +495,11 @@ pub fn proxy_rules(args: &ProxyRulesArgs) -> anyhow::Result<Summary> {
         })
         .collect();
     let cidr = node.cluster_cidr.to_string();
-    let mut summary = Summary::new("proxy-rules")
-        .section(Section::new(
-            "nftables full resync",
-            nft_full,
-            nft_full_duration,
-        ))
-        .section(Section::new(
-            "nftables one endpoint change",
-            nft_change,
-            nft_change_duration,
-        ))
-        .detail("nft_first_full_sync_ms", first.as_secs_f64() * 1000.0);
+    let mut summary = Summary::new("proxy-rules");
+    for section in sections {
+        summary = summary.section(section);
+    }
+    let mut summary = summary.detail("nft_first_full_sync_ms", first.as_secs_f64() * 1000.0);
     for program in ["iptables-restore", "iptables-legacy-restore"] {
         if Command::new(program).arg("--version").output().is_err() {
             continue;
