@@ -146,6 +146,12 @@ pub struct EtcdCluster {
     /// The `auth` bucket's `authRevision`: 1 on a cluster whose auth was
     /// never changed (etcd writes it at first start).
     pub auth_revision: u64,
+    /// The `auth` bucket's `authEnabled` flag: absent until auth is first
+    /// turned on or off.
+    pub auth_enabled: Option<bool>,
+    /// `authUsers` and `authRoles`: name -> marshalled `authpb.User`/`authpb.Role`.
+    pub auth_users: Vec<(Vec<u8>, Vec<u8>)>,
+    pub auth_roles: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Writes `backend` and `cluster` as etcd 3.4's backend database file (a
@@ -291,13 +297,18 @@ pub fn write_etcd_backend(
             bucket("alarm", alarm_entries),
             bucket(
                 "auth",
-                vec![(
-                    b"authRevision".to_vec(),
-                    cluster.auth_revision.to_be_bytes().to_vec(),
-                )],
+                cluster
+                    .auth_enabled
+                    .map(|enabled| (b"authEnabled".to_vec(), vec![u8::from(enabled)]))
+                    .into_iter()
+                    .chain([(
+                        b"authRevision".to_vec(),
+                        cluster.auth_revision.to_be_bytes().to_vec(),
+                    )])
+                    .collect(),
             ),
-            bucket("authRoles", Vec::new()),
-            bucket("authUsers", Vec::new()),
+            bucket("authRoles", sorted(cluster.auth_roles.clone())),
+            bucket("authUsers", sorted(cluster.auth_users.clone())),
             bucket("cluster", cluster_entries),
             bucket("key", key_entries),
             bucket("lease", lease_entries),
@@ -547,4 +558,10 @@ mod tests {
             "etcd backend: no \"key\" bucket (not an etcd 3.4 database?)"
         );
     }
+}
+
+/// Bucket entries in key order, as bbolt keeps them.
+fn sorted(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entries.sort();
+    entries
 }
