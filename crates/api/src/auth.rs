@@ -126,6 +126,29 @@ pub(crate) fn auth_status(error: AuthError) -> Status {
     errors::from_store(StoreError::Auth(error))
 }
 
+/// The text of etcd's auth package for an error (`auth: ...`), which the
+/// calls that pass it on unconverted (maintenance) send.
+pub(crate) fn go_auth_text(error: &AuthError) -> &'static str {
+    match error {
+        AuthError::RootUserNotExist => "auth: root user does not exist",
+        AuthError::RootRoleNotExist => "auth: root user does not have root role",
+        AuthError::UserAlreadyExist => "auth: user already exists",
+        AuthError::UserEmpty => "auth: user name is empty",
+        AuthError::UserNotFound => "auth: user not found",
+        AuthError::RoleAlreadyExist => "auth: role already exists",
+        AuthError::RoleNotFound => "auth: role not found",
+        AuthError::RoleEmpty => "auth: role name is empty",
+        AuthError::AuthFailed => "auth: authentication failed, invalid user ID or password",
+        AuthError::PermissionDenied => "auth: permission denied",
+        AuthError::RoleNotGranted => "auth: role is not granted to the user",
+        AuthError::PermissionNotGranted => "auth: permission is not granted to the role",
+        AuthError::AuthNotEnabled => "auth: authentication is not enabled",
+        AuthError::AuthOldRevision => "auth: revision in header is old",
+        AuthError::InvalidAuthToken => "auth: invalid auth token",
+        AuthError::InvalidAuthMgmt => "auth: invalid auth management",
+    }
+}
+
 pub struct AuthService {
     pub member: Arc<Member>,
 }

@@ -218,14 +218,33 @@ struct MaintenanceService {
     member: Arc<Member>,
 }
 
-/// etcd's admin check (IsAdminPermitted) for the calls only root may make:
-/// defragment, snapshot, hash and membership changes.
+/// etcd's admin check (IsAdminPermitted) for membership changes.
 async fn require_admin<T>(member: &Member, request: &Request<T>) -> Result<(), Status> {
     let caller = auth::Credentials::of(request).caller(member).await?;
     member
         .auth()
         .check_admin(&caller)
         .map_err(auth::auth_status)
+}
+
+/// The admin check of etcd's maintenance server (defragment, snapshot, hash),
+/// whose refusals reach the wire unconverted: code Unknown and the auth
+/// package's own text ("auth: permission denied").
+async fn require_admin_for_maintenance<T>(
+    member: &Member,
+    request: &Request<T>,
+) -> Result<(), Status> {
+    let caller = auth::Credentials::of(request)
+        .caller(member)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unauthenticated => Status::unknown("auth: invalid auth token"),
+            _ => status,
+        })?;
+    member
+        .auth()
+        .check_admin(&caller)
+        .map_err(|error| Status::unknown(auth::go_auth_text(&error)))
 }
 
 type SnapshotStream =
@@ -272,7 +291,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        require_admin(&self.member, &request).await?;
+        require_admin_for_maintenance(&self.member, &request).await?;
         self.member.defragment().await.map_err(errors::from_store)?;
         // etcd answers Defragment without a header.
         Ok(Response::new(DefragmentResponse { header: None }))
@@ -282,7 +301,7 @@ impl Maintenance for MaintenanceService {
     /// construction (different page layouts), so Hash covers the logical content:
     /// the key-value history, as HashKV at the current revision does.
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        require_admin(&self.member, &request).await?;
+        require_admin_for_maintenance(&self.member, &request).await?;
         let (hash, _) = self.member.hash_kv(0).map_err(errors::from_store)?;
         Ok(Response::new(HashResponse {
             header: Some(self.member.current_header()),
@@ -294,7 +313,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        require_admin(&self.member, &request).await?;
+        require_admin_for_maintenance(&self.member, &request).await?;
         let revision = request.into_inner().revision;
         let (hash, compact_revision) = self.member.hash_kv(revision).map_err(errors::from_store)?;
         Ok(Response::new(HashKvResponse {
@@ -315,7 +334,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        require_admin(&self.member, &request).await?;
+        require_admin_for_maintenance(&self.member, &request).await?;
         /// etcd streams its snapshot in chunks of this size too.
         const CHUNK_BYTES: usize = 32 * 1024;
         let member = self.member.clone();

@@ -123,6 +123,48 @@ pub fn read_etcd_backend(bytes: &[u8]) -> Result<EtcdBackend, BboltError> {
     })
 }
 
+/// etcd's auth buckets as a backend holds them: the records stay marshalled
+/// (`authpb.User`, `authpb.Role`) for the caller to decode.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdAuth {
+    pub enabled: bool,
+    /// 0 when the backend has no `authRevision`.
+    pub revision: u64,
+    pub users: Vec<Vec<u8>>,
+    pub roles: Vec<Vec<u8>>,
+}
+
+/// Reads the `auth`, `authUsers` and `authRoles` buckets of an etcd backend
+/// (empty when a bucket is missing).
+pub fn read_etcd_auth(bytes: &[u8]) -> Result<EtcdAuth, BboltError> {
+    let db = Db::open(bytes)?;
+    let mut auth = EtcdAuth::default();
+    if let Some(bucket) = db.bucket(b"auth")? {
+        if let Some(value) = bucket.get(b"authEnabled")? {
+            auth.enabled = plain_value(value, "auth", b"authEnabled")? == [1];
+        }
+        if let Some(value) = bucket.get(b"authRevision")? {
+            let value = plain_value(value, "auth", b"authRevision")?;
+            let raw: [u8; 8] = value
+                .try_into()
+                .map_err(|_| etcd_error(format!("authRevision is {} bytes, not 8", value.len())))?;
+            auth.revision = u64::from_be_bytes(raw);
+        }
+    }
+    for (name, records) in [
+        ("authUsers", &mut auth.users),
+        ("authRoles", &mut auth.roles),
+    ] {
+        if let Some(bucket) = db.bucket(name.as_bytes())? {
+            for entry in bucket.iter() {
+                let (key, value) = entry?;
+                records.push(plain_value(value, name, key)?.to_vec());
+            }
+        }
+    }
+    Ok(auth)
+}
+
 /// One cluster member as etcd's `members` bucket keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EtcdMember {

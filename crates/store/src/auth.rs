@@ -808,6 +808,93 @@ mod tests {
         assert!(!permitted(&[(b"m", b"\0")], b"a", b"\0"));
     }
 
+    fn change(auth: &AuthStore, request: RaftRequest) -> Result<AuthApplied, AuthError> {
+        auth.apply_change(&request, 7)
+    }
+
+    fn user_add(name: &str) -> RaftRequest {
+        RaftRequest {
+            auth_user_add: Some(proto::etcdserverpb::AuthUserAddRequest {
+                name: name.into(),
+                hashed_password: "$2a$04$not-a-real-hash".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn grant_role(user: &str, role: &str) -> RaftRequest {
+        RaftRequest {
+            auth_user_grant_role: Some(proto::etcdserverpb::AuthUserGrantRoleRequest {
+                user: user.into(),
+                role: role.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn enable() -> RaftRequest {
+        RaftRequest {
+            auth_enable: Some(proto::etcdserverpb::AuthEnableRequest {}),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn auth_turns_on_only_with_a_root_user_holding_the_root_role() {
+        let auth = AuthStore::default();
+        assert_eq!(change(&auth, enable()), Err(AuthError::RootUserNotExist));
+        change(&auth, user_add("root")).unwrap();
+        assert_eq!(change(&auth, enable()), Err(AuthError::RootRoleNotExist));
+        change(&auth, grant_role("root", "root")).unwrap();
+        let revision = auth.revision();
+        assert_eq!(change(&auth, enable()), Ok(AuthApplied::Done));
+        assert!(auth.is_enabled());
+        // etcd turns auth on without a new auth revision.
+        assert_eq!(auth.revision(), revision);
+        let delete_root = RaftRequest {
+            auth_user_delete: Some(proto::etcdserverpb::AuthUserDeleteRequest {
+                name: "root".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(change(&auth, delete_root), Err(AuthError::InvalidAuthMgmt));
+    }
+
+    #[test]
+    fn a_caller_checked_at_an_older_revision_is_refused_as_old() {
+        let auth = AuthStore::default();
+        change(&auth, user_add("root")).unwrap();
+        change(&auth, grant_role("root", "root")).unwrap();
+        change(&auth, enable()).unwrap();
+        let root = AuthInfo {
+            username: "root".into(),
+            revision: auth.revision(),
+        };
+        assert_eq!(auth.check(&root, b"any", b"", Access::Write), Ok(()));
+        change(&auth, user_add("alice")).unwrap();
+        assert_eq!(
+            auth.check(&root, b"any", b"", Access::Write),
+            Err(AuthError::AuthOldRevision)
+        );
+        let alice = AuthInfo {
+            username: "alice".into(),
+            revision: auth.revision(),
+        };
+        assert_eq!(
+            auth.check(&alice, b"any", b"", Access::Read),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            auth.check(&AuthInfo::default(), b"any", b"", Access::Read),
+            Err(AuthError::UserEmpty)
+        );
+        // A second grant of a role the user holds changes nothing.
+        let revision = auth.revision();
+        change(&auth, grant_role("root", "root")).unwrap();
+        assert_eq!(auth.revision(), revision);
+    }
+
     #[test]
     fn touching_permissions_join_into_one_range() {
         let perms: &[(&[u8], &[u8])] = &[(b"a", b"c"), (b"c", b"e"), (b"x", b"")];
