@@ -478,6 +478,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Bucket entries in key order, as bbolt keeps them.
+fn sorted(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entries.sort();
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,10 +606,4 @@ mod tests {
             "etcd backend: no \"key\" bucket (not an etcd 3.4 database?)"
         );
     }
-}
-
-/// Bucket entries in key order, as bbolt keeps them.
-fn sorted(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    entries.sort();
-    entries
 }

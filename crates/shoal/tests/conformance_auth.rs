@@ -480,3 +480,51 @@ fn authenticate_over_gateway(endpoint: &str, name: &str, password: &str) -> Stri
         .unwrap_or_else(|| panic!("no token in {answer}"))
         .to_owned()
 }
+
+#[test]
+fn the_remote_client_calls_as_a_user_and_authenticates_again_when_its_token_ends() {
+    use client::Kv as _;
+    let shoal = Cluster::start(Flavor::Shoal, 1, ClusterOptions::default());
+    set_up_auth(&shoal, 0);
+    let runtime = common::tokio_runtime();
+    let endpoint = shoal.endpoint(0);
+    let carol = client::Remote::new(std::slice::from_ref(&endpoint))
+        .expect("a valid endpoint")
+        .with_user("carol", "carolpw");
+    let put = |key: &str| proto::etcdserverpb::PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: b"v".to_vec().into(),
+        ..Default::default()
+    };
+    runtime
+        .block_on(carol.put(put("/c/one")))
+        .expect("carol writes under /c/");
+    let refused = runtime
+        .block_on(carol.put(put("/d")))
+        .expect_err("carol may not write /d");
+    assert!(
+        refused
+            .to_string()
+            .contains("etcdserver: permission denied"),
+        "{refused}"
+    );
+    // Turning auth off and on forgets every token; the client notices and
+    // authenticates again.
+    shoal.etcdctl_ok_at(0, &["--user=root:rootpw", "auth", "disable"]);
+    shoal.etcdctl_ok_at(0, &["auth", "enable"]);
+    runtime
+        .block_on(carol.put(put("/c/two")))
+        .expect("carol writes again with a new token");
+    let nobody = client::Remote::new(std::slice::from_ref(&endpoint))
+        .expect("a valid endpoint")
+        .with_user("carol", "wrong");
+    let failed = runtime
+        .block_on(nobody.put(put("/c/three")))
+        .expect_err("a wrong password");
+    assert!(
+        failed
+            .to_string()
+            .contains("etcdserver: authentication failed, invalid user ID or password"),
+        "{failed}"
+    );
+}
