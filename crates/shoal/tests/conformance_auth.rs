@@ -487,6 +487,8 @@ fn the_remote_client_calls_as_a_user_and_authenticates_again_when_its_token_ends
     let shoal = Cluster::start(Flavor::Shoal, 1, ClusterOptions::default());
     set_up_auth(&shoal, 0);
     let runtime = common::tokio_runtime();
+    // The client's channel is made inside the runtime.
+    let _in_runtime = runtime.enter();
     let endpoint = shoal.endpoint(0);
     let carol = client::Remote::new(std::slice::from_ref(&endpoint))
         .expect("a valid endpoint")
