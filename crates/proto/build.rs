@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure().bytes(".").compile_protos(
         &[
             "proto/kv.proto",
+            "proto/auth.proto",
             "proto/rpc.proto",
             "proto/shoal.proto",
             "proto/v3lock.proto",

@@ -19,6 +19,7 @@ use proto::v3electionpb::{
     ProclaimResponse, ResignRequest, ResignResponse,
 };
 use store::Member;
+use store::auth::AuthInfo;
 use store::watch::{WatchMessage, WatchSpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,7 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::lock::{
     CleanupOnDrop, Watch, as_recipe_error, candidate_key, confirm_still_held, create_revision_is,
     delete_operation, first_created, prefix_of, prefix_range_end, put_operation, range_operation,
-    range_result, session_lease, wait_deletes,
+    range_result, recipe_caller, session_lease, wait_deletes,
 };
 use crate::{errors, validate};
 
@@ -62,7 +63,8 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        campaign(&self.member, request.into_inner())
+        let caller = recipe_caller(&self.member, &request, &request.get_ref().name).await?;
+        campaign(&self.member, &caller, request.into_inner())
             .await
             .map(Response::new)
             .map_err(as_recipe_error)
@@ -72,7 +74,14 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        proclaim(&self.member, request.into_inner())
+        let name = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|leader| leader.name.clone())
+            .unwrap_or_default();
+        let caller = recipe_caller(&self.member, &request, &name).await?;
+        proclaim(&self.member, &caller, request.into_inner())
             .await
             .map(Response::new)
             .map_err(as_recipe_error)
@@ -82,6 +91,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        recipe_caller(&self.member, &request, &request.get_ref().name).await?;
         leader(&self.member, request.into_inner())
             .await
             .map(Response::new)
@@ -94,6 +104,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        recipe_caller(&self.member, &request, &request.get_ref().name).await?;
         let prefix = prefix_of(&request.into_inner().name);
         let (responses, receiver) = mpsc::channel(OBSERVE_QUEUE_LEN);
         let member = self.member.clone();
@@ -114,7 +125,14 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        resign(&self.member, request.into_inner())
+        let name = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|leader| leader.name.clone())
+            .unwrap_or_default();
+        let caller = recipe_caller(&self.member, &request, &name).await?;
+        resign(&self.member, &caller, request.into_inner())
             .await
             .map(Response::new)
             .map_err(as_recipe_error)
@@ -123,6 +141,7 @@ impl Election for ElectionService {
 
 async fn campaign(
     member: &Arc<Member>,
+    caller: &AuthInfo,
     request: CampaignRequest,
 ) -> Result<CampaignResponse, Status> {
     let lease = session_lease(member, request.lease).await?;
@@ -138,7 +157,10 @@ async fn campaign(
             ..Default::default()
         })],
     };
-    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    let response = member
+        .txn_as(Some(caller), txn)
+        .await
+        .map_err(errors::from_store)?;
     let header = response.header.unwrap_or_default();
     let mut leader_revision = header.revision;
     if !response.succeeded {
@@ -147,8 +169,15 @@ async fn campaign(
             .ok_or_else(not_leader)?;
         leader_revision = existing.create_revision;
         if existing.value != request.value
-            && let Err(status) =
-                put_if_leader(member, &key, leader_revision, lease, request.value.clone()).await
+            && let Err(status) = put_if_leader(
+                member,
+                caller,
+                &key,
+                leader_revision,
+                lease,
+                request.value.clone(),
+            )
+            .await
         {
             let _ = member.txn(resign_txn(&key, leader_revision)).await;
             return Err(status);
@@ -177,12 +206,24 @@ async fn campaign(
     })
 }
 
-async fn proclaim(member: &Member, request: ProclaimRequest) -> Result<ProclaimResponse, Status> {
+async fn proclaim(
+    member: &Member,
+    caller: &AuthInfo,
+    request: ProclaimRequest,
+) -> Result<ProclaimResponse, Status> {
     let leader = request.leader.ok_or_else(missing_leader_key)?;
     // etcd runs Proclaim in a session of the leader key's lease, so lease 0
     // means a new lease there too.
     let lease = session_lease(member, leader.lease).await?;
-    let header = put_if_leader(member, &leader.key, leader.rev, lease, request.value).await?;
+    let header = put_if_leader(
+        member,
+        caller,
+        &leader.key,
+        leader.rev,
+        lease,
+        request.value,
+    )
+    .await?;
     Ok(ProclaimResponse {
         header: Some(header),
     })
@@ -201,13 +242,20 @@ async fn leader(member: &Member, request: LeaderRequest) -> Result<LeaderRespons
     })
 }
 
-async fn resign(member: &Member, request: ResignRequest) -> Result<ResignResponse, Status> {
+async fn resign(
+    member: &Member,
+    caller: &AuthInfo,
+    request: ResignRequest,
+) -> Result<ResignResponse, Status> {
     let leader = request.leader.ok_or_else(missing_leader_key)?;
     // Resigning a leadership that already ended is not an error, as in etcd:
     // the txn's compare fails and nothing is deleted.
     let txn = resign_txn(&leader.key, leader.rev);
     validate::txn(&txn)?;
-    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    let response = member
+        .txn_as(Some(caller), txn)
+        .await
+        .map_err(errors::from_store)?;
     Ok(ResignResponse {
         header: response.header,
     })
@@ -226,6 +274,7 @@ fn resign_txn(key: &Bytes, leader_revision: i64) -> TxnRequest {
 /// `leader_revision`.
 async fn put_if_leader(
     member: &Member,
+    caller: &AuthInfo,
     key: &Bytes,
     leader_revision: i64,
     lease: i64,
@@ -237,7 +286,10 @@ async fn put_if_leader(
         failure: Vec::new(),
     };
     validate::txn(&txn)?;
-    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    let response = member
+        .txn_as(Some(caller), txn)
+        .await
+        .map_err(errors::from_store)?;
     if !response.succeeded {
         return Err(not_leader());
     }

@@ -83,6 +83,10 @@ where
     B::Error: Into<StdError> + Send + 'static,
 {
     check_request_encoding(request.headers())?;
+    let credentials = crate::auth::Credentials::from_parts(
+        request.headers(),
+        request.extensions().get::<Arc<crate::conn::ConnInfo>>(),
+    );
     let mut incoming = Streaming::new_request(
         RangeDecoder,
         request.into_body(),
@@ -97,6 +101,14 @@ where
     drop(incoming);
 
     validate::range(&request)?;
+    let caller = credentials.caller(&member).await?;
+    crate::auth::check(
+        &member,
+        &caller,
+        &request.key,
+        &request.range_end,
+        store::auth::Access::Read,
+    )?;
     let (range, header) = member
         .range_encoded(request)
         .await

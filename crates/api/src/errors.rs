@@ -48,7 +48,31 @@ pub fn from_store(error: StoreError) -> Status {
         StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
         StoreError::Unhealthy => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
+        StoreError::Auth(auth) => auth_code(auth),
         StoreError::Internal(_) => Code::Internal,
     };
     Status::new(code, error.to_string())
+}
+
+/// The gRPC code etcd sends with each auth error (rpctypes).
+fn auth_code(error: &store::auth::AuthError) -> Code {
+    use store::auth::AuthError;
+    match error {
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+    }
 }

@@ -236,14 +236,19 @@ async fn answer(
 ) {
     let outcome = std::pin::pin!(async {
         check_request_encoding(request.headers())?;
-        let body = read_message(request.into_body(), services.max_message).await?;
+        let (parts, body) = request.into_parts();
+        let body = read_message(body, services.max_message).await?;
         services.metrics.received(MESSAGE_PREFIX_LEN + body.len());
+        // The call's metadata (its auth token) and connection facts go with
+        // the message, as tonic would pass them.
         let kv = &services.kv;
         match call {
-            KvCall::Put => encode(kv.put(decode(body)?).await?.get_ref()),
-            KvCall::Txn => encode(kv.txn(decode(body)?).await?.get_ref()),
-            KvCall::DeleteRange => encode(kv.delete_range(decode(body)?).await?.get_ref()),
-            KvCall::Compact => encode(kv.compact(decode(body)?).await?.get_ref()),
+            KvCall::Put => encode(kv.put(decode_with(body, &parts)?).await?.get_ref()),
+            KvCall::Txn => encode(kv.txn(decode_with(body, &parts)?).await?.get_ref()),
+            KvCall::DeleteRange => {
+                encode(kv.delete_range(decode_with(body, &parts)?).await?.get_ref())
+            }
+            KvCall::Compact => encode(kv.compact(decode_with(body, &parts)?).await?.get_ref()),
         }
     });
     // A panic answers this call alone, as a task per call (hyper's) did,
@@ -328,10 +333,28 @@ pub(crate) fn check_prefix(buffer: &[u8], max_message: usize) -> Result<usize, S
     Ok(length)
 }
 
-fn decode<M: prost::Message + Default>(message: Bytes) -> Result<tonic::Request<M>, Status> {
-    M::decode(message)
+/// Decodes a unary message into a tonic request with the call's headers as
+/// its metadata and the connection's facts in its extensions.
+fn decode_with<M: prost::Message + Default>(
+    message: Bytes,
+    parts: &http::request::Parts,
+) -> Result<tonic::Request<M>, Status> {
+    let mut request = M::decode(message)
         .map(tonic::Request::new)
-        .map_err(|error| Status::internal(error.to_string()))
+        .map_err(|error| Status::internal(error.to_string()))?;
+    // Only what the services read: the token headers, not the whole map.
+    for name in ["token", "authorization"] {
+        if let Some(value) = parts.headers.get(name) {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name, value.clone());
+            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+            break;
+        }
+    }
+    if let Some(info) = parts.extensions.get::<Arc<crate::conn::ConnInfo>>() {
+        request.extensions_mut().insert(Arc::clone(info));
+    }
+    Ok(request)
 }
 
 /// The prefix of an uncompressed response message of `length` bytes,

@@ -49,8 +49,13 @@ pub(crate) async fn serve(
     let Ok(responses) = respond.send_response(grpc_response(), false) else {
         return;
     };
+    let mut session = Session::new(member, group);
+    session.credentials = crate::auth::Credentials::from_parts(
+        request.headers(),
+        request.extensions().get::<Arc<crate::conn::ConnInfo>>(),
+    );
     let mut call = WatchCall {
-        session: Session::new(member, group),
+        session,
         requests: request.into_body(),
         requests_done: false,
         input: BytesMut::new(),

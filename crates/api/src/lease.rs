@@ -30,6 +30,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd 3.4 grants leases to anyone, but a token must still be valid.
+        crate::auth::Credentials::of(&request)
+            .caller(&self.member)
+            .await?;
         let response = self
             .member
             .lease_grant(request.into_inner())
@@ -42,9 +46,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking needs write permission on every attached key, checked as
+        // the revocation applies (etcd's checkLeasePuts).
+        let caller = crate::auth::Credentials::of(&request)
+            .caller(&self.member)
+            .await?;
         let response = self
             .member
-            .lease_revoke(request.into_inner())
+            .lease_revoke_as(Some(&caller), request.into_inner())
             .await
             .map_err(errors::from_store)?;
         Ok(Response::new(response))

@@ -3,6 +3,7 @@
 //! client protocols; it validates requests as etcd does and maps store errors
 //! to etcd's statuses.
 
+pub(crate) mod auth;
 pub mod authority;
 pub mod conn;
 mod election;
@@ -83,6 +84,11 @@ pub async fn serve(
     grpc_registry.register_collector(Box::new(grpc_metrics.clone()));
     endpoint.add(Arc::new(grpc_registry));
     let http = Arc::new(gateway::HttpApi::new(member.clone(), endpoint));
+    let auth = proto::etcdserverpb::auth_server::AuthServer::new(auth::AuthService {
+        member: member.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterService { member })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -92,6 +98,7 @@ pub async fn serve(
         .add_service(lease)
         .add_service(lock)
         .add_service(election)
+        .add_service(auth)
         .prepare();
     let services = Arc::new(grpc::Services {
         kv: Arc::new(KvService { member: kv_member }),
@@ -140,8 +147,17 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let credentials = auth::Credentials::of(&request);
         let request = request.into_inner();
         validate::range(&request)?;
+        let caller = credentials.caller(&self.member).await?;
+        auth::check(
+            &self.member,
+            &caller,
+            &request.key,
+            &request.range_end,
+            store::auth::Access::Read,
+        )?;
         let response = self
             .member
             .range(request)
@@ -151,9 +167,16 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let credentials = auth::Credentials::of(&request);
         let request = request.into_inner();
         validate::put(&request)?;
-        let response = self.member.put(request).await.map_err(errors::from_store)?;
+        // Writes are checked as they apply (etcd's auth applier).
+        let caller = credentials.caller(&self.member).await?;
+        let response = self
+            .member
+            .put_as(Some(&caller), request)
+            .await
+            .map_err(errors::from_store)?;
         Ok(Response::new(response))
     }
 
@@ -161,20 +184,28 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let credentials = auth::Credentials::of(&request);
         let request = request.into_inner();
         validate::delete_range(&request)?;
+        let caller = credentials.caller(&self.member).await?;
         let response = self
             .member
-            .delete_range(request)
+            .delete_range_as(Some(&caller), request)
             .await
             .map_err(errors::from_store)?;
         Ok(Response::new(response))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let credentials = auth::Credentials::of(&request);
         let request = request.into_inner();
         validate::txn(&request)?;
-        let response = self.member.txn(request).await.map_err(errors::from_store)?;
+        let caller = credentials.caller(&self.member).await?;
+        let response = self
+            .member
+            .txn_as(Some(&caller), request)
+            .await
+            .map_err(errors::from_store)?;
         Ok(Response::new(response))
     }
 
@@ -193,6 +224,35 @@ impl Kv for KvService {
 
 struct MaintenanceService {
     member: Arc<Member>,
+}
+
+/// etcd's admin check (IsAdminPermitted) for membership changes.
+async fn require_admin<T>(member: &Member, request: &Request<T>) -> Result<(), Status> {
+    let caller = auth::Credentials::of(request).caller(member).await?;
+    member
+        .auth()
+        .check_admin(&caller)
+        .map_err(auth::auth_status)
+}
+
+/// The admin check of etcd's maintenance server (defragment, snapshot, hash),
+/// whose refusals reach the wire unconverted: code Unknown and the auth
+/// package's own text ("auth: permission denied").
+async fn require_admin_for_maintenance<T>(
+    member: &Member,
+    request: &Request<T>,
+) -> Result<(), Status> {
+    let caller = auth::Credentials::of(request)
+        .caller(member)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unauthenticated => Status::unknown("auth: invalid auth token"),
+            _ => status,
+        })?;
+    member
+        .auth()
+        .check_admin(&caller)
+        .map_err(|error| Status::unknown(auth::go_auth_text(&error)))
 }
 
 type SnapshotStream =
@@ -237,8 +297,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        require_admin_for_maintenance(&self.member, &request).await?;
         self.member.defragment().await.map_err(errors::from_store)?;
         // etcd answers Defragment without a header.
         Ok(Response::new(DefragmentResponse { header: None }))
@@ -247,7 +308,8 @@ impl Maintenance for MaintenanceService {
     /// etcd hashes its whole backend file; shoal's files differ between members by
     /// construction (different page layouts), so Hash covers the logical content:
     /// the key-value history, as HashKV at the current revision does.
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        require_admin_for_maintenance(&self.member, &request).await?;
         let (hash, _) = self.member.hash_kv(0).map_err(errors::from_store)?;
         Ok(Response::new(HashResponse {
             header: Some(self.member.current_header()),
@@ -259,6 +321,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        require_admin_for_maintenance(&self.member, &request).await?;
         let revision = request.into_inner().revision;
         let (hash, compact_revision) = self.member.hash_kv(revision).map_err(errors::from_store)?;
         Ok(Response::new(HashKvResponse {
@@ -277,8 +340,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        require_admin_for_maintenance(&self.member, &request).await?;
         /// etcd streams its snapshot in chunks of this size too.
         const CHUNK_BYTES: usize = 32 * 1024;
         let member = self.member.clone();
@@ -336,6 +400,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         let request = request.into_inner();
         let (member, members) = self
             .member
@@ -353,6 +418,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         let members = self
             .member
             .member_remove(request.into_inner().id)
@@ -368,6 +434,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         let request = request.into_inner();
         let members = self
             .member
@@ -394,6 +461,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         let members = self
             .member
             .member_promote(request.into_inner().id)

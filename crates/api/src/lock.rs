@@ -47,7 +47,8 @@ pub struct LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        lock(&self.member, request.into_inner())
+        let caller = recipe_caller(&self.member, &request, &request.get_ref().name).await?;
+        lock(&self.member, &caller, request.into_inner())
             .await
             .map(Response::new)
             .map_err(as_recipe_error)
@@ -57,7 +58,11 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        unlock(&self.member, request.into_inner())
+        let caller = crate::auth::Credentials::of(&request)
+            .caller(&self.member)
+            .await
+            .map_err(as_recipe_error)?;
+        unlock(&self.member, &caller, request.into_inner())
             .await
             .map(Response::new)
             .map_err(as_recipe_error)
@@ -69,11 +74,40 @@ impl Lock for LockService {
 /// errors: gRPC code Unknown with etcd's usual text (`etcdserver: requested
 /// lease not found` included). Clients match on the text; shoal sends the
 /// same code and text.
+/// The caller of a lock or election call, who must be able to read the
+/// name's keys (the recipe ranges and watches them); its writes are checked
+/// as they apply, as the caller's own puts and deletes would be.
+pub(crate) async fn recipe_caller<T>(
+    member: &Member,
+    request: &Request<T>,
+    name: &[u8],
+) -> Result<store::auth::AuthInfo, Status> {
+    let caller = crate::auth::Credentials::of(request)
+        .caller(member)
+        .await
+        .map_err(as_recipe_error)?;
+    let prefix = prefix_of(name);
+    let prefix_end = prefix_range_end(&prefix);
+    crate::auth::check(
+        member,
+        &caller,
+        &prefix,
+        &prefix_end,
+        store::auth::Access::Read,
+    )
+    .map_err(as_recipe_error)?;
+    Ok(caller)
+}
+
 pub(crate) fn as_recipe_error(status: Status) -> Status {
     Status::unknown(status.message())
 }
 
-async fn lock(member: &Arc<Member>, request: LockRequest) -> Result<LockResponse, Status> {
+async fn lock(
+    member: &Arc<Member>,
+    caller: &store::auth::AuthInfo,
+    request: LockRequest,
+) -> Result<LockResponse, Status> {
     let lease = session_lease(member, request.lease).await?;
     let prefix = prefix_of(&request.name);
     let key = candidate_key(&prefix, lease);
@@ -94,7 +128,10 @@ async fn lock(member: &Arc<Member>, request: LockRequest) -> Result<LockResponse
             range_operation(first_created(&prefix)),
         ],
     };
-    let response = member.txn(txn).await.map_err(errors::from_store)?;
+    let response = member
+        .txn_as(Some(caller), txn)
+        .await
+        .map_err(errors::from_store)?;
     // From here on, giving up (an error, or the client going away) must not
     // leave our key queued: it would block every later candidate until the
     // lease ends. etcd's mutex deletes it too.
@@ -135,14 +172,18 @@ async fn lock(member: &Arc<Member>, request: LockRequest) -> Result<LockResponse
     })
 }
 
-async fn unlock(member: &Member, request: UnlockRequest) -> Result<UnlockResponse, Status> {
+async fn unlock(
+    member: &Member,
+    caller: &store::auth::AuthInfo,
+    request: UnlockRequest,
+) -> Result<UnlockResponse, Status> {
     let delete = DeleteRangeRequest {
         key: request.key,
         ..Default::default()
     };
     validate::delete_range(&delete)?;
     let response = member
-        .delete_range(delete)
+        .delete_range_as(Some(caller), delete)
         .await
         .map_err(errors::from_store)?;
     Ok(UnlockResponse {

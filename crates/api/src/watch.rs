@@ -44,7 +44,8 @@ impl WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let (responses, receiver) = mpsc::channel(STREAM_QUEUE_LEN);
-        let session = Session::new(self.member.clone(), WatchQueue::new_group());
+        let mut session = Session::new(self.member.clone(), WatchQueue::new_group());
+        session.credentials = crate::auth::Credentials::of(&request);
         tokio::spawn(run(session, request.into_inner(), responses));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -99,6 +100,8 @@ pub(crate) struct Session {
     /// While deliveries are taken: watcher -> the index in `out` of its
     /// events response still open to more events, and its size so far.
     open_responses: HashMap<u64, (usize, usize)>,
+    /// Who opened the stream: each watch it creates needs read permission.
+    pub(crate) credentials: crate::auth::Credentials,
 }
 
 impl Session {
@@ -119,6 +122,7 @@ impl Session {
             next_watch_id: 0,
             max_bytes,
             open_responses: HashMap::new(),
+            credentials: crate::auth::Credentials::default(),
         }
     }
 
@@ -206,6 +210,23 @@ impl Session {
     }
 
     fn create(&mut self, create: WatchCreateRequest, out: &mut Vec<WatchResponse>) {
+        if let Err(error) = self.watch_permitted(&create) {
+            // etcd answers with watch id -1 and the gRPC error's text.
+            let status = crate::auth::auth_status(error);
+            out.push(WatchResponse {
+                header: Some(self.member.current_header()),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: format!(
+                    "rpc error: code = {} desc = {}",
+                    go_code_name(status.code()),
+                    status.message()
+                ),
+                ..Default::default()
+            });
+            return;
+        }
         let watch_id = if create.watch_id != 0 {
             create.watch_id
         } else {
@@ -268,6 +289,20 @@ impl Session {
             created: true,
             ..Default::default()
         });
+    }
+
+    /// etcd's isWatchPermitted: read permission on the watched range.
+    fn watch_permitted(&self, create: &WatchCreateRequest) -> Result<(), store::auth::AuthError> {
+        if !self.member.auth().is_enabled() && self.credentials.is_empty() {
+            return Ok(());
+        }
+        let caller = self.credentials.caller_now(&self.member)?;
+        self.member.auth().check(
+            &caller,
+            &create.key,
+            &create.range_end,
+            store::auth::Access::Read,
+        )
     }
 
     fn cancel(&mut self, watch_id: i64, out: &mut Vec<WatchResponse>) {
@@ -370,5 +405,16 @@ fn fragments(response: WatchResponse, max_bytes: usize, out: &mut Vec<WatchRespo
             fragment: position + 1 < n_chunks,
             ..Default::default()
         });
+    }
+}
+
+/// Go's name of a gRPC code, as etcd's error texts print it.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        _ => "Unknown",
     }
 }

@@ -123,6 +123,48 @@ pub fn read_etcd_backend(bytes: &[u8]) -> Result<EtcdBackend, BboltError> {
     })
 }
 
+/// etcd's auth buckets as a backend holds them: the records stay marshalled
+/// (`authpb.User`, `authpb.Role`) for the caller to decode.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdAuth {
+    pub enabled: bool,
+    /// 0 when the backend has no `authRevision`.
+    pub revision: u64,
+    pub users: Vec<Vec<u8>>,
+    pub roles: Vec<Vec<u8>>,
+}
+
+/// Reads the `auth`, `authUsers` and `authRoles` buckets of an etcd backend
+/// (empty when a bucket is missing).
+pub fn read_etcd_auth(bytes: &[u8]) -> Result<EtcdAuth, BboltError> {
+    let db = Db::open(bytes)?;
+    let mut auth = EtcdAuth::default();
+    if let Some(bucket) = db.bucket(b"auth")? {
+        if let Some(value) = bucket.get(b"authEnabled")? {
+            auth.enabled = plain_value(value, "auth", b"authEnabled")? == [1];
+        }
+        if let Some(value) = bucket.get(b"authRevision")? {
+            let value = plain_value(value, "auth", b"authRevision")?;
+            let raw: [u8; 8] = value
+                .try_into()
+                .map_err(|_| etcd_error(format!("authRevision is {} bytes, not 8", value.len())))?;
+            auth.revision = u64::from_be_bytes(raw);
+        }
+    }
+    for (name, records) in [
+        ("authUsers", &mut auth.users),
+        ("authRoles", &mut auth.roles),
+    ] {
+        if let Some(bucket) = db.bucket(name.as_bytes())? {
+            for entry in bucket.iter() {
+                let (key, value) = entry?;
+                records.push(plain_value(value, name, key)?.to_vec());
+            }
+        }
+    }
+    Ok(auth)
+}
+
 /// One cluster member as etcd's `members` bucket keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EtcdMember {
@@ -146,6 +188,12 @@ pub struct EtcdCluster {
     /// The `auth` bucket's `authRevision`: 1 on a cluster whose auth was
     /// never changed (etcd writes it at first start).
     pub auth_revision: u64,
+    /// The `auth` bucket's `authEnabled` flag: absent until auth is first
+    /// turned on or off.
+    pub auth_enabled: Option<bool>,
+    /// `authUsers` and `authRoles`: name -> marshalled `authpb.User`/`authpb.Role`.
+    pub auth_users: Vec<(Vec<u8>, Vec<u8>)>,
+    pub auth_roles: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Writes `backend` and `cluster` as etcd 3.4's backend database file (a
@@ -291,13 +339,18 @@ pub fn write_etcd_backend(
             bucket("alarm", alarm_entries),
             bucket(
                 "auth",
-                vec![(
-                    b"authRevision".to_vec(),
-                    cluster.auth_revision.to_be_bytes().to_vec(),
-                )],
+                cluster
+                    .auth_enabled
+                    .map(|enabled| (b"authEnabled".to_vec(), vec![u8::from(enabled)]))
+                    .into_iter()
+                    .chain([(
+                        b"authRevision".to_vec(),
+                        cluster.auth_revision.to_be_bytes().to_vec(),
+                    )])
+                    .collect(),
             ),
-            bucket("authRoles", Vec::new()),
-            bucket("authUsers", Vec::new()),
+            bucket("authRoles", sorted(cluster.auth_roles.clone())),
+            bucket("authUsers", sorted(cluster.auth_users.clone())),
             bucket("cluster", cluster_entries),
             bucket("key", key_entries),
             bucket("lease", lease_entries),
@@ -423,6 +476,12 @@ fn etcd_error(message: String) -> BboltError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Bucket entries in key order, as bbolt keeps them.
+fn sorted(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entries.sort();
+    entries
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod writer_tests;
 pub use db::{Bucket, Db, Iter, Meta, Value, is_bbolt};
 pub use error::BboltError;
 pub use etcd::{
-    EtcdBackend, EtcdCluster, EtcdMember, StoredRevision, read_etcd_backend, write_etcd_backend,
-    write_etcd_snapshot,
+    EtcdAuth, EtcdBackend, EtcdCluster, EtcdMember, StoredRevision, read_etcd_auth,
+    read_etcd_backend, write_etcd_backend, write_etcd_snapshot,
 };
 pub use writer::{BucketContents, DEFAULT_PAGE_SIZE, write_db};

@@ -209,6 +209,9 @@ fn an_etcd_snapshot_reads_back_with_its_trailer_checked() {
         cluster_version: Some("3.4.0".to_owned()),
         alarms: Vec::new(),
         auth_revision: 1,
+        auth_enabled: None,
+        auth_users: Vec::new(),
+        auth_roles: Vec::new(),
     };
     let file = write_etcd_snapshot(backend.clone(), &cluster).unwrap();
     assert_eq!(file.len() % 4096, 32, "whole pages and the sha256 trailer");
@@ -297,6 +300,9 @@ fn revisions_out_of_order_are_refused() {
         cluster_version: None,
         alarms: Vec::new(),
         auth_revision: 1,
+        auth_enabled: None,
+        auth_users: Vec::new(),
+        auth_roles: Vec::new(),
     };
     assert_eq!(
         write_etcd_snapshot(backend, &cluster).unwrap_err(),

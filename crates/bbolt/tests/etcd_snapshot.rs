@@ -571,6 +571,13 @@ fn a_rewritten_etcd_snapshot_is_the_same_database_to_etcd() {
         cluster_version,
         alarms: Vec::new(),
         auth_revision,
+        auth_enabled: auth
+            .get(b"authEnabled")
+            .unwrap()
+            .and_then(|value| value.as_bytes())
+            .map(|bytes| bytes == [1]),
+        auth_users: Vec::new(),
+        auth_roles: Vec::new(),
     };
     let rewritten = write_etcd_snapshot(backend.clone(), &cluster).unwrap();
     let rewritten_path = work.path().join("rewritten.db");

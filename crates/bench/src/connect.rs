@@ -110,6 +110,25 @@ pub async fn kv_connections(
     Ok(connections)
 }
 
+/// Authenticates as `user` (`name:password`) at `url`; the token to send.
+pub async fn authenticate(
+    url: &str,
+    user: &str,
+    dial_timeout: Duration,
+) -> anyhow::Result<http::HeaderValue> {
+    let (name, password) = user.split_once(':').context("--user takes name:password")?;
+    let channel = dial(url, dial_timeout).await?;
+    let response = proto::etcdserverpb::auth_client::AuthClient::new(channel)
+        .authenticate(proto::etcdserverpb::AuthenticateRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+        })
+        .await
+        .with_context(|| format!("authenticate as {name} at {url}"))?
+        .into_inner();
+    http::HeaderValue::from_str(&response.token).context("the token is not a header value")
+}
+
 async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid endpoint {url}"))?

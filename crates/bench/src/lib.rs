@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// How to print the summary.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Call as this user, `name:password` (etcd benchmark's flag): the tool
+    /// authenticates once and sends the token with every KV call.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub workload: Workload,
 }
@@ -167,7 +171,19 @@ async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> 
             connect::channels(&targets, dial_timeout).await?
         },
         kv: match args.workload {
-            _ if is_kv => connect::kv_connections(&targets, dial_timeout).await?,
+            _ if is_kv => {
+                let connections = connect::kv_connections(&targets, dial_timeout).await?;
+                match &args.user {
+                    Some(user) => {
+                        let token = connect::authenticate(&targets[0], user, dial_timeout).await?;
+                        connections
+                            .into_iter()
+                            .map(|connection| connection.with_token(token.clone()))
+                            .collect()
+                    }
+                    None => connections,
+                }
+            }
             // The puts go on a connection of their own, as in etcd's tool.
             Workload::WatchLatency(_) => {
                 connect::kv_connections(&targets[..1], dial_timeout).await?

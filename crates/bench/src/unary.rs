@@ -42,6 +42,9 @@ pub struct KvConnection {
     link: Arc<Link>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+    /// The auth token sent with every call (`--user`), as etcd's clients
+    /// send it: in the `token` metadata.
+    token: Option<http::HeaderValue>,
 }
 
 struct Link {
@@ -93,6 +96,7 @@ pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnect
         }),
         scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
         authority,
+        token: None,
     })
 }
 
@@ -122,6 +126,12 @@ async fn open(
 }
 
 impl KvConnection {
+    /// The same connection, calling with an auth token.
+    pub fn with_token(mut self, token: http::HeaderValue) -> KvConnection {
+        self.token = Some(token);
+        self
+    }
+
     /// The open connection and its generation, reopening a lost one.
     async fn sender(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), Status> {
         let link = &self.link;
@@ -186,11 +196,14 @@ impl KvConnection {
             .path_and_query(path)
             .build()
             .map_err(|error| Status::internal(format!("request URI: {error}")))?;
-        let http_request = http::Request::post(uri)
+        let mut http_request = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .body(())
             .map_err(|error| Status::internal(format!("request headers: {error}")))?;
+        if let Some(token) = &self.token {
+            http_request.headers_mut().insert("token", token.clone());
+        }
         let (generation, send) = self.sender().await?;
         let outcome = async {
             // Fails at once when the connection has closed (h2 queues a

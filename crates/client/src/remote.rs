@@ -22,6 +22,42 @@ use crate::{ClientError, Kv, WatchRequest, WatchStream, WatchUpdate};
 #[derive(Clone)]
 pub struct Remote {
     channel: Channel,
+    user: Option<std::sync::Arc<User>>,
+}
+
+/// A user to call as (etcd's `--user name:password`): the client
+/// authenticates on first use and sends the token with every call, and
+/// authenticates again when the store no longer takes the token.
+struct User {
+    name: String,
+    password: String,
+    token: tokio::sync::Mutex<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
+}
+
+/// Runs one call with the user's token, once more with a new token if the
+/// store refused the old one (expired, or issued before an auth change).
+macro_rules! with_token {
+    ($remote:expr, $request:expr, |$call:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            let $call = $remote.authorized($request.clone()).await?;
+            match $body {
+                Ok(response) => break Ok(response.into_inner()),
+                Err(status) if attempt == 0 && stale_token(&status) && $remote.user.is_some() => {
+                    attempt += 1;
+                    $remote.forget_token().await;
+                }
+                Err(status) => break Err(error(status)),
+            }
+        }
+    }};
+}
+
+/// The errors after which etcd's clients authenticate again.
+fn stale_token(status: &tonic::Status) -> bool {
+    let message = status.message();
+    message == "etcdserver: invalid auth token"
+        || message == "etcdserver: revision of auth store is old"
 }
 
 impl Remote {
@@ -43,7 +79,55 @@ impl Remote {
         } else {
             Channel::balance_list(parsed.into_iter())
         };
-        Ok(Remote { channel })
+        Ok(Remote {
+            channel,
+            user: None,
+        })
+    }
+
+    /// The same stores, called as `name` with `password`.
+    pub fn with_user(mut self, name: &str, password: &str) -> Remote {
+        self.user = Some(std::sync::Arc::new(User {
+            name: name.to_string(),
+            password: password.to_string(),
+            token: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    /// `message` as a call carrying the user's token (authenticating first
+    /// if there is none yet).
+    async fn authorized<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut request = tonic::Request::new(message);
+        let Some(user) = &self.user else {
+            return Ok(request);
+        };
+        let mut token = user.token.lock().await;
+        if token.is_none() {
+            let mut auth = proto::etcdserverpb::auth_client::AuthClient::new(self.channel.clone());
+            let response = auth
+                .authenticate(proto::etcdserverpb::AuthenticateRequest {
+                    name: user.name.clone(),
+                    password: user.password.clone(),
+                })
+                .await
+                .map_err(error)?
+                .into_inner();
+            let value = response.token.parse().map_err(|_| {
+                ClientError::Refused("the store sent a token that is not ASCII".to_string())
+            })?;
+            *token = Some(value);
+        }
+        if let Some(value) = token.as_ref() {
+            request.metadata_mut().insert("token", value.clone());
+        }
+        Ok(request)
+    }
+
+    async fn forget_token(&self) {
+        if let Some(user) = &self.user {
+            *user.token.lock().await = None;
+        }
     }
 }
 
@@ -71,14 +155,14 @@ impl Kv for Remote {
     fn range(&self, request: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, ClientError>> {
         Box::pin(async move {
             let mut client = KvClient::new(self.channel.clone());
-            Ok(client.range(request).await.map_err(error)?.into_inner())
+            with_token!(self, request, |call| client.range(call).await)
         })
     }
 
     fn put(&self, request: PutRequest) -> BoxFuture<'_, Result<PutResponse, ClientError>> {
         Box::pin(async move {
             let mut client = KvClient::new(self.channel.clone());
-            Ok(client.put(request).await.map_err(error)?.into_inner())
+            with_token!(self, request, |call| client.put(call).await)
         })
     }
 
@@ -88,18 +172,14 @@ impl Kv for Remote {
     ) -> BoxFuture<'_, Result<DeleteRangeResponse, ClientError>> {
         Box::pin(async move {
             let mut client = KvClient::new(self.channel.clone());
-            Ok(client
-                .delete_range(request)
-                .await
-                .map_err(error)?
-                .into_inner())
+            with_token!(self, request, |call| client.delete_range(call).await)
         })
     }
 
     fn txn(&self, request: TxnRequest) -> BoxFuture<'_, Result<TxnResponse, ClientError>> {
         Box::pin(async move {
             let mut client = KvClient::new(self.channel.clone());
-            Ok(client.txn(request).await.map_err(error)?.into_inner())
+            with_token!(self, request, |call| client.txn(call).await)
         })
     }
 
@@ -122,7 +202,7 @@ impl Kv for Remote {
                 .send(create)
                 .await
                 .map_err(|_| ClientError::Unavailable("watch request not sent".to_string()))?;
-            let requests = tokio_stream_from(receiver);
+            let requests = self.authorized(tokio_stream_from(receiver)).await?;
             let mut responses = client.watch(requests).await.map_err(error)?.into_inner();
             // The first answer confirms the watcher is registered.
             match responses.message().await.map_err(error)? {

@@ -1,4 +1,4 @@
-//! etcd v3 wire types (`mvccpb`, `etcdserverpb`, the `v3lockpb` and
+//! etcd v3 wire types (`mvccpb`, `authpb`, `etcdserverpb`, the `v3lockpb` and
 //! `v3electionpb` services) and shoal's peer protocol (`shoalpb`), generated at
 //! build time from the `.proto` files beside this crate.
 
@@ -6,6 +6,10 @@
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+}
+
+pub mod authpb {
+    tonic::include_proto!("authpb");
 }
 
 pub mod etcdserverpb {

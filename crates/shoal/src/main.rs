@@ -349,6 +349,16 @@ struct StoreArgs {
     /// Refuse membership changes that could cost the cluster its quorum.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     strict_reconfig_check: bool,
+    /// The kind of token Authenticate hands out: "simple" (etcd's default;
+    /// the only kind shoal makes today).
+    #[arg(long, default_value = "simple")]
+    auth_token: String,
+    /// How long an unused simple token stays valid, in seconds.
+    #[arg(long, default_value_t = 300)]
+    auth_token_ttl: u64,
+    /// The bcrypt cost of stored password hashes (4 to 31).
+    #[arg(long, default_value_t = store::auth::DEFAULT_BCRYPT_COST)]
+    bcrypt_cost: u32,
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     experimental_watch_progress_notify_interval: std::time::Duration,
@@ -393,6 +403,31 @@ impl LogLevel {
             LogLevel::Error => "error",
         }
     }
+}
+
+/// `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`, checked as etcd
+/// checks them.
+fn auth_settings(
+    token: &str,
+    token_ttl_seconds: u64,
+    bcrypt_cost: u32,
+) -> Result<store::auth::AuthSettings, String> {
+    let kind = token.split(',').next().unwrap_or_default();
+    if kind != "simple" {
+        return Err(format!(
+            "invalid --auth-token {token:?}: shoal issues simple tokens only (jwt is not supported yet)"
+        ));
+    }
+    // etcd falls back to the default cost for one out of bcrypt's range.
+    let bcrypt_cost = if (4..=31).contains(&bcrypt_cost) {
+        bcrypt_cost
+    } else {
+        store::auth::DEFAULT_BCRYPT_COST
+    };
+    Ok(store::auth::AuthSettings {
+        bcrypt_cost,
+        token_ttl: std::time::Duration::from_secs(token_ttl_seconds.max(1)),
+    })
 }
 
 impl StoreArgs {
@@ -442,6 +477,7 @@ impl StoreArgs {
             auto_promote_learners: self.auto_promote_learners,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             strict_reconfig_check: self.strict_reconfig_check,
+            auth: auth_settings(&self.auth_token, self.auth_token_ttl, self.bcrypt_cost)?,
         })
         .inspect(|_| {
             if !self.enable_v2 {
@@ -695,6 +731,9 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         auto_promote_learners: false,
         experimental_watch_progress_notify_interval: std::time::Duration::from_secs(600),
         strict_reconfig_check: true,
+        auth_token: "simple".into(),
+        auth_token_ttl: 300,
+        bcrypt_cost: store::auth::DEFAULT_BCRYPT_COST,
         enable_v2: true,
         log_level: LogLevel::Info,
     };

@@ -114,6 +114,9 @@ pub struct MemberConfig {
     /// Refuse membership changes that could cost the cluster its quorum
     /// (etcd's `--strict-reconfig-check`, on by default).
     pub strict_reconfig_check: bool,
+    /// Authentication knobs: `--auth-token` (only "simple" today),
+    /// `--auth-token-ttl`, `--bcrypt-cost`.
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl MemberConfig {
@@ -141,6 +144,7 @@ impl MemberConfig {
             auto_promote_learners: false,
             watch_progress_notify_interval: Duration::from_secs(600),
             strict_reconfig_check: true,
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 

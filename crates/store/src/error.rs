@@ -50,6 +50,8 @@ pub enum StoreError {
     Unhealthy,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("etcdserver: {0}")]
     Internal(String),
 }

@@ -6,6 +6,7 @@
 //! local state), and reports status. The raft loop runs on its own thread
 //! (`node`); peers talk over gRPC (`transport`).
 
+pub mod auth;
 pub mod clock;
 mod compactor;
 pub mod config;
@@ -225,6 +226,7 @@ impl Member {
             log
         };
 
+        state_machine.auth.configure(config.auth);
         let consistent_index = state_machine.mvcc.consistent_index();
         let applied = if consistent_index == 0 {
             raft_log.truncated_index()
@@ -633,6 +635,88 @@ impl Member {
             .collect()
     }
 
+    /// The auth store (users, roles, tokens) as this member has applied it.
+    pub fn auth(&self) -> &auth::AuthStore {
+        &self.state_machine.auth
+    }
+
+    /// Proposes one auth change (`request` has one of its auth fields set)
+    /// on behalf of `caller`, who must be an admin once auth is on.
+    pub async fn auth_change(
+        &self,
+        caller: &auth::AuthInfo,
+        mut request: RaftRequest,
+    ) -> Result<auth::AuthApplied, StoreError> {
+        debug_assert!(auth::is_auth_request(&request));
+        request.header = Some(caller.header());
+        match self.propose(request).await? {
+            ApplyResult::Auth(applied) => Ok(applied),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// etcd's Authenticate: the password checked here (bcrypt, one check at a
+    /// time), then the token issued through raft so every member knows it.
+    /// Retried if the auth state changed while the password was checked.
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, StoreError> {
+        /// Each retry means an auth change raced the check; a few suffice.
+        const MAX_ATTEMPTS: usize = 5;
+        self.linearizable_barrier().await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let checked_revision = match self.auth().check_password(name, password).await {
+                Ok(revision) => revision,
+                Err(error) => {
+                    if error != auth::AuthError::AuthNotEnabled {
+                        // Never the password: only who tried and why it failed.
+                        tracing::warn!(user = name, %error, "invalid authentication was requested");
+                    }
+                    return Err(error.into());
+                }
+            };
+            let prefix: String = {
+                use rand::Rng as _;
+                const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+                let mut random = rand::rng();
+                (0..16)
+                    .map(|_| char::from(LETTERS[random.random_range(0..LETTERS.len())]))
+                    .collect()
+            };
+            let request = RaftRequest {
+                authenticate: Some(proto::shoalpb::InternalAuthenticateRequest {
+                    name: name.to_owned(),
+                    simple_token: prefix,
+                }),
+                ..Default::default()
+            };
+            let token = match self.propose(request).await? {
+                ApplyResult::Auth(auth::AuthApplied::Token(token)) => token,
+                other => return Err(unexpected(other)),
+            };
+            if checked_revision == self.auth().revision() {
+                return Ok(token);
+            }
+            tracing::info!("auth revision changed while the password was checked; retrying");
+        }
+        Err(StoreError::Auth(auth::AuthError::AuthOldRevision))
+    }
+
+    /// The caller a simple token stands for. A token issued at a raft index
+    /// this member has not applied yet is looked up again once it has.
+    pub async fn auth_info_from_token(&self, token: &str) -> Result<auth::AuthInfo, StoreError> {
+        if let Some(info) = self.auth().info_from_token(token) {
+            return Ok(info);
+        }
+        let issued_at = auth::AuthStore::token_index(token).unwrap_or(0);
+        if issued_at > self.state_machine.mvcc.consistent_index() {
+            self.linearizable_barrier().await?;
+            if let Some(info) = self.auth().info_from_token(token) {
+                return Ok(info);
+            }
+        }
+        tracing::warn!("invalid auth token");
+        Err(auth::AuthError::InvalidAuthToken.into())
+    }
+
     /// Waits until this member has applied everything committed when the call began.
     pub async fn linearizable_barrier(&self) -> Result<(), StoreError> {
         match node::read_barrier(&self.inbox, self.request_timeout).await {
@@ -693,8 +777,19 @@ impl Member {
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
+        self.put_as(None, request).await
+    }
+
+    /// A put on behalf of a client: with `caller`, the apply checks its
+    /// permission again at the auth state of that moment.
+    pub async fn put_as(
+        &self,
+        caller: Option<&auth::AuthInfo>,
+        request: PutRequest,
+    ) -> Result<PutResponse, StoreError> {
         let request = RaftRequest {
             put: Some(request),
+            header: caller.map(auth::AuthInfo::header),
             ..Default::default()
         };
         self.propose_for(request, |result| match result {
@@ -708,8 +803,17 @@ impl Member {
         &self,
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
+        self.delete_range_as(None, request).await
+    }
+
+    pub async fn delete_range_as(
+        &self,
+        caller: Option<&auth::AuthInfo>,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
         let request = RaftRequest {
             delete_range: Some(request),
+            header: caller.map(auth::AuthInfo::header),
             ..Default::default()
         };
         self.propose_for(request, |result| match result {
@@ -720,8 +824,17 @@ impl Member {
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, StoreError> {
+        self.txn_as(None, request).await
+    }
+
+    pub async fn txn_as(
+        &self,
+        caller: Option<&auth::AuthInfo>,
+        request: TxnRequest,
+    ) -> Result<TxnResponse, StoreError> {
         let request = RaftRequest {
             txn: Some(request),
+            header: caller.map(auth::AuthInfo::header),
             ..Default::default()
         };
         self.propose_for(request, |result| match result {
@@ -779,8 +892,17 @@ impl Member {
         &self,
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, StoreError> {
+        self.lease_revoke_as(None, request).await
+    }
+
+    pub async fn lease_revoke_as(
+        &self,
+        caller: Option<&auth::AuthInfo>,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, StoreError> {
         let request = RaftRequest {
             lease_revoke: Some(request),
+            header: caller.map(auth::AuthInfo::header),
             ..Default::default()
         };
         self.propose_for(request, |result| match result {

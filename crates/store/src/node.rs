@@ -997,8 +997,13 @@ impl<const FAULTS: bool> Node<FAULTS> {
                             continue;
                         }
                         count_request(&self.status.metrics, &request);
-                        let result =
-                            state_machine.apply_request(&mut writer, wtx, &request, events)?;
+                        let result = state_machine.apply_request(
+                            &mut writer,
+                            wtx,
+                            &request,
+                            entry.index,
+                            events,
+                        )?;
                         if let (Some(update), ApplyResult::Members { .. }) =
                             (&request.member_update, &result)
                             && update.id != self.settings.member_id

@@ -2,6 +2,7 @@
 //! `snapshot restore` makes one. The snapshot's keys, values, revisions and
 //! leases are kept; the membership is the new cluster's, from the flags.
 
+use prost::Message as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -87,12 +88,30 @@ fn import_etcd(bytes: &[u8]) -> Result<Vec<u8>, String> {
         .max(backend.scheduled_compact_revision);
     let state = mvcc::snapshot_from_history(backend.consistent_index, compact_revision, &revisions)
         .map_err(|error| format!("converting etcd's history: {error}"))?;
+    // Users, roles and whether auth is on come along, as etcd's restore keeps them.
+    let auth = bbolt::read_etcd_auth(bytes).map_err(|error| error.to_string())?;
+    let decode_error = |error: prost::DecodeError| format!("etcd's auth records: {error}");
+    let auth = proto::shoalpb::AuthState {
+        enabled: auth.enabled,
+        revision: auth.revision.max(1),
+        users: auth
+            .users
+            .iter()
+            .map(|user| proto::authpb::User::decode(user.as_slice()).map_err(decode_error))
+            .collect::<Result<_, _>>()?,
+        roles: auth
+            .roles
+            .iter()
+            .map(|role| proto::authpb::Role::decode(role.as_slice()).map_err(decode_error))
+            .collect::<Result<_, _>>()?,
+    };
     let meta = proto::shoalpb::SnapshotMeta {
         leases: backend
             .leases
             .iter()
             .map(|(id, ttl)| proto::shoalpb::LeaseRecord { id: *id, ttl: *ttl })
             .collect(),
+        auth: Some(auth),
         ..Default::default()
     };
     Ok(crate::state_machine::encode_snapshot(&meta, &state))

@@ -34,6 +34,38 @@ pub fn txn_has_put(txn: &TxnRequest) -> bool {
         })
 }
 
+/// etcd's checkTxnAuth: read on every compare, and what each operation of
+/// both branches needs (nested txns included).
+pub fn check_txn(
+    auth: &crate::auth::AuthStore,
+    info: &crate::auth::AuthInfo,
+    txn: &TxnRequest,
+) -> Result<(), crate::auth::AuthError> {
+    use crate::auth::Access;
+    for compare in &txn.compare {
+        auth.check(info, &compare.key, &compare.range_end, Access::Read)?;
+    }
+    for op in txn.success.iter().chain(txn.failure.iter()) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(range)) => {
+                auth.check(info, &range.key, &range.range_end, Access::Read)?;
+            }
+            Some(request_op::Request::RequestPut(put)) => {
+                auth.check(info, &put.key, &[], Access::Write)?;
+            }
+            Some(request_op::Request::RequestDeleteRange(delete)) => {
+                if delete.prev_kv {
+                    auth.check(info, &delete.key, &delete.range_end, Access::Read)?;
+                }
+                auth.check(info, &delete.key, &delete.range_end, Access::Write)?;
+            }
+            Some(request_op::Request::RequestTxn(inner)) => check_txn(auth, info, inner)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 /// Member id -> the member (etcd's `Member` message).
 const MEMBERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("cluster_members");
 /// (member id, alarm type) -> nothing: the active alarms.
@@ -51,6 +83,8 @@ pub enum ApplyResult {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Alarms(Vec<AlarmMember>),
+    /// An auth change applied; Authenticate's carries the new token.
+    Auth(crate::auth::AuthApplied),
     /// A membership change: the member it concerned and the members afterwards.
     Members {
         member: Option<Member>,
@@ -64,6 +98,7 @@ pub enum ApplyResult {
 pub struct StateMachine {
     pub mvcc: Arc<mvcc::Mvcc>,
     pub lessor: Lessor,
+    pub auth: crate::auth::AuthStore,
     db: Arc<mvcc::Db>,
     members: RwLock<BTreeMap<u64, Member>>,
     cluster_id: RwLock<u64>,
@@ -83,6 +118,7 @@ impl StateMachine {
         let machine = StateMachine {
             mvcc: Arc::new(mvcc),
             lessor: Lessor::new(min_lease_ttl_seconds, clock),
+            auth: crate::auth::AuthStore::default(),
             db,
             members: RwLock::new(BTreeMap::new()),
             cluster_id: RwLock::new(0),
@@ -90,6 +126,7 @@ impl StateMachine {
         };
         machine.load_members()?;
         machine.reload_leases()?;
+        machine.auth.load(&machine.db)?;
         Ok(machine)
     }
 
@@ -253,13 +290,24 @@ impl StateMachine {
     /// Applies one client request; the changes it made are appended to `events`.
     /// Storage failures are fatal to the caller; request errors (a compacted
     /// revision, a missing key or lease) are results for the client.
+    /// `index` is the entry's raft index.
     pub fn apply_request(
         &self,
         writer: &mut mvcc::Writer<'_>,
         wtx: &WriteTransaction,
         request: &RaftRequest,
+        index: u64,
         events: &mut Vec<Event>,
     ) -> Result<ApplyResult, String> {
+        if crate::auth::is_auth_request(request) {
+            return Ok(match self.auth.apply(wtx, request, index)? {
+                Ok(applied) => ApplyResult::Auth(applied),
+                Err(error) => ApplyResult::Error(StoreError::Auth(error)),
+            });
+        }
+        if let Err(error) = self.check_permissions(request) {
+            return Ok(ApplyResult::Error(StoreError::Auth(error)));
+        }
         let result = self.apply_request_inner(writer, wtx, request);
         let new_events = writer.take_events();
         self.lessor.track(&new_events);
@@ -269,6 +317,64 @@ impl StateMachine {
             Err(mvcc::MvccError::Storage(text)) => Err(text),
             Err(error) => Ok(ApplyResult::Error(error.into())),
         }
+    }
+
+    /// etcd's auth applier: a client's request is checked again as it
+    /// applies, against the auth state of that moment, so a permission revoked
+    /// between the API's check and the apply is honoured (and a request checked
+    /// at an older auth revision fails with `revision of auth store is old`).
+    /// Requests the members make themselves (lease expiry, compaction) carry
+    /// no header and are not checked.
+    fn check_permissions(&self, request: &RaftRequest) -> Result<(), crate::auth::AuthError> {
+        use crate::auth::{Access, AuthInfo};
+        let Some(header) = &request.header else {
+            return Ok(());
+        };
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let info = AuthInfo {
+            username: header.username.clone(),
+            revision: header.auth_revision,
+        };
+        if let Some(put) = &request.put {
+            self.auth.check(&info, &put.key, &[], Access::Write)?;
+            self.check_lease_keys(&info, put.lease)?;
+            if put.prev_kv {
+                self.auth.check(&info, &put.key, &[], Access::Read)?;
+            }
+        }
+        if let Some(delete) = &request.delete_range {
+            self.auth
+                .check(&info, &delete.key, &delete.range_end, Access::Write)?;
+            if delete.prev_kv {
+                self.auth
+                    .check(&info, &delete.key, &delete.range_end, Access::Read)?;
+            }
+        }
+        if let Some(txn) = &request.txn {
+            check_txn(&self.auth, &info, txn)?;
+        }
+        if let Some(revoke) = &request.lease_revoke {
+            self.check_lease_keys(&info, revoke.id)?;
+        }
+        Ok(())
+    }
+
+    /// Write permission on every key attached to a lease (etcd's checkLeasePuts).
+    fn check_lease_keys(
+        &self,
+        info: &crate::auth::AuthInfo,
+        lease: i64,
+    ) -> Result<(), crate::auth::AuthError> {
+        if lease == 0 {
+            return Ok(());
+        }
+        for key in self.lessor.keys_of(lease).unwrap_or_default() {
+            self.auth
+                .check(info, &key, &[], crate::auth::Access::Write)?;
+        }
+        Ok(())
     }
 
     fn apply_request_inner(
@@ -483,6 +589,7 @@ impl StateMachine {
                 .map(|(id, ttl)| proto::shoalpb::LeaseRecord { id: *id, ttl: *ttl })
                 .collect(),
             alarms: self.alarms(AlarmType::None as i32),
+            auth: Some(self.auth.export()),
         };
         Ok((applied_index, encode_snapshot(&meta, &state)))
     }
@@ -493,6 +600,7 @@ impl StateMachine {
     /// transaction; leases, members and alarms are read beside it, as for a
     /// raft snapshot.
     pub fn etcd_snapshot(&self) -> Result<Vec<u8>, String> {
+        let auth = self.auth.export();
         let history = self
             .mvcc
             .export_history()
@@ -541,9 +649,18 @@ impl StateMachine {
                 .into_iter()
                 .map(|alarm| (alarm.member_id, alarm.alarm))
                 .collect(),
-            // Auth state joins the file with the security issue; until then
-            // the buckets are as a cluster whose auth was never touched has them.
-            auth_revision: 1,
+            auth_revision: auth.revision,
+            auth_enabled: auth.enabled.then_some(true),
+            auth_users: auth
+                .users
+                .iter()
+                .map(|user| (user.name.to_vec(), user.encode_to_vec()))
+                .collect(),
+            auth_roles: auth
+                .roles
+                .iter()
+                .map(|role| (role.name.to_vec(), role.encode_to_vec()))
+                .collect(),
         };
         bbolt::write_etcd_snapshot(backend, &cluster).map_err(|error| error.to_string())
     }
@@ -596,6 +713,12 @@ impl StateMachine {
         }
         drop(table);
         *self.alarms.write() = alarms;
+        // A snapshot from before auth existed carries none: auth as new.
+        let auth = meta.auth.unwrap_or(proto::shoalpb::AuthState {
+            revision: 1,
+            ..Default::default()
+        });
+        self.auth.restore(wtx, &auth)?;
         self.bootstrap_members(wtx, meta.cluster_id, meta.members)
     }
 }

@@ -1024,3 +1024,105 @@ mod tests {
         assert_eq!(to_json(&event), r#"{"type":"DELETE","kv":{}}"#);
     }
 }
+
+// etcd's Auth service and its authpb types.
+use proto::authpb::{Permission, UserAddOptions, permission};
+use proto::etcdserverpb::{
+    AuthDisableRequest, AuthDisableResponse, AuthEnableRequest, AuthEnableResponse,
+    AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest, AuthRoleDeleteResponse,
+    AuthRoleGetRequest, AuthRoleGetResponse, AuthRoleGrantPermissionRequest,
+    AuthRoleGrantPermissionResponse, AuthRoleListRequest, AuthRoleListResponse,
+    AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse, AuthStatusRequest,
+    AuthStatusResponse, AuthUserAddRequest, AuthUserAddResponse, AuthUserChangePasswordRequest,
+    AuthUserChangePasswordResponse, AuthUserDeleteRequest, AuthUserDeleteResponse,
+    AuthUserGetRequest, AuthUserGetResponse, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse,
+    AuthUserListRequest, AuthUserListResponse, AuthUserRevokeRoleRequest,
+    AuthUserRevokeRoleResponse, AuthenticateRequest, AuthenticateResponse,
+};
+
+json_message!(UserAddOptions {
+    no_password: "no_password" => boolean,
+});
+json_message!(Permission {
+    perm_type: "permType" => enumeration(permission::Type),
+    key: "key" => bytes,
+    range_end: "range_end" => bytes,
+});
+json_message!(AuthEnableRequest {});
+json_message!(AuthDisableRequest {});
+json_message!(AuthStatusRequest {});
+json_message!(AuthUserListRequest {});
+json_message!(AuthRoleListRequest {});
+json_message!(AuthenticateRequest {
+    name: "name" => string,
+    password: "password" => string,
+});
+json_message!(AuthUserAddRequest {
+    name: "name" => string,
+    password: "password" => string,
+    options: "options" => message,
+    hashed_password: "hashedPassword" => string,
+});
+json_message!(AuthUserGetRequest { name: "name" => string });
+json_message!(AuthUserDeleteRequest { name: "name" => string });
+json_message!(AuthUserChangePasswordRequest {
+    name: "name" => string,
+    password: "password" => string,
+    hashed_password: "hashedPassword" => string,
+});
+json_message!(AuthUserGrantRoleRequest {
+    user: "user" => string,
+    role: "role" => string,
+});
+json_message!(AuthUserRevokeRoleRequest {
+    name: "name" => string,
+    role: "role" => string,
+});
+json_message!(AuthRoleAddRequest { name: "name" => string });
+json_message!(AuthRoleGetRequest { role: "role" => string });
+json_message!(AuthRoleDeleteRequest { role: "role" => string });
+json_message!(AuthRoleGrantPermissionRequest {
+    name: "name" => string,
+    perm: "perm" => message,
+});
+json_message!(AuthRoleRevokePermissionRequest {
+    role: "role" => string,
+    key: "key" => bytes,
+    range_end: "range_end" => bytes,
+});
+json_message!(AuthEnableResponse { header: "header" => message });
+json_message!(AuthDisableResponse { header: "header" => message });
+json_message!(AuthStatusResponse {
+    header: "header" => message,
+    enabled: "enabled" => boolean,
+    auth_revision: "authRevision" => uint64,
+});
+json_message!(AuthenticateResponse {
+    header: "header" => message,
+    token: "token" => string,
+});
+json_message!(AuthUserAddResponse { header: "header" => message });
+json_message!(AuthUserGetResponse {
+    header: "header" => message,
+    roles: "roles" => strings,
+});
+json_message!(AuthUserDeleteResponse { header: "header" => message });
+json_message!(AuthUserChangePasswordResponse { header: "header" => message });
+json_message!(AuthUserGrantRoleResponse { header: "header" => message });
+json_message!(AuthUserRevokeRoleResponse { header: "header" => message });
+json_message!(AuthRoleAddResponse { header: "header" => message });
+json_message!(AuthRoleGetResponse {
+    header: "header" => message,
+    perm: "perm" => messages,
+});
+json_message!(AuthRoleListResponse {
+    header: "header" => message,
+    roles: "roles" => strings,
+});
+json_message!(AuthUserListResponse {
+    header: "header" => message,
+    users: "users" => strings,
+});
+json_message!(AuthRoleDeleteResponse { header: "header" => message });
+json_message!(AuthRoleGrantPermissionResponse { header: "header" => message });
+json_message!(AuthRoleRevokePermissionResponse { header: "header" => message });

@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+use proto::etcdserverpb::auth_server::Auth;
 use proto::etcdserverpb::cluster_server::Cluster;
 use proto::etcdserverpb::kv_server::Kv;
 use proto::etcdserverpb::lease_server::Lease;
@@ -63,11 +64,24 @@ const ROUTES: &[&str] = &[
     "/v3/election/leader",
     "/v3/election/observe",
     "/v3/election/resign",
+    "/v3/auth/enable",
+    "/v3/auth/disable",
+    "/v3/auth/status",
+    "/v3/auth/authenticate",
+    "/v3/auth/user/add",
+    "/v3/auth/user/get",
+    "/v3/auth/user/list",
+    "/v3/auth/user/delete",
+    "/v3/auth/user/changepw",
+    "/v3/auth/user/grant",
+    "/v3/auth/user/revoke",
+    "/v3/auth/role/add",
+    "/v3/auth/role/get",
+    "/v3/auth/role/list",
+    "/v3/auth/role/delete",
+    "/v3/auth/role/grant",
+    "/v3/auth/role/revoke",
 ];
-
-/// etcd's auth API, which shoal does not have yet: answered as gRPC answers
-/// a call to a service the server does not run.
-const AUTH_PREFIX: &str = "/v3/auth/";
 
 /// How much JSON one request may carry: base64 makes bytes a third larger
 /// and JSON adds field names, so twice the gRPC message limit is generous;
@@ -76,9 +90,6 @@ const JSON_OVERHEAD_FACTOR: usize = 2;
 
 pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
-    if path.starts_with(AUTH_PREFIX) && request.method() == Method::POST {
-        return error_response(&Status::unimplemented("unknown service etcdserverpb.Auth"));
-    }
     if !ROUTES.contains(&path.as_str()) {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
     }
@@ -87,7 +98,11 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
     }
     let member = member.clone();
     let max_message = max_message_bytes(&member);
+    // grpc-gateway passes the `Authorization` header on as the call's
+    // `authorization` metadata, where etcd looks for a token.
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let body = request.into_body();
+
     let kv = || crate::KvService {
         member: member.clone(),
     };
@@ -106,10 +121,15 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
     let election = || crate::election::ElectionService {
         member: member.clone(),
     };
+    let auth = || crate::auth::AuthService {
+        member: member.clone(),
+    };
     macro_rules! unary {
         ($service:expr, $method:ident) => {
             unary(body, max_message, |request| async move {
-                $service.$method(tonic::Request::new(request)).await
+                $service
+                    .$method(authorized(authorization.as_ref(), request))
+                    .await
             })
             .await
         };
@@ -130,7 +150,11 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
                 body,
                 max_message,
                 KeepRequestsOpen::Yes,
-                |requests| async move { service.watch(tonic::Request::new(requests)).await },
+                |requests| async move {
+                    service
+                        .watch(authorized(authorization.as_ref(), requests))
+                        .await
+                },
             )
             .await
         }
@@ -144,7 +168,7 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
                 KeepRequestsOpen::No,
                 |requests| async move {
                     service
-                        .lease_keep_alive(tonic::Request::new(requests))
+                        .lease_keep_alive(authorized(authorization.as_ref(), requests))
                         .await
                 },
             )
@@ -168,7 +192,9 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
         "/v3/maintenance/snapshot" => {
             let service = maintenance();
             server_streaming(body, max_message, |request| async move {
-                service.snapshot(tonic::Request::new(request)).await
+                service
+                    .snapshot(authorized(authorization.as_ref(), request))
+                    .await
             })
             .await
         }
@@ -181,12 +207,43 @@ pub(super) async fn handle(member: &Arc<Member>, request: Request<Incoming>) -> 
         "/v3/election/observe" => {
             let service = election();
             server_streaming(body, max_message, |request| async move {
-                service.observe(tonic::Request::new(request)).await
+                service
+                    .observe(authorized(authorization.as_ref(), request))
+                    .await
             })
             .await
         }
+        "/v3/auth/enable" => unary!(auth(), auth_enable),
+        "/v3/auth/disable" => unary!(auth(), auth_disable),
+        "/v3/auth/status" => unary!(auth(), auth_status),
+        "/v3/auth/authenticate" => unary!(auth(), authenticate),
+        "/v3/auth/user/add" => unary!(auth(), user_add),
+        "/v3/auth/user/get" => unary!(auth(), user_get),
+        "/v3/auth/user/list" => unary!(auth(), user_list),
+        "/v3/auth/user/delete" => unary!(auth(), user_delete),
+        "/v3/auth/user/changepw" => unary!(auth(), user_change_password),
+        "/v3/auth/user/grant" => unary!(auth(), user_grant_role),
+        "/v3/auth/user/revoke" => unary!(auth(), user_revoke_role),
+        "/v3/auth/role/add" => unary!(auth(), role_add),
+        "/v3/auth/role/get" => unary!(auth(), role_get),
+        "/v3/auth/role/list" => unary!(auth(), role_list),
+        "/v3/auth/role/delete" => unary!(auth(), role_delete),
+        "/v3/auth/role/grant" => unary!(auth(), role_grant_permission),
+        "/v3/auth/role/revoke" => unary!(auth(), role_revoke_permission),
         _ => unreachable!("every path of ROUTES has a handler"),
     }
+}
+
+/// A call carrying the gateway request's `Authorization` header as its
+/// `authorization` metadata, as grpc-gateway forwards it.
+fn authorized<T>(authorization: Option<&HeaderValue>, message: T) -> tonic::Request<T> {
+    let mut call = tonic::Request::new(message);
+    if let Some(value) = authorization
+        .and_then(|value| tonic::metadata::MetadataValue::try_from(value.as_bytes()).ok())
+    {
+        call.metadata_mut().insert("authorization", value);
+    }
+    call
 }
 
 /// The gRPC server's limit on one decoded request, which etcd's gateway
