@@ -213,14 +213,15 @@ fn tls_steps(pki: &TestPki) -> Vec<Step> {
         run(&["endpoint", "health"]),
         run(&["endpoint", "status"]),
         run(&["member", "list"]),
-        as_client(vec![cacert.clone()], &["get", "k"]),
+        // `-w simple`, so each refusal (a command timeout long) runs once.
+        as_client(vec![cacert.clone()], &["get", "k", "-w", "simple"]),
         as_client(
             vec![
                 cacert.clone(),
                 format!("--cert={}", pki.other_client_cert.display()),
                 format!("--key={}", pki.other_client_key.display()),
             ],
-            &["get", "k"],
+            &["get", "k", "-w", "simple"],
         ),
         as_client(
             vec![
@@ -228,14 +229,14 @@ fn tls_steps(pki: &TestPki) -> Vec<Step> {
                 format!("--cert={}", pki.expired_client_cert.display()),
                 format!("--key={}", pki.expired_client_key.display()),
             ],
-            &["get", "k"],
+            &["get", "k", "-w", "simple"],
         ),
         as_client(
             vec![
                 format!("--cert={}", pki.client_cert.display()),
                 format!("--key={}", pki.client_key.display()),
             ],
-            &["get", "k"],
+            &["get", "k", "-w", "simple"],
         ),
     ]
 }
