@@ -300,12 +300,16 @@ const PIPE_BYTES: usize = 256 * 1024;
 /// A connection that does not open with the HTTP/2 preface is HTTP/1.1 (the
 /// JSON gateway, the v2 API, `/health`): it goes to `http` instead, and the
 /// gRPC server sees its end of the pipe close at once.
-pub fn relay(
-    socket: tokio::net::TcpStream,
+/// The socket is a TCP stream or a TLS stream over one; the caller sets
+/// `TCP_NODELAY`.
+pub fn relay<S>(
+    socket: S,
     http: std::sync::Arc<crate::gateway::HttpApi>,
     info: std::sync::Arc<crate::conn::ConnInfo>,
-) -> RelayedConnection {
-    let _ = socket.set_nodelay(true);
+) -> RelayedConnection
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (server_end, relay_end) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(async move {
         let mut socket = socket;
@@ -322,7 +326,7 @@ pub fn relay(
                 .await;
             return;
         }
-        let (socket_read, mut socket_write) = socket.into_split();
+        let (socket_read, mut socket_write) = tokio::io::split(socket);
         let (mut pipe_read, mut pipe_write) = tokio::io::split(relay_end);
         tokio::spawn(async move {
             let _ = copy_gathering(&mut pipe_read, &mut socket_write).await;
@@ -381,7 +385,7 @@ const GATHER_BYTES: usize = 64 * 1024;
 
 /// Reads the start of a connection until it either is the whole HTTP/2
 /// preface or cannot be (an HTTP/1.1 request line), and returns what was read.
-async fn read_protocol_prefix(socket: &mut tokio::net::TcpStream) -> io::Result<Vec<u8>> {
+async fn read_protocol_prefix<S: AsyncRead + Unpin>(socket: &mut S) -> io::Result<Vec<u8>> {
     let mut prefix = Vec::with_capacity(PREFACE.len());
     let mut chunk = [0u8; PREFACE.len()];
     while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {

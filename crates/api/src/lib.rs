@@ -15,6 +15,7 @@ mod grpc_watch;
 mod lease;
 mod lock;
 pub mod metrics;
+pub mod tls;
 mod v2;
 mod validate;
 mod watch;
@@ -40,10 +41,12 @@ use tonic::{Request, Response, Status};
 /// (etcd allows the same slack over `--max-request-bytes`).
 pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Serves the client API on `listener` until `shutdown` resolves.
+/// Serves the client API on `listener` until `shutdown` resolves: over TLS
+/// with `tls` (an `https://` client URL), in plain text without.
 pub async fn serve(
     member: Arc<Member>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max_message = usize::try_from(member.max_request_bytes())
@@ -106,6 +109,7 @@ pub async fn serve(
         max_message,
         metrics: grpc_metrics,
     });
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -113,15 +117,30 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    let info = conn::ConnInfo::plain();
-                    let connection = authority::relay(socket, Arc::clone(&http), Arc::clone(&info));
-                    connections.spawn(grpc::serve_connection(
-                        connection,
-                        Arc::clone(&services),
-                        info,
-                        stop.clone(),
-                    ));
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let http = Arc::clone(&http);
+                    let services = Arc::clone(&services);
+                    let stop = stop.clone();
+                    match &acceptor {
+                        None => {
+                            let info = conn::ConnInfo::plain();
+                            let connection = authority::relay(socket, http, Arc::clone(&info));
+                            connections.spawn(grpc::serve_connection(connection, services, info, stop));
+                        }
+                        Some(acceptor) => {
+                            // The handshake runs on the connection's task, so a
+                            // slow client holds up no one else.
+                            let acceptor = acceptor.clone();
+                            connections.spawn(async move {
+                                let Some((stream, info)) = tls::accept(&acceptor, socket, peer).await else {
+                                    return;
+                                };
+                                let connection = authority::relay(stream, http, Arc::clone(&info));
+                                grpc::serve_connection(connection, services, info, stop).await;
+                            });
+                        }
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: wait rather than spin.

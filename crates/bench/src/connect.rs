@@ -14,6 +14,27 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::unary::{self, KvConnection};
 
+/// The TLS settings of every connection (`--cacert`, `--cert`, `--key`),
+/// or `None` for plain text.
+pub type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
+
+/// The TLS settings the flags ask for.
+pub fn tls_from_flags(
+    cacert: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Tls> {
+    if cacert.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let files = client::tls::ClientTlsFiles {
+        ca_file: cacert.map(std::path::Path::to_path_buf),
+        cert_file: cert.map(std::path::Path::to_path_buf),
+        key_file: key.map(std::path::Path::to_path_buf),
+    };
+    Ok(Some(client::tls::client_config(&files)?))
+}
+
 /// The open connections and how many clients share them: tonic channels for
 /// the workloads that hold streams, lean unary connections for the KV ones.
 pub struct Connections {
@@ -57,10 +78,13 @@ pub fn kv_client(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
-/// Adds `http://` to an endpoint given as host:port, as etcd's tools accept.
-pub fn endpoint_url(endpoint: &str) -> String {
+/// Adds `http://` (`https://` with TLS) to an endpoint given as host:port,
+/// as etcd's tools accept.
+pub fn endpoint_url(endpoint: &str, tls: &Tls) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -73,16 +97,17 @@ pub async fn targets(
     n_conns: usize,
     target_leader: bool,
     dial_timeout: Duration,
+    tls: &Tls,
 ) -> anyhow::Result<Vec<String>> {
     let mut urls: Vec<String> = endpoints
         .iter()
         .map(|endpoint| endpoint.trim())
         .filter(|endpoint| !endpoint.is_empty())
-        .map(endpoint_url)
+        .map(|endpoint| endpoint_url(endpoint, tls))
         .collect();
     anyhow::ensure!(!urls.is_empty(), "--endpoints is empty");
     if target_leader {
-        urls = vec![find_leader(&urls, dial_timeout).await?];
+        urls = vec![find_leader(&urls, dial_timeout, tls).await?];
     }
     Ok((0..n_conns)
         .map(|conn_idx| urls[conn_idx % urls.len()].clone())
@@ -90,10 +115,14 @@ pub async fn targets(
 }
 
 /// Opens a tonic channel to each target.
-pub async fn channels(targets: &[String], dial_timeout: Duration) -> anyhow::Result<Vec<Channel>> {
+pub async fn channels(
+    targets: &[String],
+    dial_timeout: Duration,
+    tls: &Tls,
+) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(targets.len());
     for url in targets {
-        channels.push(dial(url, dial_timeout).await?);
+        channels.push(dial(url, dial_timeout, tls).await?);
     }
     Ok(channels)
 }
@@ -102,10 +131,11 @@ pub async fn channels(targets: &[String], dial_timeout: Duration) -> anyhow::Res
 pub async fn kv_connections(
     targets: &[String],
     dial_timeout: Duration,
+    tls: &Tls,
 ) -> anyhow::Result<Vec<KvConnection>> {
     let mut connections = Vec::with_capacity(targets.len());
     for url in targets {
-        connections.push(unary::dial(url, dial_timeout).await?);
+        connections.push(unary::dial(url, dial_timeout, tls).await?);
     }
     Ok(connections)
 }
@@ -115,9 +145,10 @@ pub async fn authenticate(
     url: &str,
     user: &str,
     dial_timeout: Duration,
+    tls: &Tls,
 ) -> anyhow::Result<http::HeaderValue> {
     let (name, password) = user.split_once(':').context("--user takes name:password")?;
-    let channel = dial(url, dial_timeout).await?;
+    let channel = dial(url, dial_timeout, tls).await?;
     let response = proto::etcdserverpb::auth_client::AuthClient::new(channel)
         .authenticate(proto::etcdserverpb::AuthenticateRequest {
             name: name.to_string(),
@@ -129,23 +160,32 @@ pub async fn authenticate(
     http::HeaderValue::from_str(&response.token).context("the token is not a header value")
 }
 
-async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<Channel> {
+async fn dial(url: &str, dial_timeout: Duration, tls: &Tls) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid endpoint {url}"))?
         .connect_timeout(dial_timeout)
         .tcp_nodelay(true);
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))
+    match tls {
+        Some(config) => endpoint
+            .connect_with_connector(client::tls::TlsConnector::new(
+                std::sync::Arc::clone(config),
+                dial_timeout,
+            ))
+            .await
+            .with_context(|| format!("cannot connect to {url}")),
+        None => endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {url}")),
+    }
 }
 
 /// The endpoint whose member says it is the leader.
-async fn find_leader(urls: &[String], dial_timeout: Duration) -> anyhow::Result<String> {
+async fn find_leader(urls: &[String], dial_timeout: Duration, tls: &Tls) -> anyhow::Result<String> {
     let mut problems = Vec::new();
     for url in urls {
         let status = async {
-            let channel = dial(url, dial_timeout).await?;
+            let channel = dial(url, dial_timeout, tls).await?;
             let response = MaintenanceClient::new(channel)
                 .status(StatusRequest {})
                 .await

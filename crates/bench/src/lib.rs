@@ -46,6 +46,15 @@ pub struct BenchArgs {
     /// Dial timeout for each connection, in seconds.
     #[arg(long, global = true, default_value_t = 5)]
     pub dial_timeout: u64,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Identify the client using this TLS certificate file.
+    #[arg(long, global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// Identify the client using this TLS key file.
+    #[arg(long, global = true)]
+    pub key: Option<std::path::PathBuf>,
     /// How to print the summary.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -55,6 +64,17 @@ pub struct BenchArgs {
     pub user: Option<String>,
     #[command(subcommand)]
     pub workload: Workload,
+}
+
+impl BenchArgs {
+    /// The connections' TLS settings, from `--cacert`, `--cert`, `--key`.
+    pub fn tls(&self) -> anyhow::Result<connect::Tls> {
+        connect::tls_from_flags(
+            self.cacert.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+    }
 }
 
 /// How the summary is printed on stdout.
@@ -153,11 +173,13 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
 /// The etcd v3 workloads, over tonic channels or unary KV connections.
 async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> {
     let dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
+    let tls = args.tls()?;
     let targets = connect::targets(
         &args.endpoints,
         args.conns,
         args.target_leader,
         dial_timeout,
+        &tls,
     )
     .await?;
     let is_kv = matches!(
@@ -168,14 +190,15 @@ async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> 
         channels: if is_kv {
             Vec::new()
         } else {
-            connect::channels(&targets, dial_timeout).await?
+            connect::channels(&targets, dial_timeout, &tls).await?
         },
         kv: match args.workload {
             _ if is_kv => {
-                let connections = connect::kv_connections(&targets, dial_timeout).await?;
+                let connections = connect::kv_connections(&targets, dial_timeout, &tls).await?;
                 match &args.user {
                     Some(user) => {
-                        let token = connect::authenticate(&targets[0], user, dial_timeout).await?;
+                        let token =
+                            connect::authenticate(&targets[0], user, dial_timeout, &tls).await?;
                         connections
                             .into_iter()
                             .map(|connection| connection.with_token(token.clone()))
@@ -186,7 +209,7 @@ async fn run_etcd_workload(args: &BenchArgs) -> anyhow::Result<report::Summary> 
             }
             // The puts go on a connection of their own, as in etcd's tool.
             Workload::WatchLatency(_) => {
-                connect::kv_connections(&targets[..1], dial_timeout).await?
+                connect::kv_connections(&targets[..1], dial_timeout, &tls).await?
             }
             _ => Vec::new(),
         },

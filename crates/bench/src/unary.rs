@@ -51,6 +51,7 @@ struct Link {
     url: String,
     address: String,
     dial_timeout: Duration,
+    tls: crate::connect::Tls,
     state: tokio::sync::Mutex<LinkState>,
 }
 
@@ -65,13 +66,24 @@ struct LinkState {
 
 /// Opens an HTTP/2 connection to `url` (`http://host:port`) and starts the
 /// task that drives it.
-pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnection> {
+/// With `tls`, the URL is `https://` and the connection TLS.
+pub async fn dial(
+    url: &str,
+    dial_timeout: Duration,
+    tls: &crate::connect::Tls,
+) -> anyhow::Result<KvConnection> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("invalid endpoint {url}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "invalid endpoint {url}: only http:// endpoints are supported"
+        uri.scheme_str() == Some(scheme),
+        "invalid endpoint {url}: only {scheme}:// endpoints are supported{}",
+        if tls.is_some() {
+            " with --cacert"
+        } else {
+            " without --cacert"
+        }
     );
     let authority = uri
         .authority()
@@ -82,12 +94,13 @@ pub async fn dial(url: &str, dial_timeout: Duration) -> anyhow::Result<KvConnect
         authority.host(),
         authority.port_u16().unwrap_or(80)
     );
-    let send = open(url, &address, dial_timeout).await?;
+    let send = open(url, &address, dial_timeout, tls).await?;
     Ok(KvConnection {
         link: Arc::new(Link {
             url: url.to_string(),
             address,
             dial_timeout,
+            tls: tls.clone(),
             state: tokio::sync::Mutex::new(LinkState {
                 send: Some(send),
                 generation: 0,
@@ -105,17 +118,35 @@ async fn open(
     url: &str,
     address: &str,
     dial_timeout: Duration,
+    tls: &crate::connect::Tls,
 ) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+    if let Some(config) = tls {
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("invalid endpoint {url}"))?;
+        let stream = client::tls::connect(&uri, Arc::clone(config), dial_timeout)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        return handshake(url, stream).await;
+    }
     let socket = tokio::time::timeout(dial_timeout, tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| anyhow::anyhow!("cannot connect to {url}: timed out"))?
         .with_context(|| format!("cannot connect to {url}"))?;
     socket.set_nodelay(true)?;
+    handshake(url, socket).await
+}
+
+/// The HTTP/2 handshake on an open connection, and the connection's task.
+async fn handshake<T>(url: &str, io: T) -> anyhow::Result<h2::client::SendRequest<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(256 * 1024)
-        .handshake::<_, Bytes>(socket)
+        .handshake::<_, Bytes>(io)
         .await
         .with_context(|| format!("cannot connect to {url}: HTTP/2 handshake"))?;
     // The connection's end shows in the calls that fail with it.
@@ -147,7 +178,7 @@ impl KvConnection {
                 link.url
             )));
         }
-        match open(&link.url, &link.address, link.dial_timeout).await {
+        match open(&link.url, &link.address, link.dial_timeout, &link.tls).await {
             Ok(send) => {
                 state.generation += 1;
                 state.send = Some(send.clone());

@@ -10,6 +10,7 @@
 
 mod local;
 mod remote;
+pub mod tls;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -21,7 +21,9 @@ use crate::{ClientError, Kv, WatchRequest, WatchStream, WatchUpdate};
 /// endpoints given; a connection is made on first use and remade when lost.
 #[derive(Clone)]
 pub struct Remote {
-    channel: Channel,
+    channels: std::sync::Arc<Vec<Channel>>,
+    /// The channel of the next call, round-robin over `channels`.
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     user: Option<std::sync::Arc<User>>,
 }
 
@@ -79,10 +81,51 @@ impl Remote {
         } else {
             Channel::balance_list(parsed.into_iter())
         };
-        Ok(Remote {
-            channel,
+        Ok(Remote::over(vec![channel]))
+    }
+
+    /// A client of the stores at `endpoints` (`https://host:port`) over TLS:
+    /// the servers checked against `files.ca_file`, the client certificate
+    /// offered to servers under `--client-cert-auth`. Calls go round-robin
+    /// over one lazily made connection per endpoint. Call it inside a
+    /// tokio runtime, as [`Remote::new`].
+    pub fn with_tls(
+        endpoints: &[String],
+        files: &crate::tls::ClientTlsFiles,
+    ) -> Result<Remote, ClientError> {
+        const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+        let config = crate::tls::client_config(files)?;
+        let mut channels = Vec::new();
+        for endpoint in endpoints {
+            if !endpoint.starts_with("https://") {
+                return Err(ClientError::Refused(format!(
+                    "store endpoint {endpoint:?}: TLS needs an https:// URL"
+                )));
+            }
+            let parsed = Endpoint::from_shared(endpoint.clone()).map_err(|error| {
+                ClientError::Refused(format!("invalid store endpoint {endpoint:?}: {error}"))
+            })?;
+            let connector = crate::tls::TlsConnector::new(config.clone(), CONNECT_TIMEOUT);
+            channels.push(parsed.connect_with_connector_lazy(connector));
+        }
+        if channels.is_empty() {
+            return Err(ClientError::Refused("no store endpoint given".to_string()));
+        }
+        Ok(Remote::over(channels))
+    }
+
+    fn over(channels: Vec<Channel>) -> Remote {
+        Remote {
+            channels: std::sync::Arc::new(channels),
+            next: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             user: None,
-        })
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        let channel_idx =
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.channels.len();
+        self.channels[channel_idx].clone()
     }
 
     /// The same stores, called as `name` with `password`.
@@ -104,7 +147,7 @@ impl Remote {
         };
         let mut token = user.token.lock().await;
         if token.is_none() {
-            let mut auth = proto::etcdserverpb::auth_client::AuthClient::new(self.channel.clone());
+            let mut auth = proto::etcdserverpb::auth_client::AuthClient::new(self.channel());
             let response = auth
                 .authenticate(proto::etcdserverpb::AuthenticateRequest {
                     name: user.name.clone(),
@@ -154,14 +197,14 @@ fn error(status: tonic::Status) -> ClientError {
 impl Kv for Remote {
     fn range(&self, request: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = KvClient::new(self.channel.clone());
+            let mut client = KvClient::new(self.channel());
             with_token!(self, request, |call| client.range(call).await)
         })
     }
 
     fn put(&self, request: PutRequest) -> BoxFuture<'_, Result<PutResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = KvClient::new(self.channel.clone());
+            let mut client = KvClient::new(self.channel());
             with_token!(self, request, |call| client.put(call).await)
         })
     }
@@ -171,21 +214,21 @@ impl Kv for Remote {
         request: DeleteRangeRequest,
     ) -> BoxFuture<'_, Result<DeleteRangeResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = KvClient::new(self.channel.clone());
+            let mut client = KvClient::new(self.channel());
             with_token!(self, request, |call| client.delete_range(call).await)
         })
     }
 
     fn txn(&self, request: TxnRequest) -> BoxFuture<'_, Result<TxnResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = KvClient::new(self.channel.clone());
+            let mut client = KvClient::new(self.channel());
             with_token!(self, request, |call| client.txn(call).await)
         })
     }
 
     fn watch(&self, request: WatchRequest) -> BoxFuture<'_, Result<WatchStream, ClientError>> {
         Box::pin(async move {
-            let mut client = WatchClient::new(self.channel.clone());
+            let mut client = WatchClient::new(self.channel());
             let create = proto::etcdserverpb::WatchRequest {
                 request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                     key: request.key.into(),
@@ -258,7 +301,7 @@ impl Kv for Remote {
 
     fn member_list(&self) -> BoxFuture<'_, Result<MemberListResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = ClusterClient::new(self.channel.clone());
+            let mut client = ClusterClient::new(self.channel());
             Ok(client
                 .member_list(MemberListRequest::default())
                 .await
@@ -269,7 +312,7 @@ impl Kv for Remote {
 
     fn status(&self) -> BoxFuture<'_, Result<StatusResponse, ClientError>> {
         Box::pin(async move {
-            let mut client = MaintenanceClient::new(self.channel.clone());
+            let mut client = MaintenanceClient::new(self.channel());
             Ok(client
                 .status(StatusRequest {})
                 .await

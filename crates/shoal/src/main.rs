@@ -362,8 +362,44 @@ struct StoreArgs {
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     experimental_watch_progress_notify_interval: std::time::Duration,
+    #[command(flatten)]
+    client_tls: ClientTlsArgs,
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+}
+
+/// etcd's client TLS flags; TLS is served on the `https://` client URLs.
+#[derive(Args, Clone, Default)]
+struct ClientTlsArgs {
+    /// Path to the client server TLS cert file.
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    client_cert_auth: bool,
+    /// Client TLS using generated certificates.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    auto_tls: bool,
+}
+
+impl ClientTlsArgs {
+    fn files(&self) -> store::config::TlsFiles {
+        store::config::TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            auto_tls: self.auto_tls,
+        }
+    }
 }
 
 /// A comma-separated list of URLs, as etcd's URL flags take them.
@@ -478,6 +514,7 @@ impl StoreArgs {
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             strict_reconfig_check: self.strict_reconfig_check,
             auth: auth_settings(&self.auth_token, self.auth_token_ttl, self.bcrypt_cost)?,
+            client_tls: self.client_tls.files(),
         })
         .inspect(|_| {
             if !self.enable_v2 {
@@ -735,6 +772,7 @@ fn restore_snapshot(args: RestoreArgs) -> ExitCode {
         auth_token_ttl: 300,
         bcrypt_cost: store::auth::DEFAULT_BCRYPT_COST,
         enable_v2: true,
+        client_tls: ClientTlsArgs::default(),
         log_level: LogLevel::Info,
     };
     let config = match store_args.into_config() {

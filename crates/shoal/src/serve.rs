@@ -114,6 +114,8 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
     runtime.block_on(async move {
         let client_urls = config.listen_client_urls.clone();
         let data_dir = config.data_dir.clone();
+        config.validate()?;
+        let client_tls = client_tls(&config)?;
         // Bind client listeners first so a taken port is reported before the member starts.
         let mut listeners = Vec::new();
         for url in &client_urls {
@@ -123,7 +125,19 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
                     store::config::url_text(url)
                 )
             })?;
-            listeners.push(listener);
+            let tls = if url.scheme() == "https" {
+                client_tls.clone()
+            } else {
+                // etcd's warnings, for the same inconsistencies.
+                if config.client_tls.has_cert_and_key() {
+                    tracing::warn!(client_url = %store::config::url_text(url), "scheme is HTTP while key and cert files are present; ignoring key and cert files");
+                }
+                if config.client_tls.client_cert_auth {
+                    tracing::warn!(client_url = %store::config::url_text(url), "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL");
+                }
+                None
+            };
+            listeners.push((listener, tls));
         }
         let api_listener = match &platform {
             Some(platform) => Some(apiserver::bind(platform.api_listen).await?),
@@ -132,14 +146,14 @@ pub fn run_store(config: store::MemberConfig, platform: Option<Platform>) -> any
         let member = store::Member::start(config).await?;
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
-        for listener in listeners {
+        for (listener, tls) in listeners {
             let member = Arc::clone(&member);
             let mut stop = stop_receiver.clone();
             servers.push(tokio::spawn(async move {
                 let signal = async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 };
-                api::serve(member, listener, signal).await
+                api::serve(member, listener, tls, signal).await
             }));
         }
         // The scheduler and the controllers stop before the API, so they can
@@ -502,6 +516,33 @@ fn identity() -> String {
         .map(|host| host.trim().to_string())
         .unwrap_or_else(|_| "shoal".to_string());
     format!("{host}_{}", std::process::id())
+}
+
+/// The client port's TLS settings, read (or, for `--auto-tls`, made under
+/// `DATA_DIR/fixtures/client`, as etcd does) before anything listens, so a
+/// bad file stops the start with one line naming it.
+fn client_tls(config: &store::MemberConfig) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let mut hosts: Vec<String> = Vec::new();
+    for url in config
+        .listen_client_urls
+        .iter()
+        .chain(&config.advertise_client_urls)
+    {
+        let host = url.host_str().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !host.is_empty() && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    let auto_tls_dir = config.data_dir.join("fixtures").join("client");
+    Ok(api::tls::server_config(
+        &config.client_tls,
+        &auto_tls_dir,
+        &hosts,
+    )?)
 }
 
 async fn bind_url(url: &url::Url) -> std::io::Result<tokio::net::TcpListener> {

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{Cluster, ClusterOptions, Flavor, Identities};
+use common::tls::TestPki;
+use common::{ClientTls, Cluster, ClusterOptions, Flavor, Identities};
 
 /// Small, so that a scenario can exceed it with a command-line argument.
 const MAX_REQUEST_BYTES: usize = 4096;
@@ -26,6 +27,9 @@ struct Step {
     /// Fed to etcdctl's stdin (`txn` reads its requests there).
     stdin: String,
     endpoints: Endpoints,
+    /// etcdctl's TLS flags for this step instead of the cluster's: a client
+    /// without a certificate, or with one the server must refuse.
+    tls_args: Option<Vec<String>>,
 }
 
 fn run(args: &[&str]) -> Step {
@@ -33,6 +37,7 @@ fn run(args: &[&str]) -> Step {
         args: args.iter().map(|arg| arg.to_string()).collect(),
         stdin: String::new(),
         endpoints: Endpoints::First,
+        tls_args: None,
     }
 }
 
@@ -190,6 +195,52 @@ fn three_member_steps() -> Vec<Step> {
     ]
 }
 
+/// Run with TLS on the client port and `--client-cert-auth`: the good
+/// client's certificate works for reads, writes, health and status; a
+/// client without one, with one from another CA or with an expired one is
+/// refused at the handshake; a client that does not trust the server's CA
+/// refuses the server.
+fn tls_steps(pki: &TestPki) -> Vec<Step> {
+    let cacert = format!("--cacert={}", pki.ca.display());
+    let as_client = |tls_args: Vec<String>, args: &[&str]| Step {
+        tls_args: Some(tls_args),
+        ..run(args)
+    };
+    vec![
+        run(&["put", "k", "v"]),
+        run(&["get", "k"]),
+        run(&["put", "--prev-kv", "k", "w", "-w", "json"]),
+        run(&["endpoint", "health"]),
+        run(&["endpoint", "status"]),
+        run(&["member", "list"]),
+        // `-w simple`, so each refusal (a command timeout long) runs once.
+        as_client(vec![cacert.clone()], &["get", "k", "-w", "simple"]),
+        as_client(
+            vec![
+                cacert.clone(),
+                format!("--cert={}", pki.other_client_cert.display()),
+                format!("--key={}", pki.other_client_key.display()),
+            ],
+            &["get", "k", "-w", "simple"],
+        ),
+        as_client(
+            vec![
+                cacert,
+                format!("--cert={}", pki.expired_client_cert.display()),
+                format!("--key={}", pki.expired_client_key.display()),
+            ],
+            &["get", "k", "-w", "simple"],
+        ),
+        as_client(
+            vec![
+                format!("--cert={}", pki.client_cert.display()),
+                format!("--key={}", pki.client_key.display()),
+            ],
+            &["get", "k", "-w", "simple"],
+        ),
+    ]
+}
+
 /// The normalised output of one etcdctl invocation.
 #[derive(PartialEq, Eq)]
 struct Transcript {
@@ -231,6 +282,11 @@ fn run_steps(cluster: &Cluster, steps: &[Step]) -> Vec<Transcript> {
         }
         for args in forms {
             let output = match (step.endpoints, step.stdin.as_str()) {
+                _ if step.tls_args.is_some() => cluster.etcdctl_at_with_tls(
+                    0,
+                    step.tls_args.as_deref().unwrap_or_default(),
+                    &args,
+                ),
                 (Endpoints::All, "") => cluster.etcdctl(&args),
                 (Endpoints::All, stdin) => cluster.etcdctl_with_stdin(&args, stdin),
                 (Endpoints::First, "") => cluster.etcdctl_at(0, &args),
@@ -256,10 +312,11 @@ fn run_steps(cluster: &Cluster, steps: &[Step]) -> Vec<Transcript> {
 }
 
 /// A fresh cluster whose first member leads: outputs say which member leads.
-fn start(flavor: Flavor, n_members: usize) -> Cluster {
+fn start(flavor: Flavor, n_members: usize, client_tls: Option<ClientTls>) -> Cluster {
     let options = ClusterOptions {
         preferred_leader: Some(0),
         extra_args: vec![format!("--max-request-bytes={MAX_REQUEST_BYTES}")],
+        client_tls,
         ..ClusterOptions::default()
     };
     Cluster::start_led_by_first(flavor, n_members, options)
@@ -268,12 +325,23 @@ fn start(flavor: Flavor, n_members: usize) -> Cluster {
 /// Runs `steps` on a fresh cluster of each flavor and panics with every
 /// difference, `expected` being the reference.
 fn assert_same_outputs(expected: Flavor, actual: Flavor, n_members: usize, steps: &[Step]) {
+    assert_same_outputs_with(expected, actual, n_members, steps, None);
+}
+
+/// [`assert_same_outputs`] on clusters that serve clients as `client_tls` says.
+fn assert_same_outputs_with(
+    expected: Flavor,
+    actual: Flavor,
+    n_members: usize,
+    steps: &[Step],
+    client_tls: Option<ClientTls>,
+) {
     let expected_transcripts = {
-        let cluster = start(expected, n_members);
+        let cluster = start(expected, n_members, client_tls.clone());
         run_steps(&cluster, steps)
     };
     let actual_transcripts = {
-        let cluster = start(actual, n_members);
+        let cluster = start(actual, n_members, client_tls);
         run_steps(&cluster, steps)
     };
     // To see what is compared: `SHOAL_TEST_SHOW_OUTPUTS=1 cargo test --test conformance -- --nocapture`.
@@ -325,13 +393,34 @@ fn three_members_shoal_matches_etcd() {
     assert_same_outputs(Flavor::Etcd, Flavor::Shoal, 3, &three_member_steps());
 }
 
+/// Both flavors with TLS on the client port and `--client-cert-auth`.
+fn assert_same_tls_outputs(expected: Flavor, actual: Flavor) {
+    let dir = tempfile::tempdir().expect("a directory for the certificates");
+    let pki = TestPki::new(dir.path());
+    let client_tls = ClientTls {
+        server_args: pki.server_args(true),
+        etcdctl_args: pki.etcdctl_args(),
+    };
+    assert_same_outputs_with(expected, actual, 1, &tls_steps(&pki), Some(client_tls));
+}
+
+#[test]
+fn client_tls_etcd_matches_etcd() {
+    assert_same_tls_outputs(Flavor::Etcd, Flavor::Etcd);
+}
+
+#[test]
+fn client_tls_shoal_matches_etcd() {
+    assert_same_tls_outputs(Flavor::Etcd, Flavor::Shoal);
+}
+
 /// The normaliser must leave no trace of the cluster's own ids and ports,
 /// or two clusters could never compare equal; and the scenarios must really
 /// exercise the server (a normaliser that blanked everything would pass the
 /// etcd-against-etcd tests).
 #[test]
 fn normalized_etcd_outputs_hide_ids_and_keep_data() {
-    let cluster = start(Flavor::Etcd, 1);
+    let cluster = start(Flavor::Etcd, 1, None);
     let transcripts = run_steps(&cluster, &single_member_steps());
     let identities = cluster.identities().clone();
     let all_output: String = transcripts

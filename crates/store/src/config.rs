@@ -87,6 +87,34 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// One side's TLS files and switches, as etcd's flags give them: the client
+/// side (`--cert-file`, `--key-file`, `--trusted-ca-file`,
+/// `--client-cert-auth`, `--auto-tls`) or the peer side (the same with
+/// `--peer-`). Only paths and switches: `api::tls` reads the files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse a connection without a certificate the trusted CA signed.
+    pub client_cert_auth: bool,
+    /// Serve a self-signed certificate made at start when no files are given.
+    pub auto_tls: bool,
+}
+
+impl TlsFiles {
+    /// Whether a certificate and key were given (etcd's `TLSInfo.Empty`
+    /// is the opposite).
+    pub fn has_cert_and_key(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// Whether this side can serve TLS at all: files given, or made at start.
+    pub fn can_serve(&self) -> bool {
+        self.has_cert_and_key() || self.auto_tls
+    }
+}
+
 /// Everything a store member needs to start.
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
@@ -117,6 +145,8 @@ pub struct MemberConfig {
     /// Authentication knobs: `--auth-token` (only "simple" today),
     /// `--auth-token-ttl`, `--bcrypt-cost`.
     pub auth: crate::auth::AuthSettings,
+    /// TLS for the client URLs (served on the `https://` ones only).
+    pub client_tls: TlsFiles,
 }
 
 impl MemberConfig {
@@ -145,6 +175,7 @@ impl MemberConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             strict_reconfig_check: true,
             auth: crate::auth::AuthSettings::default(),
+            client_tls: TlsFiles::default(),
         }
     }
 
@@ -179,6 +210,37 @@ impl MemberConfig {
             return Err(StartError::Config(
                 "--listen-peer-urls must name at least one URL".into(),
             ));
+        }
+        for url in &self.listen_client_urls {
+            if url.scheme() == "https" && !self.client_tls.can_serve() {
+                // etcd's words.
+                return Err(StartError::Config(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
+                    url_text(url)
+                )));
+            }
+        }
+        if self.client_tls.cert_file.is_some() != self.client_tls.key_file.is_some() {
+            return Err(StartError::Config(
+                "--cert-file and --key-file must be given together".into(),
+            ));
+        }
+        if self.client_tls.client_cert_auth && self.client_tls.trusted_ca_file.is_none() {
+            return Err(StartError::Config(
+                "--client-cert-auth needs --trusted-ca-file (the CA whose client certificates are accepted)".into(),
+            ));
+        }
+        for url in self
+            .listen_peer_urls
+            .iter()
+            .chain(&self.initial_advertise_peer_urls)
+        {
+            if url.scheme() == "https" {
+                return Err(StartError::Config(format!(
+                    "peer url {}: TLS between members (https peer URLs, --peer-cert-file) is not implemented yet; use http peer URLs on a trusted network",
+                    url_text(url)
+                )));
+            }
         }
         let Some(own_urls) = self.initial_cluster.get(&self.name) else {
             return Err(StartError::Config(format!(
@@ -405,5 +467,26 @@ mod tests {
         config.name = "n2".into();
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("n2"), "{error}");
+    }
+
+    #[test]
+    fn https_client_url_needs_a_certificate() {
+        let mut config = MemberConfig::single(
+            "n1",
+            PathBuf::from("/tmp/x"),
+            parse_url("https://127.0.0.1:2379").unwrap(),
+            parse_url("http://127.0.0.1:2380").unwrap(),
+        );
+        let error = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid configuration: TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        config.client_tls.auto_tls = true;
+        assert!(config.validate().is_ok());
+        config.client_tls.client_cert_auth = true;
+        assert!(config.validate().is_err());
+        config.client_tls.trusted_ca_file = Some(PathBuf::from("/tmp/ca.pem"));
+        assert!(config.validate().is_ok());
     }
 }

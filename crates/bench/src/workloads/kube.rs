@@ -275,14 +275,16 @@ pub async fn create(args: &BenchArgs, workload: &KubeCreateArgs) -> anyhow::Resu
 
     // The same bytes, straight into the store.
     let dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
+    let tls = args.tls()?;
     let targets = connect::targets(
         &args.endpoints,
         args.conns,
         args.target_leader,
         dial_timeout,
+        &tls,
     )
     .await?;
-    let kv = connect::kv_connections(&targets, dial_timeout).await?;
+    let kv = connect::kv_connections(&targets, dial_timeout, &tls).await?;
     let stored_key = format!(
         "/registry/{}/{}/{}",
         resource.plural(),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod normalize;
+pub mod tls;
 pub use normalize::{Identities, normalize};
 
 /// The reference implementation, from Debian's `etcd-server` (installed by
@@ -73,6 +74,16 @@ pub struct ClusterOptions {
     pub preferred_leader: Option<usize>,
     /// More flags, given to every member after the standard ones.
     pub extra_args: Vec<String>,
+    /// TLS on the client URLs (`https://`), and the flags etcdctl needs.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// A cluster's client TLS: the flags each member gets and those etcdctl
+/// gets (`--cacert`, `--cert`, `--key`).
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    pub server_args: Vec<String>,
+    pub etcdctl_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -84,12 +95,15 @@ impl Default for ClusterOptions {
             snapshot_count: None,
             preferred_leader: None,
             extra_args: Vec::new(),
+            client_tls: None,
         }
     }
 }
 
 struct Member {
     name: String,
+    /// `https` when the cluster serves clients over TLS.
+    client_scheme: &'static str,
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
@@ -100,7 +114,7 @@ struct Member {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -146,6 +160,11 @@ impl Cluster {
             .tempdir()
             .expect("create a temporary directory for the cluster");
         let ports = free_ports(2 * n_members);
+        let client_scheme = if options.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let members = (0..n_members)
             .map(|member_idx| {
                 let name = format!("m{member_idx}");
@@ -153,6 +172,7 @@ impl Cluster {
                     data_dir: dir.path().join(format!("{name}.data")),
                     log_path: dir.path().join(format!("{name}.log")),
                     name,
+                    client_scheme,
                     client_port: ports[2 * member_idx],
                     peer_port: ports[2 * member_idx + 1],
                     process: None,
@@ -234,8 +254,36 @@ impl Cluster {
         if let Some(snapshot_count) = self.options.snapshot_count {
             args.push(format!("--snapshot-count={snapshot_count}"));
         }
+        if let Some(tls) = &self.options.client_tls {
+            args.extend(tls.server_args.iter().cloned());
+        }
         args.extend(self.options.extra_args.iter().cloned());
         args
+    }
+
+    /// The TLS flags every etcdctl invocation of this cluster gets.
+    pub fn etcdctl_tls_args(&self) -> &[String] {
+        self.options
+            .client_tls
+            .as_ref()
+            .map_or(&[], |tls| tls.etcdctl_args.as_slice())
+    }
+
+    /// etcdctl at one member with `tls_args` instead of the cluster's own
+    /// TLS flags (a client without a certificate, or with a foreign one).
+    pub fn etcdctl_at_with_tls(
+        &self,
+        member_idx: usize,
+        tls_args: &[String],
+        args: &[&str],
+    ) -> Output {
+        etcdctl_command_with(
+            &self.endpoint(member_idx),
+            ETCDCTL_COMMAND_TIMEOUT,
+            tls_args,
+            args,
+            None,
+        )
     }
 
     fn spawn_member(&mut self, member_idx: usize) {
@@ -306,7 +354,13 @@ impl Cluster {
         let endpoints = self.running_endpoints().join(",");
         loop {
             self.assert_members_alive();
-            let output = etcdctl_command(&endpoints, "2s", &["endpoint", "health"], None);
+            let output = etcdctl_command_with(
+                &endpoints,
+                "2s",
+                self.etcdctl_tls_args(),
+                &["endpoint", "health"],
+                None,
+            );
             if output.status.success() {
                 return;
             }
@@ -352,9 +406,10 @@ impl Cluster {
 
     /// `ETCDCTL_API=3 etcdctl --endpoints <every running member> args`.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        etcdctl_command(
+        etcdctl_command_with(
             &self.running_endpoints().join(","),
             ETCDCTL_COMMAND_TIMEOUT,
+            self.etcdctl_tls_args(),
             args,
             None,
         )
@@ -362,9 +417,10 @@ impl Cluster {
 
     /// Like [`Cluster::etcdctl`], with `stdin` fed to etcdctl (for `txn`).
     pub fn etcdctl_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        etcdctl_command(
+        etcdctl_command_with(
             &self.running_endpoints().join(","),
             ETCDCTL_COMMAND_TIMEOUT,
+            self.etcdctl_tls_args(),
             args,
             Some(stdin.as_bytes()),
         )
@@ -372,9 +428,10 @@ impl Cluster {
 
     /// etcdctl talking to one member only.
     pub fn etcdctl_at(&self, member_idx: usize, args: &[&str]) -> Output {
-        etcdctl_command(
+        etcdctl_command_with(
             &self.endpoint(member_idx),
             ETCDCTL_COMMAND_TIMEOUT,
+            self.etcdctl_tls_args(),
             args,
             None,
         )
@@ -382,9 +439,10 @@ impl Cluster {
 
     /// etcdctl talking to one member only, with `stdin` fed to it.
     pub fn etcdctl_at_with_stdin(&self, member_idx: usize, args: &[&str], stdin: &str) -> Output {
-        etcdctl_command(
+        etcdctl_command_with(
             &self.endpoint(member_idx),
             ETCDCTL_COMMAND_TIMEOUT,
+            self.etcdctl_tls_args(),
             args,
             Some(stdin.as_bytes()),
         )
@@ -412,9 +470,10 @@ impl Cluster {
 
     /// Like [`Cluster::status`], with what went wrong.
     pub fn try_status(&self, member_idx: usize) -> Result<EndpointStatus, String> {
-        let output = etcdctl_command(
+        let output = etcdctl_command_with(
             &self.endpoint(member_idx),
             "1s",
+            self.etcdctl_tls_args(),
             &["endpoint", "status", "-w", "json"],
             None,
         );
@@ -610,6 +669,17 @@ pub fn etcdctl_command(
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> Output {
+    etcdctl_command_with(endpoints, command_timeout, &[], args, stdin)
+}
+
+/// [`etcdctl_command`] with TLS flags (`--cacert`, `--cert`, `--key`).
+pub fn etcdctl_command_with(
+    endpoints: &str,
+    command_timeout: &str,
+    tls_args: &[String],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Output {
     let mut command = Command::new(ETCDCTL);
     command
         .env("ETCDCTL_API", "3")
@@ -617,6 +687,7 @@ pub fn etcdctl_command(
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--command-timeout={command_timeout}"))
         .arg("--dial-timeout=2s")
+        .args(tls_args)
         .args(args);
     run_with_watchdog(command, stdin, ETCDCTL_WATCHDOG)
 }
