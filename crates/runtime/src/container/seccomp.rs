@@ -152,10 +152,7 @@ impl Profile {
     pub fn compile(&self, capabilities: &CapsHashSet) -> Result<Vec<BpfProgram>, SeccompError> {
         let default_action = action(&self.default_action, self.default_errno_ret)?;
         let kernel = kernel_version();
-        // Per action, per system call: `None` matches every call of it,
-        // `Some(rules)` only calls meeting one of the rules.
-        let mut by_action: Vec<(SeccompAction, BTreeMap<i64, Option<Vec<SeccompRule>>>)> =
-            Vec::new();
+        let mut by_action: Vec<(SeccompAction, CallRules)> = Vec::new();
         for rule in self.syscalls.iter().flatten() {
             if !rule_applies(rule, capabilities, kernel) {
                 continue;
@@ -191,7 +188,7 @@ impl Profile {
                 }
             }
         }
-        let to_rules = |calls: BTreeMap<i64, Option<Vec<SeccompRule>>>| {
+        let to_rules = |calls: CallRules| {
             calls
                 .into_iter()
                 .map(|(number, rules)| (number, rules.unwrap_or_default()))
@@ -219,6 +216,10 @@ impl Profile {
         Ok(programs)
     }
 }
+
+/// Per system call number: `None` matches every call of it, `Some(rules)`
+/// only calls meeting one of the rules.
+type CallRules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
 
 fn build(
     rules: BTreeMap<i64, Vec<SeccompRule>>,
