@@ -4,7 +4,7 @@
 # skopeo (real OCI tools the tests check shoal against), docker-registry (the
 # registry `image fetch` is tested against), runc (the benchmark's reference
 # runtime), iproute2 and iptables (networking), zstd (the tests' zstd
-# layers). Idempotent and quiet on success.
+# layers), gcc and libc6-dev (the hostile-workload test's static probe). Idempotent and quiet on success.
 set -euo pipefail
 
 # Debian package that provides each program.
@@ -17,6 +17,7 @@ declare -A package_for_program=(
     [/usr/sbin/ip]=iproute2
     [/usr/sbin/iptables]=iptables
     [/usr/bin/zstd]=zstd
+    [/usr/bin/gcc]=gcc
 )
 
 missing_packages=()
@@ -25,6 +26,10 @@ for program in "${!package_for_program[@]}"; do
         missing_packages+=("${package_for_program[$program]}")
     fi
 done
+# The hostile-workload test's probe is C, linked static against libc.a.
+if [[ ! -e /usr/include/stdio.h ]]; then
+    missing_packages+=(libc6-dev)
+fi
 ((${#missing_packages[@]} == 0)) && exit 0
 
 if [[ $(id -u) -eq 0 ]]; then

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub agent_port: u16,
     /// The most pods the machine takes (kubelet's `--max-pods`).
     pub max_pods: u32,
+    /// The most processes one pod may have (kubelet's `--pod-pids-limit`).
+    pub pod_pids_limit: Option<u64>,
     /// Lets the machine run images without a trusted signature
     /// (`--insecure-options=image`).
     pub insecure_images: bool,
@@ -75,6 +77,7 @@ impl AgentConfig {
             taints: Vec::new(),
             agent_port: 10250,
             max_pods: 110,
+            pod_pids_limit: Some(runtime::container::cgroup::DEFAULT_PIDS_LIMIT),
             insecure_images: false,
             lease_renew: Duration::from_secs(10),
             lease_duration: Duration::from_secs(40),
@@ -252,8 +255,12 @@ pub async fn run(
         mtu: None,
     };
     let data_dir = config.data_dir.clone();
+    let options = runtime::pod::PodRuntimeOptions {
+        pod_pids_limit: config.pod_pids_limit,
+        ..runtime::pod::PodRuntimeOptions::default()
+    };
     let pod_runtime = tokio::task::spawn_blocking(move || {
-        let runtime = runtime::pod::PodRuntime::open(&data_dir, network)?;
+        let runtime = runtime::pod::PodRuntime::open_with(&data_dir, network, options)?;
         if pod_cidr.is_some() {
             runtime.ensure_network()?;
         }

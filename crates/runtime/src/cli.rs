@@ -14,6 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::container::cgroup::{self, Limits};
 use crate::container::network::{self, PortMapping};
 use crate::container::run::{self as launcher, StartError};
+use crate::container::seccomp::Seccomp;
 use crate::container::spec::{InitSpec, NetMode, Volume};
 use crate::container::state::{ContainerState, Containers, Status, format_utc, now_unix_ms};
 use crate::digest::Digest;
@@ -409,6 +410,40 @@ pub fn run_trust(args: TrustArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `--security-opt` set.
+struct SecurityOptions {
+    seccomp: Seccomp,
+    no_new_privileges: bool,
+}
+
+impl SecurityOptions {
+    fn parse(options: &[String]) -> anyhow::Result<SecurityOptions> {
+        let mut parsed = SecurityOptions {
+            seccomp: Seccomp::RuntimeDefault,
+            no_new_privileges: true,
+        };
+        for option in options {
+            // docker also takes the older `key:value`.
+            let (key, value) = option
+                .split_once('=')
+                .or_else(|| option.split_once(':'))
+                .unwrap_or((option.as_str(), ""));
+            match (key, value) {
+                ("seccomp", "") => {
+                    bail!("invalid --security-opt {option:?}: seccomp=unconfined or seccomp=PATH")
+                }
+                ("seccomp", value) => parsed.seccomp = Seccomp::from_option(value)?,
+                ("no-new-privileges", "" | "true") => parsed.no_new_privileges = true,
+                ("no-new-privileges", "false") => parsed.no_new_privileges = false,
+                _ => bail!(
+                    "invalid --security-opt {option:?}: expected seccomp=unconfined, seccomp=PATH or no-new-privileges[=false]"
+                ),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -457,6 +492,15 @@ pub struct RunArgs {
     /// Replace the image's entrypoint.
     #[arg(long)]
     pub entrypoint: Option<String>,
+    /// Security options, as docker takes them: `seccomp=unconfined`,
+    /// `seccomp=PATH` (a profile in Docker's JSON format; default: shoal's
+    /// RuntimeDefault), `no-new-privileges=false` (on by default).
+    #[arg(long, value_name = "OPTION")]
+    pub security_opt: Vec<String>,
+    /// The most processes and threads the container may have (a fork past
+    /// it fails); 0 or -1 for no limit.
+    #[arg(long, default_value_t = cgroup::DEFAULT_PIDS_LIMIT as i64, allow_negative_numbers = true)]
+    pub pids_limit: i64,
     /// Checks to skip, comma-separated: `image` runs images without a trusted
     /// signature (a corrupt image is refused regardless).
     #[arg(long, value_delimiter = ',', value_parser = ["image"])]
@@ -592,10 +636,13 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.publish.is_empty() && args.net != NetMode::Default {
         bail!("--publish needs --net=default: the container has no address to publish to");
     }
+    let security = SecurityOptions::parse(&args.security_opt)?;
     let limits = Limits {
         cpu_millis: args.cpu,
         memory_bytes: args.memory,
         cpu_shares: None,
+        pids_max: u64::try_from(args.pids_limit).ok().filter(|max| *max > 0),
+        restrict_devices: true,
     };
 
     let containers = Containers::open(store.root())?;
@@ -696,6 +743,8 @@ pub fn run_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stdin: false,
         stdin_once: false,
         terminal: false,
+        seccomp: security.seccomp,
+        allow_privilege_escalation: !security.no_new_privileges,
     };
     let outcome = if args.detach {
         launcher::run_detached(&args.data.data_dir, &containers, &state, &spec).map(|()| {

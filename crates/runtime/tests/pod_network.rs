@@ -121,6 +121,7 @@ fn pods_on_two_machines_reach_each_other_by_peer_routes_unmasqueraded() {
                 executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
                 insecure_registries: Vec::new(),
                 log_max_bytes: None,
+                pod_pids_limit: None,
             },
         )
         .unwrap();

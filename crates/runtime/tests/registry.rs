@@ -532,6 +532,7 @@ fn pods_pull_by_policy_with_a_login() {
             executable: None,
             insecure_registries: vec![registry.address.clone()],
             log_max_bytes: None,
+            pod_pids_limit: None,
         },
     )
     .unwrap();

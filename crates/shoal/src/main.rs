@@ -238,6 +238,10 @@ struct NodeArgs {
     /// The most pods this machine runs.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// The most processes one pod may have, its containers together
+    /// (kubelet's flag; -1 or 0 for no limit).
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
+    pod_pids_limit: i64,
     /// `image`: run images without a trusted signature on this machine.
     #[arg(long = "insecure-options", value_name = "image")]
     insecure_options: Option<String>,

@@ -21,6 +21,7 @@ pub struct NodeSettings {
     pub cluster_domain: String,
     pub agent_port: u16,
     pub max_pods: u32,
+    pub pod_pids_limit: Option<u64>,
     pub insecure_images: bool,
     pub image_scan_fail_on: Option<scanner::severity::Severity>,
     pub disable_agent: bool,
@@ -136,6 +137,9 @@ impl NodeSettings {
             cluster_domain,
             agent_port: node.agent_port,
             max_pods: node.max_pods,
+            pod_pids_limit: u64::try_from(node.pod_pids_limit)
+                .ok()
+                .filter(|max| *max > 0),
             insecure_images,
             image_scan_fail_on: node.image_scan_fail_on,
             disable_agent: node.disable_agent,
@@ -156,6 +160,7 @@ impl NodeSettings {
         config.taints = self.taints.clone();
         config.agent_port = self.agent_port;
         config.max_pods = self.max_pods;
+        config.pod_pids_limit = self.pod_pids_limit;
         config.insecure_images = self.insecure_images;
         config.image_scan_fail_on = self.image_scan_fail_on;
         config.cluster_dns = vec![IpAddr::V4(self.cluster_dns)];

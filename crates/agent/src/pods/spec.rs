@@ -1,14 +1,15 @@
 //! From a pod's container spec and its image's config to what the runtime
 //! starts: the argv (Kubernetes' command/args over the image's Entrypoint
 //! and Cmd, with `$(VAR)` references expanded), the environment (values,
-//! field references, ConfigMap and Secret keys), user, capabilities and
-//! resource limits.
+//! field references, ConfigMap and Secret keys), user, capabilities, the
+//! seccomp profile and resource limits.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, SeccompProfile, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use runtime::pod::{ImageInfo, Resources};
+use runtime::pod::{ImageInfo, Resources, Seccomp, SeccompProfile as SeccompFileProfile};
 
 /// Objects a container's environment refers to, fetched once per start.
 #[derive(Default)]
@@ -340,6 +341,41 @@ pub fn argv(container: &Container, image: &ImageInfo, env: &[(String, String)]) 
     }
 }
 
+/// The seccomp profile of a container: its own `securityContext`'s, else
+/// the pod's, else `RuntimeDefault` (shoal's default; the kubelet's is
+/// `Unconfined` unless started with `--seccomp-default`). A `Localhost`
+/// profile is a file under `DATA_DIR/seccomp/`, the kubelet's seccomp
+/// directory.
+pub fn seccomp(
+    container: Option<&SeccompProfile>,
+    pod: Option<&SeccompProfile>,
+    data_dir: &Path,
+) -> Result<Seccomp, ConfigError> {
+    let Some(profile) = container.or(pod) else {
+        return Ok(Seccomp::RuntimeDefault);
+    };
+    match profile.type_.as_str() {
+        "RuntimeDefault" => Ok(Seccomp::RuntimeDefault),
+        "Unconfined" => Ok(Seccomp::Unconfined),
+        "Localhost" => {
+            let name = profile.localhost_profile.as_deref().unwrap_or_default();
+            if name.is_empty() || name.starts_with('/') || name.split('/').any(|part| part == "..")
+            {
+                return Err(ConfigError(format!(
+                    "invalid seccompProfile.localhostProfile {name:?}: a path relative to the node's seccomp directory"
+                )));
+            }
+            let path = data_dir.join("seccomp").join(name);
+            let profile =
+                SeccompFileProfile::read(&path).map_err(|error| ConfigError(error.to_string()))?;
+            Ok(Seccomp::Profile(profile))
+        }
+        other => Err(ConfigError(format!(
+            "invalid seccompProfile.type {other:?}: RuntimeDefault, Unconfined or Localhost"
+        ))),
+    }
+}
+
 /// Requests and limits as the runtime's cgroup settings.
 pub fn resources(container: &Container) -> Resources {
     let get = |map: Option<&BTreeMap<String, Quantity>>, name: &str| {
@@ -362,6 +398,49 @@ pub fn resources(container: &Container) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_profiles_container_over_pod_runtime_default_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = |type_: &str, localhost: Option<&str>| SeccompProfile {
+            type_: type_.to_string(),
+            localhost_profile: localhost.map(str::to_string),
+        };
+        assert_eq!(
+            seccomp(None, None, dir.path()).unwrap(),
+            Seccomp::RuntimeDefault
+        );
+        let unconfined = profile("Unconfined", None);
+        let default = profile("RuntimeDefault", None);
+        assert_eq!(
+            seccomp(None, Some(&unconfined), dir.path()).unwrap(),
+            Seccomp::Unconfined
+        );
+        assert_eq!(
+            seccomp(Some(&default), Some(&unconfined), dir.path()).unwrap(),
+            Seccomp::RuntimeDefault
+        );
+        std::fs::create_dir_all(dir.path().join("seccomp/profiles")).unwrap();
+        std::fs::write(
+            dir.path().join("seccomp/profiles/audit.json"),
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let local = profile("Localhost", Some("profiles/audit.json"));
+        assert!(matches!(
+            seccomp(Some(&local), None, dir.path()).unwrap(),
+            Seccomp::Profile(_)
+        ));
+        for bad in [
+            profile("Localhost", Some("../etc/profile.json")),
+            profile("Localhost", Some("/etc/profile.json")),
+            profile("Localhost", None),
+            profile("Localhost", Some("missing.json")),
+            profile("Sometimes", None),
+        ] {
+            assert!(seccomp(Some(&bad), None, dir.path()).is_err(), "{bad:?}");
+        }
+    }
     use k8s_openapi::api::core::v1::{EnvVar, ObjectFieldSelector, PodSpec};
 
     fn image() -> ImageInfo {

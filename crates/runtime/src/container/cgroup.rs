@@ -19,6 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The default most processes of a container (`shoal run --pids-limit`)
+/// and of a pod (the agent's `--pod-pids-limit`): ample for a service,
+/// low enough that a fork bomb stops long before the host's limit.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 /// The CFS period shoal uses; the quota is `millicores * period / 1000`.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -31,11 +35,40 @@ pub struct Limits {
     /// at least 2). Written as the matching `cpu.weight` under v2.
     #[serde(default)]
     pub cpu_shares: Option<u64>,
+    /// The most processes (and threads) the container may have: past it,
+    /// `fork` and `clone` fail with EAGAIN.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// Only the default devices (null, zero, full, random, urandom, tty,
+    /// the pseudo-terminals) may be made or opened, whatever the
+    /// capabilities: a devices cgroup under v1. cgroup v2 would need an
+    /// eBPF device program, which shoal does not load: there the limit is
+    /// the container's /dev, `nodev` mounts and the dropped `CAP_MKNOD`.
+    #[serde(default)]
+    pub restrict_devices: bool,
 }
+
+/// The devices a container may use (`type major:minor access`, as v1's
+/// `devices.allow` takes them): runc's default set, less its blanket
+/// `mknod` of any device.
+const ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",   // null
+    "c 1:5 rwm",   // zero
+    "c 1:7 rwm",   // full
+    "c 1:8 rwm",   // random
+    "c 1:9 rwm",   // urandom
+    "c 5:0 rwm",   // tty
+    "c 5:2 rwm",   // ptmx
+    "c 136:* rwm", // the pseudo-terminals in /dev/pts
+];
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.cpu_millis.is_none() && self.memory_bytes.is_none() && self.cpu_shares.is_none()
+        self.cpu_millis.is_none()
+            && self.memory_bytes.is_none()
+            && self.cpu_shares.is_none()
+            && self.pids_max.is_none()
+            && !self.restrict_devices
     }
 
     fn needs_cpu(&self) -> bool {
@@ -111,6 +144,9 @@ pub struct Placement {
     /// Make the memory and CPU accounting cgroups even without limits, so
     /// the container's usage can be read.
     pub always: bool,
+    /// The most processes the whole group may have (a pod's, kubelet's
+    /// `--pod-pids-limit`), written on the group's pids cgroup.
+    pub group_pids_max: Option<u64>,
 }
 
 /// [`create`], placed as `placement` says.
@@ -150,18 +186,32 @@ fn create_into(
         if group.is_some() {
             ancestors.push(parent.as_path());
         }
+        let pids = limits.pids_max.is_some() || placement.group_pids_max.is_some();
+        let controllers: &[&str] = if pids {
+            &["cpu", "memory", "pids"]
+        } else {
+            &["cpu", "memory"]
+        };
         for dir in ancestors {
             let subtree = dir.join("cgroup.subtree_control");
             let current = fs::read_to_string(&subtree).unwrap_or_default();
-            for controller in ["cpu", "memory"] {
-                if !current.split_whitespace().any(|name| name == controller) {
+            for controller in controllers {
+                if !current.split_whitespace().any(|name| name == *controller) {
                     write(&subtree, &format!("+{controller}"))?;
                 }
             }
         }
+        if group.is_some()
+            && let Some(max) = placement.group_pids_max
+        {
+            write(&parent.join("pids.max"), &max.to_string())?;
+        }
         let dir = parent.join(container_id);
         fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         created.push(dir.clone());
+        if let Some(max) = limits.pids_max {
+            write(&dir.join("pids.max"), &max.to_string())?;
+        }
         if let Some(millis) = limits.cpu_millis {
             write(
                 &dir.join("cpu.max"),
@@ -213,6 +263,31 @@ fn create_into(
             }
         }
     }
+    if limits.pids_max.is_some() || placement.group_pids_max.is_some() {
+        if let (Some(group), Some(max)) = (group, placement.group_pids_max) {
+            let group_dir = v1_group_dir("pids", Some(group))?;
+            fs::create_dir_all(&group_dir)
+                .with_context(|| format!("cannot create {}", group_dir.display()))?;
+            write(&group_dir.join("pids.max"), &max.to_string())?;
+        }
+        let dir = v1_dir("pids", group, container_id)?;
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        created.push(dir.clone());
+        if let Some(max) = limits.pids_max {
+            write(&dir.join("pids.max"), &max.to_string())?;
+        }
+    }
+    if limits.restrict_devices {
+        let dir = v1_dir("devices", group, container_id)?;
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        created.push(dir.clone());
+        // Deny all, then allow the default set: the order matters, as a
+        // new devices cgroup starts from its parent's (usually all).
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in ALLOWED_DEVICES {
+            write(&dir.join("devices.allow"), rule)?;
+        }
+    }
     if placement.always {
         // CPU time is counted by cpuacct, often mounted with cpu.
         let dir = v1_dir("cpuacct", group, container_id)?;
@@ -252,7 +327,7 @@ pub fn group_dirs(group: &str) -> Vec<PathBuf> {
     if is_pure_v2() {
         dirs.push(Path::new(CGROUP_ROOT).join("shoal").join(group));
     } else {
-        for controller in ["cpu", "memory", "cpuacct"] {
+        for controller in ["cpu", "memory", "cpuacct", "pids", "devices"] {
             if let Ok(dir) = v1_group_dir(controller, Some(group))
                 && !dirs.contains(&dir)
             {

@@ -20,6 +20,7 @@ use nix::unistd::{Gid, Uid, chdir, pivot_root, setgid, setgroups, sethostname, s
 
 use crate::container::cgroup;
 use crate::container::netlink;
+use crate::container::seccomp;
 use crate::container::spec::{InitSpec, NetMode, PodNamespaces};
 
 /// Exit code (and status-pipe code) for a failure of shoal itself, as docker
@@ -166,7 +167,14 @@ fn setup_and_exec(spec: &InitSpec) -> Result<Never, Failure> {
     user.groups.sort_unstable();
     user.groups.dedup();
     let keep = capabilities_to_keep(spec)?;
-    drop_privileges(&user, &keep, !spec.privileged)?;
+    let filters = seccomp::programs_for(&spec.seccomp, spec.privileged, &keep)?;
+    drop_privileges(
+        &user,
+        &keep,
+        !spec.privileged && !spec.allow_privilege_escalation,
+    )?;
+    // Last, so that the filter need not allow what the setup does.
+    seccomp::install(&filters)?;
     let mut env = spec.env.clone();
     if !env.iter().any(|(key, _)| key == "HOME") {
         env.push(("HOME".to_string(), user.home.clone()));
@@ -559,37 +567,63 @@ fn enter_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hides the parts of /proc that expose or control the host kernel, as runc
-/// does: masked with /dev/null or made read-only.
+/// The paths runc masks: files hidden behind /dev/null, directories behind
+/// an empty read-only tmpfs. They expose or control the host's kernel
+/// (memory, keys, timers, firmware, power capping).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths runc makes read-only: the kernel's tunables and triggers.
+pub const READ_ONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Masks [`MASKED_PATHS`] and protects [`READ_ONLY_PATHS`] (those the
+/// kernel has), as runc does for every unprivileged container.
 fn mask_proc() -> anyhow::Result<()> {
-    for path in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-    ] {
-        if Path::new(path).exists() {
+    for path in MASKED_PATHS {
+        let Ok(metadata) = fs::symlink_metadata(path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            mount(
+                Some("tmpfs"),
+                *path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            )
+        } else {
             mount(
                 Some("/dev/null"),
-                path,
+                *path,
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .with_context(|| format!("cannot mask {path}"))?;
         }
+        .with_context(|| format!("cannot mask {path}"))?;
     }
-    for path in [
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-        "/proc/irq",
-        "/proc/bus",
-        "/proc/fs",
-    ] {
+    for path in READ_ONLY_PATHS {
         if Path::new(path).exists() {
             mount(
-                Some(path),
-                path,
+                Some(*path),
+                *path,
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
@@ -597,9 +631,14 @@ fn mask_proc() -> anyhow::Result<()> {
             .with_context(|| format!("cannot protect {path}"))?;
             mount(
                 None::<&str>,
-                path,
+                *path,
                 None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
                 None::<&str>,
             )
             .with_context(|| format!("cannot make {path} read-only"))?;

@@ -6,5 +6,7 @@ pub mod init;
 pub mod netlink;
 pub mod network;
 pub mod run;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
+mod syscalls_x86_64;

@@ -8,6 +8,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::container::network::Attachment;
+use crate::container::seccomp::Seccomp;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +116,15 @@ pub struct InitSpec {
     /// terminal, held by its monitor.
     #[serde(default)]
     pub terminal: bool,
+    /// The system calls the app may make (none filtered when privileged).
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Leave `no_new_privs` off (Kubernetes' `allowPrivilegeEscalation:
+    /// true`): setuid binaries and file capabilities work. A seccomp filter
+    /// sets it regardless (an unprivileged process needs it to install
+    /// one), so this holds with `Unconfined` only.
+    #[serde(default)]
+    pub allow_privilege_escalation: bool,
 }
 
 /// The pinned namespace files of a pod (bind mounts of nsfs files) a

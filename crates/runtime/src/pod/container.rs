@@ -264,6 +264,8 @@ impl PodRuntime {
                 .resources
                 .cpu_request_millis
                 .map(|millis| (millis * 1024 / 1000).max(2)),
+            pids_max: None,
+            restrict_devices: !spec.privileged,
         };
 
         // The same instance started again (after it could not run, say)
@@ -341,6 +343,7 @@ impl PodRuntime {
         let placement = cgroup::Placement {
             group: Some(pod_cgroup_group(pod_uid)),
             always: true,
+            group_pids_max: self.inner.options.pod_pids_limit,
         };
         state.cgroups = match cgroup::create_in(&placement, &id, &limits) {
             Ok(dirs) => dirs,
@@ -397,6 +400,8 @@ impl PodRuntime {
             stdin: spec.stdin,
             stdin_once: options.stdin_once,
             terminal: spec.tty,
+            seccomp: spec.seccomp.clone(),
+            allow_privilege_escalation: spec.allow_privilege_escalation,
         };
         let started = launcher::run_detached_with(
             self.executable(),

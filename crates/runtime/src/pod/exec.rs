@@ -405,7 +405,16 @@ fn enter_and_exec(spec: &ExecSpec) -> Result<Never, (u8, anyhow::Error)> {
     user.groups.sort_unstable();
     user.groups.dedup();
     let keep = capabilities_to_keep(init).map_err(failed)?;
-    drop_privileges(&user, &keep, !init.privileged).map_err(failed)?;
+    // An exec'd process is held to the container's seccomp profile too.
+    let filters = crate::container::seccomp::programs_for(&init.seccomp, init.privileged, &keep)
+        .map_err(|error| failed(error.into()))?;
+    drop_privileges(
+        &user,
+        &keep,
+        !init.privileged && !init.allow_privilege_escalation,
+    )
+    .map_err(failed)?;
+    crate::container::seccomp::install(&filters).map_err(|error| failed(error.into()))?;
     let mut env = init.env.clone();
     if !env.iter().any(|(key, _)| key == "HOME") {
         env.push(("HOME".to_string(), user.home.clone()));

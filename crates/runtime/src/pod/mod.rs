@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::container::cgroup::Usage;
 pub use crate::container::network::{PortMapping, Protocol};
+pub use crate::container::seccomp::{Profile as SeccompProfile, Seccomp};
 pub use attach::AttachSession;
 pub use exec::{EXEC_ENV, EXEC_OUTPUT_LIMIT, ExecOutput, ExecProcess, main as exec_main};
 pub use image::{ImageInfo, PullPolicy, RegistryAuth};
@@ -326,6 +327,13 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The app's stdin is fed by [`PodRuntime::attach`] (else /dev/null).
     pub stdin: bool,
+    /// The system calls the app may make: `RuntimeDefault` unless the pod
+    /// asks otherwise (the kubelet's default is `Unconfined`; shoal's is
+    /// the safe one).
+    pub seccomp: Seccomp,
+    /// `allowPrivilegeEscalation: true`: no `no_new_privs` (see
+    /// [`crate::container::spec::InitSpec::allow_privilege_escalation`]).
+    pub allow_privilege_escalation: bool,
 }
 
 /// What [`PodRuntime::start_container_with`] takes beyond the spec.
@@ -348,6 +356,9 @@ pub struct PodRuntimeOptions {
     /// A container's log is rotated (to `<attempt>.log.1`) past this size;
     /// default [`log::DEFAULT_MAX_LOG_BYTES`] (10 MiB).
     pub log_max_bytes: Option<u64>,
+    /// The most processes a pod may have, all its containers together (the
+    /// kubelet's `--pod-pids-limit`); `None` for no limit.
+    pub pod_pids_limit: Option<u64>,
 }
 
 /// The node's pod runtime; cheap to clone (one shared state).

@@ -100,6 +100,7 @@ pub fn open_runtime_at(data_dir: &Path, network_index: u8) -> PodRuntime {
             executable: Some(env!("CARGO_BIN_EXE_shoal-runtime").into()),
             insecure_registries: Vec::new(),
             log_max_bytes: None,
+            pod_pids_limit: None,
         },
     )
     .unwrap()

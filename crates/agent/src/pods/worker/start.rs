@@ -383,7 +383,7 @@ impl Worker {
                     if sub.split('/').any(|part| part == "..") || sub.starts_with('/') {
                         return Err(format!("invalid subPath {sub:?}"));
                     }
-                    host_path.join(sub)
+                    confined_sub_path(host_path, sub)?
                 }
                 _ => host_path.clone(),
             };
@@ -443,6 +443,69 @@ impl Worker {
             attempt,
             tty: container.tty.unwrap_or(false),
             stdin: container.stdin.unwrap_or(false),
+            seccomp: spec::seccomp(
+                security.seccomp_profile.as_ref(),
+                pod_security.seccomp_profile.as_ref(),
+                &self.ctx.config.data_dir,
+            )
+            .map_err(|error| error.0)?,
+            allow_privilege_escalation: security.allow_privilege_escalation.unwrap_or(false),
         })
+    }
+}
+
+/// `volume/sub`, which must stay inside the volume once symlinks are
+/// followed: a container could have made `sub` a link to `/` in a shared
+/// volume, and the bind mount would follow it (CVE-2017-1002101). The
+/// check and the mount are two steps: a container racing to swap a
+/// directory of the path for a link in between is not stopped here. A
+/// missing directory is made, as the kubelet does, once the part of the
+/// path that exists is known to be inside.
+fn confined_sub_path(volume: &std::path::Path, sub: &str) -> Result<PathBuf, String> {
+    let root = volume
+        .canonicalize()
+        .map_err(|error| format!("volume {}: {error}", volume.display()))?;
+    let joined = root.join(sub);
+    if std::fs::symlink_metadata(&joined).is_err() {
+        let existing = joined
+            .ancestors()
+            .find(|ancestor| std::fs::symlink_metadata(ancestor).is_ok())
+            .and_then(|ancestor| ancestor.canonicalize().ok());
+        if !existing.is_some_and(|existing| existing.starts_with(&root)) {
+            return Err(format!("subPath {sub:?} leads out of its volume"));
+        }
+        std::fs::create_dir_all(&joined)
+            .map_err(|error| format!("cannot create subPath {sub:?}: {error}"))?;
+    }
+    let resolved = joined
+        .canonicalize()
+        .map_err(|error| format!("subPath {sub:?}: {error}"))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!("subPath {sub:?} leads out of its volume"));
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confined_sub_path;
+
+    #[test]
+    fn a_sub_path_may_not_lead_out_of_its_volume_through_a_link() {
+        let volume = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), volume.path().join("evil")).unwrap();
+        std::os::unix::fs::symlink("/", volume.path().join("root")).unwrap();
+        std::fs::create_dir(volume.path().join("data")).unwrap();
+        for sub in ["evil", "root", "root/etc", "evil/new/dir"] {
+            let error = confined_sub_path(volume.path(), sub).unwrap_err();
+            assert!(error.contains("leads out"), "{sub}: {error}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let inside = confined_sub_path(volume.path(), "data").unwrap();
+        assert!(inside.ends_with("data"));
+        // A missing directory inside is made.
+        let made = confined_sub_path(volume.path(), "data/new").unwrap();
+        assert!(made.is_dir());
     }
 }
