@@ -299,19 +299,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let status = self.member.status();
-        Ok(Response::new(StatusResponse {
-            header: Some(self.member.header(status.revision)),
-            version: store::ETCD_API_VERSION.to_string(),
-            db_size: i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX),
-            leader: status.leader_id,
-            raft_index: status.commit_index,
-            raft_term: status.term,
-            raft_applied_index: status.applied_index,
-            errors: self.member.alarm_descriptions(),
-            db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
-            is_learner: self.member.is_learner(),
-        }))
+        Ok(Response::new(self.member.status_response()))
     }
 
     async fn defragment(

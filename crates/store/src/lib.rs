@@ -525,6 +525,23 @@ impl Member {
         }
     }
 
+    /// The member's status as etcd's `Maintenance.Status` answers it.
+    pub fn status_response(&self) -> proto::etcdserverpb::StatusResponse {
+        let status = self.status();
+        proto::etcdserverpb::StatusResponse {
+            header: Some(self.header(status.revision)),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX),
+            leader: status.leader_id,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: self.alarm_descriptions(),
+            db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
+            is_learner: self.is_learner(),
+        }
+    }
+
     pub fn max_request_bytes(&self) -> u64 {
         self.config.max_request_bytes
     }

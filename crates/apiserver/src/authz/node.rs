@@ -212,6 +212,23 @@ impl PodIndex {
 
 const READ: &[&str] = &["get", "list", "watch"];
 
+/// Allowed when the pod is bound to `node`; else NodeRestriction's refusal
+/// ("node "n1" can only `action` pods with spec.nodeName set to itself").
+fn own_pod(pods: &PodIndex, node: &str, attributes: &Attributes<'_>, action: &str) -> Decision {
+    if pods
+        .node_of(attributes.namespace, attributes.name)
+        .as_deref()
+        == Some(node)
+    {
+        Decision::Allow
+    } else {
+        Decision::Refused(format!(
+            "pods {:?} is forbidden: node {node:?} can only {action} pods with spec.nodeName set to itself",
+            attributes.name
+        ))
+    }
+}
+
 /// The Node authorizer's decision for node `node`.
 pub fn authorize(pods: &PodIndex, node: &str, attributes: &Attributes<'_>) -> Decision {
     if !attributes.resource_request {
@@ -246,33 +263,9 @@ pub fn authorize(pods: &PodIndex, node: &str, attributes: &Attributes<'_>) -> De
         }
         ("", "pods", "" | "status") if read => Decision::Allow,
         ("", "pods", "status") if matches!(verb, "update" | "patch") => {
-            if pods
-                .node_of(attributes.namespace, attributes.name)
-                .as_deref()
-                == Some(node)
-            {
-                Decision::Allow
-            } else {
-                Decision::Refused(format!(
-                    "pods {:?} is forbidden: node {node:?} can only update pod status for pods with spec.nodeName set to itself",
-                    attributes.name
-                ))
-            }
+            own_pod(pods, node, attributes, "update pod status for")
         }
-        ("", "pods", "") if verb == "delete" => {
-            if pods
-                .node_of(attributes.namespace, attributes.name)
-                .as_deref()
-                == Some(node)
-            {
-                Decision::Allow
-            } else {
-                Decision::Refused(format!(
-                    "pods {:?} is forbidden: node {node:?} can only delete pods with spec.nodeName set to itself",
-                    attributes.name
-                ))
-            }
-        }
+        ("", "pods", "") if verb == "delete" => own_pod(pods, node, attributes, "delete"),
         ("", "services" | "endpoints", "") | ("discovery.k8s.io", "endpointslices", "") => {
             allow(read)
         }
