@@ -52,9 +52,10 @@ pub struct BenchArgs {
     /// Identify the client using this TLS certificate file.
     #[arg(long, global = true)]
     pub cert: Option<std::path::PathBuf>,
-    /// Identify the client using this TLS key file.
-    #[arg(long, global = true)]
-    pub key: Option<std::path::PathBuf>,
+    /// Identify the client using this TLS key file. (The field has its own
+    /// name: `key` is the range and put workloads' key argument.)
+    #[arg(long = "key", global = true, value_name = "KEY_FILE")]
+    pub key_file: Option<std::path::PathBuf>,
     /// How to print the summary.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -72,7 +73,7 @@ impl BenchArgs {
         connect::tls_from_flags(
             self.cacert.as_deref(),
             self.cert.as_deref(),
-            self.key.as_deref(),
+            self.key_file.as_deref(),
         )
     }
 }
